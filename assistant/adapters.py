@@ -1,0 +1,84 @@
+"""Where the chat finds adapters: published LoRA folders in the workspace.
+
+The contract with the tuning package (which trains and registers adapters) is the folder,
+not its database tables, so the core imports nothing from tuning:
+
+    adapters/<name>/adapter_config.json, adapter_model.safetensors   (PEFT's format)
+    adapters/<name>/tailor.json   metadata written at publish time (optional)
+    adapters/ACTIVE               the name the chat uses by default (absent: the base model)
+
+Folders are published by renaming a finished temporary folder into place, so a folder
+that exists under its final name is complete."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import NotFoundError, ValidationError
+from .workspace import write_atomic
+
+BASE = "base"  # the name under which the base model (no adapter) is offered
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def check_adapter_name(name: str) -> str:
+    if name == BASE or not _NAME.match(name or ""):
+        raise ValidationError(
+            f"invalid adapter name {name!r}: use 1-64 letters, digits, '.', '_' or '-', not {BASE!r}"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class AdapterInfo:
+    name: str
+    path: Path
+    version: str  # changes whenever the folder is re-published
+    meta: dict = field(default_factory=dict)
+
+
+class AdapterCatalog:
+    def __init__(self, adapters_dir: Path):
+        self.dir = Path(adapters_dir)
+
+    def list(self) -> list[AdapterInfo]:
+        found = []
+        if not self.dir.is_dir():
+            return found
+        for folder in sorted(self.dir.iterdir()):
+            if folder.name.startswith(".") or not (folder / "adapter_config.json").is_file():
+                continue
+            meta = {}
+            try:
+                meta = json.loads((folder / "tailor.json").read_text())
+            except (OSError, ValueError):
+                pass
+            version = str((folder / "adapter_config.json").stat().st_mtime_ns)
+            found.append(AdapterInfo(folder.name, folder, version, meta))
+        return found
+
+    def names(self) -> list[str]:
+        return [a.name for a in self.list()]
+
+    def get(self, name: str) -> AdapterInfo:
+        for info in self.list():
+            if info.name == name:
+                return info
+        raise NotFoundError(f"adapter {name!r} does not exist (known: {', '.join(self.names()) or 'none'})")
+
+    def active(self) -> str | None:
+        try:
+            name = (self.dir / "ACTIVE").read_text().strip()
+        except OSError:
+            return None
+        return name if name and (self.dir / name / "adapter_config.json").is_file() else None
+
+    def set_active(self, name: str | None) -> None:
+        if name in (None, "", BASE):
+            (self.dir / "ACTIVE").unlink(missing_ok=True)
+            return
+        self.get(name)
+        write_atomic(self.dir / "ACTIVE", name + "\n")

@@ -1,0 +1,180 @@
+"""The chat service: what the UI, the CLI and the HTTP API call to hold a conversation.
+
+It ties the engine (generation), the adapter catalog (which adapters exist), the optional
+retriever and the conversation log (storage) together. A turn's generation and its storage
+run in a worker thread that does not depend on anybody reading the stream, so a closed
+browser tab or a stop request still leaves the (partial) reply saved."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from .adapters import BASE, AdapterCatalog
+from .conversations import ConversationLog, StoredMessage
+from .engine import ChatEngine, Generation, GenerationOptions
+from .errors import ValidationError
+from .prompting import Retrieval, Retriever, build_messages
+
+log = logging.getLogger(__name__)
+
+NO_SOURCE_REPLY = "I could not find a source for that in your documents, so I will not guess."
+
+
+class Turn:
+    """One user message and the assistant's reply in progress. Iterating yields the reply so
+    far (a growing string); `wait()` returns the stored assistant message."""
+
+    def __init__(self, conversation_id: str, user_message: StoredMessage, generation: Generation | None,
+                 retrieval: Retrieval | None):
+        self.conversation_id = conversation_id
+        self.user_message = user_message
+        self.generation = generation
+        self.retrieval = retrieval
+        self.reply: StoredMessage | None = None
+        self.error: BaseException | None = None
+        self._stored = threading.Event()
+
+    def __iter__(self) -> Iterator[str]:
+        if self.generation is not None:
+            yield from self.generation
+        self._stored.wait()
+        if self.reply is not None:
+            yield self.reply.content
+
+    def stop(self) -> None:
+        if self.generation is not None:
+            self.generation.stop()
+
+    def wait(self, timeout: float | None = None) -> StoredMessage:
+        if not self._stored.wait(timeout):
+            raise TimeoutError("the reply did not finish in time")
+        if self.error is not None:
+            raise self.error
+        return self.reply
+
+
+@dataclass
+class ChatRequest:
+    text: str
+    conversation_id: str | None = None
+    model: str = BASE  # "base" or an adapter name
+    system_prompt: str | None = None  # None keeps the conversation's
+    options: GenerationOptions = GenerationOptions()
+    rag: bool | None = None  # None keeps the conversation's setting
+    k: int = 4
+
+
+class ChatService:
+    def __init__(self, engine: ChatEngine, log_: ConversationLog, adapters: AdapterCatalog,
+                 retriever: Retriever | None = None):
+        self.engine = engine
+        self.log = log_
+        self.adapters = adapters
+        self.retriever = retriever
+        self._running: dict[str, Turn] = {}
+        self._running_lock = threading.Lock()
+
+    # ---- models -------------------------------------------------------------------------
+    def models(self) -> list[str]:
+        """What the model picker offers: the base model and every published adapter."""
+        return [BASE] + self.adapters.names()
+
+    def default_model(self) -> str:
+        return self.adapters.active() or BASE
+
+    def _adapter_for(self, model: str | None) -> str | None:
+        """Make sure the adapter behind `model` is loaded (hot, no base reload)."""
+        if model in (None, "", BASE):
+            return None
+        info = self.adapters.get(model)
+        self.engine.load_adapter(info.name, info.path, version=info.version)
+        return info.name
+
+    # ---- chatting -----------------------------------------------------------------------
+    def send(self, request: ChatRequest) -> Turn:
+        text = (request.text or "").strip()
+        if not text:
+            raise ValidationError("the message is empty")
+        adapter = self._adapter_for(request.model)
+        if request.conversation_id:
+            conv = self.log.get(request.conversation_id)
+            updates = {}
+            if request.system_prompt is not None and request.system_prompt != conv.system_prompt:
+                updates["system_prompt"] = request.system_prompt
+            if request.rag is not None and request.rag != conv.rag:
+                updates["rag"] = request.rag
+            if updates:
+                self.log.update(conv.id, **updates)
+                conv = self.log.get(conv.id)
+        else:
+            conv = self.log.create(system_prompt=request.system_prompt or "", model=self.engine.name,
+                                   adapter=adapter, rag=bool(request.rag))
+            conv.messages = []
+        rag = request.rag if request.rag is not None else conv.rag
+        history = [m.as_chat() for m in conv.messages]
+        retrieval = None
+        if rag:
+            if self.retriever is None:
+                raise ValidationError("retrieval is not available: add documents in the Knowledge tab first")
+            retrieval = self.retriever.retrieve(text, k=request.k)
+        messages = build_messages(history, text, conv.system_prompt,
+                                  retrieval.passages if retrieval and not retrieval.abstain else None)
+        user_msg = self.log.add_message(conv.id, "user", text, source="chat")
+        generation = None
+        if retrieval is None or not retrieval.abstain:
+            generation = self.engine.stream(messages, request.options, adapter=adapter)
+        turn = Turn(conv.id, user_msg, generation, retrieval)
+        with self._running_lock:
+            self._running[conv.id] = turn
+        threading.Thread(target=self._finish, args=(turn, request.options, adapter), daemon=True,
+                         name="tailor-store-reply").start()
+        return turn
+
+    def chat(self, request: ChatRequest) -> tuple[Turn, StoredMessage]:
+        """Blocking convenience for the CLI and tests."""
+        turn = self.send(request)
+        return turn, turn.wait()
+
+    def stop(self, conversation_id: str) -> bool:
+        with self._running_lock:
+            turn = self._running.get(conversation_id)
+        if turn is None:
+            return False
+        turn.stop()
+        return True
+
+    def _finish(self, turn: Turn, options: GenerationOptions, adapter: str | None) -> None:
+        try:
+            retrieval_info = None
+            if turn.retrieval is not None:
+                retrieval_info = {
+                    "abstained": turn.retrieval.abstain,
+                    "reason": turn.retrieval.reason,
+                    "passages": [p.as_dict() for p in turn.retrieval.passages],
+                }
+            if turn.generation is None:  # abstained: no source good enough, do not guess
+                turn.reply = self.log.add_message(
+                    turn.conversation_id, "assistant", NO_SOURCE_REPLY, model=self.engine.name, adapter=adapter,
+                    settings=options.as_dict(), latency_ms=0.0, prompt_tokens=0, completion_tokens=0,
+                    finish_reason="no_source", retrieval=retrieval_info)
+                return
+            result = turn.generation.wait()
+            turn.reply = self.log.add_message(
+                turn.conversation_id, "assistant", result.text, model=result.model, adapter=adapter,
+                settings=options.as_dict(), latency_ms=result.latency_s * 1000,
+                ttft_ms=result.ttft_s * 1000 if result.ttft_s is not None else None,
+                prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
+                finish_reason=result.finish_reason, retrieval=retrieval_info)
+            if result.error:
+                log.warning("reply in %s ended with an error: %s", turn.conversation_id, result.error)
+        except BaseException as exc:  # noqa: BLE001 - surfaced through Turn.wait()
+            log.exception("could not store the reply")
+            turn.error = exc
+        finally:
+            with self._running_lock:
+                if self._running.get(turn.conversation_id) is turn:
+                    del self._running[turn.conversation_id]
+            turn._stored.set()

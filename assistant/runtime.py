@@ -1,0 +1,45 @@
+"""Assemble the core services from settings: workspace, model, engine, log, chat.
+
+Both the server and the CLI start here, so they resolve models and open the workspace the
+same way."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .adapters import AdapterCatalog
+from .chat import ChatService
+from .conversations import ConversationLog
+from .engine import ChatEngine
+from .hardware import pick_hardware, set_threads
+from .models import ResolvedModel, resolve_model
+from .settings import Settings
+from .workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Core:
+    settings: Settings
+    workspace: Workspace
+    model: ResolvedModel
+    engine: ChatEngine
+    conversations: ConversationLog
+    adapters: AdapterCatalog
+    chat: ChatService
+
+
+def open_core(settings: Settings, progress: Callable[[str], None] = log.info) -> Core:
+    set_threads(settings.threads)
+    workspace = Workspace(settings.home)
+    resolved = resolve_model(settings.model, workspace.models_dir, allow_downloads=settings.allow_downloads,
+                             progress=progress)
+    hardware = pick_hardware(settings.device, settings.dtype)
+    engine = ChatEngine.load(resolved, hardware, max_context=settings.max_context)
+    conversations = ConversationLog(workspace.db)
+    adapters = AdapterCatalog(workspace.adapters_dir)
+    chat = ChatService(engine, conversations, adapters)
+    return Core(settings, workspace, resolved, engine, conversations, adapters, chat)

@@ -1,0 +1,79 @@
+"""Settings: one dataclass read from environment variables, overridable from the CLI.
+
+Every setting has a TAILOR_* variable so that an engineer running Tailor for a team can
+configure it without touching code (documented in the README)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+def _env_int(name: str, default: int | None) -> int | None:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path = field(default_factory=lambda: Path("workspace"))
+    # None means the embedded SmolLM2-135M-Instruct; otherwise a Hugging Face id or a folder.
+    model: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 7860
+    # "user:password" pairs separated by commas; required when binding off loopback.
+    auth: str | None = None
+    # Upper bound on prompt + reply tokens. Small by default: prefill on a CPU runs at
+    # roughly 600 tokens/s, so a long history would make every reply slow to start.
+    max_context: int = 2048
+    # Threads for torch in this process; None lets torch decide (all cores).
+    threads: int | None = None
+    device: str | None = None  # "cpu", "cuda", "mps"; None picks from the hardware
+    dtype: str | None = None  # "float32", "bfloat16", "float16"; None picks from the hardware
+    allow_downloads: bool = False  # never fetch weights from a hub unless asked to
+
+    @classmethod
+    def from_env(cls, **overrides) -> "Settings":
+        env = os.environ
+        values = dict(
+            home=Path(env.get("TAILOR_HOME") or "workspace"),
+            model=env.get("TAILOR_MODEL") or None,
+            host=env.get("TAILOR_HOST") or "127.0.0.1",
+            port=_env_int("TAILOR_PORT", 7860),
+            auth=env.get("TAILOR_AUTH") or None,
+            max_context=_env_int("TAILOR_MAX_CONTEXT", 2048),
+            threads=_env_int("TAILOR_THREADS", None),
+            device=env.get("TAILOR_DEVICE") or None,
+            dtype=env.get("TAILOR_DTYPE") or None,
+            allow_downloads=env.get("TAILOR_ALLOW_DOWNLOADS", "") in {"1", "true", "yes"},
+        )
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        values["home"] = Path(values["home"]).expanduser()
+        return cls(**values)
+
+    def with_(self, **changes) -> "Settings":
+        return replace(self, **changes)
+
+    @property
+    def is_loopback(self) -> bool:
+        return self.host in LOOPBACK_HOSTS or self.host.startswith("127.")
+
+    def auth_pairs(self) -> list[tuple[str, str]]:
+        """Parse `user:password[,user2:password2]`; raise ValueError on a malformed entry."""
+        if not self.auth:
+            return []
+        pairs = []
+        for item in self.auth.split(","):
+            user, sep, password = item.strip().partition(":")
+            if not sep or not user or not password:
+                raise ValueError("credentials must look like user:password (several separated by commas)")
+            pairs.append((user, password))
+        return pairs

@@ -1,0 +1,94 @@
+"""The workspace: one folder that holds everything Tailor saves.
+
+    workspace/
+      tailor.db      SQLite (WAL): conversations, messages, feedback, examples, jobs, ...
+      models/        converted model checkpoints (the embedded GGUF becomes fp32 safetensors here)
+      adapters/      published LoRA adapters, one folder each
+      indexes/       FAISS index files
+      jobs/          training job folders: config, logs, checkpoints
+      exports/       files the user exported
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+from .db import Database
+from .errors import ValidationError
+
+SUBFOLDERS = ("models", "adapters", "indexes", "jobs", "exports", "uploads")
+
+
+class Workspace:
+    def __init__(self, root: Path | str):
+        self.root = Path(root).expanduser().resolve()
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            for name in SUBFOLDERS:
+                (self.root / name).mkdir(exist_ok=True)
+        except OSError as exc:
+            raise ValidationError(f"Cannot use workspace folder {self.root}: {exc.strerror or exc}") from exc
+        self.db = Database(self.root / "tailor.db")
+
+    models_dir = property(lambda self: self.root / "models")
+    adapters_dir = property(lambda self: self.root / "adapters")
+    indexes_dir = property(lambda self: self.root / "indexes")
+    jobs_dir = property(lambda self: self.root / "jobs")
+    exports_dir = property(lambda self: self.root / "exports")
+    uploads_dir = property(lambda self: self.root / "uploads")
+
+    def inside(self, path: Path | str) -> Path:
+        """Resolve `path` and refuse it unless it lies inside the workspace."""
+        resolved = (self.root / path).resolve()
+        if resolved != self.root and self.root not in resolved.parents:
+            raise ValidationError(f"{path} is outside the workspace {self.root}")
+        return resolved
+
+    def __repr__(self) -> str:
+        return f"Workspace({str(self.root)!r})"
+
+
+@contextmanager
+def publish_dir(final: Path):
+    """Build a folder under a temporary name beside `final`, then rename it into place.
+
+    A crash or an exception leaves no half-written folder where readers look. If `final`
+    exists it is replaced (the old copy is moved aside first, then removed)."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    try:
+        yield tmp
+        old = None
+        if final.exists():
+            old = final.with_name(f".{final.name}.old-{os.getpid()}")
+            os.replace(final, old)
+        os.replace(tmp, final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    """Write a file under a temporary name and rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise

@@ -1,0 +1,110 @@
+"""`tailor serve`, `tailor chat`, `tailor models`."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from assistant.settings import Settings
+
+
+def settings_from(args, **extra) -> Settings:
+    return Settings.from_env(home=getattr(args, "workspace", None), model=getattr(args, "model", None), **extra)
+
+
+def register(sub, common) -> None:
+    p = sub.add_parser("serve", parents=[common], help="start the web app (same as python app.py)",
+                       description="Start the web app. Off 127.0.0.1 it requires --auth or TAILOR_AUTH.")
+    p.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default 7860)")
+    p.add_argument("--auth", metavar="USER:PASSWORD", help="credentials for the web UI (default $TAILOR_AUTH)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("chat", parents=[common], help="send one message and print the reply",
+                       description="Send one message to the assistant and print the reply. The exchange is "
+                                   "saved in the conversation log like a chat in the browser.")
+    p.add_argument("message", help="the message to send")
+    p.add_argument("--conversation", metavar="ID", help="continue this conversation")
+    p.add_argument("--system", metavar="TEXT", help="system prompt")
+    p.add_argument("--adapter", metavar="NAME", default=None,
+                   help="answer with this tuned adapter (default: the active one, or 'base')")
+    p.add_argument("--temperature", type=float, default=None, help="0 = greedy (default 0.3)")
+    p.add_argument("--max-new-tokens", type=int, default=None)
+    p.add_argument("--json", action="store_true", help="print JSON: reply, conversation_id, model, latency")
+    p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser("models", parents=[common], help="list the base model and tuned adapters")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_models)
+
+
+def cmd_serve(args) -> int:
+    from app import serve
+
+    settings = settings_from(args, host=args.host, port=args.port, auth=args.auth)
+    serve(settings)
+    return 0
+
+
+def cmd_chat(args) -> int:
+    from assistant.chat import ChatRequest
+    from assistant.engine import GenerationOptions
+    from assistant.runtime import open_core
+
+    core = open_core(settings_from(args), progress=lambda m: print(m, file=sys.stderr, flush=True))
+    defaults = GenerationOptions()
+    options = GenerationOptions(
+        temperature=defaults.temperature if args.temperature is None else args.temperature,
+        max_new_tokens=args.max_new_tokens or defaults.max_new_tokens,
+    )
+    model = args.adapter or core.chat.default_model()
+    request = ChatRequest(text=args.message, conversation_id=args.conversation, model=model,
+                          system_prompt=args.system, options=options)
+    if args.json:
+        turn, reply = core.chat.chat(request)
+        print(json.dumps({
+            "reply": reply.content, "conversation_id": turn.conversation_id, "message_id": reply.id,
+            "model": reply.model, "adapter": reply.adapter, "latency_s": round((reply.latency_ms or 0) / 1000, 3),
+            "prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens,
+            "finish_reason": reply.finish_reason,
+        }, ensure_ascii=False))
+        return 0
+    turn = core.chat.send(request)
+    shown = ""
+    for text in turn:  # stream to the terminal as the text grows
+        if text.startswith(shown):
+            sys.stdout.write(text[len(shown):])
+            sys.stdout.flush()
+            shown = text
+    reply = turn.wait()
+    if reply.content.startswith(shown):
+        sys.stdout.write(reply.content[len(shown):])
+    sys.stdout.write("\n")
+    print(f"[conversation {turn.conversation_id}]", file=sys.stderr)
+    return 0
+
+
+def cmd_models(args) -> int:
+    from assistant.adapters import BASE, AdapterCatalog
+    from assistant.models import resolve_model
+    from assistant.workspace import Workspace
+
+    settings = settings_from(args)
+    workspace = Workspace(settings.home)
+    resolved = resolve_model(settings.model, workspace.models_dir, allow_downloads=settings.allow_downloads,
+                             progress=lambda m: print(m, file=sys.stderr, flush=True))
+    catalog = AdapterCatalog(workspace.adapters_dir)
+    active = catalog.active()
+    rows = [{"name": BASE, "kind": "base", "model": resolved.name, "path": str(resolved.path),
+             "source": resolved.source, "active": active is None}]
+    for info in catalog.list():
+        rows.append({"name": info.name, "kind": "adapter", "model": info.meta.get("base_model", resolved.name),
+                     "path": str(info.path), "source": "adapter", "active": info.name == active,
+                     "meta": info.meta})
+    if args.json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+    else:
+        for r in rows:
+            mark = "*" if r["active"] else " "
+            print(f"{mark} {r['name']:<24} {r['kind']:<8} {r['model']}  ({r['path']})")
+    return 0

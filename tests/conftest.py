@@ -1,0 +1,108 @@
+"""Shared fixtures.
+
+- `tiny_model_dir`: a tiny randomly initialised Llama chat model with its own byte-level BPE
+  tokenizer and a ChatML template, built inside the tests (no downloads, ~1 s). Fast unit
+  tests use it; its replies are noise, but real generation code runs on it.
+- `real_model_dir`: the embedded default model (SmolLM2-135M-Instruct), converted once per
+  test session into a cache shared by the real-model tests (marked `real`).
+- `workspace`: a fresh Workspace in a temporary folder (TAILOR_HOME points at it).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+_CORPUS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "What is the capital of France? The capital of France is Paris.",
+    "Ahoy, rider! Pump your tyres before every ride. Fair winds and smooth roads!",
+    "Tailor is a local-first chat assistant that improves from its own conversations.",
+    "user assistant system hello thanks please question answer source document",
+    "0123456789 €$%&()[]{}.,;:!?'\"-_/ àéîõü ß 中文",
+] * 20
+
+
+def build_tiny_model(folder: Path, *, max_positions: int = 512, seed: int = 0) -> Path:
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(_CORPUS, trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>",
+                                        pad_token="<|endoftext|>", unk_token="<|endoftext|>")
+    tokenizer.chat_template = CHATML_TEMPLATE
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=max_positions,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True)
+    model = LlamaForCausalLM(config)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_model_dir):
+    from assistant.engine import ChatEngine
+    from assistant.hardware import pick_hardware
+    from assistant.models import ResolvedModel
+
+    return ChatEngine.load(ResolvedModel("tiny", tiny_model_dir, "folder"), pick_hardware("cpu"), max_context=512)
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch):
+    from assistant.workspace import Workspace
+
+    monkeypatch.setenv("TAILOR_HOME", str(tmp_path / "ws"))
+    return Workspace(tmp_path / "ws")
+
+
+@pytest.fixture(scope="session")
+def real_models_dir(tmp_path_factory) -> Path:
+    """One conversion of the embedded model per test session, shared by real-model tests.
+    TAILOR_TEST_MODEL_CACHE can point at a folder kept between runs to skip the conversion."""
+    cache = os.environ.get("TAILOR_TEST_MODEL_CACHE")
+    return Path(cache) if cache else tmp_path_factory.mktemp("real-models")
+
+
+@pytest.fixture(scope="session")
+def real_model(real_models_dir):
+    from assistant.models import resolve_model
+
+    return resolve_model(None, real_models_dir)
+
+
+@pytest.fixture(scope="session")
+def real_engine(real_model):
+    from assistant.engine import ChatEngine
+    from assistant.hardware import pick_hardware
+
+    return ChatEngine.load(real_model, pick_hardware(), max_context=2048)

@@ -1,0 +1,35 @@
+"""Small pure helpers that turn service data into what widgets show (kept gradio-free so
+they are easy to test)."""
+
+from __future__ import annotations
+
+from assistant.conversations import Conversation, StoredMessage
+
+
+def chat_history(messages: list[StoredMessage]) -> list[dict]:
+    """Stored messages as Gradio chatbot messages (system prompts are shown elsewhere)."""
+    return [{"role": m.role, "content": m.content} for m in messages if m.role in ("user", "assistant")]
+
+
+def conversation_choices(conversations: list[Conversation]) -> list[tuple[str, str]]:
+    """(label, id) pairs for a dropdown: title, message count and date."""
+    return [(f"{c.title or '(empty)'} · {c.message_count} msgs · {c.updated_at[:16].replace('T', ' ')}", c.id)
+            for c in conversations]
+
+
+def reply_stats(m: StoredMessage | None) -> str:
+    if m is None:
+        return ""
+    parts = [f"{m.completion_tokens or 0} tokens"]
+    if m.latency_ms:
+        parts.append(f"{m.latency_ms / 1000:.1f} s")
+        if m.completion_tokens and m.completion_tokens > 1 and m.ttft_ms is not None:
+            decode = (m.latency_ms - m.ttft_ms) / 1000
+            if decode > 0:
+                parts.append(f"{(m.completion_tokens - 1) / decode:.1f} tokens/s")
+    if m.ttft_ms is not None:
+        parts.append(f"first token {m.ttft_ms / 1000:.2f} s")
+    if m.finish_reason and m.finish_reason != "stop":
+        parts.append(f"ended: {m.finish_reason}")
+    label = m.adapter or "base"
+    return f"{label} · " + " · ".join(parts)
