@@ -95,37 +95,34 @@ class ChatService:
 
     # ---- chatting -----------------------------------------------------------------------
     def send(self, request: ChatRequest) -> Turn:
+        # Everything that can reject the request runs before anything is written, so a bad
+        # request leaves no half-saved conversation behind.
         text = (request.text or "").strip()
         if not text:
             raise ValidationError("the message is empty")
+        request.options.validate(self.engine.context_window)
         adapter = self._adapter_for(request.model)
-        if request.conversation_id:
-            conv = self.log.get(request.conversation_id)
-            updates = {}
-            if request.system_prompt is not None and request.system_prompt != conv.system_prompt:
-                updates["system_prompt"] = request.system_prompt
-            if request.rag is not None and request.rag != conv.rag:
-                updates["rag"] = request.rag
-            if updates:
-                self.log.update(conv.id, **updates)
-                conv = self.log.get(conv.id)
-        else:
-            conv = self.log.create(system_prompt=request.system_prompt or "", model=self.engine.name,
-                                   adapter=adapter, rag=bool(request.rag))
-            conv.messages = []
-        rag = request.rag if request.rag is not None else conv.rag
-        history = [m.as_chat() for m in conv.messages]
-        retrieval = None
-        if rag:
-            if self.retriever is None:
-                raise ValidationError("retrieval is not available: add documents in the Knowledge tab first")
-            retrieval = self.retriever.retrieve(text, k=request.k)
-        messages = build_messages(history, text, conv.system_prompt,
+        conv = self.log.get(request.conversation_id) if request.conversation_id else None
+        rag = request.rag if request.rag is not None else bool(conv and conv.rag)
+        if rag and self.retriever is None:
+            raise ValidationError("retrieval is not available: add documents in the Knowledge tab first")
+        retrieval = self.retriever.retrieve(text, k=request.k) if rag else None
+        system_prompt = request.system_prompt if request.system_prompt is not None else (
+            conv.system_prompt if conv else "")
+        history = [m.as_chat() for m in conv.messages] if conv else []
+        messages = build_messages(history, text, system_prompt,
                                   retrieval.passages if retrieval and not retrieval.abstain else None)
-        user_msg = self.log.add_message(conv.id, "user", text, source="chat")
         generation = None
         if retrieval is None or not retrieval.abstain:
             generation = self.engine.stream(messages, request.options, adapter=adapter)
+        if conv is None:
+            conv = self.log.create(system_prompt=system_prompt, model=self.engine.name, adapter=adapter, rag=rag)
+        else:
+            updates = {k: v for k, v in {"system_prompt": system_prompt, "rag": rag}.items()
+                       if v != getattr(conv, k)}
+            if updates:
+                self.log.update(conv.id, **updates)
+        user_msg = self.log.add_message(conv.id, "user", text, source="chat")
         turn = Turn(conv.id, user_msg, generation, retrieval)
         with self._running_lock:
             self._running[conv.id] = turn

@@ -28,7 +28,9 @@ def register(sub, common) -> None:
     p.add_argument("--system", metavar="TEXT", help="system prompt")
     p.add_argument("--adapter", metavar="NAME", default=None,
                    help="answer with this tuned adapter (default: the active one, or 'base')")
-    p.add_argument("--temperature", type=float, default=None, help="0 = greedy (default 0.3)")
+    p.add_argument("--temperature", type=float, default=0.0,
+                   help="sampling temperature; the default 0 always picks the most likely word, so scripts get "
+                        "the same answer every time (the web UI defaults to 0.3)")
     p.add_argument("--max-new-tokens", type=int, default=None)
     p.add_argument("--json", action="store_true", help="print JSON: reply, conversation_id, model, latency")
     p.set_defaults(func=cmd_chat)
@@ -54,7 +56,7 @@ def cmd_chat(args) -> int:
     core = open_core(settings_from(args), progress=lambda m: print(m, file=sys.stderr, flush=True))
     defaults = GenerationOptions()
     options = GenerationOptions(
-        temperature=defaults.temperature if args.temperature is None else args.temperature,
+        temperature=args.temperature,
         max_new_tokens=args.max_new_tokens or defaults.max_new_tokens,
     )
     model = args.adapter or core.chat.default_model()

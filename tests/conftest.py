@@ -106,3 +106,108 @@ def real_engine(real_model):
     from assistant.hardware import pick_hardware
 
     return ChatEngine.load(real_model, pick_hardware(), max_context=2048)
+
+
+# ---- running the real server in a subprocess ------------------------------------------------
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, f"rep_{rep.when}", rep)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class ServerProcess:
+    url: str
+    port: int
+    proc: subprocess.Popen
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 20) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_server_process(workspace: Path, model: str | Path | None = None, *, args=(), env=None,
+                         timeout: float = 240) -> ServerProcess:
+    """Start `tailor serve` on a free port and wait until it answers HTTP."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "cli.main", "serve", "--port", str(port), "--workspace", str(workspace), *args]
+    if model is not None:
+        cmd += ["--model", str(model)]
+    Path(workspace).mkdir(parents=True, exist_ok=True)
+    log_path = Path(workspace).parent / f"server-{port}.log"
+    full_env = {**os.environ, "TAILOR_THREADS": os.environ.get("TAILOR_THREADS", "2"), **(env or {})}
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=full_env)
+    server = ServerProcess(f"http://127.0.0.1:{port}/", port, proc, log_path)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{server.log()[-4000:]}")
+        try:
+            with urllib.request.urlopen(server.url, timeout=2) as r:
+                if r.status == 200:
+                    return server
+        except OSError:
+            time.sleep(0.5)
+    server.stop()
+    raise RuntimeError(f"server did not answer within {timeout}s:\n{server.log()[-4000:]}")
+
+
+@pytest.fixture
+def tailor_server(request):
+    """Factory: `tailor_server(workspace, model=..., args=..., env=...)`. Every server it
+    started is stopped afterwards; if the test failed, the server logs are printed."""
+    started: list[ServerProcess] = []
+
+    def start(workspace, model=None, **kwargs) -> ServerProcess:
+        server = start_server_process(workspace, model, **kwargs)
+        started.append(server)
+        return server
+
+    yield start
+    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
+    for server in started:
+        server.stop()
+        if failed:
+            print(f"\n---- server log ({server.url}) ----\n{server.log()[-6000:]}")
+
+
+@pytest.fixture
+def linked_default_model(real_model):
+    """Put the already converted default model into a workspace's model cache (a symlink),
+    so a server or CLI started on the *default* model setting skips the 30 s conversion."""
+
+    def link(workspace: Path) -> None:
+        target = Path(workspace) / "models" / real_model.path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.exists():
+            target.symlink_to(real_model.path, target_is_directory=True)
+
+    return link

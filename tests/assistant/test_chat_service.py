@@ -1,0 +1,119 @@
+import pytest
+
+from assistant.adapters import AdapterCatalog
+from assistant.chat import NO_SOURCE_REPLY, ChatRequest, ChatService
+from assistant.conversations import ConversationLog
+from assistant.engine import GenerationOptions
+from assistant.errors import NotFoundError, ValidationError
+from assistant.prompting import Passage, Retrieval
+
+GREEDY = GenerationOptions(temperature=0, max_new_tokens=16, repetition_penalty=1.0)
+
+
+@pytest.fixture
+def chat(tiny_engine, workspace):
+    return ChatService(tiny_engine, ConversationLog(workspace.db), AdapterCatalog(workspace.adapters_dir))
+
+
+def test_turn_streams_and_stores(chat):
+    turn = chat.send(ChatRequest("hello", options=GREEDY, system_prompt="Be kind."))
+    texts = list(turn)
+    reply = turn.wait(30)
+    assert texts and texts[-1] == reply.content
+    conv = chat.log.get(turn.conversation_id)
+    assert [m.role for m in conv.messages] == ["user", "assistant"]
+    assert conv.system_prompt == "Be kind."
+    assert reply.model == "tiny" and reply.adapter is None
+    assert reply.completion_tokens >= 1 and reply.latency_ms > 0
+    assert reply.settings["temperature"] == 0
+
+
+def test_continuing_sends_history(chat, tiny_engine, monkeypatch):
+    first, _ = chat.chat(ChatRequest("first question", options=GREEDY))
+    seen = {}
+    real_stream = tiny_engine.stream
+
+    def spy(messages, options=None, adapter=None):
+        seen["messages"] = messages
+        return real_stream(messages, options, adapter)
+
+    monkeypatch.setattr(tiny_engine, "stream", spy)
+    chat.chat(ChatRequest("second question", conversation_id=first.conversation_id, options=GREEDY))
+    roles = [m["role"] for m in seen["messages"]]
+    assert roles == ["user", "assistant", "user"]
+    assert seen["messages"][0]["content"] == "first question"
+    assert len(chat.log.get(first.conversation_id).messages) == 4
+
+
+def test_reply_is_stored_even_if_nobody_reads_the_stream(chat):
+    turn = chat.send(ChatRequest("hello", options=GREEDY))
+    reply = turn.wait(30)  # never iterated
+    assert chat.log.message(reply.id).content == reply.content
+
+
+def test_stop_keeps_partial_reply(chat):
+    turn = chat.send(ChatRequest("go on", options=GenerationOptions(temperature=1.0, max_new_tokens=200, seed=2)))
+    next(iter(turn))
+    assert chat.stop(turn.conversation_id)
+    reply = turn.wait(30)
+    assert reply.finish_reason in {"stopped", "stop"}
+    assert chat.log.get(turn.conversation_id).messages[-1].id == reply.id
+    assert not chat.stop(turn.conversation_id)  # nothing running any more
+
+
+def test_bad_requests(chat):
+    with pytest.raises(ValidationError):
+        chat.send(ChatRequest("   "))
+    with pytest.raises(NotFoundError):
+        chat.send(ChatRequest("hi", conversation_id="missing"))
+    with pytest.raises(NotFoundError):
+        chat.send(ChatRequest("hi", model="no-such-adapter"))
+    with pytest.raises(ValidationError, match="retrieval is not available"):
+        chat.send(ChatRequest("hi", rag=True))
+    assert chat.log.list() == []  # nothing half-saved by rejected requests
+
+
+class _FakeRetriever:
+    """Returns fixed passages; the real retriever is tested in tests/retrieval."""
+
+    def __init__(self, abstain):
+        self.abstain = abstain
+
+    def retrieve(self, query, k=4):
+        return Retrieval([Passage(7, "doc.md", "The shop opens at 9.", 0.2)], abstain=self.abstain, reason="test")
+
+
+def test_retrieval_passages_reach_prompt_and_log(chat, tiny_engine, monkeypatch):
+    chat.retriever = _FakeRetriever(abstain=False)
+    seen = {}
+    real_stream = tiny_engine.stream
+
+    def spy(messages, options=None, adapter=None):
+        seen["m"] = messages
+        return real_stream(messages, options, adapter)
+
+    monkeypatch.setattr(tiny_engine, "stream", spy)
+    _, reply = chat.chat(ChatRequest("when do you open?", rag=True, options=GREEDY))
+    assert "The shop opens at 9." in seen["m"][-1]["content"]
+    assert reply.retrieval["passages"][0]["id"] == 7
+    assert chat.log.get(reply.conversation_id).rag is True
+
+
+def test_abstention_does_not_guess(chat):
+    chat.retriever = _FakeRetriever(abstain=True)
+    turn, reply = chat.chat(ChatRequest("what is the meaning of life?", rag=True, options=GREEDY))
+    assert reply.content == NO_SOURCE_REPLY and reply.finish_reason == "no_source"
+    assert reply.retrieval["abstained"] is True
+    assert reply.retrieval["passages"]  # the closest passages are kept to show the user
+
+
+def test_models_lists_published_adapters(chat, workspace):
+    assert chat.models() == ["base"] and chat.default_model() == "base"
+    folder = workspace.adapters_dir / "voice-v1"
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text("{}")
+    assert chat.models() == ["base", "voice-v1"]
+    chat.adapters.set_active("voice-v1")
+    assert chat.default_model() == "voice-v1"
+    chat.adapters.set_active(None)
+    assert chat.default_model() == "base"

@@ -1,0 +1,75 @@
+import pytest
+
+from assistant.conversations import ConversationLog
+from assistant.errors import NotFoundError, ValidationError
+
+
+def test_messages_are_logged_with_their_figures(workspace):
+    log = ConversationLog(workspace.db)
+    conv = log.create(system_prompt="Be brief.", model="m")
+    log.add_message(conv.id, "user", "Hello there, how are you doing today?")
+    reply = log.add_message(conv.id, "assistant", "Fine.", model="m", adapter="a1",
+                            settings={"temperature": 0.3}, latency_ms=120.5, ttft_ms=40.0,
+                            prompt_tokens=12, completion_tokens=3, finish_reason="stop",
+                            retrieval={"passages": [{"id": 1}]})
+    got = log.get(conv.id)
+    assert [m.role for m in got.messages] == ["user", "assistant"]
+    assert got.title.startswith("Hello there")
+    assert got.system_prompt == "Be brief."
+    m = got.messages[1]
+    assert (m.id, m.adapter, m.settings, m.latency_ms, m.prompt_tokens, m.completion_tokens) == (
+        reply.id, "a1", {"temperature": 0.3}, 120.5, 12, 3)
+    assert m.retrieval == {"passages": [{"id": 1}]}
+
+
+def test_log_survives_reopening(tmp_path):
+    from assistant.workspace import Workspace
+
+    log = ConversationLog(Workspace(tmp_path / "w").db)
+    conv = log.create()
+    log.add_message(conv.id, "user", "persist me")
+    again = ConversationLog(Workspace(tmp_path / "w").db)  # a new process would do this
+    assert [m.content for m in again.get(conv.id).messages] == ["persist me"]
+    assert again.list()[0].id == conv.id
+
+
+def test_list_orders_by_recent_activity_and_searches(workspace):
+    log = ConversationLog(workspace.db)
+    a = log.create()
+    log.add_message(a.id, "user", "about tyres")
+    b = log.create()
+    log.add_message(b.id, "user", "about brakes")
+    log.add_message(a.id, "assistant", "tyre pressure matters")
+    assert [c.id for c in log.list()] == [a.id, b.id]
+    assert [c.id for c in log.list(query="brakes")] == [b.id]
+    assert [c.id for c in log.list(query="pressure")] == [a.id]
+    assert log.list()[0].message_count == 2
+
+
+def test_feedback(workspace):
+    log = ConversationLog(workspace.db)
+    c = log.create()
+    u = log.add_message(c.id, "user", "q")
+    a = log.add_message(c.id, "assistant", "a")
+    log.set_feedback(a.id, 1, "nice")
+    assert log.message(a.id).rating == 1
+    log.set_feedback(a.id, -1)
+    assert log.message(a.id).rating == -1
+    log.set_feedback(a.id, None)
+    assert log.message(a.id).rating is None
+    with pytest.raises(ValidationError):
+        log.set_feedback(u.id, 1)
+    with pytest.raises(ValidationError):
+        log.set_feedback(a.id, 5)
+
+
+def test_missing_things_are_not_found(workspace):
+    log = ConversationLog(workspace.db)
+    with pytest.raises(NotFoundError):
+        log.get("nope")
+    with pytest.raises(NotFoundError):
+        log.add_message("nope", "user", "x")
+    with pytest.raises(NotFoundError):
+        log.message(12345)
+    with pytest.raises(ValidationError):
+        log.update(log.create().id, colour="red")

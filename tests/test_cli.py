@@ -1,0 +1,97 @@
+"""The `tailor` command line, run as a real subprocess."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def tailor(*args, env=None, timeout=300):
+    import os
+
+    return subprocess.run([sys.executable, "-m", "cli.main", *map(str, args)], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def test_chat_json_and_continue(tiny_model_dir, tmp_path):
+    ws = tmp_path / "ws"
+    r = tailor("chat", "hello", "--json", "--temperature", "0", "--max-new-tokens", "8",
+               "--workspace", ws, "--model", tiny_model_dir)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert set(out) >= {"reply", "conversation_id", "model", "latency_s"}
+    assert out["model"] == str(tiny_model_dir)
+    r2 = tailor("chat", "and again", "--json", "--conversation", out["conversation_id"], "--max-new-tokens", "8",
+                "--workspace", ws, "--model", tiny_model_dir)
+    assert r2.returncode == 0, r2.stderr
+    assert json.loads(r2.stdout)["conversation_id"] == out["conversation_id"]
+
+    from assistant.conversations import ConversationLog
+    from assistant.workspace import Workspace
+
+    conv = ConversationLog(Workspace(ws).db).get(out["conversation_id"])
+    assert [m.role for m in conv.messages] == ["user", "assistant", "user", "assistant"]
+
+
+def test_chat_streams_plain_text(tiny_model_dir, tmp_path):
+    r = tailor("chat", "hello", "--max-new-tokens", "8", "--workspace", tmp_path / "ws", "--model", tiny_model_dir)
+    assert r.returncode == 0, r.stderr
+    assert "[conversation " in r.stderr
+
+
+def test_models_json(tiny_model_dir, tmp_path):
+    r = tailor("models", "--json", "--workspace", tmp_path / "ws", "--model", tiny_model_dir)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert rows[0]["name"] == "base" and rows[0]["active"] is True
+
+
+def test_user_errors_are_one_line_and_exit_2(tmp_path):
+    r = tailor("chat", "hi", "--workspace", tmp_path / "ws", "--model", tmp_path / "nowhere-model")
+    assert r.returncode == 2
+    assert r.stderr.startswith("tailor: error:") and "Traceback" not in r.stderr
+    r = tailor("chat", "hi", "--conversation", "nope", "--workspace", tmp_path / "ws", "--model", tmp_path)
+    assert r.returncode == 2
+
+
+def test_serve_refuses_public_bind_without_auth(tmp_path):
+    r = tailor("serve", "--host", "0.0.0.0", "--workspace", tmp_path / "ws", timeout=60)
+    assert r.returncode == 2
+    assert "Refusing to listen on 0.0.0.0 without credentials" in r.stderr
+    r = tailor("serve", "--host", "0.0.0.0", "--auth", "justaname", "--workspace", tmp_path / "ws", timeout=60)
+    assert r.returncode == 2 and "user:password" in r.stderr
+
+
+def _commands(parser, prefix="tailor"):
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield f"{prefix} {name}"
+                yield from _commands(sub, f"{prefix} {name}")
+
+
+def test_every_cli_command_is_documented_in_readme():
+    from cli.main import build_parser
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    missing = [c for c in _commands(build_parser()) if c not in readme]
+    assert not missing, f"commands missing from README.md: {missing}"
+
+
+@pytest.mark.real
+def test_cli_default_model_answers_paris(tmp_path, linked_default_model):
+    ws = tmp_path / "ws"
+    linked_default_model(ws)
+    r = tailor("chat", "What is the capital of France?", "--json", "--workspace", ws,
+               env={"TAILOR_MODEL": ""})
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert "Paris" in out["reply"]
+    assert out["model"] == "SmolLM2-135M-Instruct"
