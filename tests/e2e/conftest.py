@@ -1,0 +1,50 @@
+"""Browser fixtures: Playwright (Python) driving Debian's Chromium headless.
+
+Playwright's own browser download is not reachable from these machines, so the tests use the
+system Chromium (`make test` installs Debian's `chromium` package when it is missing and the
+user is root; otherwise: `sudo apt-get install chromium`). Screenshots go to
+$TAILOR_SCREENSHOTS (default: tests/e2e/screenshots/, ignored by git)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--disable-dev-shm-usage"]
+
+
+def chromium_path() -> str | None:
+    return os.environ.get("TAILOR_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="session")
+def browser():
+    path = chromium_path()
+    if path is None:
+        pytest.skip("Chromium is not installed: `sudo apt-get install chromium` (make test does it as root)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=path, headless=True, args=CHROMIUM_FLAGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    p = context.new_page()
+    p.set_default_timeout(60_000)
+    yield p
+    context.close()
+
+
+@pytest.fixture(scope="session")
+def screenshots() -> Path:
+    folder = Path(os.environ.get("TAILOR_SCREENSHOTS", Path(__file__).parent / "screenshots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
