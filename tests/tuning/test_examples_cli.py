@@ -1,0 +1,63 @@
+"""`tailor examples ...` as a real subprocess: import with bad lines, list, clean + undo,
+split, snapshot, versions, diff, export."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def tailor(*args):
+    return subprocess.run([sys.executable, "-m", "cli.main", "examples", *map(str, args)], cwd=REPO,
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+def test_examples_commands(tmp_path):
+    ws = ("--workspace", tmp_path / "ws")
+    f = tmp_path / "in.jsonl"
+    f.write_text("\n".join([
+        json.dumps({"prompt": "Where are you?", "completion": "On the quay."}),
+        "{bad json",
+        json.dumps({"prompt": "Where are you?", "completion": "On the quay."}),
+        json.dumps({"prompt": "Email?", "completion": "Write to shop@lanternbay.example"}),
+    ]) + "\n")
+    r = tailor("import", f, "--tags", "cli", *ws)
+    assert r.returncode == 0, r.stderr
+    assert "Imported 3 examples" in r.stdout and f"{f}:2: not valid JSON" in r.stderr
+
+    r = tailor("list", "--json", *ws)
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert len(rows) == 3 and all(row["tags"] == ["cli"] for row in rows)
+
+    r = tailor("clean", "--json", "--only", "duplicate,pii", *ws)
+    report = json.loads(r.stdout)
+    assert report["counts"]["duplicate"] == 1 and report["counts"]["pii"] == 1 and "fixed" not in report
+    r = tailor("clean", "--apply", "--only", "duplicate,pii", *ws)
+    assert "Deleted 1" in r.stdout and "rewrote 1" in r.stdout, r.stdout + r.stderr
+    assert len(tailor("list", "--json", *ws).stdout.splitlines()) == 2
+    r = tailor("undo", *ws)
+    assert r.returncode == 0 and "Restored 2" in r.stdout
+    assert "shop@lanternbay.example" in tailor("list", "--json", "--query", "Email", *ws).stdout
+
+    r = tailor("split", "--ratios", "50,25,25", "--json", *ws)
+    assert json.loads(r.stdout)["ratios"] == [0.5, 0.25, 0.25]
+    v1 = json.loads(tailor("snapshot", "--note", "one", "--json", *ws).stdout)
+    assert v1["id"] == 1 and v1["new"] is True and sum(v1["counts"].values()) == 3
+    assert json.loads(tailor("snapshot", "--json", *ws).stdout)["new"] is False
+    tailor("import", f, *ws)
+    assert json.loads(tailor("snapshot", "--json", *ws).stdout)["id"] == 2
+    diff = json.loads(tailor("diff", "1", "2", *ws).stdout)
+    assert len(diff["added"]) == 3 and diff["removed"] == [] and diff["changed"] == []
+    assert "v2" in tailor("versions", *ws).stdout
+
+    out = tmp_path / "hf"
+    r = tailor("export", out, "--format", "hf", "--version", "1", *ws)
+    assert r.returncode == 0 and "Exported 3 examples" in r.stdout and (out / "dataset").is_dir()
+
+    r = tailor("import", tmp_path / "missing.jsonl", *ws)
+    assert r.returncode == 2 and r.stderr.startswith("tailor: error:") and "does not exist" in r.stderr
+    r = tailor("split", "--ratios", "1,2", *ws)
+    assert r.returncode == 2 and "three split ratios" in r.stderr
