@@ -141,6 +141,19 @@ class Generation:
         return self.result
 
 
+def require_safetensors(folder: Path, what: str) -> None:
+    """Refuse a model or adapter folder whose weights are not safetensors. Pickle-based
+    weights (pytorch_model.bin, adapter_model.bin, *.pt) can run arbitrary code when loaded,
+    and these folders may come from anywhere (a download, an import, an upload)."""
+    if not folder.is_dir() or any(folder.glob("*.safetensors")):
+        return  # a missing folder gets its own, clearer error from the loader
+    if any(folder.glob("*.bin")) or any(folder.glob("*.pt")) or any(folder.glob("*.pth")):
+        raise ModelError(
+            f"The {what} in {folder} has only pickle-based weights (.bin/.pt). Tailor loads safetensors only, "
+            "because pickle files can run code when loaded. Convert it once in a trusted environment "
+            "(load it and call save_pretrained(..., safe_serialization=True)).")
+
+
 class ChatEngine:
     def __init__(self, model, tokenizer, *, name: str, hardware: Hardware, max_context: int = 2048):
         self.base_model = model
@@ -163,9 +176,11 @@ class ChatEngine:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         hardware = hardware or pick_hardware()
+        require_safetensors(Path(resolved.path), "model")
         try:
             tokenizer = AutoTokenizer.from_pretrained(resolved.path)
-            model = AutoModelForCausalLM.from_pretrained(resolved.path, dtype=hardware.dtype)
+            # safetensors only: pickle-based .bin/.pt weights can run code when loaded
+            model = AutoModelForCausalLM.from_pretrained(resolved.path, dtype=hardware.dtype, use_safetensors=True)
         except Exception as exc:  # noqa: BLE001
             raise ModelError(
                 f"Could not load model {resolved.name} from {resolved.path}: {exc}. If it is the converted "
@@ -189,6 +204,7 @@ class ChatEngine:
 
         path = Path(path)
         version = version or str(path)
+        require_safetensors(path, "adapter")
         with self._lock:
             if name in self._adapters:
                 if self._adapters[name] == version:
@@ -207,9 +223,16 @@ class ChatEngine:
 
     def unload_adapter(self, name: str) -> None:
         with self._lock:
-            if name in self._adapters:
+            if name not in self._adapters:
+                return
+            if len(self._adapters) == 1:
+                # Last adapter: take the LoRA layers out entirely and go back to the plain base
+                # model (a PeftModel with no adapter left cannot even run disable_adapter()).
+                self.base_model = self.model.unload()
+                self.model = self.base_model
+            else:
                 self.model.delete_adapter(name)
-                del self._adapters[name]
+            del self._adapters[name]
 
     def _use(self, adapter: str | None):
         """Context in which the model answers as `adapter` (None: the base model)."""
@@ -331,6 +354,41 @@ class ChatEngine:
                 res.ttft_s = streamer.first_token_at - started
             gen._queue.put(_DONE)
             gen._finished.set()
+
+    def score(self, messages: Sequence[Message], completion: str,
+              adapter: str | None = None) -> tuple[float, int]:
+        """Mean cross-entropy (nats/token) of `completion` as the assistant's reply to
+        `messages`, under `adapter` (None: the base model), and how many tokens it covers.
+        Evaluation uses it for the loss/perplexity of reference answers. The reply's tokens
+        include the template's end-of-turn marker: ending on time is part of the answer."""
+        if adapter is not None and adapter not in self._adapters:
+            raise ValidationError(f"adapter {adapter!r} is not loaded")
+        if not (completion or "").strip():
+            raise ValidationError("the reference answer is empty")
+        prompt = self.encode(messages, add_generation_prompt=True)
+        full = self.encode(list(messages) + [{"role": "assistant", "content": completion}],
+                           add_generation_prompt=False)
+        if full[:len(prompt)] != prompt:  # a template that rewrites earlier turns: append instead
+            full = prompt + self.tokenizer(completion, add_special_tokens=False)["input_ids"]
+            if self.tokenizer.eos_token_id is not None:
+                full.append(self.tokenizer.eos_token_id)
+        start = len(prompt)
+        if len(full) <= start:
+            raise ValidationError("the reference answer has no tokens")
+        overflow = len(full) - self.context_window
+        if overflow > 0:  # keep the reply whole and as much of the prompt's end as fits
+            if overflow >= start:
+                raise ValidationError(f"the reference answer alone is longer than the context "
+                                      f"({self.context_window} tokens)")
+            full, start = full[overflow:], start - overflow
+        ids = torch.tensor([full], device=self.hardware.device)
+        with self._lock, self._use(adapter), torch.inference_mode():
+            logits = self.model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+        # logits at position t predict token t+1: the reply's tokens are predicted from start-1 on
+        pred = logits[0, start - 1:-1].float()
+        target = ids[0, start:]
+        loss = torch.nn.functional.cross_entropy(pred, target, reduction="mean")
+        return float(loss), int(target.numel())
 
     def _eos_ids(self) -> set[int]:
         eos = self.model.generation_config.eos_token_id

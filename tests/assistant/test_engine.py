@@ -130,5 +130,11 @@ def test_adapter_hot_swap_without_reloading_base(tiny_model_dir, tmp_path):
     # The base weights are the very same tensor: nothing was reloaded.
     assert engine.base_model.model.embed_tokens.weight is base_weights
     engine.load_adapter("ad1", tmp_path / "ad1")  # same version: no-op
+    engine.load_adapter("ad2", tmp_path / "ad1")
     engine.unload_adapter("ad1")
+    assert engine.generate(msgs, GREEDY).text == before  # base still works with one adapter left
+    engine.unload_adapter("ad2")
     assert engine.adapters == []
+    assert engine.generate(msgs, GREEDY).text == before  # and with none left
+    engine.load_adapter("ad1", tmp_path / "ad1")  # loading again after a full unload works
+    assert engine.generate(msgs, GREEDY, adapter="ad1").text == tuned.text

@@ -1,0 +1,211 @@
+"""`tailor eval`: run an A/B evaluation and print the metrics table (or re-show a stored run).
+
+This module is also where evaluation meets its sibling packages (the dataset version's test
+split from tuning, the knowledge retriever, the example store for "save as training
+example"); ui/eval_tab.py uses the same composition helpers. evals itself imports neither."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from assistant.errors import ValidationError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEMO_FACTS = REPO_ROOT / "examples" / "lantern_bay" / "facts.jsonl"
+HEADLINE = {"test": "semantic", "facts": "fact", "file": "semantic"}  # the metric each set is about
+
+
+# ---- composition with tuning / retrieval (gradio-free; shared with the UI) ------------------
+
+def latest_test_split(workspace):
+    """The newest dataset version's frozen test split, as an EvalSet."""
+    from evals.sets import latest_version_dir, load_test_split
+
+    try:
+        from tuning.versions import DatasetVersions
+    except ImportError:  # tuning not installed: read the newest version folder directly
+        folder = latest_version_dir(Path(workspace.root) / "datasets")
+        if folder is None:
+            raise ValidationError("there is no dataset version yet: curate examples and take a snapshot "
+                                  "(or start training) first, or evaluate on the facts set or a file") from None
+        return load_test_split(folder, folder.name.lstrip("v"))
+    version = DatasetVersions(workspace).latest()
+    if version is None:
+        raise ValidationError("there is no dataset version yet: curate examples and take a snapshot (or start "
+                              "training) first, or evaluate on the facts set or a file")
+    return load_test_split(version.path, str(version.id))
+
+
+def attach_retriever(core) -> None:
+    """Give the chat the knowledge retriever when it has none and documents exist, so retrieval
+    arms answer from the same index as the chat."""
+    if core.chat.retriever is not None:
+        return
+    try:
+        from retrieval import open_knowledge
+    except ImportError:
+        return
+    knowledge = open_knowledge(core.workspace)
+    if knowledge.documents():
+        core.chat.retriever = knowledge
+
+
+def example_saver(workspace):
+    """save_example(messages, reply, provenance) -> message, storing a curation example; None
+    when the curation store is not available."""
+    try:
+        from tuning.examples import ExampleStore, make_example
+    except ImportError:
+        return None
+    store = ExampleStore(workspace.db)
+
+    def save(messages: list[dict], reply: str, provenance: dict) -> str:
+        example = make_example(list(messages) + [{"role": "assistant", "content": reply}], source="manual",
+                               tags=["from-eval"], provenance={**provenance, "edited": False})
+        saved = store.add(example)
+        return f"Saved as training example {saved.id} (tag from-eval)."
+
+    return save
+
+
+def load_set(spec: str, workspace, limit: int | None = None, seed: int = 0):
+    from evals.sets import load_facts, load_reference_file, subsample
+
+    if spec == "test":
+        evalset = latest_test_split(workspace)
+    elif spec == "facts":
+        if not DEMO_FACTS.is_file():
+            raise ValidationError(f"the demo facts set {DEMO_FACTS} is missing; pass a facts JSONL file instead")
+        evalset = load_facts(DEMO_FACTS)
+    else:
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise ValidationError(f"--set must be test, facts or a JSONL file; {spec} is none of those")
+        evalset = load_facts(path) if _looks_like_facts(path) else load_reference_file(path)
+    return subsample(evalset, limit, seed)
+
+
+def _looks_like_facts(path: Path) -> bool:
+    try:
+        with open(path, encoding="utf-8-sig") as fh:
+            for line in fh:
+                if line.strip():
+                    obj = json.loads(line)
+                    return isinstance(obj, dict) and "question" in obj and "answer" in obj and "messages" not in obj
+    except (OSError, ValueError):
+        return False
+    return False
+
+
+# ---- the command ----------------------------------------------------------------------------
+
+def register(sub, common) -> None:
+    p = sub.add_parser(
+        "eval", parents=[common], help="evaluate base vs tuned, with and without retrieval",
+        description="Answer an evaluation set with each arm (model × retrieval), score the replies and print "
+                    "the metrics per arm with bootstrap 95% intervals and paired tests. The run is stored in "
+                    "the workspace and can be re-opened in the Evaluate tab or with --show.")
+    p.add_argument("--arms", metavar="MODELS", default=None,
+                   help="comma-separated models: base, tuned (the active or newest adapter) or adapter names "
+                        "(default: base,tuned)")
+    p.add_argument("--rag", metavar="off,on", default=None,
+                   help="retrieval settings to cross with the models (default: off,on when documents exist)")
+    p.add_argument("--set", dest="sets", metavar="test|facts|FILE", default="test",
+                   help="evaluation set(s), comma-separated: the latest dataset version's test split, the demo "
+                        "facts set, or a JSONL file with reference answers (default: test)")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="evaluate N items per set (seeded sample)")
+    p.add_argument("--max-new-tokens", type=int, default=128, metavar="N", help="reply length limit (default 128)")
+    p.add_argument("--no-loss", action="store_true", help="skip the reference loss/perplexity (faster)")
+    p.add_argument("--show", metavar="RUN_ID", help="print a stored run instead of starting one")
+    p.add_argument("--json", action="store_true", help="print JSON: run, metrics per arm, paired tests")
+    p.set_defaults(func=cmd_eval)
+
+
+def _progress(label: str):
+    def report(done: int, total: int) -> None:
+        print(f"\r{label}: {done}/{total} replies", end="" if done < total else "\n", file=sys.stderr, flush=True)
+    return report
+
+
+def _report(store, run_id: str) -> dict:
+    from evals.reports import aggregate_run, all_comparisons, metrics_table, summary_json
+
+    run = store.get_run(run_id)
+    summary = aggregate_run(store, run_id)
+    header, rows = metrics_table(summary)
+    headline = HEADLINE.get(run.set_kind, "semantic")
+    tests = [{"a": a, "b": b, "metric": headline, **t.as_dict()}
+             for a, b, t in all_comparisons(store, run_id, headline) if t.n]
+    return {"run": {"id": run.id, "status": run.status, "set": f"{run.set_kind}:{run.set_name}",
+                    "dataset_version": run.dataset_version, "base_model": run.base_model,
+                    "arms": [a.as_dict() for a in run.arms], "items": run.n_items, "created_at": run.created_at,
+                    "error": run.error},
+            "table": {"header": header, "rows": rows}, "tests": tests, **summary_json(summary)}
+
+
+def _print_table(report: dict) -> None:
+    run = report["run"]
+    print(f"Run {run['id']} · {run['set']} · {run['items']} items · model {run['base_model']} · {run['status']}"
+          + (f" · dataset version {run['dataset_version']}" if run["dataset_version"] else ""))
+    header, rows = report["table"]["header"], report["table"]["rows"]
+    cells = [header] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    for j, row in enumerate(cells):
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+        if j == 0:
+            print("  ".join("-" * w for w in widths))
+    if report["tests"]:
+        print(f"\nPaired permutation test on {report['tests'][0]['metric']} (per-item differences, random sign "
+              "flips; interval: bootstrap 95% of the mean difference):")
+        for t in report["tests"]:
+            star = "  *" if t["significant"] else ""
+            print(f"  {t['a']} − {t['b']}: {t['mean_diff']:+.3f} [{t['lo']:+.3f}, {t['hi']:+.3f}]  "
+                  f"p={t['p_value']:.4f}  n={t['n']}{star}")
+    print()
+
+
+def cmd_eval(args) -> int:
+    from assistant.runtime import open_core
+    from evals import open_evals
+    from evals.runner import RunOptions
+
+    from .chat_cmds import settings_from
+
+    if args.show:  # no model needed to re-show a stored run
+        from assistant.workspace import Workspace
+        from evals.store import EvalStore
+
+        store = EvalStore(Workspace(settings_from(args).home).db)
+        report = _report(store, args.show)
+        print(json.dumps(report, indent=1, ensure_ascii=False)) if args.json else _print_table(report)
+        return 0
+    specs = [s.strip() for s in (args.sets or "test").split(",") if s.strip()]
+    if not specs:
+        raise ValidationError("--set needs test, facts or a file")
+    from assistant.workspace import Workspace
+
+    settings = settings_from(args)
+    # sets first: a wrong --set should not cost a model load
+    sets = [load_set(spec, Workspace(settings.home), args.limit) for spec in specs]
+    core = open_core(settings, progress=lambda m: print(m, file=sys.stderr, flush=True))
+    attach_retriever(core)
+    evals = open_evals(core.workspace, core.chat)
+    arms = evals.runs.resolve_arms(args.arms, args.rag)
+    options = RunOptions(max_new_tokens=args.max_new_tokens, score_references=not args.no_loss)
+    reports = []
+    for evalset in sets:
+        for line in evalset.skipped:
+            print(f"{evalset.name}: skipped {line}", file=sys.stderr)
+        run = evals.runs.start(evalset, arms, options, background=False,
+                               progress=_progress(f"{evalset.kind}:{evalset.name}"))
+        if run.status != "done":
+            raise ValidationError(f"evaluation run {run.id} {run.status}: {run.error}")
+        reports.append(_report(evals.store, run.id))
+    if args.json:
+        print(json.dumps(reports[0] if len(reports) == 1 else reports, indent=1, ensure_ascii=False))
+    else:
+        for report in reports:
+            _print_table(report)
+    return 0

@@ -1,0 +1,273 @@
+"""Evaluation runs: every item of a set answered by every arm (base or an adapter, retrieval
+off or on), scored, and stored as it goes.
+
+Prompts are built exactly as the chat builds them (`assistant.prompting.build_messages`), the
+retriever is the chat's, and when it abstains the arm's reply is the chat's no-source reply:
+what is measured is what a user of the chat would get. Decoding is greedy (temperature 0),
+so a run is reproducible and differences between arms come from the models, not from luck.
+
+A run goes in a background thread; its progress and each result are written to SQLite as
+they happen, so the UI polls the database, and a crash loses only the item in flight."""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from assistant.adapters import BASE, AdapterInfo
+from assistant.chat import NO_SOURCE_REPLY, ChatService
+from assistant.engine import GenerationOptions
+from assistant.errors import TailorError, ValidationError
+from assistant.prompting import build_messages
+
+from . import metrics as M
+from .reports import aggregate_run
+from .sets import EvalItem, EvalSet
+from .store import Arm, EvalStore, ItemResult, RunInfo
+
+log = logging.getLogger(__name__)
+
+TUNED = "tuned"  # alias for the active adapter, or the newest one when none is active
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    max_new_tokens: int = 128
+    k: int = 4  # passages per question for retrieval arms, as in the chat
+    # None keeps each item's own system prompt (test-split items carry the one they were saved with)
+    system_prompt: str | None = None
+    repetition_penalty: float = 1.05  # the chat's default; small models loop without it
+    score_references: bool = True  # reference loss/perplexity under each arm's model
+    semantic: bool = True  # embedding similarity between reply and reference
+
+
+def _newest(adapters: list[AdapterInfo]) -> AdapterInfo:
+    def when(a: AdapterInfo):
+        return (str(a.meta.get("created_at") or ""), int(a.version) if a.version.isdigit() else 0)
+
+    return max(adapters, key=when)
+
+
+def parse_rag(values: list[str] | str | None) -> list[bool]:
+    if values is None or values == "":
+        return [False, True]
+    if isinstance(values, str):
+        values = [v for v in values.split(",")]
+    out = []
+    for v in values:
+        v = str(v).strip().lower()
+        if v in ("off", "false", "0", "no"):
+            out.append(False)
+        elif v in ("on", "true", "1", "yes"):
+            out.append(True)
+        elif v:
+            raise ValidationError(f"retrieval setting {v!r} is not 'off' or 'on'")
+    if not out:
+        raise ValidationError("choose retrieval off, on, or both")
+    return list(dict.fromkeys(out))
+
+
+class EvalService:
+    """Runs evaluations against the chat's engine, adapters and retriever."""
+
+    def __init__(self, store: EvalStore, chat: ChatService, embedder_factory: Callable | None = None):
+        self.store = store
+        self.chat = chat
+        if embedder_factory is None:
+            from assistant.embeddings import get_embedder as embedder_factory
+        self._embedder_factory = embedder_factory
+        self._threads: dict[str, threading.Thread] = {}
+        self._cancel: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+        store.fail_interrupted()
+
+    @property
+    def retriever(self):
+        # Looked up per run: the knowledge package may attach it to the chat after startup.
+        return self.chat.retriever
+
+    # ---- arms ---------------------------------------------------------------------------
+    def resolve_arms(self, models: list[str] | str | None = None, rag: list[str] | str | None = None) -> list[Arm]:
+        """Arms from model names ("base", "tuned" or adapter names) × retrieval settings.
+        With no models given: base and tuned, dropping tuned when no adapter exists yet and
+        retrieval arms when no retriever is attached (asked-for ones give an error instead)."""
+        explicit_models = models not in (None, "", [])
+        explicit_rag = rag not in (None, "", [])
+        if isinstance(models, str):
+            models = [m.strip() for m in models.split(",") if m.strip()]
+        models = list(models) if explicit_models else [BASE, TUNED]
+        rags = parse_rag(rag)
+        adapters = self.chat.adapters.list()
+        if not explicit_rag and not self._has_knowledge():
+            rags = [False]
+        if any(rags) and self.retriever is None:
+            raise ValidationError("retrieval arms need a knowledge index: add documents in the Knowledge tab "
+                                  "first, or evaluate with retrieval off")
+        arms: list[Arm] = []
+        for name in models:
+            if name == TUNED:
+                if not adapters:
+                    if explicit_models:
+                        raise ValidationError("there is no tuned adapter yet: train one in the Tune tab, or "
+                                              "evaluate the base model only")
+                    continue
+                active = self.chat.adapters.active()
+                info = next((a for a in adapters if a.name == active), None) or _newest(adapters)
+            elif name == BASE:
+                info = None
+            else:
+                info = self.chat.adapters.get(name)  # NotFoundError names the known ones
+            for r in rags:
+                arm = Arm(BASE, r) if info is None else Arm(info.name, r, info.version, dict(info.meta))
+                if arm.key not in {a.key for a in arms}:
+                    arms.append(arm)
+        if not arms:
+            raise ValidationError("choose at least one arm")
+        return arms
+
+    def _has_knowledge(self) -> bool:
+        """A retriever is attached and, when it can say so, holds documents (the app attaches
+        the knowledge service even while it is empty; its retrieval arms would only abstain)."""
+        retriever = self.retriever
+        if retriever is None:
+            return False
+        documents = getattr(retriever, "documents", None)
+        if callable(documents):
+            try:
+                return bool(documents())
+            except Exception:  # noqa: BLE001 - unknown retriever: assume it can answer
+                return True
+        return True
+
+    # ---- running ------------------------------------------------------------------------
+    def start(self, evalset: EvalSet, arms: list[Arm], options: RunOptions = RunOptions(),
+              background: bool = True, progress: Callable[[int, int], None] | None = None) -> RunInfo:
+        """Create a run and answer every item with every arm. In the background (default) it
+        returns at once; watch `store.get_run(id)` for progress. Otherwise it returns when done."""
+        if not arms:
+            raise ValidationError("choose at least one arm")
+        if not evalset.items:
+            raise ValidationError("the evaluation set is empty")
+        GenerationOptions(max_new_tokens=options.max_new_tokens).validate(self.chat.engine.context_window)
+        if options.k < 1:
+            raise ValidationError("k must be at least 1")
+        if any(a.rag for a in arms) and self.retriever is None:
+            raise ValidationError("retrieval arms need a knowledge index: add documents first")
+        for arm in arms:  # load adapters now, so a missing one fails before the run exists
+            if arm.model != BASE:
+                self.chat._adapter_for(arm.model)
+        with self._lock:
+            busy = [rid for rid, t in self._threads.items() if t.is_alive()]
+            if busy:
+                raise ValidationError(f"evaluation {busy[0]} is still running; wait for it or cancel it")
+            run = self.store.create_run(
+                set_kind=evalset.kind, set_name=evalset.name, set_fingerprint=evalset.fingerprint,
+                dataset_version=evalset.dataset_version, base_model=self.chat.engine.name, arms=arms,
+                options=asdict(options), items=evalset.items)
+            cancel = threading.Event()
+            self._cancel[run.id] = cancel
+            if background:
+                thread = threading.Thread(target=self._run, args=(run, evalset.items, options, cancel, progress),
+                                          daemon=True, name=f"tailor-eval-{run.id}")
+                self._threads[run.id] = thread
+                thread.start()
+                return run
+        self._run(run, evalset.items, options, cancel, progress)
+        return self.store.get_run(run.id)
+
+    def cancel(self, run_id: str) -> bool:
+        event = self._cancel.get(run_id)
+        if event is None or self.store.get_run(run_id).status not in ("queued", "running"):
+            return False
+        event.set()
+        return True
+
+    def wait(self, run_id: str, timeout: float | None = None) -> RunInfo:
+        thread = self._threads.get(run_id)
+        if thread is not None:
+            thread.join(timeout)
+        return self.store.get_run(run_id)
+
+    def _run(self, run: RunInfo, items: list[EvalItem], options: RunOptions, cancel: threading.Event,
+             progress: Callable[[int, int], None] | None) -> None:
+        self.store.set_status(run.id, "running")
+        total, done = len(items) * len(run.arms), 0
+        try:
+            embedder = self._embedder_factory() if options.semantic else None
+            adapters = {arm.key: (None if arm.model == BASE else self.chat._adapter_for(arm.model))
+                        for arm in run.arms}
+            for item in items:
+                if cancel.is_set():
+                    self.store.set_status(run.id, "cancelled")
+                    return
+                results = self._answer(item, run.arms, adapters, options)
+                if embedder is not None:
+                    vectors = embedder.encode([item.reference] + [r.reply for r in results])
+                    for r, vec in zip(results, vectors[1:]):
+                        r.metrics["semantic"] = M.cosine(vectors[0], vec)
+                for r in results:
+                    self.store.add_result(run.id, r)
+                done += len(results)
+                if progress is not None:
+                    progress(done, total)
+            self._finalise(run.id)
+            self.store.set_status(run.id, "done")
+        except TailorError as exc:
+            log.warning("evaluation %s failed: %s", run.id, exc)
+            self.store.set_status(run.id, "failed", str(exc))
+        except Exception as exc:  # noqa: BLE001 - recorded on the run, results so far are kept
+            log.exception("evaluation %s failed", run.id)
+            self.store.set_status(run.id, "failed", f"{exc.__class__.__name__}: {exc}")
+
+    def _finalise(self, run_id: str) -> None:
+        summary = aggregate_run(self.store, run_id)
+        rows = [(arm, metric, est.mean, est.lo, est.hi, est.n)
+                for arm, per in summary.metrics.items() for metric, est in per.items()]
+        self.store.save_arm_metrics(run_id, [r for r in rows if not math.isnan(r[2])])
+
+    def _answer(self, item: EvalItem, arms: list[Arm], adapters: dict[str, str | None],
+                options: RunOptions) -> list[ItemResult]:
+        engine = self.chat.engine
+        system = item.system_prompt if options.system_prompt is None else options.system_prompt
+        retrieval = None
+        if any(a.rag for a in arms):  # one retrieval per item, shared by every retrieval arm
+            retrieval = self.retriever.retrieve(item.question, k=options.k)
+        gen_options = GenerationOptions(temperature=0, max_new_tokens=options.max_new_tokens,
+                                        repetition_penalty=options.repetition_penalty)
+        out = []
+        for arm in arms:
+            adapter = adapters[arm.key]
+            passages = retrieval.passages if arm.rag and not retrieval.abstain else None
+            messages = build_messages(item.history, item.question, system, passages)
+            if arm.rag and retrieval.abstain:
+                reply, abstained, latency, n_tokens, finish = NO_SOURCE_REPLY, True, 0.0, 0, "no_source"
+                tps = None
+            else:
+                res = engine.generate(messages, gen_options, adapter=adapter)
+                if res.error:
+                    log.warning("arm %s on item %s: %s", arm.key, item.id, res.error)
+                reply, abstained, latency, n_tokens, finish = (res.text, False, res.latency_s, res.completion_tokens,
+                                                               res.finish_reason)
+                tps = n_tokens / latency if latency > 0 and n_tokens else None
+            m = {
+                "rouge_l": M.rouge_l(reply, item.reference),
+                "f1": M.token_f1(reply, item.reference),
+                "exact_match": M.exact_match(reply, item.reference),
+                "fact": M.fact_found(reply, item.answers) if item.answers else None,
+                "semantic": None,
+                "ref_loss": None,
+                "latency_s": None if abstained else latency,
+                "tokens_per_s": tps,
+                "abstained": float(abstained) if arm.rag else None,
+            }
+            if options.score_references and not abstained:
+                try:
+                    m["ref_loss"], _ = engine.score(messages, item.reference, adapter=adapter)
+                except ValidationError as exc:  # e.g. a reference longer than the context
+                    log.info("no reference loss for %s: %s", item.id, exc)
+            out.append(ItemResult(arm.key, item.id, reply, abstained, latency, n_tokens, tps, finish, m,
+                                  [p.as_dict() for p in passages] if passages else None))
+        return out

@@ -1,0 +1,46 @@
+"""`tailor eval` as a real subprocess on the tiny model."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from .conftest import make_lora
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def tailor(*args):
+    return subprocess.run([sys.executable, "-m", "cli.main", *map(str, args)], cwd=REPO, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "TAILOR_THREADS": "1"})
+
+
+def test_eval_prints_json_and_a_stored_run_can_be_shown(tiny_model_dir, facts_file, tmp_path):
+    ws = tmp_path / "ws"
+    make_lora(tiny_model_dir, ws / "adapters" / "tiny-lora")
+    r = tailor("eval", "--arms", "base,tuned", "--rag", "off", "--set", facts_file, "--max-new-tokens", "8",
+               "--json", "--workspace", ws, "--model", tiny_model_dir)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert [a["key"] for a in out["run"]["arms"]] == ["base", "tiny-lora"]
+    assert out["run"]["status"] == "done" and out["run"]["items"] == 3
+    assert out["table"]["header"][:2] == ["Arm", "n"] and len(out["table"]["rows"]) == 2
+    fact = out["arms"]["tiny-lora"]["fact"]
+    assert fact["n"] == 3 and fact["lo"] <= fact["mean"] <= fact["hi"]
+    assert out["tests"] and out["tests"][0]["metric"] == "fact" and "permutation" in out["tests"][0]["method"]
+    assert "3/3" in r.stderr or "6/6" in r.stderr  # progress
+
+    shown = tailor("eval", "--show", out["run"]["id"], "--workspace", ws)
+    assert shown.returncode == 0, shown.stderr
+    assert out["run"]["id"] in shown.stdout and "Fact accuracy" in shown.stdout and "tiny-lora" in shown.stdout
+
+
+def test_eval_user_errors_exit_2(tiny_model_dir, tmp_path):
+    ws = tmp_path / "ws"
+    r = tailor("eval", "--set", "test", "--rag", "off", "--workspace", ws, "--model", tiny_model_dir)
+    assert r.returncode == 2 and "dataset version" in r.stderr and "Traceback" not in r.stderr
+    r = tailor("eval", "--set", tmp_path / "nope.jsonl", "--rag", "off", "--workspace", ws, "--model", tiny_model_dir)
+    assert r.returncode == 2 and r.stderr.startswith("tailor: error:")  # found before loading the model
+    r = tailor("eval", "--show", "missing-run", "--workspace", ws)
+    assert r.returncode == 2 and "does not exist" in r.stderr

@@ -1,0 +1,347 @@
+"""The Evaluate tab: start an A/B run (arms × retrieval over a set) in the background, watch
+its progress, open past runs (metrics with 95% intervals, a chart, paired tests, per-item
+side by side, save a reply as a training example), the history of each metric over time,
+and blind pairwise votes with win rates and Bradley–Terry ratings.
+
+Handlers are thin: read widgets, call evals' services, format. The pair handler returns
+only the opaque pair id, the prompt and the two replies: arm names appear only in the answer
+to a vote."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from assistant.errors import TailorError, ValidationError
+from evals import Evals
+from evals.charts import interval_chart_svg
+from evals.reports import (METRIC_LABELS, METRICS, PER_ITEM, aggregate_run, all_comparisons, history_rows,
+                           metrics_table, side_by_side, training_example)
+from evals.runner import TUNED, RunOptions
+from evals.sets import EvalSet, load_facts, load_reference_file, subsample
+from evals.votes import CHOICES
+
+SET_TEST, SET_FACTS, SET_FILE = "test split", "facts", "uploaded file"
+ANY = "any two"
+ORDERS = {"A did worse first": "a_worse", "A did better first": "a_better", "set order": "position"}
+_METRIC_CHOICES = [(label, key) for key, label, _ in METRICS]
+_TEST_CHOICES = [(METRIC_LABELS[k], k) for k in PER_ITEM]
+
+
+def _err(exc: Exception) -> gr.Error:
+    return gr.Error(str(exc))
+
+
+def run_choices(evals: Evals) -> list[tuple[str, str]]:
+    return [(f"{r.created_at[:16].replace('T', ' ')} · {r.set_kind}:{r.set_name} · {', '.join(r.arm_keys)} · "
+             f"{r.status} {r.done}/{r.total}", r.id) for r in evals.store.list_runs()]
+
+
+def status_line(evals: Evals, run_id: str) -> str:
+    r = evals.store.get_run(run_id)
+    text = f"Run `{r.id}`: **{r.status}**, {r.done}/{r.total} replies"
+    if r.dataset_version:
+        text += f", dataset version {r.dataset_version}"
+    if r.error:
+        text += f" — {r.error}"
+    return text
+
+
+def build_eval_tab(evals: Evals, *, test_split: Callable[[], EvalSet] | None = None,
+                   facts_path: Path | None = None,
+                   save_example: Callable[[list[dict], str, dict], str] | None = None) -> dict:
+    """Build the tab inside the current gr.Blocks.
+
+    test_split: returns the current dataset version's test split (composed by ui/app.py from
+    the tuning package); facts_path: the default facts set; save_example(messages, reply,
+    provenance) stores a training example and returns a message (the curation store)."""
+    runs, votes = evals.runs, evals.votes
+
+    def model_choices() -> list[str]:
+        return ["base", TUNED] + runs.chat.adapters.names()
+
+    with gr.Accordion("New evaluation run", open=True):
+        with gr.Row():
+            arms = gr.CheckboxGroup(model_choices(), value=["base", TUNED], label="Models",
+                                    info=f"'{TUNED}' is the active adapter (or the newest)")
+            rag = gr.CheckboxGroup(["off", "on"], value=["off", "on"], label="Retrieval")
+            set_kind = gr.Radio([SET_TEST, SET_FACTS, SET_FILE], value=SET_TEST, label="Evaluation set")
+        with gr.Row():
+            upload = gr.File(label="JSONL with reference answers", file_types=[".jsonl"], type="filepath")
+            limit = gr.Number(value=0, precision=0, label="Items (0 = all)", minimum=0)
+            max_new = gr.Slider(16, 512, value=128, step=16, label="Max new tokens")
+        with gr.Row():
+            start_btn = gr.Button("Start evaluation", variant="primary")
+            cancel_btn = gr.Button("Cancel", variant="stop")
+        run_status = gr.Markdown("")
+
+    with gr.Row():
+        runs_dd = gr.Dropdown(label="Evaluation runs", choices=run_choices(evals), value=None, interactive=True,
+                              scale=4)
+        refresh_btn = gr.Button("Refresh", size="sm", scale=1)
+        metric = gr.Dropdown(_METRIC_CHOICES, value="semantic", label="Chart metric", scale=2)
+    run_id = gr.Textbox(label="Run id", max_lines=1, visible=False)
+    table = gr.Dataframe(label="Metrics per arm: mean [95% bootstrap interval]", interactive=False, wrap=True)
+    chart = gr.HTML()
+    classification = gr.Markdown()
+
+    with gr.Accordion("Paired tests and side by side", open=False):
+        with gr.Row():
+            arm_a = gr.Dropdown(label="Arm A", choices=[], interactive=True)
+            arm_b = gr.Dropdown(label="Arm B", choices=[], interactive=True)
+            test_metric = gr.Dropdown(_TEST_CHOICES, value="semantic", label="Metric")
+            order = gr.Dropdown(list(ORDERS), value="A did worse first", label="Sort by A − B")
+        compare_btn = gr.Button("Compare")
+        tests_md = gr.Markdown()
+        sbs = gr.Dataframe(label="Items, sorted by the difference A − B", interactive=False, wrap=True)
+        with gr.Row():
+            save_item = gr.Textbox(label="Item id", max_lines=1)
+            save_side = gr.Radio(["A", "B"], value="A", label="Reply of")
+            save_btn = gr.Button("Save as training example", interactive=save_example is not None)
+        save_status = gr.Markdown()
+
+    with gr.Accordion("Blind votes", open=False):
+        gr.Markdown("Two replies to the same prompt from two arms, sides drawn at random. Which model wrote "
+                    "which is shown only after you vote.")
+        with gr.Row():
+            vote_x = gr.Dropdown(label="Compare", choices=[ANY], value=ANY, interactive=True)
+            vote_y = gr.Dropdown(label="with", choices=[ANY], value=ANY, interactive=True)
+            pair_btn = gr.Button("New pair", variant="primary")
+        pair_id = gr.Textbox(visible=False)
+        prompt_md = gr.Markdown()
+        with gr.Row():
+            reply_a = gr.Textbox(label="Reply A", lines=8, interactive=False)
+            reply_b = gr.Textbox(label="Reply B", lines=8, interactive=False)
+        with gr.Row():
+            vote_buttons = {key: gr.Button(label) for key, label in CHOICES.items()}
+        reveal = gr.Markdown()
+        win_table = gr.Dataframe(label="Win rates (Wilson 95% intervals), all votes", interactive=False)
+        bt_table = gr.Dataframe(label="Bradley–Terry ratings over every adapter ever voted on", interactive=False)
+        board_btn = gr.Button("Refresh standings", size="sm")
+
+    with gr.Accordion("Metrics over time", open=False):
+        with gr.Row():
+            hist_metric = gr.Dropdown(_METRIC_CHOICES, value="semantic", label="Metric")
+            hist_set = gr.Dropdown(["all", "test", "facts", "file"], value="all", label="Set")
+            hist_btn = gr.Button("Show")
+        hist_plot = gr.LinePlot(x="time", y="mean", color="arm", title="Metric per arm across runs",
+                                x_title="run time", y_title="mean")
+        hist_df = gr.Dataframe(label="Runs", interactive=False)
+
+    # ---- handlers -----------------------------------------------------------------------
+    def pick_set(kind: str, file, n: int) -> EvalSet:
+        if kind == SET_TEST:
+            if test_split is None:
+                raise ValidationError("no dataset test split is available here")
+            evalset = test_split()
+        elif kind == SET_FACTS:
+            if facts_path is None or not Path(facts_path).is_file():
+                raise ValidationError("no facts set is configured; upload one as a file instead")
+            evalset = load_facts(facts_path)
+        elif kind == SET_FILE:
+            if not file:
+                raise ValidationError("upload a JSONL file with reference answers first")
+            evalset = load_reference_file(file)
+        else:
+            raise ValidationError(f"unknown set {kind!r}")
+        return subsample(evalset, int(n or 0) or None)
+
+    def start(models, rags, kind, file, n, max_tokens):
+        try:
+            evalset = pick_set(kind, file, n)
+            chosen = runs.resolve_arms(list(models or []) or None, list(rags or []) or None)
+            run = runs.start(evalset, chosen, RunOptions(max_new_tokens=int(max_tokens)))
+        except TailorError as exc:
+            raise _err(exc) from exc
+        note = f" ({len(evalset.skipped)} lines skipped)" if evalset.skipped else ""
+        return run.id, f"Started run `{run.id}` on {len(evalset.items)} items{note}."
+
+    def watch(rid, progress=gr.Progress()):
+        rid = (rid or "").strip()
+        if not rid:
+            return ""
+        while True:
+            try:
+                r = evals.store.get_run(rid)
+            except TailorError as exc:
+                raise _err(exc) from exc
+            progress(r.progress, desc=f"{r.done}/{r.total} replies")
+            if r.status not in ("queued", "running"):
+                return status_line(evals, rid)
+            time.sleep(1.0)
+
+    def cancel(rid):
+        rid = (rid or "").strip()
+        return "Cancelling…" if rid and runs.cancel(rid) else "Nothing to cancel."
+
+    def list_runs(current=None):
+        return gr.update(choices=run_choices(evals), value=current or None)
+
+    def open_run(rid, chart_metric):
+        rid = (rid or "").strip()
+        if not rid:
+            return None, "", "", gr.update(), gr.update(), gr.update(), gr.update(), rid
+        try:
+            run = evals.store.get_run(rid)
+            summary = aggregate_run(evals.store, rid)
+        except TailorError as exc:
+            raise _err(exc) from exc
+        header, rows = metrics_table(summary)
+        cls_md = ""
+        for arm, rep in summary.classification.items():
+            cols = list(next(iter(rep.confusion.values())).keys()) if rep.confusion else []
+            lines = [f"**{arm}** — accuracy {rep.accuracy:.3f}, macro P/R/F1 {rep.macro_precision:.3f} / "
+                     f"{rep.macro_recall:.3f} / {rep.macro_f1:.3f}", "",
+                     "| gold \\ predicted | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+            lines += [f"| {g} | " + " | ".join(str(row[c]) for c in cols) + " |" for g, row in rep.confusion.items()]
+            cls_md += "\n".join(lines) + "\n\n"
+        keys = run.arm_keys
+        a = gr.update(choices=keys, value=keys[-1] if keys else None)
+        b = gr.update(choices=keys, value=keys[0] if keys else None)
+        vx = gr.update(choices=[ANY] + keys, value=ANY)
+        return (pd.DataFrame(rows, columns=header), interval_chart_svg(summary, chart_metric or "semantic"),
+                status_line(evals, rid) + ("\n\n" + cls_md if cls_md else ""), a, b, vx, vx, rid)
+
+    def redraw(rid, chart_metric):
+        rid = (rid or "").strip()
+        if not rid:
+            return ""
+        try:
+            return interval_chart_svg(aggregate_run(evals.store, rid), chart_metric or "semantic")
+        except TailorError as exc:
+            raise _err(exc) from exc
+
+    def compare(rid, a, b, m, order_label):
+        rid = (rid or "").strip()
+        if not rid or not a or not b:
+            raise gr.Error("Open a run and choose two arms first.")
+        if a == b:
+            raise gr.Error("Choose two different arms.")
+        try:
+            tests = all_comparisons(evals.store, rid, m)
+            rows = side_by_side(evals.store, rid, a, b, m, ORDERS.get(order_label, "a_worse"))
+        except TailorError as exc:
+            raise _err(exc) from exc
+        lines = [f"Paired permutation test (random sign flips of per-item differences, 10,000 draws) on "
+                 f"**{METRIC_LABELS.get(m, m)}**; interval: bootstrap 95% of the mean difference.", "",
+                 "| A | B | mean A − B | 95% interval | p | n | |", "|---|---|---|---|---|---|---|"]
+        for x, y, t in tests:
+            if t.n == 0:
+                continue
+            mark = "significant" if t.significant else ""
+            lines.append(f"| {x} | {y} | {t.mean_diff:+.3f} | [{t.lo:+.3f}, {t.hi:+.3f}] | {t.p_value:.4f} | {t.n} "
+                         f"| {mark} |")
+        df = pd.DataFrame([{"item": r.item_id, "prompt": r.prompt, "reference": r.reference, f"A: {a}": r.reply_a,
+                            f"B: {b}": r.reply_b, "A value": r.value_a, "B value": r.value_b, "A − B": r.diff}
+                           for r in rows])
+        return "\n".join(lines), df
+
+    def save(rid, a, b, item, side):
+        if save_example is None:
+            raise gr.Error("Saving training examples needs the Dataset (curation) store.")
+        rid, item = (rid or "").strip(), (item or "").strip()
+        arm = a if side == "A" else b
+        if not rid or not arm or not item:
+            raise gr.Error("Open a run, choose the arms and type an item id from the table.")
+        try:
+            messages, reply = training_example(evals.store, rid, arm, item)
+            return save_example(messages, reply, {"eval_run": rid, "arm": arm, "item_id": item})
+        except TailorError as exc:
+            raise _err(exc) from exc
+
+    def next_pair(rid, x, y):
+        """Returns only (pair id, prompt, reply A, reply B, status): nothing that names an arm."""
+        rid = (rid or "").strip()
+        if not rid:
+            raise gr.Error("Open an evaluation run first.")
+        x = None if x in (None, "", ANY) else x
+        y = None if y in (None, "", ANY) else y
+        try:
+            pair = votes.next_pair(rid, x, y)
+        except TailorError as exc:
+            raise _err(exc) from exc
+        return pair.pair_id, f"**Prompt:** {pair.prompt}", pair.reply_a, pair.reply_b, "Which reply is better?"
+
+    def standings():
+        rates = votes.win_rates()
+        win_df = pd.DataFrame([{"player": r.player, "against": r.opponent, "votes": r.n, "wins": r.wins,
+                                "losses": r.losses, "ties": r.ties, "both bad": r.both_bad,
+                                "win rate": round(r.win_rate, 3), "95% low": round(r.lo, 3),
+                                "95% high": round(r.hi, 3),
+                                "wins of decided": None if r.wins + r.losses == 0 else round(r.decisive_rate, 3)}
+                               for r in rates])
+        bt_df = pd.DataFrame([{"player": r.player, "rating": round(r.elo, 1), "strength": round(r.strength, 4),
+                               "games": r.games} for r in votes.ratings()])
+        return win_df, bt_df
+
+    def make_vote(choice):
+        def vote(pid):
+            pid = (pid or "").strip()
+            if not pid:
+                raise gr.Error("Load a pair first.")
+            try:
+                out = votes.vote(pid, choice)
+            except TailorError as exc:
+                raise _err(exc) from exc
+            verdict = {"a": f"you preferred **{out.arm_a}**", "b": f"you preferred **{out.arm_b}**",
+                       "tie": "a tie", "both_bad": "both bad"}[out.choice]
+            win_df, bt_df = standings()
+            return "", f"Reply A was **{out.arm_a}**, reply B was **{out.arm_b}**: {verdict}.", win_df, bt_df
+        return vote
+
+    def history(m, kind):
+        rows = history_rows(evals.store, m or "semantic", None if kind in (None, "all") else kind)
+        df = pd.DataFrame(rows)
+        if df.empty:
+            return pd.DataFrame({"time": [], "mean": [], "arm": []}), df
+        df["time"] = pd.to_datetime(df["created_at"])
+        plot = df[["time", "mean", "arm"]]
+        table = df[["created_at", "run_id", "set_kind", "set_name", "arm", "adapter_version", "mean", "lo", "hi", "n"]]
+        return plot, table
+
+    # ---- events -------------------------------------------------------------------------
+    start_btn.click(start, [arms, rag, set_kind, upload, limit, max_new], [run_id, run_status],
+                    api_name="eval_start").success(
+        watch, [run_id], [run_status], api_name="eval_watch").then(
+        list_runs, [run_id], [runs_dd], api_name="eval_runs_after_start").then(
+        open_run, [run_id, metric], [table, chart, classification, arm_a, arm_b, vote_x, vote_y, run_id],
+        api_name="eval_open_after_start")
+    cancel_btn.click(cancel, [run_id], [run_status], api_name="eval_cancel", queue=False)
+    refresh_btn.click(list_runs, [runs_dd], [runs_dd], api_name="eval_list_runs")
+    runs_dd.input(open_run, [runs_dd, metric], [table, chart, classification, arm_a, arm_b, vote_x, vote_y, run_id],
+                  api_name="eval_pick_run")
+    open_hidden = gr.Button(visible=False)
+    open_hidden.click(open_run, [run_id, metric], [table, chart, classification, arm_a, arm_b, vote_x, vote_y, run_id],
+                      api_name="eval_open_run")
+    metric.change(redraw, [run_id, metric], [chart], api_name="eval_chart")
+    compare_btn.click(compare, [run_id, arm_a, arm_b, test_metric, order], [tests_md, sbs], api_name="eval_compare")
+    save_btn.click(save, [run_id, arm_a, arm_b, save_item, save_side], [save_status], api_name="eval_save_example")
+    pair_btn.click(next_pair, [run_id, vote_x, vote_y], [pair_id, prompt_md, reply_a, reply_b, reveal],
+                   api_name="eval_next_pair")
+    vote_handlers = {}
+    for key, button in vote_buttons.items():
+        vote_handlers[key] = make_vote(key)
+        button.click(vote_handlers[key], [pair_id], [pair_id, reveal, win_table, bt_table], api_name=f"eval_vote_{key}")
+    board_btn.click(standings, None, [win_table, bt_table], api_name="eval_standings")
+    hist_btn.click(history, [hist_metric, hist_set], [hist_plot, hist_df], api_name="eval_history")
+
+    return {"run_id": run_id, "runs": runs_dd, "arms": arms, "list_runs": list_runs, "start": start,
+            "open_run": open_run, "compare": compare, "save": save, "next_pair": next_pair, "vote": vote_handlers,
+            "standings": standings, "history": history, "model_choices": model_choices,
+            "refresh_models": lambda: gr.update(choices=model_choices())}
+
+
+def build_eval_tab_for_core(core) -> dict:
+    """The tab composed from the app's core: the chat's engine/adapters/retriever, the latest
+    dataset version's test split and the curation store (through cli.eval_cmds' gradio-free
+    helpers, shared with `tailor eval`)."""
+    from cli.eval_cmds import DEMO_FACTS, example_saver, latest_test_split
+    from evals import open_evals
+
+    evals = open_evals(core.workspace, core.chat)
+    return build_eval_tab(evals, test_split=lambda: latest_test_split(core.workspace), facts_path=DEMO_FACTS,
+                          save_example=example_saver(core.workspace))
