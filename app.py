@@ -1,4 +1,9 @@
-"""Tailor's server: builds the Gradio app from ui/ and launches it.
+"""Tailor's server: one FastAPI app served by uvicorn, with the OpenAI-compatible API at /v1
+(assistant/api.py) and the Gradio web app from ui/ mounted at "/".
+
+One server, one port, one engine: the browser, gradio_client scripts and OpenAI clients all
+talk to the same process, so an adapter published by a training job is picked up by all of
+them without a restart.
 
 `python app.py [--host] [--port] [--workspace] [--model] [--auth]` is the same as `tailor serve`."""
 
@@ -38,15 +43,62 @@ def build_app(core: Core):
     return build_ui(core)
 
 
-def serve(settings: Settings, *, block: bool = True):
+def check_api_keys(settings: Settings) -> list[str]:
+    try:
+        return settings.api_key_list()
+    except ValueError as exc:
+        raise StartupError(f"TAILOR_API_KEYS: {exc}") from exc
+
+
+def build_server(core: Core, settings: Settings):
+    """The FastAPI app: /v1 first, then the web UI mounted at "/" (Starlette matches routes in
+    order, so the mount does not shadow /v1). Returns (app, demo)."""
+    import gradio as gr
+    from fastapi import FastAPI
+
+    from assistant.api import ApiConfig, install_api
+    from assistant.limits import RequestLimiter
+
     auth = check_binding(settings)
-    core = open_core(settings, progress=lambda msg: print(msg, flush=True))
+    keys = check_api_keys(settings)
     demo = build_app(core)
-    demo.queue(default_concurrency_limit=4)
+    # The web UI's own queue is bounded too: beyond max_size Gradio tells the browser the
+    # queue is full instead of piling up work.
+    demo.queue(default_concurrency_limit=4, max_size=settings.max_queue)
+    app = FastAPI(title="Tailor", docs_url=None, redoc_url=None, openapi_url=None)
+    limiter = RequestLimiter(max_active=1, max_queue=settings.max_queue, timeout_s=settings.queue_timeout)
+    install_api(app, core.chat, limiter, ApiConfig(keys=keys, open_without_key=settings.is_loopback,
+                                                   max_request_bytes=settings.max_request_kb * 1024))
+    app.state.limiter = limiter
+    gr.mount_gradio_app(app, demo, path="/", auth=auth, show_error=True, footer_links=["api", "settings"],
+                        max_file_size=f"{settings.max_upload_mb}mb", server_name=settings.host,
+                        server_port=settings.port)
+    return app, demo
+
+
+def serve(settings: Settings, *, block: bool = True):
+    import threading
+
+    import uvicorn
+
+    check_binding(settings)  # refuse an unsafe binding before spending time loading the model
+    check_api_keys(settings)
+    core = open_core(settings, progress=lambda msg: print(msg, flush=True))
+    app, demo = build_server(core, settings)
+    keys = settings.api_key_list()
     print(f"Tailor: workspace {core.workspace.root}, model {core.engine.name} on {core.engine.hardware.describe()}",
           flush=True)
-    demo.launch(server_name=settings.host, server_port=settings.port, auth=auth, prevent_thread_lock=not block,
-                show_error=True, quiet=False, footer_links=["api", "settings"])
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    print(f"Web app:        http://{host}:{settings.port}/", flush=True)
+    print(f"OpenAI API:     http://{host}:{settings.port}/v1 "
+          f"({'API key required' if keys else 'open on localhost' if settings.is_loopback else 'closed: set TAILOR_API_KEYS'})",
+          flush=True)
+    server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
+                                           timeout_graceful_shutdown=3))
+    if block:
+        server.run()
+    else:
+        threading.Thread(target=server.run, daemon=True, name="tailor-server").start()
     return core, demo
 
 

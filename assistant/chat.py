@@ -65,6 +65,10 @@ class ChatRequest:
     options: GenerationOptions = GenerationOptions()
     rag: bool | None = None  # None keeps the conversation's setting
     k: int = 4
+    # Earlier turns supplied by the caller (the OpenAI API sends the whole exchange with every
+    # request); only for a new conversation, where they are logged before the new message.
+    history: list[dict] | None = None
+    source: str = "chat"  # who sent it: "chat" (web UI / CLI) or "api"; stored on every message
 
 
 class ChatService:
@@ -109,7 +113,9 @@ class ChatService:
         retrieval = self.retriever.retrieve(text, k=request.k) if rag else None
         system_prompt = request.system_prompt if request.system_prompt is not None else (
             conv.system_prompt if conv else "")
-        history = [m.as_chat() for m in conv.messages] if conv else []
+        if conv is not None and request.history:
+            raise ValidationError("earlier messages can only be sent when starting a new conversation")
+        history = [m.as_chat() for m in conv.messages] if conv else _check_history(request.history)
         messages = build_messages(history, text, system_prompt,
                                   retrieval.passages if retrieval and not retrieval.abstain else None)
         generation = None
@@ -117,16 +123,18 @@ class ChatService:
             generation = self.engine.stream(messages, request.options, adapter=adapter)
         if conv is None:
             conv = self.log.create(system_prompt=system_prompt, model=self.engine.name, adapter=adapter, rag=rag)
+            for m in history:
+                self.log.add_message(conv.id, m["role"], m["content"], source=request.source)
         else:
             updates = {k: v for k, v in {"system_prompt": system_prompt, "rag": rag}.items()
                        if v != getattr(conv, k)}
             if updates:
                 self.log.update(conv.id, **updates)
-        user_msg = self.log.add_message(conv.id, "user", text, source="chat")
+        user_msg = self.log.add_message(conv.id, "user", text, source=request.source)
         turn = Turn(conv.id, user_msg, generation, retrieval)
         with self._running_lock:
             self._running[conv.id] = turn
-        threading.Thread(target=self._finish, args=(turn, request.options, adapter), daemon=True,
+        threading.Thread(target=self._finish, args=(turn, request.options, adapter, request.source), daemon=True,
                          name="tailor-store-reply").start()
         return turn
 
@@ -143,7 +151,7 @@ class ChatService:
         turn.stop()
         return True
 
-    def _finish(self, turn: Turn, options: GenerationOptions, adapter: str | None) -> None:
+    def _finish(self, turn: Turn, options: GenerationOptions, adapter: str | None, source: str = "chat") -> None:
         try:
             retrieval_info = None
             if turn.retrieval is not None:
@@ -156,7 +164,7 @@ class ChatService:
                 turn.reply = self.log.add_message(
                     turn.conversation_id, "assistant", NO_SOURCE_REPLY, model=self.engine.name, adapter=adapter,
                     settings=options.as_dict(), latency_ms=0.0, prompt_tokens=0, completion_tokens=0,
-                    finish_reason="no_source", retrieval=retrieval_info)
+                    finish_reason="no_source", retrieval=retrieval_info, source=source)
                 return
             result = turn.generation.wait()
             turn.reply = self.log.add_message(
@@ -164,7 +172,7 @@ class ChatService:
                 settings=options.as_dict(), latency_ms=result.latency_s * 1000,
                 ttft_ms=result.ttft_s * 1000 if result.ttft_s is not None else None,
                 prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
-                finish_reason=result.finish_reason, retrieval=retrieval_info)
+                finish_reason=result.finish_reason, retrieval=retrieval_info, source=source)
             if result.error:
                 log.warning("reply in %s ended with an error: %s", turn.conversation_id, result.error)
         except BaseException as exc:  # noqa: BLE001 - surfaced through Turn.wait()
@@ -175,3 +183,12 @@ class ChatService:
                 if self._running.get(turn.conversation_id) is turn:
                     del self._running[turn.conversation_id]
             turn._stored.set()
+
+
+def _check_history(history: list[dict] | None) -> list[dict]:
+    checked = []
+    for i, m in enumerate(history or []):
+        if not isinstance(m, dict) or m.get("role") not in ("user", "assistant") or not isinstance(m.get("content"), str):
+            raise ValidationError(f"earlier message {i} must be {{'role': 'user'|'assistant', 'content': str}}")
+        checked.append({"role": m["role"], "content": m["content"]})
+    return checked

@@ -39,6 +39,15 @@ class Settings:
     device: str | None = None  # "cpu", "cuda", "mps"; None picks from the hardware
     dtype: str | None = None  # "float32", "bfloat16", "float16"; None picks from the hardware
     allow_downloads: bool = False  # never fetch weights from a hub unless asked to
+    # Keys for the OpenAI-compatible /v1 API ("Authorization: Bearer <key>"), comma-separated.
+    # Without keys /v1 is open on loopback and closed (401) anywhere else.
+    api_keys: str | None = None
+    # Load limits. The engine answers one request at a time (shared weights), so requests
+    # wait in a bounded queue; beyond it the API answers 429, after queue_timeout 503.
+    max_queue: int = 16
+    queue_timeout: float = 120.0  # seconds a request may wait for its turn
+    max_request_kb: int = 1024  # body size of one /v1 request
+    max_upload_mb: int = 50  # one file uploaded through the web UI
 
     @classmethod
     def from_env(cls, **overrides) -> "Settings":
@@ -54,6 +63,11 @@ class Settings:
             device=env.get("TAILOR_DEVICE") or None,
             dtype=env.get("TAILOR_DTYPE") or None,
             allow_downloads=env.get("TAILOR_ALLOW_DOWNLOADS", "") in {"1", "true", "yes"},
+            api_keys=env.get("TAILOR_API_KEYS") or None,
+            max_queue=_env_int("TAILOR_MAX_QUEUE", 16),
+            queue_timeout=float(_env_int("TAILOR_QUEUE_TIMEOUT", 120)),
+            max_request_kb=_env_int("TAILOR_MAX_REQUEST_KB", 1024),
+            max_upload_mb=_env_int("TAILOR_MAX_UPLOAD_MB", 50),
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
         values["home"] = Path(values["home"]).expanduser()
@@ -77,3 +91,11 @@ class Settings:
                 raise ValueError("credentials must look like user:password (several separated by commas)")
             pairs.append((user, password))
         return pairs
+
+    def api_key_list(self) -> list[str]:
+        """The /v1 API keys; raise ValueError on a key too short to be a secret."""
+        keys = [k.strip() for k in (self.api_keys or "").split(",") if k.strip()]
+        short = [k for k in keys if len(k) < 8]
+        if short:
+            raise ValueError("each API key must be at least 8 characters long")
+        return keys
