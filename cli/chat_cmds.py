@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 
@@ -32,6 +33,10 @@ def register(sub, common) -> None:
                    help="sampling temperature; the default 0 always picks the most likely word, so scripts get "
                         "the same answer every time (the web UI defaults to 0.3)")
     p.add_argument("--max-new-tokens", type=int, default=None)
+    p.add_argument("--rag", action=argparse.BooleanOptionalAction, default=None,
+                   help="answer from your documents, with citations (--no-rag turns it off; default: the "
+                        "conversation's setting, off for a new one)")
+    p.add_argument("--k", type=int, default=4, help="with --rag: how many passages go into the prompt (default 4)")
     p.add_argument("--json", action="store_true", help="print JSON: reply, conversation_id, model, latency")
     p.set_defaults(func=cmd_chat)
 
@@ -60,8 +65,12 @@ def cmd_chat(args) -> int:
         max_new_tokens=args.max_new_tokens or defaults.max_new_tokens,
     )
     model = args.adapter or core.chat.default_model()
+    if args.rag is not False:  # cheap: the embedding model loads only when retrieval runs
+        from retrieval import open_knowledge
+
+        core.chat.retriever = open_knowledge(core.workspace)
     request = ChatRequest(text=args.message, conversation_id=args.conversation, model=model,
-                          system_prompt=args.system, options=options)
+                          system_prompt=args.system, options=options, rag=args.rag, k=args.k)
     if args.json:
         turn, reply = core.chat.chat(request)
         print(json.dumps({
@@ -69,6 +78,7 @@ def cmd_chat(args) -> int:
             "model": reply.model, "adapter": reply.adapter, "latency_s": round((reply.latency_ms or 0) / 1000, 3),
             "prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens,
             "finish_reason": reply.finish_reason,
+            "retrieval": reply.retrieval,  # {"abstained", "reason", "passages": [{"id", "source", ...}]} or null
         }, ensure_ascii=False))
         return 0
     turn = core.chat.send(request)
@@ -82,6 +92,12 @@ def cmd_chat(args) -> int:
     if reply.content.startswith(shown):
         sys.stdout.write(reply.content[len(shown):])
     sys.stdout.write("\n")
+    if reply.retrieval and reply.retrieval.get("passages"):
+        label = "Closest passages" if reply.retrieval.get("abstained") else "Sources"
+        print(f"\n{label}:")
+        for i, p in enumerate(reply.retrieval["passages"], start=1):
+            snippet = " ".join(p["text"].split())
+            print(f"  [{i}] {p['source']} — {p.get('heading', '')}: {snippet[:160]}{'…' if len(snippet) > 160 else ''}")
     print(f"[conversation {turn.conversation_id}]", file=sys.stderr)
     return 0
 

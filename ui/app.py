@@ -4,20 +4,63 @@ from __future__ import annotations
 
 import gradio as gr
 
+from assistant.activity import Activity
 from assistant.runtime import Core
 
 from .chat_tab import build_chat_tab
+from .activity_tab import build_activity_tab
+from .dataset_tab import attach_curation, build_dataset_tab
+from .demo_panel import build_demo_panel
+from .eval_tab import build_eval_tab_for_core
+from .knowledge_tab import build_knowledge_tab
+from .tune_tab import build_tune_tab
 
 
 def build_ui(core: Core) -> gr.Blocks:
+    from retrieval import open_knowledge
+
+    # The chat's "Use my documents" answers through this service (fast to open: the embedding
+    # model loads on the first search; the index is checked against the database here).
+    knowledge = open_knowledge(core.workspace)
+    core.chat.retriever = knowledge
+    from tuning import open_curation
+
+    curation = open_curation(core.workspace)
+    from tuning.jobs import open_tuning
+
+    # Training jobs run in their own processes; this thread starts queued ones and marks jobs
+    # whose process vanished (after a restart: interrupted, resumable).
+    tuning = open_tuning(core.workspace, core.model.name, core.model.path, serving=True)
+    tuning.jobs.start_background()
     with gr.Blocks(title="Tailor") as demo:
         gr.Markdown(f"## Tailor · {core.engine.name} · {core.engine.hardware.describe()}")
+        build_demo_panel(core.workspace, curation, knowledge)
         with gr.Tabs():
             with gr.Tab("Chat", id="chat"):
                 chat = build_chat_tab(core.chat)
+                attach_curation(chat, curation, core.conversations)
+            with gr.Tab("Knowledge", id="knowledge"):
+                knowledge_tab = build_knowledge_tab(knowledge)
+            with gr.Tab("Dataset", id="dataset") as dataset_tab:
+                dataset = build_dataset_tab(curation, tokenizer=core.engine.tokenizer)
+            with gr.Tab("Tune", id="tune"):
+                tune = build_tune_tab(tuning, chat_models=core.chat.models, chat_model_dropdown=chat["model"])
+            with gr.Tab("Evaluate", id="evaluate"):
+                evaluate = build_eval_tab_for_core(core)
+            with gr.Tab("Activity", id="activity"):
+                activity = build_activity_tab(Activity(core.workspace.db))
         # Refresh lists whenever a page opens: adapters or conversations may have been added
         # by another browser, the CLI or a training job since the app started.
         demo.load(chat["list_models"], None, [chat["model"]], api_name="page_load_models")
+        # The dataset changes from the chat (saved replies), the CLI and other browsers.
+        dataset_tab.select(dataset["on_open"], dataset["filters"],
+                           dataset["refresh_outputs"] + [dataset["versions_table"]], api_name="dataset_on_open")
         demo.load(chat["list_conversations"], [chat["search"]], [chat["conversations"]],
                   api_name="page_load_conversations")
+        demo.load(knowledge_tab["listing"], None, [knowledge_tab["table"], knowledge_tab["picked"],
+                                                   knowledge_tab["status"]], api_name="page_load_knowledge")
+        demo.load(tune["refresh"], tune["inputs"], tune["outputs"], api_name="page_load_tune")
+        demo.load(evaluate["list_runs"], None, [evaluate["runs"]], api_name="page_load_eval_runs")
+        demo.load(activity["refresh"], activity["inputs"], activity["outputs"], api_name="page_load_activity")
+        demo.load(evaluate["refresh_models"], None, [evaluate["arms"]], api_name="page_load_eval_models")
     return demo

@@ -10,6 +10,12 @@ from assistant.engine import GenerationOptions
 from assistant.errors import TailorError
 
 from .formatting import chat_history, conversation_choices, reply_stats
+from .knowledge_format import with_citations
+
+
+def _shown(messages) -> list[dict]:
+    """Chat history with numbered citations under replies that used the documents."""
+    return with_citations(chat_history(messages), messages)
 
 
 def build_chat_tab(chat: ChatService) -> dict:
@@ -31,6 +37,9 @@ def build_chat_tab(chat: ChatService) -> dict:
                                      lines=1, max_lines=6)
                 send_btn = gr.Button("Send", variant="primary", scale=1)
                 stop_btn = gr.Button("Stop", variant="stop", scale=1)
+            use_docs = gr.Checkbox(label="Use my documents", value=False,
+                                   info="Answer from the Knowledge tab's documents and cite them; "
+                                        "kept per conversation.")
             status = gr.Markdown("")
             with gr.Accordion("Model and generation settings", open=False):
                 model = gr.Dropdown(label="Model", choices=chat.models(), value=chat.default_model(),
@@ -43,7 +52,7 @@ def build_chat_tab(chat: ChatService) -> dict:
                     max_new_tokens = gr.Slider(16, 1024, value=defaults.max_new_tokens, step=16,
                                                label="Max new tokens")
 
-    def send(text, conv_id, model_name, system, temp, topp, max_new):
+    def send(text, conv_id, model_name, system, temp, topp, max_new, rag=False):
         text = (text or "").strip()
         if not text:
             raise gr.Error("Type a message first.")
@@ -51,16 +60,16 @@ def build_chat_tab(chat: ChatService) -> dict:
             request = ChatRequest(text=text, conversation_id=(conv_id or "").strip() or None,
                                   model=model_name or "base", system_prompt=system or "",
                                   options=GenerationOptions(temperature=float(temp), top_p=float(topp),
-                                                            max_new_tokens=int(max_new)))
+                                                            max_new_tokens=int(max_new)), rag=bool(rag))
             turn = chat.send(request)
         except TailorError as exc:
             raise gr.Error(str(exc)) from exc
-        history = chat_history(chat.log.get(turn.conversation_id).messages)
+        history = _shown(chat.log.get(turn.conversation_id).messages)
         partial = ""
         for partial in turn:
             yield history + [{"role": "assistant", "content": partial}], turn.conversation_id, "", "…"
         reply = turn.wait()
-        history = chat_history(chat.log.get(turn.conversation_id).messages)
+        history = _shown(chat.log.get(turn.conversation_id).messages)
         yield history, turn.conversation_id, "", reply_stats(reply)
 
     def stop(conv_id):
@@ -76,17 +85,18 @@ def build_chat_tab(chat: ChatService) -> dict:
     def open_conversation(conv_id):
         conv_id = (conv_id or "").strip()
         if not conv_id:
-            return [], "", gr.update(), ""
+            return [], "", gr.update(), "", gr.update()
         try:
             conv = chat.log.get(conv_id)
         except TailorError as exc:
             raise gr.Error(str(exc)) from exc
-        return chat_history(conv.messages), conv.id, conv.system_prompt, f"Opened “{conv.title or conv.id}”."
+        return (_shown(conv.messages), conv.id, conv.system_prompt, f"Opened “{conv.title or conv.id}”.",
+                conv.rag)
 
     def list_models():
         return gr.update(choices=chat.models(), value=chat.default_model())
 
-    send_inputs = [message, conversation_id, model, system_prompt, temperature, top_p, max_new_tokens]
+    send_inputs = [message, conversation_id, model, system_prompt, temperature, top_p, max_new_tokens, use_docs]
     send_outputs = [chatbot, conversation_id, message, status]
     send_btn.click(send, send_inputs, send_outputs, api_name="send").then(
         list_conversations, [search], [conversations], api_name="refresh_after_send")
@@ -96,14 +106,14 @@ def build_chat_tab(chat: ChatService) -> dict:
     new_btn.click(new_chat, None, [chatbot, conversation_id, status], api_name="new_chat")
     refresh_btn.click(list_conversations, [search], [conversations], api_name="list_conversations")
     search.submit(list_conversations, [search], [conversations], api_name="search_conversations")
-    conversations.input(open_conversation, [conversations], [chatbot, conversation_id, system_prompt, status],
-                        api_name="pick_conversation")
+    conversations.input(open_conversation, [conversations],
+                        [chatbot, conversation_id, system_prompt, status, use_docs], api_name="pick_conversation")
     open_btn_hidden = gr.Button(visible=False)
-    open_btn_hidden.click(open_conversation, [conversation_id], [chatbot, conversation_id, system_prompt, status],
-                          api_name="open_conversation")
+    open_btn_hidden.click(open_conversation, [conversation_id],
+                          [chatbot, conversation_id, system_prompt, status, use_docs], api_name="open_conversation")
     refresh_models = gr.Button("Refresh models", size="sm", visible=False)
     refresh_models.click(list_models, None, [model], api_name="list_models")
 
     return {"chatbot": chatbot, "conversation_id": conversation_id, "model": model, "status": status,
             "conversations": conversations, "search": search, "list_models": list_models,
-            "list_conversations": list_conversations, "system_prompt": system_prompt}
+            "list_conversations": list_conversations, "system_prompt": system_prompt, "use_docs": use_docs}

@@ -30,8 +30,9 @@ def test_conversation_survives_restart(tailor_server, tiny_model_dir, tmp_path):
     client = Client(server.url, verbose=False)
     listed = client.predict("", api_name="/list_conversations")
     assert conv_id in [choice[1] for choice in listed["choices"]]
-    history, _, system, _ = client.predict(conv_id, api_name="/open_conversation")
+    history, _, system, _, use_docs = client.predict(conv_id, api_name="/open_conversation")
     assert [_text(m) for m in history][0] == "first message" and system == "Be brief."
+    assert use_docs is False
     history, same_id, _, _ = client.predict("second message", conv_id, "base", "Be brief.", *GREEDY,
                                             api_name="/send")
     assert same_id == conv_id

@@ -1,0 +1,196 @@
+"""`tailor tune`, `tailor adapters list|activate|delete|rename`, `tailor jobs list|cancel|resume`."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from .chat_cmds import settings_from
+
+
+def register(sub, common) -> None:
+    p = sub.add_parser("tune", parents=[common], help="train a LoRA adapter on the current dataset",
+                       description="Queue a training job (TRL SFT + LoRA) on a dataset version (default: a "
+                                   "snapshot of the current examples). It runs in its own process; --wait "
+                                   "follows it to the end.")
+    p.add_argument("--dataset-version", type=int, metavar="V", help="train on this dataset version")
+    p.add_argument("--config", metavar="FILE", help="JSON or TOML file with TrainConfig settings")
+    p.add_argument("--name", metavar="FAMILY", help="adapter name; versions are FAMILY-v1, -v2, ... "
+                                                    "(default: tailor)")
+    p.add_argument("--no-activate", action="store_true", help="do not make the new adapter the chat's default")
+    p.add_argument("--wait", action="store_true", help="follow the job until it ends (progress on stderr)")
+    p.add_argument("--json", action="store_true", help="print the job as JSON")
+    p.set_defaults(func=cmd_tune)
+
+    p = sub.add_parser("adapters", help="list, activate, rename or delete tuned adapters")
+    asub = p.add_subparsers(dest="adapters_command", metavar="ACTION", required=True)
+    a = asub.add_parser("list", parents=[common], help="list adapters with their lineage and metrics")
+    a.add_argument("--json", action="store_true")
+    a.set_defaults(func=cmd_adapters_list)
+    a = asub.add_parser("activate", parents=[common], help="make an adapter (or 'base') the chat's default")
+    a.add_argument("name")
+    a.set_defaults(func=cmd_adapters_activate)
+    a = asub.add_parser("delete", parents=[common], help="delete an adapter (the chat falls back to base)")
+    a.add_argument("name")
+    a.set_defaults(func=cmd_adapters_delete)
+    a = asub.add_parser("rename", parents=[common], help="rename an adapter")
+    a.add_argument("old")
+    a.add_argument("new")
+    a.set_defaults(func=cmd_adapters_rename)
+
+    p = sub.add_parser("jobs", help="list, cancel or resume training jobs")
+    jsub = p.add_subparsers(dest="jobs_command", metavar="ACTION", required=True)
+    j = jsub.add_parser("list", parents=[common], help="list training jobs")
+    j.add_argument("--json", action="store_true")
+    j.set_defaults(func=cmd_jobs_list)
+    j = jsub.add_parser("cancel", parents=[common], help="stop a job (graceful, then killed after --timeout)")
+    j.add_argument("job_id", type=int)
+    j.add_argument("--timeout", type=float, default=30.0, help="seconds before the worker is killed (30)")
+    j.set_defaults(func=cmd_jobs_cancel)
+    j = jsub.add_parser("resume", parents=[common], help="resume an interrupted, failed or cancelled job")
+    j.add_argument("job_id", type=int)
+    j.add_argument("--wait", action="store_true")
+    j.set_defaults(func=cmd_jobs_resume)
+
+
+def _workspace(args):
+    from assistant.workspace import Workspace
+
+    return Workspace(settings_from(args).home)
+
+
+def _service(args):
+    from assistant.models import resolve_model
+    from tuning.jobs import open_tuning
+
+    settings = settings_from(args)
+    workspace = _workspace(args)
+    resolved = resolve_model(settings.model, workspace.models_dir, allow_downloads=settings.allow_downloads,
+                             progress=lambda m: print(m, file=sys.stderr, flush=True))
+    return open_tuning(workspace, resolved.name, resolved.path, serving=False)
+
+
+def _manager(args):
+    from tuning.jobs import JobManager
+
+    return JobManager(_workspace(args))
+
+
+def format_job(job) -> str:
+    parts = [f"job {job.id}", job.status]
+    if job.total_steps:
+        parts.append(f"step {job.step}/{job.total_steps}")
+    if job.epoch is not None:
+        parts.append(f"epoch {job.epoch:.2f}")
+    if job.loss is not None:
+        parts.append(f"loss {job.loss:.3f}")
+    if job.eval_loss is not None:
+        parts.append(f"val {job.eval_loss:.3f}")
+    if job.tokens_per_s:
+        parts.append(f"{job.tokens_per_s:.0f} tok/s")
+    if job.eta_s and job.status == "running":
+        parts.append(f"ETA {job.eta_s:.0f} s")
+    if job.adapter_name:
+        parts.append(f"-> {job.adapter_name}")
+    if job.error:
+        parts.append(f"error: {job.error}")
+    return " · ".join(parts)
+
+
+def _follow(manager, job_id: int):
+    last = [None]
+
+    def show(job):
+        line = format_job(job)
+        if line != last[0]:
+            print(line, file=sys.stderr, flush=True)
+            last[0] = line
+
+    return manager.wait(job_id, on_update=show)
+
+
+def cmd_tune(args) -> int:
+    from tuning.config import TrainConfig
+
+    service = _service(args)
+    config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
+    job = service.start(dataset_version=args.dataset_version, config=config, family=args.name,
+                        activate=not args.no_activate)
+    if args.wait:
+        job = _follow(service.jobs, job.id)
+    if args.json:
+        print(json.dumps(job.as_dict(), indent=2, ensure_ascii=False))
+    else:
+        print(format_job(job))
+    return 0 if job.status in ("succeeded", "queued", "starting", "running") else 1
+
+
+def cmd_adapters_list(args) -> int:
+    from tuning.registry import AdapterRegistry
+
+    records = AdapterRegistry(_workspace(args)).list()
+    if args.json:
+        print(json.dumps([r.as_dict() for r in records], indent=2, ensure_ascii=False))
+        return 0
+    if not records:
+        print("no adapters yet: run `tailor tune`")
+    for r in records:
+        m = r.metrics
+        val = m.get("validation_loss")
+        val_text = f"{val:.3f}" if isinstance(val, (int, float)) else "-"
+        print(f"{'*' if r.active else ' '} {r.name:<20} data v{r.dataset_version or '-':<4} val loss {val_text:<6} "
+              f"best step {m.get('best_step', '-')}  {r.size_bytes / 1e6:.1f} MB  {r.created_at[:16]}")
+    return 0
+
+
+def cmd_adapters_activate(args) -> int:
+    from tuning.registry import AdapterRegistry
+
+    name = AdapterRegistry(_workspace(args)).activate(args.name)
+    print(f"active: {name or 'base'}")
+    return 0
+
+
+def cmd_adapters_delete(args) -> int:
+    from tuning.registry import AdapterRegistry
+
+    AdapterRegistry(_workspace(args)).delete(args.name)
+    print(f"deleted {args.name}")
+    return 0
+
+
+def cmd_adapters_rename(args) -> int:
+    from tuning.registry import AdapterRegistry
+
+    AdapterRegistry(_workspace(args)).rename(args.old, args.new)
+    print(f"renamed {args.old} -> {args.new}")
+    return 0
+
+
+def cmd_jobs_list(args) -> int:
+    manager = _manager(args)
+    manager.reconcile()
+    jobs = manager.list()
+    if args.json:
+        print(json.dumps([j.as_dict() for j in jobs], indent=2, ensure_ascii=False))
+    else:
+        for job in jobs:
+            print(format_job(job))
+        if not jobs:
+            print("no training jobs yet")
+    return 0
+
+
+def cmd_jobs_cancel(args) -> int:
+    job = _manager(args).cancel(args.job_id, wait=True, timeout=args.timeout)
+    print(format_job(job))
+    return 0
+
+
+def cmd_jobs_resume(args) -> int:
+    manager = _manager(args)
+    job = manager.resume(args.job_id)
+    if args.wait:
+        job = _follow(manager, job.id)
+    print(format_job(job))
+    return 0

@@ -1,0 +1,317 @@
+"""The two search structures over the chunks: a FAISS vector index and a BM25 index, and
+reciprocal rank fusion to combine them.
+
+FAISS ids are the chunk row ids in SQLite (IndexIDMap2), so a hit maps straight back to its
+text and metadata, and single chunks can be added, replaced and removed without a rebuild.
+Vectors are L2-normalised, so inner product is cosine similarity.
+
+Exact search (IndexFlatIP) is the default: one query on one core took 0.4 ms at 10k chunks,
+7.5 ms at 100k and 74 ms at 1M (benchmarks/retrieval.py). Beyond `hnsw_threshold` chunks (or
+by setting) the index is HNSW: 0.4 ms at 100k with recall@10 0.987 against exact search. HNSW cannot delete in place, so removed ids become
+tombstones that searches skip (an IDSelector inside the graph walk) and the graph is rebuilt
+from its own stored vectors once tombstones pass a quarter of it. IVF (by setting) is the
+other approximate choice: it deletes in place and builds far faster than HNSW (a k-means
+on the vectors, then one assignment each), at some recall cost."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+
+import faiss
+import numpy as np
+
+FLAT, HNSW, IVF = "flat", "hnsw", "ivf"
+KINDS = (FLAT, HNSW, IVF)
+DEFAULT_HNSW_THRESHOLD = 100_000
+HNSW_M = 32
+HNSW_EF_CONSTRUCTION = 40  # halves build time against 80; recall@10 stayed >= .98 in benchmarks/retrieval.py
+HNSW_EF_SEARCH = 128
+IVF_MAX_LISTS = 4096
+RRF_K = 60  # the constant from Cormack et al. (2009); fused = sum over lists of 1 / (RRF_K + rank)
+
+
+class VectorIndex:
+    def __init__(self, dim: int, kind: str = FLAT, *, index: faiss.Index | None = None,
+                 deleted: Iterable[int] = ()):
+        if kind not in KINDS:
+            raise ValueError(f"unknown index kind {kind!r} (flat, hnsw or ivf)")
+        self.dim = int(dim)
+        self.kind = kind
+        self.index = index if index is not None else self._empty(dim, kind)
+        self.deleted: set[int] = set(int(i) for i in deleted)  # HNSW tombstones
+        self._set_ef(HNSW_EF_SEARCH)
+
+    @staticmethod
+    def _empty(dim: int, kind: str, n_lists: int = 1) -> faiss.Index:
+        if kind == IVF:
+            # IVF stores our ids itself (an IDMap over it would mis-map ids after a removal,
+            # because IVF does not renumber); a hash-table direct map allows reconstruct and
+            # remove by id. Inverted lists need a trained quantizer: `add` trains on the first
+            # batch. (faiss's Python wrapper keeps the quantizer alive with its index.)
+            return faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, n_lists, faiss.METRIC_INNER_PRODUCT)
+        if kind == HNSW:
+            inner = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+            inner.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+        else:
+            inner = faiss.IndexFlatIP(dim)
+        return faiss.IndexIDMap2(inner)
+
+    def _set_ef(self, ef: int) -> None:
+        if self.kind == HNSW:
+            faiss.downcast_index(self.index.index).hnsw.efSearch = int(ef)
+
+    def _nprobe(self) -> int:
+        n_lists = self.index.nlist  # probe ~3% of the lists, at least 16
+        return int(min(n_lists, max(16, n_lists // 32)))
+
+    # ---- contents ---------------------------------------------------------------------------
+    @property
+    def count(self) -> int:
+        """Live vectors (tombstones excluded)."""
+        return int(self.index.ntotal) - len(self.deleted)
+
+    def all_ids(self) -> np.ndarray:
+        if self.kind == IVF:
+            lists = self.index.invlists
+            parts = [faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
+                     for i in range(self.index.nlist) if lists.list_size(i)]
+            return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+        return faiss.vector_to_array(self.index.id_map).astype(np.int64)
+
+    def ids(self) -> np.ndarray:
+        ids = self.all_ids()
+        if self.deleted:
+            ids = ids[~np.isin(ids, np.fromiter(self.deleted, dtype=np.int64))]
+        return ids
+
+    def reconstruct(self, chunk_id: int) -> np.ndarray:
+        return self.index.reconstruct(int(chunk_id))
+
+    def vectors(self, ids: Sequence[int]) -> np.ndarray:
+        out = np.zeros((len(ids), self.dim), dtype=np.float32)
+        for row, i in enumerate(ids):
+            out[row] = self.index.reconstruct(int(i))
+        return out
+
+    # ---- changes ----------------------------------------------------------------------------
+    def add(self, ids: Sequence[int], vectors: np.ndarray) -> None:
+        if len(ids) == 0:
+            return
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(ids), self.dim)
+        ids_arr = np.asarray(ids, dtype=np.int64)
+        if self.kind == IVF and not self.index.is_trained:
+            # ~2 sqrt(n) lists of ~sqrt(n)/2 vectors; k-means on at most 40 vectors per list
+            # (faiss's minimum for stable centroids), which keeps training at 1M to seconds.
+            n_lists = int(max(1, min(IVF_MAX_LISTS, 2 * np.sqrt(len(vectors)), len(vectors) // 39)))
+            self.index = self._empty(self.dim, IVF, n_lists)
+            sample = vectors
+            if len(vectors) > 40 * n_lists:
+                rows = np.random.default_rng(0).choice(len(vectors), 40 * n_lists, replace=False)
+                sample = vectors[np.sort(rows)]
+            self.index.train(sample)
+            self.index.set_direct_map_type(faiss.DirectMap.Hashtable)
+        stale = [int(i) for i in ids_arr if int(i) in self.deleted]
+        if stale:  # an id that was tombstoned comes back: drop the tombstone's vector first
+            self._compact()
+        self.index.add_with_ids(vectors, ids_arr)
+
+    def remove(self, ids: Iterable[int]) -> None:
+        ids = [int(i) for i in ids]
+        if not ids:
+            return
+        if self.kind in (FLAT, IVF):
+            self.index.remove_ids(np.asarray(ids, dtype=np.int64))
+            return
+        present = set(self.all_ids().tolist())
+        self.deleted.update(i for i in ids if i in present)
+        if len(self.deleted) > max(1000, self.index.ntotal // 4):
+            self._compact()
+
+    def _compact(self) -> None:
+        """Rebuild without the tombstones (HNSW only), from the vectors the index stores."""
+        if not self.deleted:
+            return
+        live = self.ids()
+        vecs = self.vectors(live)
+        self.index = self._empty(self.dim, self.kind)
+        self._set_ef(HNSW_EF_SEARCH)
+        self.deleted = set()
+        if len(live):
+            self.index.add_with_ids(vecs, live)
+
+    def converted(self, kind: str) -> "VectorIndex":
+        """The same vectors in an index of another kind."""
+        live = self.ids()
+        out = VectorIndex(self.dim, kind)
+        out.add(live, self.vectors(live))
+        return out
+
+    # ---- search -----------------------------------------------------------------------------
+    def search(self, queries: np.ndarray, k: int, ef_search: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, ids), each (n_queries, k); missing hits have id -1 and score -inf."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
+        k = max(1, min(int(k), max(self.count, 1)))
+        if self.index.ntotal == 0:
+            return (np.full((len(queries), k), -np.inf, dtype=np.float32), np.full((len(queries), k), -1, np.int64))
+        params = batch = selector = None  # the C++ selectors hold raw pointers: keep them alive here
+        if self.kind == HNSW:
+            params = faiss.SearchParametersHNSW()
+            params.efSearch = int(max(ef_search or HNSW_EF_SEARCH, k))
+            if self.deleted:
+                batch = faiss.IDSelectorBatch(np.fromiter(self.deleted, dtype=np.int64))
+                selector = faiss.IDSelectorNot(batch)
+                params.sel = selector
+        elif self.kind == IVF and self.index.is_trained:
+            params = faiss.SearchParametersIVF()
+            params.nprobe = self._nprobe()
+        scores, ids = self.index.search(queries, k, params=params)
+        del batch, selector
+        scores = np.where(ids < 0, -np.inf, scores)
+        return scores, ids
+
+    # ---- persistence ------------------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        return faiss.serialize_index(self.index).tobytes()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, kind: str, deleted: Iterable[int] = ()) -> "VectorIndex":
+        # deserialize_index already returns the most derived type; wrapping it again with
+        # downcast_index would let the first (owning) wrapper free the C++ object.
+        index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+        if isinstance(index, faiss.IndexIVF):
+            if kind != IVF:
+                raise ValueError(f"the file holds a {type(index).__name__} index, the metadata says {kind}")
+            return cls(index.d, IVF, index=index)
+        if not isinstance(index, faiss.IndexIDMap2):
+            raise ValueError(f"expected an IndexIDMap2, found {type(index).__name__}")
+        inner = faiss.downcast_index(index.index)
+        actual = HNSW if isinstance(inner, faiss.IndexHNSW) else FLAT if isinstance(inner, faiss.IndexFlat) else None
+        if actual != kind:
+            raise ValueError(f"the file holds a {type(inner).__name__} index, the metadata says {kind}")
+        return cls(index.d, kind, index=index, deleted=deleted)
+
+
+# ---- BM25 -----------------------------------------------------------------------------------
+
+# Small English stop list: BM25's idf already discounts common words, but dropping these keeps
+# "what is the ..." from matching every chunk a little.
+STOPWORDS = frozenset("""
+a an and are as at be been but by can could did do does doing for from had has have how i if in
+into is it its me my of on or our please should so than that the their them then there these
+they this to was we were what when where which who whom why will with would you your yours
+""".split())
+
+_TOKEN = re.compile(r"[\w€$£]+(?:[.,'’-]\w+)*", re.UNICODE)
+
+
+def _stem(word: str) -> str:
+    """A very light plural/possessive folding ("tyres" -> "tyre", "bike's" -> "bike"), enough
+    for questions and documents that use the other number; no full stemmer needed."""
+    for suffix in ("'s", "’s"):
+        if word.endswith(suffix):
+            word = word[: -len(suffix)]
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        return word[:-1]
+    return word
+
+
+def tokenize(text: str) -> list[str]:
+    out = []
+    for tok in _TOKEN.findall(text.lower()):
+        tok = tok.strip("'’-.,€$£")
+        if not tok or tok in STOPWORDS:
+            continue
+        out.append(_stem(tok))
+        # "€1,349" / "14.6" / "lb-w1": also index the plain parts so "1349" or "w1" match
+        if re.search(r"[.,'’€$£-]", tok):
+            out += [_stem(p) for p in re.split(r"[.,'’€$£-]+", tok) if p and p not in STOPWORDS]
+    return out
+
+
+class BM25Index:
+    """Okapi BM25 over tokenized chunk texts, updated in place on add/remove.
+
+    Kept in memory and rebuilt from the chunk texts in SQLite on start (a few ms per thousand
+    chunks), so it can never disagree with the database."""
+
+    def __init__(self, k1: float = 1.2, b: float = 0.75):
+        self.k1, self.b = k1, b
+        self.postings: dict[str, dict[int, int]] = defaultdict(dict)  # term -> {chunk id: term count}
+        self.lengths: dict[int, int] = {}
+        self.total_length = 0
+        self._terms: dict[int, list[str]] = {}
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def add(self, chunk_id: int, text: str) -> None:
+        if chunk_id in self.lengths:
+            self.remove([chunk_id])
+        tokens = tokenize(text)
+        counts = Counter(tokens)
+        for term, tf in counts.items():
+            self.postings[term][chunk_id] = tf
+        self.lengths[chunk_id] = len(tokens)
+        self.total_length += len(tokens)
+        self._terms[chunk_id] = list(counts)
+
+    def remove(self, chunk_ids: Iterable[int]) -> None:
+        for cid in chunk_ids:
+            if cid not in self.lengths:
+                continue
+            for term in self._terms.pop(cid):
+                posting = self.postings[term]
+                posting.pop(cid, None)
+                if not posting:
+                    del self.postings[term]
+            self.total_length -= self.lengths.pop(cid)
+
+    def _idf(self, term: str) -> float:
+        n = len(self.lengths)
+        df = len(self.postings.get(term, ()))
+        return math.log(1 + (n - df + 0.5) / (df + 0.5))
+
+    def scores(self, query: str) -> dict[int, float]:
+        if not self.lengths:
+            return {}
+        avg = self.total_length / len(self.lengths) or 1.0
+        out: dict[int, float] = defaultdict(float)
+        for term in set(tokenize(query)):
+            posting = self.postings.get(term)
+            if not posting:
+                continue
+            idf = self._idf(term)
+            for cid, tf in posting.items():
+                norm = tf + self.k1 * (1 - self.b + self.b * self.lengths[cid] / avg)
+                out[cid] += idf * tf * (self.k1 + 1) / norm
+        return out
+
+    def coverage(self, query: str, chunk_id: int) -> float:
+        """The idf-weighted share of the query's terms that occur in the chunk (0..1). A term
+        no chunk contains weighs the most: a question about "wetsuits" is not answered by a
+        passage about bikes, however similar the two sound to the embedder."""
+        terms = set(tokenize(query))
+        if not terms or chunk_id not in self._terms:
+            return 0.0
+        present = set(self._terms[chunk_id])
+        weights = {t: self._idf(t) for t in terms}
+        total = sum(weights.values())
+        return sum(w for t, w in weights.items() if t in present) / total if total > 0 else 0.0
+
+    def search(self, query: str, k: int) -> list[tuple[int, float]]:
+        scored = self.scores(query)
+        return sorted(scored.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+
+
+def reciprocal_rank_fusion(rankings: Sequence[Sequence[int]], k: int = RRF_K) -> dict[int, float]:
+    """fused(id) = sum over rankings of 1 / (k + rank), rank counted from 1."""
+    fused: dict[int, float] = defaultdict(float)
+    for ranking in rankings:
+        for rank, cid in enumerate(ranking, start=1):
+            fused[cid] += 1.0 / (k + rank)
+    return fused

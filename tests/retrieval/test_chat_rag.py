@@ -1,0 +1,60 @@
+"""The chat with retrieval on: passages go into the prompt, the retrieved chunk ids are stored
+with the reply, abstention answers without the model, and citations render under replies."""
+
+import pytest
+
+from assistant.adapters import AdapterCatalog
+from assistant.chat import NO_SOURCE_REPLY, ChatRequest, ChatService
+from assistant.conversations import ConversationLog
+from assistant.engine import GenerationOptions
+from ui.formatting import chat_history
+from ui.knowledge_format import citations_markdown, with_citations
+
+GREEDY = GenerationOptions(temperature=0, max_new_tokens=8, repetition_penalty=1.0)
+
+
+@pytest.fixture
+def rag_chat(tiny_engine, workspace, kb, docs_dir):
+    kb.add_paths([docs_dir])
+    return ChatService(tiny_engine, ConversationLog(workspace.db), AdapterCatalog(workspace.adapters_dir), retriever=kb)
+
+
+def test_rag_turn_puts_sources_in_the_prompt_and_stores_chunk_ids(rag_chat, tiny_engine, monkeypatch, kb):
+    seen = {}
+    real = tiny_engine.stream
+
+    def spy(messages, options=None, adapter=None):
+        seen["messages"] = messages
+        return real(messages, options, adapter)
+
+    monkeypatch.setattr(tiny_engine, "stream", spy)
+    turn, reply = rag_chat.chat(ChatRequest("When does the first weekday summer ferry leave?", rag=True, k=3,
+                                            options=GREEDY))
+    prompt = seen["messages"][-1]["content"]
+    assert "07:10" in prompt and "[1] timetable.md" in prompt
+    stored = rag_chat.log.message(reply.id).retrieval
+    assert stored["abstained"] is False and len(stored["passages"]) == 3
+    ids = [p["id"] for p in stored["passages"]]
+    assert set(ids) <= set(kb.store.chunk_ids().tolist())
+    assert rag_chat.log.get(turn.conversation_id).rag is True
+    history = with_citations(chat_history(rag_chat.log.get(turn.conversation_id).messages),
+                             rag_chat.log.get(turn.conversation_id).messages)
+    assert "**Sources**" in history[-1]["content"] and "[1] *timetable.md" in history[-1]["content"]
+    assert history[0]["content"] == "When does the first weekday summer ferry leave?"
+
+
+def test_unsupported_question_abstains_without_generating(rag_chat, tiny_engine, monkeypatch):
+    def boom(*a, **k):
+        raise AssertionError("the model must not be asked")
+
+    monkeypatch.setattr(tiny_engine, "stream", boom)
+    turn, reply = rag_chat.chat(ChatRequest("Who painted the Mona Lisa?", rag=True, options=GREEDY))
+    assert reply.content == NO_SOURCE_REPLY and reply.finish_reason == "no_source"
+    assert reply.retrieval["abstained"] is True and reply.retrieval["passages"]
+    assert "Closest passages" in citations_markdown(reply.retrieval)
+
+
+def test_rag_off_keeps_plain_chat(rag_chat):
+    _, reply = rag_chat.chat(ChatRequest("hello", rag=False, options=GREEDY))
+    assert reply.retrieval is None
+    assert citations_markdown(reply.retrieval) == ""

@@ -1,0 +1,94 @@
+"""The FAISS wrapper (ids = chunk ids, in-place add/remove, flat and HNSW, persistence) and
+BM25 and reciprocal rank fusion."""
+
+import numpy as np
+import pytest
+
+from retrieval.index import FLAT, HNSW, IVF, BM25Index, VectorIndex, reciprocal_rank_fusion, tokenize
+
+
+def _vectors(n, dim=16, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("kind", [FLAT, HNSW, IVF])
+def test_add_search_remove_and_round_trip(kind):
+    x = _vectors(200)
+    ids = np.arange(1000, 1200)
+    index = VectorIndex(16, kind)
+    index.add(ids, x)
+    scores, found = index.search(x[5:6], 3)
+    assert found[0, 0] == 1005 and scores[0, 0] == pytest.approx(1.0, abs=1e-5)
+    index.remove([1005, 1006])
+    assert index.count == 198
+    _, found = index.search(x[5:6], 10)
+    assert 1005 not in found[0] and 1006 not in found[0] and (found[0] >= 0).all()
+    assert set(index.ids().tolist()) == set(ids.tolist()) - {1005, 1006}
+    copy = VectorIndex.from_bytes(index.to_bytes(), kind, index.deleted)
+    assert copy.count == 198 and np.array_equal(np.sort(copy.ids()), np.sort(index.ids()))
+    assert np.allclose(copy.reconstruct(1010), x[10])
+    _, again = copy.search(x[5:6], 10)
+    assert np.array_equal(again, found)
+
+
+def test_hnsw_tombstones_are_compacted_and_kind_mismatch_is_refused():
+    x = _vectors(2000, seed=1)
+    index = VectorIndex(16, HNSW)
+    index.add(np.arange(2000), x)
+    index.remove(range(1200))  # more than a quarter: the graph is rebuilt without them
+    assert index.deleted == set() and index.index.ntotal == 800 and index.count == 800
+    with pytest.raises(ValueError, match="metadata says flat"):
+        VectorIndex.from_bytes(index.to_bytes(), FLAT)
+
+
+@pytest.mark.parametrize("kind", [HNSW, IVF])
+def test_approximate_recall_against_exact(kind):
+    rng = np.random.default_rng(2)
+    centers = rng.standard_normal((50, 32)).astype(np.float32)
+    x = centers[rng.integers(0, 50, 5000)] + 0.5 * rng.standard_normal((5000, 32)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    q = x[:50] + 0.05 * rng.standard_normal((50, 32)).astype(np.float32)
+    flat, approx_index = VectorIndex(32, FLAT), VectorIndex(32, kind)
+    for idx in (flat, approx_index):
+        idx.add(np.arange(5000), x)
+    _, exact = flat.search(q, 10)
+    _, approx = approx_index.search(q, 10)
+    recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact)])
+    assert recall > 0.9
+
+
+def test_empty_index_search():
+    scores, ids = VectorIndex(8).search(np.ones((1, 8), np.float32), 3)
+    assert (ids == -1).all()
+
+
+def test_tokenize_folds_plurals_and_splits_prices():
+    assert tokenize("What are the tyres' prices?") == ["tyre", "price"]
+    toks = tokenize("The Breakwater costs €1,349 and form LB-W1")
+    assert "1,349" in toks and "349" in toks and "lb-w1" in toks and "w1" in toks and "the" not in toks
+
+
+def test_bm25_ranks_by_rare_terms_and_updates_in_place():
+    bm = BM25Index()
+    bm.add(1, "The ferry leaves Port Alder at seven.")
+    bm.add(2, "Bicycles travel free on the ferry.")
+    bm.add(3, "The harbour cafe sells ferry tickets.")
+    assert bm.search("bicycle ferry", 3)[0][0] == 2
+    assert bm.coverage("bicycle ferry", 2) == pytest.approx(1.0)
+    assert bm.coverage("wetsuit ferry", 2) < 0.5  # the unknown term weighs most
+    bm.remove([2])
+    assert 2 not in dict(bm.search("bicycle ferry", 3))
+    assert len(bm) == 2
+    bm.add(1, "Bicycles now go on the seven o'clock boat.")  # replacing a chunk's text
+    assert bm.search("bicycle", 3)[0][0] == 1
+    assert "ferry" in bm.postings and 1 not in bm.postings["ferry"]
+
+
+def test_reciprocal_rank_fusion():
+    fused = reciprocal_rank_fusion([[1, 2, 3], [3, 1]], k=60)
+    assert fused[1] == pytest.approx(1 / 61 + 1 / 62)
+    assert fused[3] == pytest.approx(1 / 63 + 1 / 61)
+    assert fused[2] == pytest.approx(1 / 62)
+    assert max(fused, key=fused.get) == 1

@@ -1,0 +1,81 @@
+"""A whole training job in its own process on the tiny model: queue, progress file + DB,
+TensorBoard events, best-checkpoint publishing into the registry, activation; the queue runs
+one job at a time."""
+
+import json
+
+from assistant.adapters import AdapterCatalog
+from tuning.jobs import read_progress
+
+
+def test_job_runs_in_a_subprocess_and_publishes_the_best_checkpoint(workspace, tune_manager, tiny_model_dir,
+                                                                    tune_version_dir, tune_helpers):
+    first = tune_helpers.submit(tune_manager, tiny_model_dir, tune_version_dir, max_steps=8, eval_steps=2,
+                                learning_rate=3e-3)
+    second = tune_helpers.submit(tune_manager, tiny_model_dir, tune_version_dir, max_steps=2, eval_steps=1)
+    assert tune_manager.get(first.id).status in ("starting", "running")
+    assert tune_manager.get(second.id).status == "queued"  # one at a time
+
+    done = tune_manager.wait(first.id, poll=0.2, timeout=240)
+    assert done.status == "succeeded", done.error
+    assert done.adapter_name == "tailor-v1" and done.step == 8 and done.total_steps == 8
+    records = read_progress(done.job_dir)
+    train = [r for r in records if r["kind"] == "train"]
+    evals = [r for r in records if r["kind"] == "eval"]
+    assert [r["step"] for r in train] == list(range(1, 9))
+    assert [r["step"] for r in evals] == [2, 4, 6, 8]
+    assert all(r["tokens_per_s"] and r["tokens_per_s"] > 0 for r in train[1:])
+    best = min(evals, key=lambda r: r["eval_loss"])
+    assert done.best_step == best["step"] and abs(done.best_eval_loss - best["eval_loss"]) < 1e-6
+    assert list((done.job_dir / "tensorboard").glob("events.out.tfevents.*"))
+
+    adapter = tune_manager.registry.get("tailor-v1")
+    assert adapter.active and adapter.job_id == first.id and adapter.dataset_version == "1"
+    assert adapter.metrics["best_step"] == best["step"]
+    assert abs(adapter.metrics["validation_loss"] - best["eval_loss"]) < 1e-6
+    meta = json.loads((adapter.path / "tailor.json").read_text())
+    assert meta["base_model"] == "tiny" and meta["config"]["learning_rate"] == 3e-3
+    assert (adapter.path / "adapter_model.safetensors").is_file() and adapter.size_bytes > 0
+    assert AdapterCatalog(workspace.adapters_dir).active() == "tailor-v1"
+
+    # The published weights are the best checkpoint's, not the last step's.
+    from safetensors.torch import load_file
+
+    published = load_file(adapter.path / "adapter_model.safetensors")
+    best_ckpt = load_file(done.job_dir / "checkpoints" / f"checkpoint-{best['step']}" / "adapter_model.safetensors")
+    assert published.keys() == best_ckpt.keys()
+    assert all((published[k] == best_ckpt[k]).all() for k in published)
+
+    # The queued job started when the first ended (the worker moves the queue).
+    nxt = tune_manager.wait(second.id, poll=0.2, timeout=240)
+    assert nxt.status == "succeeded" and nxt.adapter_name == "tailor-v2"
+    progress = tune_manager.progress(first.id)
+    assert len(progress.train) == 8 and any("publishing adapter tailor-v1" in line for line in progress.log)
+
+
+def test_failed_job_records_its_error_and_publishes_nothing(workspace, tune_manager, tiny_model_dir,
+                                                           tune_version_dir, tune_helpers):
+    (tune_version_dir / "train.jsonl").write_text('{"messages": [{"role": "user", "content": "only a prompt"}]}\n')
+    job = tune_helpers.submit(tune_manager, tiny_model_dir, tune_version_dir, max_steps=2)
+    done = tune_manager.wait(job.id, poll=0.2, timeout=180)
+    assert done.status == "failed"
+    assert "prompt and an answer" in done.error
+    assert tune_manager.registry.list() == []
+    assert any("failed" in line for line in tune_manager.progress(job.id).log)
+
+
+def test_cancel_stops_gracefully_with_a_checkpoint_and_resume_finishes(workspace, tune_manager, tiny_model_dir,
+                                                                      tune_version_dir, tune_helpers):
+    job = tune_helpers.submit(tune_manager, tiny_model_dir, tune_version_dir, max_steps=100000, eval_steps=50000)
+    tune_helpers.wait_for(lambda: tune_manager.get(job.id).step >= 3, timeout=180)
+    cancelled = tune_manager.cancel(job.id, wait=True, timeout=60)
+    assert cancelled.status == "cancelled", cancelled
+    ckpts = list((job.job_dir / "checkpoints").glob("checkpoint-*"))
+    assert ckpts, "a graceful stop saves a checkpoint"
+    assert (ckpts[0] / "optimizer.pt").is_file() and (ckpts[0] / "scheduler.pt").is_file()
+    assert tune_manager.registry.list() == []
+    # A queued job is cancelled at once, without a process.
+    queued = tune_helpers.submit(tune_manager, tiny_model_dir, tune_version_dir, max_steps=2)
+    # (nothing else runs now, so it started; cancel it too, then check the queued path by hand)
+    tune_manager.cancel(queued.id, wait=True, timeout=60)
+    assert tune_manager.get(queued.id).status == "cancelled"

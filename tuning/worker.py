@@ -1,0 +1,282 @@
+"""The training process: `python -m tuning.worker JOB_DIR` (or under `accelerate launch`).
+
+It reads its job from the database, trains with TRL SFTTrainer + LoRA, writes progress as
+JSON lines to JOB_DIR/progress.jsonl and to the job's row, and on success publishes the
+best-validation adapter atomically into the registry. SIGTERM asks it to stop after the
+current step (saving a checkpoint, so the job can be resumed); anything that goes wrong is
+recorded on the job as `failed` with the error, and nothing already published is touched.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+from assistant.db import utcnow
+from assistant.workspace import Workspace
+
+from .config import TrainConfig, resolve_hardware
+from .jobs import JobManager, JobStore
+from .registry import AdapterRegistry
+from .trainer import build_trainer, last_checkpoint
+
+_stop = threading.Event()
+
+
+def _on_sigterm(signum, frame):  # noqa: ARG001 - signal handler signature
+    _stop.set()
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+class ProgressWriter:
+    """Appends one JSON object per line (flushed at once: the app reads it while we write)."""
+
+    def __init__(self, path: Path, enabled: bool = True):
+        self.path = Path(path)
+        self.enabled = enabled
+
+    def write(self, kind: str, **data) -> None:
+        if not self.enabled:
+            return
+        record = {"time": utcnow(), "kind": kind, **data}
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+            fh.flush()
+
+    def log(self, message: str, **data) -> None:
+        print(message, flush=True)
+        self.write("log", message=message, **data)
+
+
+def make_callbacks(store: JobStore, job_id: int, writer: ProgressWriter):
+    """TrainerCallbacks for progress (file + DB) and for a graceful stop."""
+    from transformers import TrainerCallback
+
+    class Progress(TrainerCallback):
+        def __init__(self):
+            self.started = None
+            self.steps_done = 0
+            self.first_tokens = None
+            self.compute_s = 0.0
+            self.first_compute_s = 0.0
+            self.step_began = None
+            self.tokens_per_s = None
+
+        def on_train_begin(self, args, state, control, **kw):
+            self.started = time.perf_counter()
+            self.start_step = state.global_step
+            if state.is_world_process_zero:
+                writer.write("begin", step=state.global_step, total=state.max_steps)
+                store.update(job_id, status="running", total_steps=state.max_steps, step=state.global_step,
+                             message=f"training: step {state.global_step}/{state.max_steps}")
+
+        def on_step_begin(self, args, state, control, **kw):
+            self.step_began = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            if self.step_began is not None:
+                self.compute_s += time.perf_counter() - self.step_began
+            self.steps_done += 1
+            if not state.is_world_process_zero:
+                return
+            elapsed = time.perf_counter() - self.started
+            per_step = elapsed / max(1, self.steps_done)
+            eta = per_step * max(0, state.max_steps - state.global_step)
+            writer.write("step", step=state.global_step, total=state.max_steps, epoch=state.epoch, eta_s=eta)
+            store.update(job_id, step=state.global_step, total_steps=state.max_steps, epoch=state.epoch, eta_s=eta,
+                         message=f"training: step {state.global_step}/{state.max_steps}")
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if not state.is_world_process_zero or not logs:
+                return
+            if "loss" in logs:
+                tokens = logs.get("num_tokens")
+                if tokens is not None:
+                    # tokens/s over the optimizer steps only (evaluation and saving excluded)
+                    if self.first_tokens is None:
+                        self.first_tokens, self.first_compute_s = tokens, self.compute_s
+                        rate = tokens / self.compute_s if self.compute_s else None
+                    else:
+                        dt = self.compute_s - self.first_compute_s
+                        rate = (tokens - self.first_tokens) / dt if dt > 0 else None
+                    if rate:
+                        self.tokens_per_s = rate
+                writer.write("train", step=state.global_step, epoch=logs.get("epoch", state.epoch),
+                             loss=logs["loss"], learning_rate=logs.get("learning_rate"), tokens=tokens,
+                             tokens_per_s=self.tokens_per_s, grad_norm=logs.get("grad_norm"),
+                             token_accuracy=logs.get("mean_token_accuracy"))
+                store.update(job_id, loss=float(logs["loss"]), tokens_per_s=self.tokens_per_s)
+            if "eval_loss" in logs:
+                best = state.best_metric
+                best_step = getattr(state, "best_global_step", None)
+                best_value = min(best, logs["eval_loss"]) if best is not None else logs["eval_loss"]
+                writer.write("eval", step=state.global_step, eval_loss=logs["eval_loss"])
+                writer.log(f"step {state.global_step}: validation loss {logs['eval_loss']:.4f}")
+                store.update(job_id, eval_loss=float(logs["eval_loss"]), best_eval_loss=float(best_value),
+                             best_step=best_step if best is not None and best <= logs["eval_loss"]
+                             else state.global_step)
+            if "train_loss" in logs:
+                writer.write("summary", **{k: v for k, v in logs.items() if isinstance(v, (int, float))})
+
+        def on_save(self, args, state, control, **kw):
+            if state.is_world_process_zero:
+                writer.log(f"checkpoint saved at step {state.global_step}")
+
+    class Stop(TrainerCallback):
+        """SIGTERM (or a cancel recorded in the DB) ends training after the current step,
+        with a checkpoint saved so that the job can be resumed."""
+
+        def on_step_end(self, args, state, control, **kw):
+            if not _stop.is_set():
+                try:
+                    if store.get(job_id).cancel_requested:
+                        _stop.set()
+                except Exception:  # noqa: BLE001 - the DB being busy must not stop training
+                    pass
+            if _stop.is_set():
+                control.should_training_stop = True
+                control.should_save = True
+
+    return [Progress(), Stop()]
+
+
+def run(job_dir: Path) -> int:
+    job_dir = Path(job_dir).resolve()
+    spec = json.loads((job_dir / "job.json").read_text())
+    workspace = Workspace(spec["workspace"])
+    store = JobStore(workspace)
+    job = store.get(spec["job_id"])
+    main = is_main_process()
+    writer = ProgressWriter(job_dir / "progress.jsonl", enabled=main)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    started = time.perf_counter()
+    try:
+        import torch
+
+        config = TrainConfig.from_dict(job.config)
+        if job.threads:
+            torch.set_num_threads(job.threads)
+        hw = resolve_hardware(config, default_thread_count=job.threads)
+        output_dir = job_dir / "checkpoints"
+        resume_from = last_checkpoint(output_dir)
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(job_dir / "tensorboard")
+        if main:
+            store.update(job.id, status="running", pid=os.getpid(), started_at=job.started_at or utcnow(),
+                         message="loading the base model")
+            if resume_from is not None:
+                writer.write("resume", from_step=int(resume_from.name.split("-")[1]))
+            writer.log(f"job {job.id}: {job.base_model} + dataset version {job.dataset_version} on {hw.device} "
+                       f"({hw.dtype}, {torch.get_num_threads()} threads"
+                       f"{', gradient checkpointing' if hw.gradient_checkpointing else ''})")
+        trainer, the_plan = build_trainer(config, hw, Path(job.base_model_path), Path(job.dataset_path), output_dir,
+                                          callbacks=make_callbacks(store, job.id, writer))
+        if main:
+            store.update(job.id, total_steps=the_plan.total_steps)
+            writer.log(f"{the_plan.train_examples} training / {the_plan.validation_examples} validation examples; "
+                       f"{the_plan.total_steps} steps, evaluation every {the_plan.eval_steps or '-'} steps"
+                       + (f"; resuming from {resume_from.name}" if resume_from else ""))
+        if _stop.is_set():
+            raise _Cancelled()
+        result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        state = trainer.state
+        if _stop.is_set():
+            raise _Cancelled()
+        if not main:
+            return 0
+        duration = time.perf_counter() - started
+        tokens_per_s = store.get(job.id).tokens_per_s
+        best_step = getattr(state, "best_global_step", None)
+        if best_step is None and state.best_model_checkpoint:
+            best_step = int(Path(state.best_model_checkpoint).name.split("-")[1])
+        train_losses = [h["loss"] for h in state.log_history if "loss" in h]
+        metrics = {
+            "train_loss": train_losses[-1] if train_losses else None,
+            "train_loss_mean": result.training_loss,
+            "validation_loss": state.best_metric,
+            "best_step": best_step,
+            "steps": state.global_step,
+            "planned_steps": the_plan.total_steps,
+            "stopped_early": state.global_step < the_plan.total_steps,
+            "duration_s": round(duration, 1),
+            # CPU seconds this process used: with one thread, what the wall time would be on an
+            # idle machine (the app's job budget); compare with duration_s to see contention
+            "cpu_s": round(_cpu_seconds(), 1),
+            "tokens_per_s": tokens_per_s,
+            "train_examples": the_plan.train_examples,
+            "validation_examples": the_plan.validation_examples,
+            "device": hw.device, "dtype": hw.dtype, "threads": hw.threads,
+        }
+        registry = AdapterRegistry(workspace)
+        name, version = registry.next_name(job.family)
+        writer.log(f"publishing adapter {name} (best validation loss "
+                   f"{_fmt(state.best_metric)} at step {best_step})" if best_step else f"publishing adapter {name}")
+        trainer.model.eval()
+        registry.publish(name, lambda tmp: trainer.model.save_pretrained(tmp), family=job.family, version=version,
+                         base_model=job.base_model, dataset_version=job.dataset_version,
+                         dataset_hash=job.dataset_hash, job_id=job.id, config=config.to_dict(), metrics=metrics)
+        if job.activate:
+            registry.activate(name)
+        store.finish(job.id, "succeeded", adapter_name=name, best_step=best_step,
+                     best_eval_loss=state.best_metric, message=f"published {name}"
+                     + (" (now active in the chat)" if job.activate else ""))
+        writer.write("done", adapter=name, metrics=metrics)
+        writer.log(f"done in {duration:.0f} s ({metrics['cpu_s']:.0f} CPU s): adapter {name}" + (" is active" if job.activate else ""))
+        return 0
+    except _Cancelled:
+        if main:
+            ckpt = last_checkpoint(job_dir / "checkpoints")
+            store.finish(job.id, "cancelled", message="cancelled" + (f"; can resume from {ckpt.name}" if ckpt else ""))
+            writer.log("cancelled" + (f"; last checkpoint {ckpt.name}" if ckpt else ""))
+        return 0
+    except BaseException as exc:  # noqa: BLE001 - every failure is recorded on the job
+        traceback.print_exc()
+        if main:
+            error = f"{exc.__class__.__name__}: {exc}"
+            if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
+                error += " — lower batch_size or max_length, or turn on gradient checkpointing"
+            store.finish(job.id, "failed", error=error, message="failed")
+            writer.log(f"failed: {error}")
+        return 1
+    finally:
+        if main:
+            try:  # keep the queue moving when no app is running
+                JobManager(workspace).pump()
+            except Exception:  # noqa: BLE001
+                traceback.print_exc()
+
+
+class _Cancelled(Exception):
+    pass
+
+
+def _cpu_seconds() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _fmt(value) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m tuning.worker JOB_DIR", file=sys.stderr)
+        return 2
+    return run(Path(argv[0]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

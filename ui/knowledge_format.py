@@ -1,0 +1,93 @@
+"""Gradio-free helpers that turn knowledge data into what widgets show: document and search
+tables, per-file upload reports, and the numbered citations under a chat reply."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from assistant.conversations import StoredMessage
+
+DOCUMENT_COLUMNS = ["name", "title", "type", "size", "chunks", "added", "updated"]
+SEARCH_COLUMNS = ["#", "document", "section", "dense", "bm25", "fused", "text"]
+
+
+def human_size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def _when(ts: str) -> str:
+    return ts[:16].replace("T", " ") if ts else ""
+
+
+def document_rows(docs: Sequence) -> list[list]:
+    return [[d.name, d.title, d.kind, human_size(d.size_bytes), d.chunk_count, _when(d.added_at), _when(d.updated_at)]
+            for d in docs]
+
+
+def search_rows(passages: Sequence) -> list[list]:
+    rows = []
+    for rank, p in enumerate(passages, start=1):
+        s = p.scores or {}
+        rows.append([rank, p.source, p.heading, round(s.get("dense", 0.0), 3), round(s.get("bm25", 0.0), 2),
+                     round(s.get("fused", 0.0), 4), snippet(p.text, 400)])
+    return rows
+
+
+def ingest_report(results: Sequence) -> str:
+    """Markdown: one line per file, failures first so they are not missed."""
+    if not results:
+        return "No files were given."
+    icon = {"added": "✅", "replaced": "🔄", "unchanged": "⏸️", "duplicate": "⏸️", "error": "❌"}
+    ordered = sorted(results, key=lambda r: r.ok)
+    lines = [f"- {icon.get(r.status, '')} **{r.status}** · {r.message}" for r in ordered]
+    ok = sum(r.ok for r in results)
+    head = f"**{ok} of {len(results)} file(s) in the knowledge base**" + (
+        f", {len(results) - ok} failed" if ok < len(results) else "")
+    return head + "\n\n" + "\n".join(lines)
+
+
+def document_preview(doc) -> str:
+    """Markdown preview of a document: metadata, its chunks with heading paths, then the text."""
+    if doc is None:
+        return ""
+    out = [f"### {doc.title}", f"`{doc.name}` · {doc.kind} · {human_size(doc.size_bytes)} · {doc.chunk_count} chunks · "
+           f"added {_when(doc.added_at)} · updated {_when(doc.updated_at)}", ""]
+    for c in doc.chunks:
+        out.append(f"**Chunk {c.position + 1}** · {c.heading or doc.title} · {c.token_count} tokens · id {c.id}")
+        out.append("> " + c.text.replace("\n", "\n> "))
+        out.append("")
+    return "\n".join(out)
+
+
+def snippet(text: str, limit: int = 220) -> str:
+    flat = " ".join((text or "").split())
+    return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
+
+
+def citations_markdown(retrieval: dict | None) -> str:
+    """Numbered citations ([1] document — section: snippet) for a reply's stored retrieval
+    (`{"abstained", "reason", "passages"}`); the closest passages when it abstained."""
+    if not retrieval or not retrieval.get("passages"):
+        return ""
+    label = "Closest passages (not used to answer)" if retrieval.get("abstained") else "Sources"
+    lines = [f"**{label}**"]
+    for i, p in enumerate(retrieval["passages"], start=1):
+        where = p.get("source", "?") + (f" — {p['heading']}" if p.get("heading") else "")
+        lines.append(f"[{i}] *{where}*: “{snippet(p.get('text', ''), 200)}”")
+    return "\n\n".join(lines)
+
+
+def with_citations(history: list[dict], messages: Sequence[StoredMessage]) -> list[dict]:
+    """The chatbot history with citations appended to each assistant reply that used
+    retrieval. `history` is `chat_history(messages)` (same order, user/assistant only), so
+    message indices stay aligned with it for anything that maps them back to stored messages."""
+    shown = [m for m in messages if m.role in ("user", "assistant")]
+    out = []
+    for item, msg in zip(history, shown):
+        cites = citations_markdown(msg.retrieval) if msg.role == "assistant" else ""
+        out.append({**item, "content": f"{item['content']}\n\n---\n{cites}"} if cites else item)
+    return out + history[len(shown):]

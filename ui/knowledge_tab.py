@@ -1,0 +1,126 @@
+"""The Knowledge tab: upload documents (files or a folder), list, preview and delete them,
+and search them with the dense, BM25 and fused scores side by side."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+
+from assistant.errors import TailorError
+from retrieval.documents import SUPPORTED
+from retrieval.service import KnowledgeService
+
+from .knowledge_format import (DOCUMENT_COLUMNS, SEARCH_COLUMNS, document_preview, document_rows, ingest_report,
+                               search_rows)
+
+
+def _paths(files) -> list[str]:
+    if not files:
+        return []
+    files = files if isinstance(files, list) else [files]
+    return [getattr(f, "name", None) or str(f) for f in files]
+
+
+def build_knowledge_tab(kb: KnowledgeService) -> dict:
+    """Build the tab inside the current gr.Blocks; returns its components by name."""
+    with gr.Row():
+        with gr.Column(scale=2):
+            files = gr.File(label="Add documents (.txt, .md, .html, .pdf)", file_count="multiple",
+                            file_types=sorted(SUPPORTED), type="filepath")
+            with gr.Row():
+                add_btn = gr.Button("Add files", variant="primary")
+            with gr.Accordion("Add a whole folder", open=False):
+                folder = gr.File(label="Folder", file_count="directory", type="filepath")
+                add_folder_btn = gr.Button("Add folder")
+            report = gr.Markdown("")
+        with gr.Column(scale=3):
+            status = gr.Markdown(_status(kb))
+            table = gr.Dataframe(headers=DOCUMENT_COLUMNS, value=document_rows(kb.documents()), interactive=False,
+                                 label="Documents", wrap=True)
+            with gr.Row():
+                picked = gr.Dropdown(label="Document", choices=_names(kb), value=None, interactive=True, scale=3)
+                refresh_btn = gr.Button("Refresh", size="sm", scale=1)
+                delete_btn = gr.Button("Delete", variant="stop", size="sm", scale=1)
+    preview = gr.Markdown("", label="Preview")
+    gr.Markdown("### Search your documents")
+    with gr.Row():
+        query = gr.Textbox(label="Query", placeholder="e.g. how long is the frame warranty?", scale=5)
+        k = gr.Slider(1, 20, value=5, step=1, label="Results", scale=1)
+        mode = gr.Radio(["hybrid", "dense", "bm25"], value="hybrid", label="Ranking", scale=2,
+                        info="hybrid = reciprocal rank fusion of dense and BM25")
+    search_btn = gr.Button("Search")
+    results = gr.Dataframe(headers=SEARCH_COLUMNS, interactive=False, wrap=True, label="Ranked chunks")
+
+    def listing():
+        return (document_rows(kb.documents()), gr.update(choices=_names(kb)), _status(kb))
+
+    def add(paths_in, progress=gr.Progress()):
+        paths = _paths(paths_in)
+        if not paths:
+            raise gr.Error("Choose one or more files first.")
+        # Uploaded files keep their own names (Gradio stores each in a folder of its own), and
+        # the document name is that file name, so re-uploading an edited file replaces it.
+        results_ = []
+        for i, path in enumerate(paths):
+            def cb(frac, msg, i=i):
+                progress((i + frac) / len(paths), desc=msg)
+            results_.append(kb.add_file(path, name=Path(path).name, progress=cb))
+        return (ingest_report(results_), None, *listing())
+
+    def add_folder(paths_in, progress=gr.Progress()):
+        paths = [p for p in _paths(paths_in) if not Path(p).name.startswith(".")]
+        if not paths:
+            raise gr.Error("Choose a folder first.")
+        results_ = []
+        for i, path in enumerate(paths):
+            def cb(frac, msg, i=i):
+                progress((i + frac) / len(paths), desc=msg)
+            results_.append(kb.add_file(path, name=Path(path).name, progress=cb))
+        return (ingest_report(results_), None, *listing())
+
+    def show(name):
+        if not name:
+            return ""
+        try:
+            return document_preview(kb.document(name))
+        except TailorError as exc:
+            raise gr.Error(str(exc)) from exc
+
+    def delete(name):
+        if not name:
+            raise gr.Error("Pick a document to delete.")
+        try:
+            info = kb.remove(name)
+        except TailorError as exc:
+            raise gr.Error(str(exc)) from exc
+        rows, choices, stat = listing()
+        return rows, gr.update(choices=_names(kb), value=None), stat, f"Deleted **{info.name}** ({info.chunk_count} chunks)."
+
+    def search(q, k_, mode_):
+        try:
+            return search_rows(kb.search(q, int(k_), mode_))
+        except TailorError as exc:
+            raise gr.Error(str(exc)) from exc
+
+    list_outputs = [table, picked, status]
+    add_btn.click(add, [files], [report, files, *list_outputs], api_name="knowledge_add_files")
+    add_folder_btn.click(add_folder, [folder], [report, folder, *list_outputs], api_name="knowledge_add_folder")
+    refresh_btn.click(listing, None, list_outputs, api_name="knowledge_list")
+    picked.change(show, [picked], [preview], api_name="knowledge_preview")
+    delete_btn.click(delete, [picked], [table, picked, status, preview], api_name="knowledge_delete")
+    search_btn.click(search, [query, k, mode], [results], api_name="knowledge_search")
+    query.submit(search, [query, k, mode], [results], api_name="knowledge_search_on_enter")
+    return {"table": table, "picked": picked, "status": status, "listing": listing}
+
+
+def _names(kb: KnowledgeService) -> list[str]:
+    return [d.name for d in kb.documents()]
+
+
+def _status(kb: KnowledgeService) -> str:
+    s = kb.stats()
+    check = kb.last_check
+    repaired = (f" · index repaired at start ({'; '.join(check.problems)})" if check and check.rebuilt else "")
+    return (f"**{s['documents']} documents · {s['chunks']} chunks** · index {s['index_kind'] or 'empty'} · "
+            f"embeddings {s['embedding_model']} · answers need support ≥ {s['min_score']:.2f}{repaired}")

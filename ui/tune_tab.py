@@ -1,0 +1,261 @@
+"""The Tune tab: one click trains a LoRA adapter on the current dataset; live progress
+(step/total, epoch, tokens/s, ETA), the train/validation loss curve and the job log, polled
+with a gr.Timer from the database and the job folder, so a browser reload loses nothing;
+cancel and resume; the adapter registry with activate / rename / delete."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import gradio as gr
+import pandas as pd
+
+from assistant.errors import TailorError
+from tuning.config import TrainConfig
+from tuning.jobs import Job, Progress, TuneService
+
+STATUS_ICONS = {"queued": "⏳", "starting": "⏳", "running": "🏃", "succeeded": "✅", "failed": "❌",
+                "cancelled": "⏹", "interrupted": "⚠️"}
+
+
+# ---- pure formatting (no gradio) --------------------------------------------------------------
+def _secs(s: float | None) -> str:
+    if s is None:
+        return "-"
+    s = int(round(s))
+    return f"{s // 60} min {s % 60:02d} s" if s >= 60 else f"{s} s"
+
+
+def job_summary(job: Job | None) -> str:
+    if job is None:
+        return "No training job yet. Press **Train on current dataset**."
+    lines = [f"### {STATUS_ICONS.get(job.status, '')} Job {job.id}: {job.status}"
+             + (f" → `{job.adapter_name}`" if job.adapter_name else "")]
+    if job.message:
+        lines.append(job.message)
+    facts = []
+    if job.total_steps:
+        pct = 100 * job.step / job.total_steps
+        facts.append(f"step **{job.step}/{job.total_steps}** ({pct:.0f}%)")
+    if job.epoch is not None:
+        facts.append(f"epoch {job.epoch:.2f}")
+    if job.tokens_per_s:
+        facts.append(f"{job.tokens_per_s:.0f} tokens/s")
+    if job.status == "running":
+        facts.append(f"ETA {_secs(job.eta_s)}")
+    if job.loss is not None:
+        facts.append(f"train loss {job.loss:.3f}")
+    if job.eval_loss is not None:
+        facts.append(f"validation loss {job.eval_loss:.3f}")
+    if job.best_step is not None and job.best_eval_loss is not None:
+        facts.append(f"best validation {job.best_eval_loss:.3f} at step **{job.best_step}**")
+    if facts:
+        lines.append(" · ".join(facts))
+    lines.append(f"dataset version {job.dataset_version} · base {job.base_model} · "
+                 f"{job.threads or '-'} threads" + (f" · resumed {job.resumes}×" if job.resumes else ""))
+    if job.error:
+        lines.append(f"**Error:** {job.error}")
+    if job.status == "succeeded" and job.best_step is not None:
+        lines.append(f"The published adapter is the checkpoint with the lowest validation loss (step {job.best_step}).")
+    return "\n\n".join(lines)
+
+
+def loss_frame(progress: Progress | None) -> pd.DataFrame:
+    rows = []
+    if progress is not None:
+        rows += [{"step": p["step"], "loss": float(p["loss"]), "series": "train"} for p in progress.train]
+        rows += [{"step": p["step"], "loss": float(p["eval_loss"]), "series": "validation"} for p in progress.eval]
+    return pd.DataFrame(rows, columns=["step", "loss", "series"])
+
+
+def job_choices(jobs: list[Job]) -> list[tuple[str, str]]:
+    return [(f"#{j.id} {j.status} · {j.created_at[:16].replace('T', ' ')}"
+             + (f" · {j.adapter_name}" if j.adapter_name else ""), str(j.id)) for j in jobs]
+
+
+ADAPTER_COLUMNS = ["active", "name", "dataset version", "val loss", "train loss", "best step", "tokens/s",
+                   "duration", "size MB", "created"]
+
+
+def adapter_rows(records) -> pd.DataFrame:
+    rows = []
+    for r in records:
+        m = r.metrics or {}
+
+        def num(key, fmt="{:.3f}"):
+            v = m.get(key)
+            return fmt.format(v) if isinstance(v, (int, float)) else "-"
+
+        rows.append(["●" if r.active else "", r.name, r.dataset_version or "-", num("validation_loss"),
+                     num("train_loss"), m.get("best_step", "-"), num("tokens_per_s", "{:.0f}"),
+                     _secs(m.get("duration_s")), f"{r.size_bytes / 1e6:.1f}", r.created_at[:16].replace("T", " ")])
+    return pd.DataFrame(rows, columns=ADAPTER_COLUMNS)
+
+
+def config_from_inputs(epochs, lr, rank, batch, max_length, patience, threads) -> TrainConfig:
+    default = TrainConfig()
+    rank = int(rank)
+    return TrainConfig.from_dict({
+        **default.to_dict(), "epochs": float(epochs), "learning_rate": float(lr), "lora_r": rank,
+        "lora_alpha": 2 * rank, "batch_size": int(batch), "max_length": int(max_length),
+        "early_stopping_patience": int(patience), "threads": int(threads) if threads else None})
+
+
+# ---- the tab ----------------------------------------------------------------------------------
+def build_tune_tab(service: TuneService, chat_models: Callable[[], list[str]] | None = None,
+                   chat_model_dropdown: gr.Dropdown | None = None) -> dict:
+    d = TrainConfig()
+    gr.Markdown("Train a LoRA adapter on the current dataset (a snapshot is taken at start). The job runs in "
+                "its own process: closing or reloading this page does not stop it, and the chat keeps working.")
+    with gr.Row():
+        family = gr.Textbox(label="Adapter name", value="tailor", max_lines=1, scale=2,
+                            info="Each run publishes NAME-v1, NAME-v2, …")
+        activate = gr.Checkbox(label="Use it in the chat when done", value=True, scale=1)
+        start_btn = gr.Button("Train on current dataset", variant="primary", scale=2)
+    with gr.Accordion("Advanced", open=False):
+        with gr.Row():
+            epochs = gr.Number(label="Epochs", value=d.epochs, minimum=0.1, maximum=100, step=0.5)
+            lr = gr.Number(label="Learning rate", value=d.learning_rate, minimum=1e-6, maximum=1e-2)
+            rank = gr.Dropdown(label="LoRA rank", choices=[4, 8, 16, 32, 64], value=d.lora_r,
+                               info="alpha = 2 × rank")
+            batch = gr.Slider(1, 32, value=d.batch_size, step=1, label="Batch size")
+        with gr.Row():
+            max_length = gr.Number(label="Max tokens per example", value=d.max_length, minimum=16, step=64)
+            patience = gr.Number(label="Early-stopping patience (evaluations, 0 = off)",
+                                 value=d.early_stopping_patience, minimum=0, step=1)
+            threads = gr.Number(label="CPU threads (0 = cores − 1)", value=0, minimum=0, step=1)
+    with gr.Row():
+        job_pick = gr.Dropdown(label="Job", choices=[], value=None, interactive=True, scale=3)
+        cancel_btn = gr.Button("Cancel", variant="stop", scale=1)
+        resume_btn = gr.Button("Resume", scale=1)
+    summary = gr.Markdown(job_summary(None))
+    plot = gr.LinePlot(loss_frame(None), x="step", y="loss", color="series", title="Loss", height=300,
+                       x_title="step", y_title="loss")
+    log_box = gr.Textbox(label="Job log", lines=10, max_lines=10, interactive=False, autoscroll=True)
+    gr.Markdown("### Adapters")
+    adapters_table = gr.Dataframe(adapter_rows([]), interactive=False, wrap=True)
+    with gr.Row():
+        adapter_pick = gr.Dropdown(label="Adapter", choices=[], value=None, interactive=True, scale=2)
+        new_name = gr.Textbox(label="New name", max_lines=1, scale=2)
+        activate_btn = gr.Button("Use in chat", scale=1)
+        base_btn = gr.Button("Use base model", scale=1)
+        rename_btn = gr.Button("Rename", scale=1)
+        delete_btn = gr.Button("Delete", variant="stop", scale=1)
+    adapter_status = gr.Markdown("")
+    known_adapters = gr.State([])
+    timer = gr.Timer(2.0)
+
+    def _job_id(value) -> int | None:
+        if value:
+            return int(value)
+        latest = service.jobs.latest()
+        return latest.id if latest else None
+
+    def _chat_update(names: list[str], known: list[str]):
+        if chat_models is None or names == known:
+            return gr.update()
+        return gr.update(choices=chat_models())
+
+    def refresh(job_value, known):
+        """Everything the tab shows, from the DB and the job folder (the timer calls it)."""
+        service.jobs.pump()
+        job_id = _job_id(job_value)
+        progress = service.jobs.progress(job_id) if job_id else None
+        jobs = service.jobs.list(limit=30)
+        records = service.registry.list()
+        names = [r.name for r in records]
+        return (job_summary(progress.job if progress else None), loss_frame(progress),
+                "\n".join(progress.log) if progress else "",
+                gr.update(choices=job_choices(jobs), value=str(job_id) if job_id else None),
+                adapter_rows(records), gr.update(choices=names), names, _chat_update(names, known))
+
+    def start(fam, act, ep, rate, r, bs, ml, pat, th, known):
+        try:
+            config = config_from_inputs(ep, rate, r, bs, ml, pat, th)
+            job = service.start(config=config, family=(fam or "").strip() or None, activate=bool(act))
+        except TailorError as exc:
+            raise gr.Error(str(exc)) from exc
+        return refresh(str(job.id), known)
+
+    def cancel(job_value, known):
+        job_id = _job_id(job_value)
+        if job_id is None:
+            raise gr.Error("There is no job to cancel.")
+        try:
+            service.jobs.cancel(job_id)
+        except TailorError as exc:
+            raise gr.Error(str(exc)) from exc
+        return refresh(str(job_id), known)
+
+    def resume(job_value, known):
+        job_id = _job_id(job_value)
+        if job_id is None:
+            raise gr.Error("There is no job to resume.")
+        try:
+            service.jobs.resume(job_id)
+        except TailorError as exc:
+            raise gr.Error(str(exc)) from exc
+        return refresh(str(job_id), known)
+
+    def _adapter_action(fn, message):
+        def handler(name, new, job_value, known):
+            if not name and fn is not _use_base:
+                raise gr.Error("Pick an adapter first.")
+            try:
+                text = message(fn(name, new))
+            except TailorError as exc:
+                raise gr.Error(str(exc)) from exc
+            return (text,) + refresh(job_value, known)
+        return handler
+
+    def _activate(name, new):
+        return service.registry.activate(name)
+
+    def _use_base(name, new):
+        return service.registry.activate(None)
+
+    def _rename(name, new):
+        return service.registry.rename(name, (new or "").strip()).name
+
+    def _delete(name, new):
+        return service.registry.delete(name).name
+
+    outputs = [summary, plot, log_box, job_pick, adapters_table, adapter_pick, known_adapters]
+    if chat_model_dropdown is not None:
+        outputs.append(chat_model_dropdown)
+        refresh_fn, start_fn, cancel_fn, resume_fn = refresh, start, cancel, resume
+    else:  # no chat to update: drop the last output
+        def refresh_fn(*a):
+            return refresh(*a)[:-1]
+
+        def start_fn(*a):
+            return start(*a)[:-1]
+
+        def cancel_fn(*a):
+            return cancel(*a)[:-1]
+
+        def resume_fn(*a):
+            return resume(*a)[:-1]
+
+    def wrap_action(handler):
+        if chat_model_dropdown is not None:
+            return handler
+        return lambda *a: handler(*a)[:-1]
+
+    advanced = [epochs, lr, rank, batch, max_length, patience, threads]
+    start_btn.click(start_fn, [family, activate, *advanced, known_adapters], outputs, api_name="tune_start")
+    cancel_btn.click(cancel_fn, [job_pick, known_adapters], outputs, api_name="tune_cancel")
+    resume_btn.click(resume_fn, [job_pick, known_adapters], outputs, api_name="tune_resume")
+    job_pick.input(refresh_fn, [job_pick, known_adapters], outputs, api_name="tune_pick_job")
+    timer.tick(refresh_fn, [job_pick, known_adapters], outputs, api_name="tune_refresh", show_progress="hidden")
+    action_inputs = [adapter_pick, new_name, job_pick, known_adapters]
+    action_outputs = [adapter_status] + outputs
+    activate_btn.click(wrap_action(_adapter_action(_activate, lambda n: f"The chat now answers with `{n}`.")),
+                       action_inputs, action_outputs, api_name="tune_activate_adapter")
+    base_btn.click(wrap_action(_adapter_action(_use_base, lambda n: "The chat now answers with the base model.")),
+                   action_inputs, action_outputs, api_name="tune_use_base")
+    rename_btn.click(wrap_action(_adapter_action(_rename, lambda n: f"Renamed to `{n}`.")),
+                     action_inputs, action_outputs, api_name="tune_rename_adapter")
+    delete_btn.click(wrap_action(_adapter_action(_delete, lambda n: f"Deleted `{n}`.")),
+                     action_inputs, action_outputs, api_name="tune_delete_adapter")
+    return {"refresh": refresh_fn, "inputs": [job_pick, known_adapters], "outputs": outputs, "timer": timer}
