@@ -39,11 +39,11 @@ def build_ui(core: Core) -> gr.Blocks:
             with gr.Tab("Chat", id="chat"):
                 chat = build_chat_tab(core.chat)
                 attach_curation(chat, curation, core.conversations)
-            with gr.Tab("Knowledge", id="knowledge"):
+            with gr.Tab("Knowledge", id="knowledge") as knowledge_tab_obj:
                 knowledge_tab = build_knowledge_tab(knowledge)
             with gr.Tab("Dataset", id="dataset") as dataset_tab:
                 dataset = build_dataset_tab(curation, tokenizer=core.engine.tokenizer)
-            with gr.Tab("Tune", id="tune"):
+            with gr.Tab("Tune", id="tune") as tune_tab_obj:
                 tune = build_tune_tab(tuning, chat_models=core.chat.models, chat_model_dropdown=chat["model"])
             with gr.Tab("Evaluate", id="evaluate"):
                 evaluate = build_eval_tab_for_core(core)
@@ -60,6 +60,12 @@ def build_ui(core: Core) -> gr.Blocks:
         demo.load(knowledge_tab["listing"], None, [knowledge_tab["table"], knowledge_tab["picked"],
                                                    knowledge_tab["status"]], api_name="page_load_knowledge")
         demo.load(tune["refresh"], tune["inputs"], tune["outputs"], api_name="page_load_tune")
+        # Documents and datasets also change from the demo button, the CLI and other browsers:
+        # refresh a tab's lists whenever it is opened.
+        knowledge_tab_obj.select(knowledge_tab["listing"], None, [knowledge_tab["table"], knowledge_tab["picked"],
+                                                                  knowledge_tab["status"]],
+                                 api_name="knowledge_on_open")
+        tune_tab_obj.select(tune["refresh"], tune["inputs"], tune["outputs"], api_name="tune_on_open")
         demo.load(evaluate["list_runs"], None, [evaluate["runs"]], api_name="page_load_eval_runs")
         demo.load(activity["refresh"], activity["inputs"], activity["outputs"], api_name="page_load_activity")
         demo.load(evaluate["refresh_models"], None, [evaluate["arms"]], api_name="page_load_eval_models")
