@@ -6,9 +6,12 @@ import gradio as gr
 
 from assistant.activity import Activity
 from assistant.runtime import Core
+from retrieval import open_knowledge
+from tuning import open_curation
+from tuning.jobs import open_tuning
 
-from .chat_tab import build_chat_tab
 from .activity_tab import build_activity_tab
+from .chat_tab import build_chat_tab
 from .dataset_tab import attach_curation, build_dataset_tab
 from .demo_panel import build_demo_panel
 from .eval_tab import build_eval_tab_for_core
@@ -17,17 +20,11 @@ from .tune_tab import build_tune_tab
 
 
 def build_ui(core: Core) -> gr.Blocks:
-    from retrieval import open_knowledge
-
     # The chat's "Use my documents" answers through this service (fast to open: the embedding
     # model loads on the first search; the index is checked against the database here).
     knowledge = open_knowledge(core.workspace)
     core.chat.retriever = knowledge
-    from tuning import open_curation
-
     curation = open_curation(core.workspace)
-    from tuning.jobs import open_tuning
-
     # Training jobs run in their own processes; this thread starts queued ones and marks jobs
     # whose process vanished (after a restart: interrupted, resumable).
     tuning = open_tuning(core.workspace, core.model.name, core.model.path, serving=True)
