@@ -18,8 +18,9 @@ Migration = Callable[[sqlite3.Connection], None]
 
 
 def utcnow() -> str:
-    """ISO-8601 UTC timestamp with milliseconds; sorts as text."""
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    """ISO-8601 UTC timestamp with microseconds (sorts as text; milliseconds tied on fast
+    machines, which made "most recent first" orderings arbitrary)."""
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
 def execute_script(conn: sqlite3.Connection, script: str) -> None:

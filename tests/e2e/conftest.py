@@ -22,7 +22,9 @@ def chromium_path() -> str | None:
     return os.environ.get("TAILOR_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API keeps an asyncio loop running in the main
+# thread while it is open, which would break later tests that call asyncio.run().
+@pytest.fixture(scope="module")
 def browser():
     path = chromium_path()
     if path is None:
