@@ -12,7 +12,7 @@ from cli.demo import load_demo
 def build_demo_panel(workspace, curation, knowledge) -> dict:
     with gr.Accordion("New here? Load the Lantern Bay Bikes demo", open=False):
         gr.Markdown("Loads 180+ tuning pairs in the shop's voice, grounding examples and 13 shop documents "
-                    "(prices, hours, policies). Then: **Tune → Re-tune**, chat with the new adapter, tick "
+                    "(prices, hours, policies). Then: **Tune → Train on current dataset**, chat with the new adapter, tick "
                     "*Use my documents*, and compare everything in **Evaluate**.")
         button = gr.Button("Load the demo", variant="secondary")
         status = gr.Markdown("")
