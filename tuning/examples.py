@@ -422,16 +422,7 @@ class ExampleStore:
 
     def delete(self, example_ids: Sequence[int], description: str = "delete", batch: str | None = None) -> str:
         """Delete examples (undoable); returns the undo batch id."""
-        ids = [int(i) for i in example_ids]
-        if not ids:
-            raise ValidationError("no examples selected")
-        batch = batch or new_batch_id()
-        with self.db.transaction() as conn:
-            for i in ids:
-                if not self._remember(conn, batch, description, i):
-                    raise NotFoundError(f"example {i} does not exist")
-                conn.execute("DELETE FROM examples WHERE id=?", (i,))
-        return batch
+        return self._each(example_ids, description, batch, "DELETE FROM examples WHERE id=?", lambda i: [i])
 
     def set_status(self, example_ids: Sequence[int], status: str, description: str = "",
                    batch: str | None = None) -> str:
@@ -449,6 +440,12 @@ class ExampleStore:
         return self.replace_many(exs, description=f"tag +{','.join(add)} -{','.join(remove)}")
 
     def _bulk(self, example_ids, set_sql: str, args: list, description: str, batch: str | None = None) -> str:
+        return self._each(example_ids, description, batch, f"UPDATE examples SET {set_sql}, updated_at=? WHERE id=?",
+                          lambda i: [*args, utcnow(), i])
+
+    def _each(self, example_ids, description: str, batch: str | None, statement: str, args_for) -> str:
+        """Run `statement` for each example in one transaction, remembering every row first so
+        the whole change can be undone; returns the undo batch id."""
         ids = [int(i) for i in example_ids]
         if not ids:
             raise ValidationError("no examples selected")
@@ -457,10 +454,9 @@ class ExampleStore:
             for i in ids:
                 if not self._remember(conn, batch, description, i):
                     raise NotFoundError(f"example {i} does not exist")
-                conn.execute(f"UPDATE examples SET {set_sql}, updated_at=? WHERE id=?", [*args, utcnow(), i])
+                conn.execute(statement, args_for(i))
         return batch
 
-    # ---- undo ---------------------------------------------------------------------------
     def _remember(self, conn: sqlite3.Connection, batch: str, description: str, example_id: int | None) -> bool:
         row = conn.execute("SELECT * FROM examples WHERE id=?", (example_id,)).fetchone()
         if row is None:
