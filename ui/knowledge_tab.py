@@ -55,10 +55,7 @@ def build_knowledge_tab(kb: KnowledgeService) -> dict:
     def listing():
         return (document_rows(kb.documents()), gr.update(choices=_names(kb)), _status(kb))
 
-    def add(paths_in, progress=gr.Progress()):
-        paths = _paths(paths_in)
-        if not paths:
-            raise gr.Error("Choose one or more files first.")
+    def ingest(paths, progress):
         # Uploaded files keep their own names (Gradio stores each in a folder of its own), and
         # the document name is that file name, so re-uploading an edited file replaces it.
         results_ = []
@@ -68,16 +65,17 @@ def build_knowledge_tab(kb: KnowledgeService) -> dict:
             results_.append(kb.add_file(path, name=Path(path).name, progress=cb))
         return (ingest_report(results_), None, *listing())
 
+    def add(paths_in, progress=gr.Progress()):
+        paths = _paths(paths_in)
+        if not paths:
+            raise gr.Error("Choose one or more files first.")
+        return ingest(paths, progress)
+
     def add_folder(paths_in, progress=gr.Progress()):
         paths = [p for p in _paths(paths_in) if not Path(p).name.startswith(".")]
         if not paths:
             raise gr.Error("Choose a folder first.")
-        results_ = []
-        for i, path in enumerate(paths):
-            def cb(frac, msg, i=i):
-                progress((i + frac) / len(paths), desc=msg)
-            results_.append(kb.add_file(path, name=Path(path).name, progress=cb))
-        return (ingest_report(results_), None, *listing())
+        return ingest(paths, progress)
 
     def show(name):
         if not name:
