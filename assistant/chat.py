@@ -22,20 +22,43 @@ log = logging.getLogger(__name__)
 
 NO_SOURCE_REPLY = "I could not find a source for that in your documents, so I will not guess."
 
+# What a retrieval chat does when no document supports an answer (the retriever abstained):
+#   "answer":  the model answers without sources and the reply is marked as not coming from
+#              the documents (the closest passages are still shown). The default: most of
+#              what people ask a tuned assistant is conversation, not document lookup. On the
+#              demo the retriever finds no good source for 82% of the held-out conversational
+#              prompts, and declining all of them threw away the tone that tuning taught.
+#   "decline": the reply is NO_SOURCE_REPLY and the model is not asked at all: for
+#              assistants that must answer only from documents (the default model invents an
+#              answer to ~90% of questions its context cannot answer, even when told not to).
+NO_SOURCE_POLICIES = ("answer", "decline")
+DEFAULT_NO_SOURCE = "answer"
+
 
 class Turn:
     """One user message and the assistant's reply in progress. Iterating yields the reply so
     far (a growing string); `wait()` returns the stored assistant message."""
 
     def __init__(self, conversation_id: str, user_message: StoredMessage, generation: Generation | None,
-                 retrieval: Retrieval | None):
+                 retrieval: Retrieval | None, no_source: str = DEFAULT_NO_SOURCE):
         self.conversation_id = conversation_id
         self.user_message = user_message
         self.generation = generation
         self.retrieval = retrieval
+        self.no_source = no_source
         self.reply: StoredMessage | None = None
         self.error: BaseException | None = None
         self._stored = threading.Event()
+
+    @property
+    def grounded(self) -> bool:
+        """The reply was made from retrieved passages (they were in the prompt)."""
+        return self.retrieval is not None and not self.retrieval.abstain
+
+    @property
+    def declined(self) -> bool:
+        """No source was good enough and the policy was to decline: the reply is NO_SOURCE_REPLY."""
+        return self.retrieval is not None and self.retrieval.abstain and self.generation is None
 
     def __iter__(self) -> Iterator[str]:
         if self.generation is not None:
@@ -69,15 +92,17 @@ class ChatRequest:
     # request); only for a new conversation, where they are logged before the new message.
     history: list[dict] | None = None
     source: str = "chat"  # who sent it: "chat" (web UI / CLI) or "api"; stored on every message
+    no_source: str | None = None  # "answer" or "decline" (NO_SOURCE_POLICIES); None: the service default
 
 
 class ChatService:
     def __init__(self, engine: ChatEngine, log_: ConversationLog, adapters: AdapterCatalog,
-                 retriever: Retriever | None = None):
+                 retriever: Retriever | None = None, no_source: str = DEFAULT_NO_SOURCE):
         self.engine = engine
         self.log = log_
         self.adapters = adapters
         self.retriever = retriever
+        self.no_source = check_no_source(no_source)
         self._running: dict[str, Turn] = {}
         self._running_lock = threading.Lock()
 
@@ -110,7 +135,9 @@ class ChatService:
         rag = request.rag if request.rag is not None else bool(conv and conv.rag)
         if rag and self.retriever is None:
             raise ValidationError("retrieval is not available: add documents in the Knowledge tab first")
+        no_source = check_no_source(request.no_source or self.no_source)
         retrieval = self.retriever.retrieve(text, k=request.k) if rag else None
+        declined = retrieval is not None and retrieval.abstain and no_source == "decline"
         system_prompt = request.system_prompt if request.system_prompt is not None else (
             conv.system_prompt if conv else "")
         if conv is not None and request.history:
@@ -118,9 +145,7 @@ class ChatService:
         history = [m.as_chat() for m in conv.messages] if conv else _check_history(request.history)
         messages = build_messages(history, text, system_prompt,
                                   retrieval.passages if retrieval and not retrieval.abstain else None)
-        generation = None
-        if retrieval is None or not retrieval.abstain:
-            generation = self.engine.stream(messages, request.options, adapter=adapter)
+        generation = None if declined else self.engine.stream(messages, request.options, adapter=adapter)
         if conv is None:
             conv = self.log.create(system_prompt=system_prompt, model=self.engine.name, adapter=adapter, rag=rag)
             for m in history:
@@ -131,7 +156,7 @@ class ChatService:
             if updates:
                 self.log.update(conv.id, **updates)
         user_msg = self.log.add_message(conv.id, "user", text, source=request.source)
-        turn = Turn(conv.id, user_msg, generation, retrieval)
+        turn = Turn(conv.id, user_msg, generation, retrieval, no_source)
         with self._running_lock:
             self._running[conv.id] = turn
         threading.Thread(target=self._finish, args=(turn, request.options, adapter, request.source), daemon=True,
@@ -155,12 +180,17 @@ class ChatService:
         try:
             retrieval_info = None
             if turn.retrieval is not None:
+                # "abstained": no passage supported an answer, so none was in the prompt (the
+                # passages listed are only the closest ones); "declined": the reply is the
+                # no-source reply; otherwise the model answered without sources.
                 retrieval_info = {
                     "abstained": turn.retrieval.abstain,
+                    "declined": turn.declined,
+                    "no_source": turn.no_source,
                     "reason": turn.retrieval.reason,
                     "passages": [p.as_dict() for p in turn.retrieval.passages],
                 }
-            if turn.generation is None:  # abstained: no source good enough, do not guess
+            if turn.generation is None:  # declined: no source good enough, do not guess
                 turn.reply = self.log.add_message(
                     turn.conversation_id, "assistant", NO_SOURCE_REPLY, model=self.engine.name, adapter=adapter,
                     settings=options.as_dict(), latency_ms=0.0, prompt_tokens=0, completion_tokens=0,
@@ -183,6 +213,12 @@ class ChatService:
                 if self._running.get(turn.conversation_id) is turn:
                     del self._running[turn.conversation_id]
             turn._stored.set()
+
+
+def check_no_source(policy: str) -> str:
+    if policy not in NO_SOURCE_POLICIES:
+        raise ValidationError(f"no_source must be one of {', '.join(NO_SOURCE_POLICIES)}, not {policy!r}")
+    return policy
 
 
 def _check_history(history: list[dict] | None) -> list[dict]:

@@ -41,5 +41,5 @@ def open_core(settings: Settings, progress: Callable[[str], None] = log.info) ->
     engine = ChatEngine.load(resolved, hardware, max_context=settings.max_context)
     conversations = ConversationLog(workspace.db)
     adapters = AdapterCatalog(workspace.adapters_dir)
-    chat = ChatService(engine, conversations, adapters)
+    chat = ChatService(engine, conversations, adapters, no_source=settings.no_source)
     return Core(settings, workspace, resolved, engine, conversations, adapters, chat)

@@ -48,6 +48,9 @@ class Settings:
     queue_timeout: float = 120.0  # seconds a request may wait for its turn
     max_request_kb: int = 1024  # body size of one /v1 request
     max_upload_mb: int = 50  # one file uploaded through the web UI
+    # What a retrieval chat does when no document supports an answer: "answer" without
+    # sources (marked as such) or "decline" (see assistant.chat.NO_SOURCE_POLICIES).
+    no_source: str = "answer"
 
     @classmethod
     def from_env(cls, **overrides) -> "Settings":
@@ -68,6 +71,7 @@ class Settings:
             queue_timeout=float(_env_int("TAILOR_QUEUE_TIMEOUT", 120)),
             max_request_kb=_env_int("TAILOR_MAX_REQUEST_KB", 1024),
             max_upload_mb=_env_int("TAILOR_MAX_UPLOAD_MB", 50),
+            no_source=env.get("TAILOR_NO_SOURCE") or "answer",
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
         values["home"] = Path(values["home"]).expanduser()

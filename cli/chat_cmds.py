@@ -37,6 +37,9 @@ def register(sub, common) -> None:
                    help="answer from your documents, with citations (--no-rag turns it off; default: the "
                         "conversation's setting, off for a new one)")
     p.add_argument("--k", type=int, default=4, help="with --rag: how many passages go into the prompt (default 4)")
+    p.add_argument("--no-source", choices=("answer", "decline"), default=None,
+                   help="with --rag, when no document supports an answer: answer without sources (marked) or "
+                        "decline (default: $TAILOR_NO_SOURCE or answer)")
     p.add_argument("--json", action="store_true", help="print JSON: reply, conversation_id, model, latency")
     p.set_defaults(func=cmd_chat)
 
@@ -70,7 +73,8 @@ def cmd_chat(args) -> int:
 
         core.chat.retriever = open_knowledge(core.workspace)
     request = ChatRequest(text=args.message, conversation_id=args.conversation, model=model,
-                          system_prompt=args.system, options=options, rag=args.rag, k=args.k)
+                          system_prompt=args.system, options=options, rag=args.rag, k=args.k,
+                          no_source=args.no_source)
     if args.json:
         turn, reply = core.chat.chat(request)
         print(json.dumps({
@@ -78,7 +82,8 @@ def cmd_chat(args) -> int:
             "model": reply.model, "adapter": reply.adapter, "latency_s": round((reply.latency_ms or 0) / 1000, 3),
             "prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens,
             "finish_reason": reply.finish_reason,
-            "retrieval": reply.retrieval,  # {"abstained", "reason", "passages": [{"id", "source", ...}]} or null
+            # {"abstained", "declined", "no_source", "reason", "passages": [{"id", "source", ...}]} or null
+            "retrieval": reply.retrieval,
         }, ensure_ascii=False))
         return 0
     turn = core.chat.send(request)
@@ -92,6 +97,8 @@ def cmd_chat(args) -> int:
     if reply.content.startswith(shown):
         sys.stdout.write(reply.content[len(shown):])
     sys.stdout.write("\n")
+    if reply.retrieval and reply.retrieval.get("abstained") and not reply.retrieval.get("declined"):
+        print("\n(No document supports an answer to this: the reply is the model's own, not from your documents.)")
     if reply.retrieval and reply.retrieval.get("passages"):
         label = "Closest passages" if reply.retrieval.get("abstained") else "Sources"
         print(f"\n{label}:")

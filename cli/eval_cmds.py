@@ -118,6 +118,9 @@ def register(sub, common) -> None:
     p.add_argument("--limit", type=int, default=None, metavar="N", help="evaluate N items per set (seeded sample)")
     p.add_argument("--max-new-tokens", type=int, default=128, metavar="N", help="reply length limit (default 128)")
     p.add_argument("--no-loss", action="store_true", help="skip the reference loss/perplexity (faster)")
+    p.add_argument("--no-source", choices=("answer", "decline"), default=None,
+                   help="retrieval arms, when no document supports an answer: answer without sources or decline "
+                        "(default: $TAILOR_NO_SOURCE or answer, as in the chat)")
     p.add_argument("--show", metavar="RUN_ID", help="print a stored run instead of starting one")
     p.add_argument("--json", action="store_true", help="print JSON: run, metrics per arm, paired tests")
     p.set_defaults(func=cmd_eval)
@@ -193,7 +196,8 @@ def cmd_eval(args) -> int:
     attach_retriever(core)
     evals = open_evals(core.workspace, core.chat)
     arms = evals.runs.resolve_arms(args.arms, args.rag)
-    options = RunOptions(max_new_tokens=args.max_new_tokens, score_references=not args.no_loss)
+    options = RunOptions(max_new_tokens=args.max_new_tokens, score_references=not args.no_loss,
+                         no_source=args.no_source)
     reports = []
     for evalset in sets:
         for line in evalset.skipped:

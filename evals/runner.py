@@ -2,8 +2,9 @@
 off or on), scored, and stored as it goes.
 
 Prompts are built exactly as the chat builds them (`assistant.prompting.build_messages`), the
-retriever is the chat's, and when it abstains the arm's reply is the chat's no-source reply:
-what is measured is what a user of the chat would get. Decoding is greedy (temperature 0),
+retriever is the chat's, and when it finds no good source the arm does what the chat's
+no-source policy says (answer without sources, or the no-source reply): what is measured is
+what a user of the chat would get. Decoding is greedy (temperature 0),
 so a run is reproducible and differences between arms come from the models, not from luck.
 
 A run goes in a background thread; its progress and each result are written to SQLite as
@@ -15,10 +16,10 @@ import logging
 import math
 import threading
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from assistant.adapters import BASE, AdapterInfo
-from assistant.chat import NO_SOURCE_REPLY, ChatService
+from assistant.chat import NO_SOURCE_REPLY, ChatService, check_no_source
 from assistant.engine import GenerationOptions
 from assistant.errors import TailorError, ValidationError
 from assistant.prompting import build_messages
@@ -42,6 +43,9 @@ class RunOptions:
     repetition_penalty: float = 1.05  # the chat's default; small models loop without it
     score_references: bool = True  # reference loss/perplexity under each arm's model
     semantic: bool = True  # embedding similarity between reply and reference
+    # Retrieval arms when no passage supports an answer: "answer" without sources or
+    # "decline" (assistant.chat.NO_SOURCE_POLICIES); None: the chat service's setting.
+    no_source: str | None = None
 
 
 def _newest(adapters: list[AdapterInfo]) -> AdapterInfo:
@@ -154,6 +158,8 @@ class EvalService:
         GenerationOptions(max_new_tokens=options.max_new_tokens).validate(self.chat.engine.context_window)
         if options.k < 1:
             raise ValidationError("k must be at least 1")
+        # Resolved now, so the stored run says which policy its retrieval arms used.
+        options = replace(options, no_source=check_no_source(options.no_source or self.chat.no_source))
         if any(a.rag for a in arms) and self.retriever is None:
             raise ValidationError("retrieval arms need a knowledge index: add documents first")
         for arm in arms:  # load adapters now, so a missing one fails before the run exists
@@ -242,15 +248,16 @@ class EvalService:
             adapter = adapters[arm.key]
             passages = retrieval.passages if arm.rag and not retrieval.abstain else None
             messages = build_messages(item.history, item.question, system, passages)
-            if arm.rag and retrieval.abstain:
-                reply, abstained, latency, n_tokens, finish = NO_SOURCE_REPLY, True, 0.0, 0, "no_source"
+            abstained = bool(arm.rag and retrieval.abstain)  # no source good enough: none in the prompt
+            declined = abstained and options.no_source == "decline"
+            if declined:
+                reply, latency, n_tokens, finish = NO_SOURCE_REPLY, 0.0, 0, "no_source"
                 tps = None
             else:
                 res = engine.generate(messages, gen_options, adapter=adapter)
                 if res.error:
                     log.warning("arm %s on item %s: %s", arm.key, item.id, res.error)
-                reply, abstained, latency, n_tokens, finish = (res.text, False, res.latency_s, res.completion_tokens,
-                                                               res.finish_reason)
+                reply, latency, n_tokens, finish = res.text, res.latency_s, res.completion_tokens, res.finish_reason
                 tps = n_tokens / latency if latency > 0 and n_tokens else None
             m = {
                 "rouge_l": M.rouge_l(reply, item.reference),
@@ -259,11 +266,11 @@ class EvalService:
                 "fact": M.fact_found(reply, item.answers) if item.answers else None,
                 "semantic": None,
                 "ref_loss": None,
-                "latency_s": None if abstained else latency,
+                "latency_s": None if declined else latency,
                 "tokens_per_s": tps,
                 "abstained": float(abstained) if arm.rag else None,
             }
-            if options.score_references and not abstained:
+            if options.score_references and not declined:
                 try:
                     m["ref_loss"], _ = engine.score(messages, item.reference, adapter=adapter)
                 except ValidationError as exc:  # e.g. a reference longer than the context

@@ -40,6 +40,10 @@ def build_chat_tab(chat: ChatService) -> dict:
             use_docs = gr.Checkbox(label="Use my documents", value=False,
                                    info="Answer from the Knowledge tab's documents and cite them; "
                                         "kept per conversation.")
+            no_source = gr.Radio(["answer", "decline"], value=chat.no_source,
+                                 label="When no document supports an answer",
+                                 info="answer: the model replies on its own, marked as not from your documents; "
+                                      "decline: say no source was found.")
             status = gr.Markdown("")
             with gr.Accordion("Model and generation settings", open=False):
                 model = gr.Dropdown(label="Model", choices=chat.models(), value=chat.default_model(),
@@ -52,7 +56,7 @@ def build_chat_tab(chat: ChatService) -> dict:
                     max_new_tokens = gr.Slider(16, 1024, value=defaults.max_new_tokens, step=16,
                                                label="Max new tokens")
 
-    def send(text, conv_id, model_name, system, temp, topp, max_new, rag=False):
+    def send(text, conv_id, model_name, system, temp, topp, max_new, rag=False, no_source_policy=None):
         text = (text or "").strip()
         if not text:
             raise gr.Error("Type a message first.")
@@ -60,7 +64,8 @@ def build_chat_tab(chat: ChatService) -> dict:
             request = ChatRequest(text=text, conversation_id=(conv_id or "").strip() or None,
                                   model=model_name or "base", system_prompt=system or "",
                                   options=GenerationOptions(temperature=float(temp), top_p=float(topp),
-                                                            max_new_tokens=int(max_new)), rag=bool(rag))
+                                                            max_new_tokens=int(max_new)), rag=bool(rag),
+                                  no_source=no_source_policy or None)
             turn = chat.send(request)
         except TailorError as exc:
             raise gr.Error(str(exc)) from exc
@@ -96,7 +101,8 @@ def build_chat_tab(chat: ChatService) -> dict:
     def list_models():
         return gr.update(choices=chat.models(), value=chat.default_model())
 
-    send_inputs = [message, conversation_id, model, system_prompt, temperature, top_p, max_new_tokens, use_docs]
+    send_inputs = [message, conversation_id, model, system_prompt, temperature, top_p, max_new_tokens, use_docs,
+                   no_source]
     send_outputs = [chatbot, conversation_id, message, status]
     send_btn.click(send, send_inputs, send_outputs, api_name="send").then(
         list_conversations, [search], [conversations], api_name="refresh_after_send")

@@ -70,11 +70,20 @@ def snippet(text: str, limit: int = 220) -> str:
 
 def citations_markdown(retrieval: dict | None) -> str:
     """Numbered citations ([1] document — section: snippet) for a reply's stored retrieval
-    (`{"abstained", "reason", "passages"}`); the closest passages when it abstained."""
-    if not retrieval or not retrieval.get("passages"):
+    (`{"abstained", "declined", "reason", "passages"}`); the closest passages when it abstained,
+    with a note when the model then answered without sources."""
+    if not retrieval:
         return ""
-    label = "Closest passages (not used to answer)" if retrieval.get("abstained") else "Sources"
-    lines = [f"**{label}**"]
+    lines = []
+    # Replies stored before the "answer" policy existed have no "declined": they all declined.
+    if retrieval.get("abstained") and not retrieval.get("declined", True):
+        # The model answered without sources: say so, so nobody mistakes it for a document fact.
+        lines.append("*No document supports an answer to this, so the reply above is the model's own, "
+                     "not from your documents.*")
+    if retrieval.get("passages"):
+        lines.append("**Closest passages (not used to answer)**" if retrieval.get("abstained") else "**Sources**")
+    else:
+        return "\n\n".join(lines)
     for i, p in enumerate(retrieval["passages"], start=1):
         where = p.get("source", "?") + (f" — {p['heading']}" if p.get("heading") else "")
         lines.append(f"[{i}] *{where}*: “{snippet(p.get('text', ''), 200)}”")

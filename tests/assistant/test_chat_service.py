@@ -99,12 +99,42 @@ def test_retrieval_passages_reach_prompt_and_log(chat, tiny_engine, monkeypatch)
     assert chat.log.get(reply.conversation_id).rag is True
 
 
-def test_abstention_does_not_guess(chat):
+def test_abstention_with_decline_does_not_guess(chat):
     chat.retriever = _FakeRetriever(abstain=True)
-    turn, reply = chat.chat(ChatRequest("what is the meaning of life?", rag=True, options=GREEDY))
+    turn, reply = chat.chat(ChatRequest("what is the meaning of life?", rag=True, options=GREEDY,
+                                        no_source="decline"))
     assert reply.content == NO_SOURCE_REPLY and reply.finish_reason == "no_source"
-    assert reply.retrieval["abstained"] is True
+    assert reply.retrieval["abstained"] is True and reply.retrieval["declined"] is True
     assert reply.retrieval["passages"]  # the closest passages are kept to show the user
+    assert turn.declined and not turn.grounded
+
+
+def test_abstention_with_answer_policy_answers_without_sources(chat, tiny_engine, monkeypatch):
+    """The default: no good source means the model answers on its own, with no passage in the
+    prompt, and the stored reply says it was not grounded."""
+    chat.retriever = _FakeRetriever(abstain=True)
+    seen = {}
+    real_stream = tiny_engine.stream
+
+    def spy(messages, options=None, adapter=None):
+        seen["m"] = messages
+        return real_stream(messages, options, adapter)
+
+    monkeypatch.setattr(tiny_engine, "stream", spy)
+    assert chat.no_source == "answer"
+    turn, reply = chat.chat(ChatRequest("how do I fix a puncture?", rag=True, options=GREEDY))
+    assert seen["m"][-1]["content"] == "how do I fix a puncture?"  # no sources, no instruction
+    assert reply.content != NO_SOURCE_REPLY and reply.finish_reason != "no_source"
+    assert reply.retrieval["abstained"] is True and reply.retrieval["declined"] is False
+    assert reply.retrieval["no_source"] == "answer" and not turn.declined and not turn.grounded
+
+
+def test_no_source_policy_is_checked(chat):
+    chat.retriever = _FakeRetriever(abstain=True)
+    with pytest.raises(ValidationError, match="no_source must be one of answer, decline"):
+        chat.send(ChatRequest("hi", rag=True, no_source="guess"))
+    with pytest.raises(ValidationError):
+        ChatService(chat.engine, chat.log, chat.adapters, no_source="maybe")
 
 
 def test_models_lists_published_adapters(chat, workspace):

@@ -3,6 +3,7 @@ without retrieval, stored, re-opened and summarised."""
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -61,8 +62,9 @@ def test_background_run_end_to_end(workspace, chat, tiny_adapter, facts_file, re
     evalset = load_facts(facts_file)
     arms = evals.runs.resolve_arms("base,tuned", "off,on")
     seen = []
-    run = evals.runs.start(evalset, arms, OPTS, progress=lambda d, t: seen.append((d, t)))
-    assert run.status == "queued" and run.total == 3 * 4
+    run = evals.runs.start(evalset, arms, replace(OPTS, no_source="decline"),
+                           progress=lambda d, t: seen.append((d, t)))
+    assert run.status == "queued" and run.total == 3 * 4 and run.options["no_source"] == "decline"
     run = evals.runs.wait(run.id, timeout=300)
     assert run.status == "done", run.error
     assert run.done == run.total == 12 and seen[-1] == (12, 12)
@@ -86,7 +88,7 @@ def test_background_run_end_to_end(workspace, chat, tiny_adapter, facts_file, re
         m = r.metrics
         assert 0 <= m["rouge_l"] <= 1 and 0 <= m["f1"] <= 1 and m["exact_match"] in (0.0, 1.0)
         assert m["fact"] in (0.0, 1.0) and -1 <= m["semantic"] <= 1.0001
-        if r.abstained:
+        if r.abstained:  # declined: the model was not asked
             assert m["ref_loss"] is None and m["latency_s"] is None
         else:
             assert math.isfinite(m["ref_loss"]) and m["latency_s"] > 0
@@ -113,6 +115,22 @@ def test_background_run_end_to_end(workspace, chat, tiny_adapter, facts_file, re
     assert reopened.get_run(run.id).status == "done"
     again = aggregate_run(reopened, run.id)
     assert again.metrics["base"]["semantic"] == summary.metrics["base"]["semantic"]
+
+
+def test_retrieval_arm_without_a_source_answers_like_the_plain_arm(workspace, chat, facts_file, retriever):
+    """The default "answer" policy: when no passage supports an answer, the retrieval arm's
+    prompt has no sources, so its greedy reply is exactly the plain arm's, and the item still
+    counts toward the no-source rate."""
+    evals = open_evals(workspace, chat)
+    run = evals.runs.start(load_facts(facts_file), evals.runs.resolve_arms("base", "off,on"), OPTS,
+                           background=False)
+    assert run.status == "done" and run.options["no_source"] == "answer"
+    results = {(r.arm, r.item_id): r for r in evals.store.results(run.id)}
+    off_topic = results[("base+rag", "f3")]
+    assert off_topic.abstained and off_topic.reply != NO_SOURCE_REPLY
+    assert off_topic.reply == results[("base", "f3")].reply
+    assert off_topic.metrics["latency_s"] > 0 and off_topic.passages is None
+    assert not results[("base+rag", "f1")].abstained and results[("base+rag", "f1")].passages
 
 
 def test_side_by_side_sorts_by_difference_and_gives_training_examples(workspace, chat, tiny_adapter, tmp_path):

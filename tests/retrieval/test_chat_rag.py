@@ -48,10 +48,25 @@ def test_unsupported_question_abstains_without_generating(rag_chat, tiny_engine,
         raise AssertionError("the model must not be asked")
 
     monkeypatch.setattr(tiny_engine, "stream", boom)
-    turn, reply = rag_chat.chat(ChatRequest("Who painted the Mona Lisa?", rag=True, options=GREEDY))
+    turn, reply = rag_chat.chat(ChatRequest("Who painted the Mona Lisa?", rag=True, options=GREEDY,
+                                            no_source="decline"))
     assert reply.content == NO_SOURCE_REPLY and reply.finish_reason == "no_source"
     assert reply.retrieval["abstained"] is True and reply.retrieval["passages"]
-    assert "Closest passages" in citations_markdown(reply.retrieval)
+    shown = citations_markdown(reply.retrieval)
+    assert "Closest passages" in shown and "model's own" not in shown
+
+
+def test_unsupported_question_answered_without_sources_is_marked(rag_chat):
+    turn, reply = rag_chat.chat(ChatRequest("Who painted the Mona Lisa?", rag=True, options=GREEDY))
+    assert reply.finish_reason != "no_source" and reply.retrieval["abstained"] is True
+    shown = citations_markdown(reply.retrieval)
+    # the note comes first, then the closest passages, labelled as not used
+    assert shown.index("not from your documents") < shown.index("Closest passages (not used to answer)")
+
+
+def test_replies_stored_before_the_policy_read_as_declined():
+    old = {"abstained": True, "reason": "x", "passages": [{"source": "a.md", "text": "t"}]}
+    assert "model's own" not in citations_markdown(old)
 
 
 def test_rag_off_keeps_plain_chat(rag_chat):

@@ -123,10 +123,17 @@ def test_clear_errors(tailor_server, tiny_model_dir, tmp_path, openai_for):
     # nothing above was logged: rejected requests leave no half-saved conversations
     assert ConversationLog(Workspace(tmp_path / "ws").db).list() == []
     assert client.chat.completions.create(model="base", messages=user, max_tokens=4).choices[0].finish_reason
-    # Retrieval on with an empty knowledge base: the assistant says it found no source (no guess).
-    r = client.chat.completions.create(model="base", messages=user, extra_body={"tailor": {"rag": True}})
-    assert r.tailor["abstained"] and r.tailor["citations"] == [] and "empty" in r.tailor["reason"]
-    assert r.choices[0].message.content == NO_SOURCE_REPLY
+    # Retrieval on with an empty knowledge base: no source. "decline" gives the no-source reply
+    # (no guess); the default "answer" lets the model answer, flagged as not from the documents.
+    r = client.chat.completions.create(model="base", messages=user,
+                                       extra_body={"tailor": {"rag": True, "no_source": "decline"}})
+    assert r.tailor["abstained"] and r.tailor["declined"] and r.tailor["citations"] == []
+    assert "empty" in r.tailor["reason"] and r.choices[0].message.content == NO_SOURCE_REPLY
+    r = client.chat.completions.create(model="base", messages=user, max_tokens=4,
+                                       extra_body={"tailor": {"rag": True}})
+    assert r.tailor["abstained"] and not r.tailor["declined"] and r.choices[0].message.content != NO_SOURCE_REPLY
+    with pytest.raises(openai.BadRequestError, match="no_source must be one of answer, decline"):
+        client.chat.completions.create(model="base", messages=user, extra_body={"tailor": {"no_source": "guess"}})
 
     # A client that goes away mid-stream stops its generation; the partial reply is kept.
     log = ConversationLog(Workspace(tmp_path / "ws").db)
