@@ -29,12 +29,13 @@ $(STAMP): pyproject.toml Makefile
 
 # Browser tests drive Debian's Chromium (Playwright's own browser download is not reachable
 # offline). Installed here when missing and we are root; otherwise those tests are skipped
-# with a message saying: sudo apt-get install chromium
+# with a message saying: sudo apt-get install chromium. The emoji font only makes the screenshots
+# show 👍 instead of empty boxes.
 browser:
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "Installing Debian's chromium for the browser tests..."; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-color-emoji >/dev/null; \
 	  else echo "Chromium not found: browser tests will be skipped (sudo apt-get install chromium)"; fi
 
 run: setup

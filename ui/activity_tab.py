@@ -9,6 +9,8 @@ import pandas as pd
 from assistant.activity import Activity, ActivityReport
 from assistant.errors import TailorError
 
+from .formatting import plot_value
+
 
 def _ms(v: float | None) -> str:
     return "–" if v is None else f"{v / 1000:.2f} s"
@@ -19,7 +21,8 @@ def summary_markdown(r: ActivityReport) -> str:
     lat = r.latency
     lines = [
         f"**{r.since} → {r.until}** · {t['conversations']} conversations · {t['messages']} messages "
-        f"({t['api_messages']} through /v1) · 👍 {t['thumbs_up']} · 👎 {t['thumbs_down']}",
+        # Two trailing spaces: a Markdown line break (the two lines ran together as one).
+        f"({t['api_messages']} through /v1) · 👍 {t['thumbs_up']} · 👎 {t['thumbs_down']}  ",
         f"Reply time p50 {_ms(lat.p50_ms)} · p95 {_ms(lat.p95_ms)} · first token p50 {_ms(lat.ttft_p50_ms)} · "
         f"p95 {_ms(lat.ttft_p95_ms)} ({lat.replies} replies)",
         "",
@@ -52,10 +55,13 @@ def build_activity_tab(activity: Activity) -> dict:
         bucket = gr.Radio(["day", "week"], value="day", label="Thumbs-up rate per", scale=1)
         refresh_btn = gr.Button("Refresh", scale=1)
     summary = gr.Markdown("")
+    # Slanted day labels: level ones ran into each other from about 20 days up.
     per_day_plot = gr.BarPlot(x="day", y="count", color="kind", title="Conversations and messages per day",
-                              height=260)
-    rating_plot = gr.LinePlot(x="period", y="thumbs-up rate", color="adapter", title="Thumbs-up rate per adapter",
-                              y_lim=[0, 1], height=260)
+                              height=260, x_label_angle=-45)
+    # Points, not lines: a line needs two periods, so on a first day (or a first week of
+    # votes) a line plot stayed empty. The top of the scale leaves room for a 100% point.
+    rating_plot = gr.ScatterPlot(x="period", y="thumbs-up rate", color="adapter", title="Thumbs-up rate per adapter",
+                                 y_lim=[0, 1.05], height=260)
     with gr.Accordion("Numbers", open=False):
         rating_table = gr.Dataframe(label="Thumbs-up rate per adapter", interactive=False)
         latency_table = gr.Dataframe(label="Reply latency (all, then per day, newest first)", interactive=False)
@@ -66,7 +72,7 @@ def build_activity_tab(activity: Activity) -> dict:
         except TailorError as exc:
             raise gr.Error(str(exc)) from exc
         per_day, ratings, latency = frames(report)
-        return summary_markdown(report), per_day, ratings, ratings, latency
+        return summary_markdown(report), plot_value(per_day), plot_value(ratings), ratings, latency
 
     outputs = [summary, per_day_plot, rating_plot, rating_table, latency_table]
     refresh_btn.click(refresh, [days, bucket], outputs, api_name="activity_refresh")

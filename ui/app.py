@@ -41,8 +41,9 @@ def build_ui(core: Core) -> gr.Blocks:
             with gr.Tab("Dataset", id="dataset") as dataset_tab:
                 dataset = build_dataset_tab(curation, tokenizer=core.engine.tokenizer)
             with gr.Tab("Tune", id="tune") as tune_tab_obj:
-                tune = build_tune_tab(tuning, chat_models=core.chat.models, chat_model_dropdown=chat["model"])
-            with gr.Tab("Evaluate", id="evaluate"):
+                tune = build_tune_tab(tuning, chat_models=core.chat.models, chat_model_dropdown=chat["model"],
+                                      chat_default=core.chat.default_model)
+            with gr.Tab("Evaluate", id="evaluate") as eval_tab_obj:
                 evaluate = build_eval_tab_for_core(core)
             with gr.Tab("Activity", id="activity"):
                 activity = build_activity_tab(Activity(core.workspace.db))
@@ -66,4 +67,6 @@ def build_ui(core: Core) -> gr.Blocks:
         demo.load(evaluate["list_runs"], None, [evaluate["runs"]], api_name="page_load_eval_runs")
         demo.load(activity["refresh"], activity["inputs"], activity["outputs"], api_name="page_load_activity")
         demo.load(evaluate["refresh_models"], None, [evaluate["arms"]], api_name="page_load_eval_models")
+        # A job may have published an adapter since the page opened: offer it as an arm.
+        eval_tab_obj.select(evaluate["refresh_models"], None, [evaluate["arms"]], api_name="eval_on_open")
     return demo

@@ -104,7 +104,8 @@ def build_eval_tab(evals: Evals, *, test_split: Callable[[], EvalSet] | None = N
             save_btn = gr.Button("Save as training example", interactive=save_example is not None)
         save_status = gr.Markdown()
 
-    with gr.Accordion("Blind votes", open=False):
+    # elem_id: the browser test checks that nothing in this panel names an arm before a vote.
+    with gr.Accordion("Blind votes", open=False, elem_id="blind-votes"):
         gr.Markdown("Two replies to the same prompt from two arms, sides drawn at random. Which model wrote "
                     "which is shown only after you vote.")
         with gr.Row():
@@ -297,7 +298,7 @@ def build_eval_tab(evals: Evals, *, test_split: Callable[[], EvalSet] | None = N
         rows = history_rows(evals.store, m or "semantic", None if kind in (None, "all") else kind)
         df = pd.DataFrame(rows)
         if df.empty:
-            return pd.DataFrame({"time": [], "mean": [], "arm": []}), df
+            return None, df
         df["time"] = pd.to_datetime(df["created_at"])
         plot = df[["time", "mean", "arm"]]
         table = df[["created_at", "run_id", "set_kind", "set_name", "arm", "adapter_version", "mean", "lo", "hi", "n"]]

@@ -33,3 +33,11 @@ def reply_stats(m: StoredMessage | None) -> str:
         parts.append(f"ended: {m.finish_reason}")
     label = m.adapter or "base"
     return f"{label} · " + " · ".join(parts)
+
+
+def plot_value(frame):
+    """What to give a gr.LinePlot/BarPlot/ScatterPlot: None instead of an empty frame. In
+    Gradio 6.31 a native plot with a colour column that was first given an empty DataFrame (no
+    job yet, no ratings yet) drew axes but no marks once rows arrived (seen in Chromium; the
+    Tune tab's loss curve stayed blank); one given None first draws them."""
+    return None if frame is None or len(frame) == 0 else frame

@@ -14,6 +14,8 @@ from assistant.errors import TailorError
 from tuning.config import TrainConfig
 from tuning.jobs import Job, Progress, TuneService
 
+from .formatting import plot_value
+
 STATUS_ICONS = {"queued": "⏳", "starting": "⏳", "running": "🏃", "succeeded": "✅", "failed": "❌",
                 "cancelled": "⏹", "interrupted": "⚠️"}
 
@@ -103,7 +105,10 @@ def config_from_inputs(epochs, lr, rank, batch, max_length, patience, threads) -
 
 # ---- the tab ----------------------------------------------------------------------------------
 def build_tune_tab(service: TuneService, chat_models: Callable[[], list[str]] | None = None,
-                   chat_model_dropdown: gr.Dropdown | None = None) -> dict:
+                   chat_model_dropdown: gr.Dropdown | None = None,
+                   chat_default: Callable[[], str] | None = None) -> dict:
+    """chat_models / chat_default: the chat's model choices and the model it answers with by
+    default (the active adapter or the base); the chat's dropdown follows both."""
     d = TrainConfig()
     gr.Markdown("Train a LoRA adapter on the current dataset (a snapshot is taken at start). The job runs in "
                 "its own process: closing or reloading this page does not stop it, and the chat keeps working.")
@@ -129,11 +134,10 @@ def build_tune_tab(service: TuneService, chat_models: Callable[[], list[str]] | 
         cancel_btn = gr.Button("Cancel", variant="stop", scale=1)
         resume_btn = gr.Button("Resume", scale=1)
     summary = gr.Markdown(job_summary(None))
-    plot = gr.LinePlot(loss_frame(None), x="step", y="loss", color="series", title="Loss", height=300,
+    plot = gr.LinePlot(None, x="step", y="loss", color="series", title="Loss", height=300,
                        x_title="step", y_title="loss")
     log_box = gr.Textbox(label="Job log", lines=10, max_lines=10, interactive=False, autoscroll=True)
-    gr.Markdown("### Adapters")
-    adapters_table = gr.Dataframe(adapter_rows([]), interactive=False, wrap=True)
+    adapters_table = gr.Dataframe(adapter_rows([]), interactive=False, wrap=True, label="Published adapters")
     with gr.Row():
         adapter_pick = gr.Dropdown(label="Adapter", choices=[], value=None, interactive=True, scale=2)
         new_name = gr.Textbox(label="New name", max_lines=1, scale=2)
@@ -142,7 +146,7 @@ def build_tune_tab(service: TuneService, chat_models: Callable[[], list[str]] | 
         rename_btn = gr.Button("Rename", scale=1)
         delete_btn = gr.Button("Delete", variant="stop", scale=1)
     adapter_status = gr.Markdown("")
-    known_adapters = gr.State([])
+    known_adapters = gr.State({})  # the adapter names and the active one the page last saw
     timer = gr.Timer(2.0)
 
     def _job_id(value) -> int | None:
@@ -151,9 +155,14 @@ def build_tune_tab(service: TuneService, chat_models: Callable[[], list[str]] | 
         latest = service.jobs.latest()
         return latest.id if latest else None
 
-    def _chat_update(names: list[str], known: list[str]):
-        if chat_models is None or names == known:
+    def _chat_update(seen: dict, known):
+        if chat_models is None or seen == known:
             return gr.update()
+        # The active adapter changed too (a job published with "Use it in the chat when done",
+        # or "Use in chat" / "Use base model"): move the open chat's picker to it, or this
+        # page would keep answering with the model it had, contrary to what the tab just said.
+        if chat_default is not None and (not isinstance(known, dict) or seen["active"] != known.get("active")):
+            return gr.update(choices=chat_models(), value=chat_default())
         return gr.update(choices=chat_models())
 
     def refresh(job_value, known):
@@ -164,10 +173,11 @@ def build_tune_tab(service: TuneService, chat_models: Callable[[], list[str]] | 
         jobs = service.jobs.list(limit=30)
         records = service.registry.list()
         names = [r.name for r in records]
-        return (job_summary(progress.job if progress else None), loss_frame(progress),
+        seen = {"names": names, "active": next((r.name for r in records if r.active), None)}
+        return (job_summary(progress.job if progress else None), plot_value(loss_frame(progress)),
                 "\n".join(progress.log) if progress else "",
                 gr.update(choices=job_choices(jobs), value=str(job_id) if job_id else None),
-                adapter_rows(records), gr.update(choices=names), names, _chat_update(names, known))
+                adapter_rows(records), gr.update(choices=names), seen, _chat_update(seen, known))
 
     def start(fam, act, ep, rate, r, bs, ml, pat, th, known):
         try:

@@ -2,8 +2,10 @@
 
 Playwright's own browser download is not reachable from these machines, so the tests use the
 system Chromium (`make test` installs Debian's `chromium` package when it is missing and the
-user is root; otherwise: `sudo apt-get install chromium`). Screenshots go to
-$TAILOR_SCREENSHOTS (default: tests/e2e/screenshots/, ignored by git)."""
+user is root; otherwise: `sudo apt-get install chromium`). The user guide's screenshots (one
+per tab, taken by test_browser_flow.py) go to $TAILOR_SCREENSHOTS (default:
+tests/e2e/screenshots/, ignored by git; docs/screenshots to refresh the guide); other tests'
+pictures always go to tests/e2e/screenshots/, so they never land in docs/."""
 
 from __future__ import annotations
 
@@ -38,15 +40,31 @@ def browser():
 
 @pytest.fixture
 def page(browser):
+    from playwright.sync_api import expect
+
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     p = context.new_page()
     p.set_default_timeout(60_000)
+    # expect() waits 5 s by default, too short for a tab's handler on 2 cores shared with a
+    # training job or other tests; these are upper bounds to wait, not timing assertions.
+    expect.set_options(timeout=60_000)
     yield p
     context.close()
 
 
+REVIEW_FOLDER = Path(__file__).parent / "screenshots"
+
+
 @pytest.fixture(scope="session")
 def screenshots() -> Path:
-    folder = Path(os.environ.get("TAILOR_SCREENSHOTS", Path(__file__).parent / "screenshots"))
+    """Where the guide's per-tab screenshots go ($TAILOR_SCREENSHOTS)."""
+    folder = Path(os.environ.get("TAILOR_SCREENSHOTS", REVIEW_FOLDER))
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+@pytest.fixture(scope="session")
+def review_screenshots() -> Path:
+    """Where other browser tests put pictures for review (never the guide's folder)."""
+    REVIEW_FOLDER.mkdir(parents=True, exist_ok=True)
+    return REVIEW_FOLDER

@@ -6,7 +6,7 @@ import pytest
 pytestmark = [pytest.mark.server, pytest.mark.browser]
 
 
-def test_chat_in_the_browser(page, tailor_server, tiny_model_dir, tmp_path, screenshots):
+def test_chat_in_the_browser(page, tailor_server, tiny_model_dir, tmp_path, review_screenshots):
     server = tailor_server(tmp_path / "ws", tiny_model_dir)
     page.goto(server.url)
     page.get_by_placeholder("Ask something and press Enter").fill("Hello from the browser")
@@ -14,7 +14,7 @@ def test_chat_in_the_browser(page, tailor_server, tiny_model_dir, tmp_path, scre
     bubble = page.locator(".message.user, [data-testid='user']").filter(has_text="Hello from the browser")
     bubble.first.wait_for()
     page.get_by_text("tokens ·").first.wait_for()  # the stats line appears when the reply is stored
-    page.screenshot(path=str(screenshots / "chat.png"), full_page=True)
+    page.screenshot(path=str(review_screenshots / "chat-first-reply.png"), full_page=True)
     conv_id = page.get_by_label("Conversation id").input_value()
     assert len(conv_id) == 20
 
