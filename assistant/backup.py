@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .db import utcnow
-from .errors import ValidationError
+from .errors import ValidationError, write_failed
 from .workspace import Workspace
 
 FORMAT = 1
@@ -148,6 +148,20 @@ def backup_workspace(workspace: Workspace, dest: Path | str, *, include_models: 
     mode, kwargs = _open_for_write(dest)
     if dest.exists() and not overwrite:
         raise ValidationError(f"{dest} already exists; choose another name")
+    try:
+        return _backup(workspace, dest, mode, kwargs, include_models, say, started)
+    except OSError as exc:
+        # A full or read-only destination (the snapshot and the archive are written there).
+        # _backup has removed its staging folder; say so in words instead of a traceback.
+        raise write_failed(dest, exc) from exc
+    except sqlite3.OperationalError as exc:
+        if "full" not in str(exc) and "readonly" not in str(exc):
+            raise  # not about the destination (e.g. the live database stayed locked)
+        raise write_failed(dest, exc) from exc
+
+
+def _backup(workspace: Workspace, dest: Path, mode: str, kwargs: dict, include_models: bool, say: Progress,
+            started: float) -> BackupResult:
     dest.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".tailor-backup-", dir=dest.parent))
     tmp_archive = stage / "archive"

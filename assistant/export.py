@@ -26,7 +26,7 @@ from pathlib import Path
 from .adapters import AdapterCatalog, AdapterInfo
 from .db import utcnow
 from .engine import require_safetensors
-from .errors import ModelError, ValidationError
+from .errors import ModelError, ValidationError, write_failed
 from .hardware import pick_hardware
 from .workspace import publish_dir
 
@@ -81,27 +81,30 @@ def export_adapter(catalog: AdapterCatalog, name: str, dest: Path | str, fmt: st
     info = catalog.get(name)
     files = _adapter_files(info)
     dest = _check_dest(Path(dest), overwrite)
-    if fmt == "folder":
-        with publish_dir(dest) as tmp:
-            for f in files:
-                target = tmp / f.relative_to(info.path)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(f, target)
-        kind = "adapter-folder"
-    else:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-        os.close(fd)
-        try:
-            # safetensors barely compress; deflate still shrinks the JSON and keeps zips portable
-            with zipfile.ZipFile(tmp_name, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+    try:
+        if fmt == "folder":
+            with publish_dir(dest) as tmp:
                 for f in files:
-                    zf.write(f, f"{info.name}/{f.relative_to(info.path).as_posix()}")
-            os.replace(tmp_name, dest)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
-        kind = "adapter-zip"
+                    target = tmp / f.relative_to(info.path)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(f, target)
+            kind = "adapter-folder"
+        else:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+            os.close(fd)
+            try:
+                # safetensors barely compress; deflate still shrinks the JSON and keeps zips portable
+                with zipfile.ZipFile(tmp_name, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+                    for f in files:
+                        zf.write(f, f"{info.name}/{f.relative_to(info.path).as_posix()}")
+                os.replace(tmp_name, dest)
+            except BaseException:
+                Path(tmp_name).unlink(missing_ok=True)
+                raise
+            kind = "adapter-zip"
+    except OSError as exc:  # full or read-only destination; the temporary is already removed
+        raise write_failed(dest, exc) from exc
     n, size = _size(dest)
     return ExportResult(dest, kind, n, size, time.perf_counter() - started)
 
@@ -143,14 +146,20 @@ def export_merged(base_path: Path | str, catalog: AdapterCatalog, name: str, des
         merged = peft_model.merge_and_unload()
     merged.eval()
     say(f"Saving the merged model to {dest}...")
-    with publish_dir(dest) as tmp:
-        merged.save_pretrained(tmp)  # transformers 5 always writes safetensors
-        tokenizer.save_pretrained(tmp)
-        (tmp / "tailor-export.json").write_text(json.dumps({
-            "kind": "merged", "base_model": base_name or str(base_path), "adapter": name,
-            "adapter_version": info.version, "adapter_meta": info.meta, "dtype": hardware.dtype_name,
-            "exported_at": utcnow(),
-        }, indent=2))
+    try:
+        with publish_dir(dest) as tmp:
+            merged.save_pretrained(tmp)  # transformers 5 always writes safetensors
+            tokenizer.save_pretrained(tmp)
+            (tmp / "tailor-export.json").write_text(json.dumps({
+                "kind": "merged", "base_model": base_name or str(base_path), "adapter": name,
+                "adapter_version": info.version, "adapter_meta": info.meta, "dtype": hardware.dtype_name,
+                "exported_at": utcnow(),
+            }, indent=2))
+    except Exception as exc:  # noqa: BLE001
+        # safetensors reports a full disk as SafetensorError("... (os error 28)"), not OSError
+        if isinstance(exc, OSError) or "os error" in str(exc):
+            raise write_failed(dest, exc) from exc
+        raise
     if not any(dest.glob("*.safetensors")):
         raise ModelError(f"the merged model in {dest} has no safetensors weights")
     n, size = _size(dest)

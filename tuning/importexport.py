@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from assistant.errors import ValidationError
+from assistant.errors import ValidationError, write_failed
 from assistant.workspace import publish_dir, write_atomic
 
 from .examples import Example, ExampleStore, chat_example, make_example, render_messages
@@ -350,13 +350,19 @@ def export_examples(examples: list[Example], dest: Path | str, fmt: str = "messa
     if fmt not in FORMATS:
         raise ValidationError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if fmt == "hf":
-        return _export_hf(examples, dest, rendered)
+        try:
+            return _export_hf(examples, dest, rendered)
+        except OSError as exc:  # full or read-only destination; the temporaries are removed
+            raise write_failed(dest, exc) from exc
     buf = io.StringIO()
     for i, ex in enumerate(examples, start=1):
         buf.write(json.dumps(export_record(ex, fmt, rendered), ensure_ascii=False) + "\n")
         if progress is not None and i % 1000 == 0:
             progress(i, len(examples))
-    write_atomic(dest, buf.getvalue())
+    try:
+        write_atomic(dest, buf.getvalue())
+    except OSError as exc:  # full or read-only destination; write_atomic removed its temporary
+        raise write_failed(dest, exc) from exc
     if progress is not None:
         progress(len(examples), len(examples))
     return dest
@@ -376,9 +382,14 @@ def _export_hf(examples: list[Example], dest: Path, rendered: bool) -> Path:
 
     if dest.suffix.lower() == ".parquet":
         rows = [_hf_row(ex, rendered) for ex in examples]
+        dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.tmp")
-        datasets.Dataset.from_list(rows, features=_hf_features()).to_parquet(str(tmp))
-        os.replace(tmp, dest)
+        try:
+            datasets.Dataset.from_list(rows, features=_hf_features()).to_parquet(str(tmp))
+            os.replace(tmp, dest)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a full disk leaves half a parquet file behind otherwise
+            raise
         return dest
     by_split: dict[str, list[dict]] = {}
     for ex in examples:
