@@ -57,22 +57,26 @@ def publish_dir(final: Path):
     """Build a folder under a temporary name beside `final`, then rename it into place.
 
     A crash or an exception leaves no half-written folder where readers look. If `final`
-    exists it is replaced (the old copy is moved aside first, then removed)."""
+    exists it is replaced (the old copy is moved aside first, then removed; if the new one
+    cannot be moved into place, the old one is put back)."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    old = None
     try:
         yield tmp
-        old = None
         if final.exists():
             old = final.with_name(f".{final.name}.old-{os.getpid()}")
             os.replace(final, old)
         os.replace(tmp, final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
     except BaseException:
+        if old is not None and not final.exists():
+            os.replace(old, final)  # the new copy did not go in: put the old one back
+            old = None
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def write_atomic(path: Path, data: bytes | str) -> None:

@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import pytest
 
@@ -44,6 +45,26 @@ def test_publish_dir_is_all_or_nothing(tmp_path):
     with publish_dir(final) as tmp:
         (tmp / "b.txt").write_text("two")
     assert sorted(p.name for p in final.iterdir()) == ["b.txt"]
+
+
+def test_publish_dir_puts_the_old_copy_back_when_the_new_one_cannot_go_in(tmp_path, monkeypatch):
+    final = tmp_path / "adapter"
+    with publish_dir(final) as tmp:
+        (tmp / "a.txt").write_text("one")
+    real_replace = os.replace
+
+    def failing_replace(src, dst):
+        if Path(src).name.endswith(".tmp"):  # the new copy's rename into place
+            raise OSError(5, "Input/output error")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(OSError):
+        with publish_dir(final) as tmp:
+            (tmp / "a.txt").write_text("two")
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert (final / "a.txt").read_text() == "one"
+    assert [p.name for p in tmp_path.iterdir()] == ["adapter"]  # neither the new nor an old-* copy left
 
 
 def test_write_atomic(tmp_path):
