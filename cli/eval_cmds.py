@@ -144,14 +144,16 @@ def _report(store, run_id: str) -> dict:
     return {"run": {"id": run.id, "status": run.status, "set": f"{run.set_kind}:{run.set_name}",
                     "dataset_version": run.dataset_version, "base_model": run.base_model,
                     "arms": [a.as_dict() for a in run.arms], "items": run.n_items, "created_at": run.created_at,
-                    "error": run.error},
+                    "error": run.error, "no_source": run.options.get("no_source")},
             "table": {"header": header, "rows": rows}, "tests": tests, **summary_json(summary)}
 
 
 def _print_table(report: dict) -> None:
     run = report["run"]
     print(f"Run {run['id']} · {run['set']} · {run['items']} items · model {run['base_model']} · {run['status']}"
-          + (f" · dataset version {run['dataset_version']}" if run["dataset_version"] else ""))
+          + (f" · dataset version {run['dataset_version']}" if run["dataset_version"] else "")
+          + (f" · no-source policy {run['no_source']}"
+             if run.get("no_source") and any(a.get("rag") for a in run["arms"]) else ""))
     header, rows = report["table"]["header"], report["table"]["rows"]
     cells = [header] + [[str(c) for c in r] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]

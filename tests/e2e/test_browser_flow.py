@@ -12,6 +12,7 @@ TAILOR_SCREENSHOTS=docs/screenshots make test PYTEST_ARGS="tests/e2e")."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import time
@@ -31,12 +32,18 @@ STATS = re.compile(r"^(base|tailor-v\d+) · \d+ tokens")
 
 
 @pytest.fixture(scope="module")
-def flow_model_dir(tiny_model_dir, tmp_path_factory):
-    """The tiny random model with an untied output head. With tied embeddings the random model's
+def flow_model_dir(request, tiny_model_dir, tmp_path_factory):
+    """The model the flow runs on. TAILOR_FLOW_MODEL=default runs it on the embedded default
+    model instead (slower: a few minutes), for user-guide screenshots with real replies:
+    TAILOR_FLOW_MODEL=default TAILOR_SCREENSHOTS=docs/screenshots make test PYTEST_ARGS=tests/e2e/test_browser_flow.py
+
+    By default: the tiny random model with an untied output head. With tied embeddings the random model's
     greedy choice is always the token it just read ("\\n" after the chat template), so every
     evaluation reply (greedy) came out empty and the blind-vote boxes showed nothing; an untied
     random head makes greedy replies visible noise, which lets the test check that the replies
     reach the page and keeps the guide's screenshots readable."""
+    if os.environ.get("TAILOR_FLOW_MODEL") == "default":
+        return None  # the server's default; the test links the converted model into its workspace
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -93,8 +100,10 @@ def _send(page, text: str) -> str:
     return stats.inner_text()
 
 
-def test_the_whole_loop_in_one_browser_page(page, tailor_server, flow_model_dir, tmp_path, screenshots):
+def test_the_whole_loop_in_one_browser_page(request, page, tailor_server, flow_model_dir, tmp_path, screenshots):
     expect = _expect()
+    if flow_model_dir is None:  # TAILOR_FLOW_MODEL=default: skip the 30 s conversion
+        request.getfixturevalue("linked_default_model")(tmp_path / "ws")
     server = tailor_server(tmp_path / "ws", flow_model_dir)
     page.goto(server.url)
 

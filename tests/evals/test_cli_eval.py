@@ -20,9 +20,10 @@ def test_eval_prints_json_and_a_stored_run_can_be_shown(tiny_model_dir, facts_fi
     ws = tmp_path / "ws"
     make_lora(tiny_model_dir, ws / "adapters" / "tiny-lora")
     r = tailor("eval", "--arms", "base,tuned", "--rag", "off", "--set", facts_file, "--max-new-tokens", "8",
-               "--json", "--workspace", ws, "--model", tiny_model_dir)
+               "--no-source", "decline", "--json", "--workspace", ws, "--model", tiny_model_dir)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
+    assert out["run"]["no_source"] == "decline"  # recorded with the run
     assert [a["key"] for a in out["run"]["arms"]] == ["base", "tiny-lora"]
     assert out["run"]["status"] == "done" and out["run"]["items"] == 3
     assert out["table"]["header"][:2] == ["Arm", "n"] and len(out["table"]["rows"]) == 2
