@@ -8,7 +8,8 @@ A/B evaluation -> blind votes.
 
 Each step asserts what the page shows. A full-page screenshot of every tab, populated, is
 saved into the `screenshots` folder; docs/user-guide.md uses them (regenerate with
-TAILOR_SCREENSHOTS=docs/screenshots make test PYTEST_ARGS="tests/e2e")."""
+TAILOR_FLOW_MODEL=default TAILOR_SCREENSHOTS=docs/screenshots make test
+PYTEST_ARGS=tests/e2e/test_browser_flow.py, which runs it on the default model)."""
 
 from __future__ import annotations
 
