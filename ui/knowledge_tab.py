@@ -8,7 +8,6 @@ from pathlib import Path
 import gradio as gr
 
 from assistant.errors import TailorError
-from retrieval.documents import SUPPORTED
 from retrieval.service import KnowledgeService
 
 from .knowledge_format import (DOCUMENT_COLUMNS, SEARCH_COLUMNS, document_preview, document_rows, ingest_report,
@@ -26,8 +25,11 @@ def build_knowledge_tab(kb: KnowledgeService) -> dict:
     """Build the tab inside the current gr.Blocks; returns its components by name."""
     with gr.Row():
         with gr.Column(scale=2):
+            # No file_types filter: Gradio would refuse the whole upload for one .docx among
+            # ten .md files; without it each unsupported file gets its own message and the
+            # others still go in (the label says what is supported).
             files = gr.File(label="Add documents (.txt, .md, .html, .pdf)", file_count="multiple",
-                            file_types=sorted(SUPPORTED), type="filepath")
+                            type="filepath")
             with gr.Row():
                 add_btn = gr.Button("Add files", variant="primary")
             with gr.Accordion("Add a whole folder", open=False):
