@@ -83,18 +83,24 @@ class _FakeRetriever:
         return Retrieval([Passage(7, "doc.md", "The shop opens at 9.", 0.2)], abstain=self.abstain, reason="test")
 
 
-def test_retrieval_passages_reach_prompt_and_log(chat, tiny_engine, monkeypatch):
-    chat.retriever = _FakeRetriever(abstain=False)
-    seen = {}
+@pytest.fixture
+def prompts_seen(tiny_engine, monkeypatch) -> list:
+    """The messages of every generation the chat starts (the engine still generates)."""
+    seen = []
     real_stream = tiny_engine.stream
 
     def spy(messages, options=None, adapter=None):
-        seen["m"] = messages
+        seen.append(messages)
         return real_stream(messages, options, adapter)
 
     monkeypatch.setattr(tiny_engine, "stream", spy)
+    return seen
+
+
+def test_retrieval_passages_reach_prompt_and_log(chat, prompts_seen):
+    chat.retriever = _FakeRetriever(abstain=False)
     _, reply = chat.chat(ChatRequest("when do you open?", rag=True, options=GREEDY))
-    assert "The shop opens at 9." in seen["m"][-1]["content"]
+    assert "The shop opens at 9." in prompts_seen[-1][-1]["content"]
     assert reply.retrieval["passages"][0]["id"] == 7
     assert chat.log.get(reply.conversation_id).rag is True
 
@@ -109,21 +115,13 @@ def test_abstention_with_decline_does_not_guess(chat):
     assert turn.declined and not turn.grounded
 
 
-def test_abstention_with_answer_policy_answers_without_sources(chat, tiny_engine, monkeypatch):
+def test_abstention_with_answer_policy_answers_without_sources(chat, prompts_seen):
     """The default: no good source means the model answers on its own, with no passage in the
     prompt, and the stored reply says it was not grounded."""
     chat.retriever = _FakeRetriever(abstain=True)
-    seen = {}
-    real_stream = tiny_engine.stream
-
-    def spy(messages, options=None, adapter=None):
-        seen["m"] = messages
-        return real_stream(messages, options, adapter)
-
-    monkeypatch.setattr(tiny_engine, "stream", spy)
     assert chat.no_source == "answer"
     turn, reply = chat.chat(ChatRequest("how do I fix a puncture?", rag=True, options=GREEDY))
-    assert seen["m"][-1]["content"] == "how do I fix a puncture?"  # no sources, no instruction
+    assert prompts_seen[-1][-1]["content"] == "how do I fix a puncture?"  # no sources, no instruction
     assert reply.content != NO_SOURCE_REPLY and reply.finish_reason != "no_source"
     assert reply.retrieval["abstained"] is True and reply.retrieval["declined"] is False
     assert reply.retrieval["no_source"] == "answer" and not turn.declined and not turn.grounded
