@@ -68,7 +68,9 @@ def build_server(core: Core, settings: Settings):
     app = FastAPI(title="Tailor", docs_url=None, redoc_url=None, openapi_url=None)
     limiter = RequestLimiter(max_active=1, max_queue=settings.max_queue, timeout_s=settings.queue_timeout)
     install_api(app, core.chat, limiter, ApiConfig(keys=keys, open_without_key=settings.is_loopback,
-                                                   max_request_bytes=settings.max_request_kb * 1024))
+                                                   max_request_bytes=settings.max_request_kb * 1024,
+                                                   max_messages=settings.max_messages,
+                                                   allowed_origins=settings.allowed_origin_list()))
     app.state.limiter = limiter
     gr.mount_gradio_app(app, demo, path="/", auth=auth, show_error=True, footer_links=["api", "settings"],
                         max_file_size=f"{settings.max_upload_mb}mb", server_name=settings.host,

@@ -21,11 +21,12 @@ from .errors import NotFoundError, ValidationError
 from .workspace import write_atomic
 
 BASE = "base"  # the name under which the base model (no adapter) is offered
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# fullmatch, not match with "$": "$" also matches before a trailing newline ("x\n" passed)
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 def check_adapter_name(name: str) -> str:
-    if name == BASE or not _NAME.match(name or ""):
+    if name == BASE or not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ValidationError(
             f"invalid adapter name {name!r}: use 1-64 letters, digits, '.', '_' or '-', not {BASE!r}"
         )

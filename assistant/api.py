@@ -22,9 +22,12 @@ and every response carries a `tailor` object back (on the final chunk when strea
 "abstained": no document supported an answer, so no citations (the closest passages come in
 "closest"); "declined": the reply is the no-source reply instead of the model's own answer.
 
-Errors use OpenAI's shape `{"error": {"message", "type", "param", "code"}}`: 400 bad request,
-401 missing/wrong API key, 404 unknown model or conversation, 413 body too large, 429 queue
-full, 503 waited too long, 500 generation failed."""
+Errors use OpenAI's shape `{"error": {"message", "type", "param", "code"}}`: 400 bad request
+(also: NaN/Infinity, numbers that overflow, nesting deeper than 32 levels, lone surrogates),
+401 missing/wrong API key, 403 a browser page from another origin, 404 unknown model or
+conversation, 413 body too large or too many messages (TAILOR_MAX_MESSAGES), 415 a POST that
+is not `Content-Type: application/json`, 429 queue full, 503 waited too long, 500 generation
+failed. A refused request is never logged as a conversation."""
 
 from __future__ import annotations
 
@@ -85,6 +88,12 @@ class ApiConfig:
     # Off loopback the API is never open: without keys it answers 401 to everyone.
     open_without_key: bool = True
     max_request_bytes: int = 1024 * 1024
+    # One request may carry at most this many messages: more cannot fit any context Tailor
+    # runs with, and refusing them up front keeps one request from holding the engine.
+    max_messages: int = 1000
+    # Browser pages from these origins (scheme://host[:port]) may call /v1 besides the web app
+    # itself; every other page is refused (see _check_browser).
+    allowed_origins: tuple[str, ...] = ()
 
 
 @dataclass
@@ -119,12 +128,72 @@ def _number(body: dict, name: str, kind, default):
     value = body.get(name)
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
-        raise ApiError(400, f"{name} must be a{'n integer' if kind is int else ' number'}", param=name)
-    return kind(value)
+    what = f"{name} must be a{'n integer' if kind is int else ' number'}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ApiError(400, what, param=name)
+    try:
+        if kind is int and value != int(value):
+            raise ApiError(400, what, param=name)
+        number = kind(value)
+    except (OverflowError, ValueError):  # inf, or an integer too large for a float
+        raise ApiError(400, f"{what} of a sensible size", param=name) from None
+    if kind is int and not INT64_MIN <= number <= INT64_MAX:
+        raise ApiError(400, f"{name} must fit in a signed 64-bit integer", param=name)
+    return number
 
 
-def parse_chat_request(body) -> ParsedRequest:
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+MAX_JSON_DEPTH = 32  # a chat request nests 5 levels deep; anything far deeper is an attack or a bug
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not allowed: numbers must be finite")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"the number {text[:40]} is too large: numbers must be finite")
+    return value
+
+
+def load_json_body(raw: bytes):
+    """Parse a request body as strict JSON: no NaN/Infinity, no number that overflows to
+    infinity, no nesting deeper than MAX_JSON_DEPTH, no string that is not valid Unicode (a lone
+    surrogate such as "\\ud800" cannot be stored or tokenized). Raises ApiError(400)."""
+    try:
+        body = json.loads(raw or b"null", parse_constant=_reject_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise ApiError(400, f"the request body is nested too deeply (at most {MAX_JSON_DEPTH} levels)") from None
+    except ValueError as exc:  # includes UnicodeDecodeError: the body is not UTF-8
+        raise ApiError(400, f"the request body is not valid JSON: {exc}") from None
+    # Walk without recursion: the check itself must not be the thing that overflows.
+    stack = [(body, 1, "body")]
+    while stack:
+        value, depth, where = stack.pop()
+        if isinstance(value, str):
+            _check_text(value, where)
+        elif isinstance(value, (dict, list)):
+            if depth > MAX_JSON_DEPTH:
+                raise ApiError(400, f"the request body is nested too deeply (at most {MAX_JSON_DEPTH} levels)")
+            if isinstance(value, dict):
+                for key, item in value.items():
+                    _check_text(key, where)
+                    stack.append((item, depth + 1, f"{where}.{key}"[:200]))
+            else:
+                stack.extend((item, depth + 1, f"{where}[{i}]"[:200]) for i, item in enumerate(value))
+    return body
+
+
+def _check_text(text: str, where: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ApiError(400, f"{where} contains a lone surrogate (such as \\ud800), which is not valid "
+                            "Unicode text", param=where.split(".", 2)[1] if "." in where else None) from None
+
+
+def parse_chat_request(body, max_messages: int = 1000) -> ParsedRequest:
     """Turn an OpenAI chat request into Tailor's terms, with a clear 400 for anything off."""
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object")
@@ -135,6 +204,10 @@ def parse_chat_request(body) -> ParsedRequest:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise ApiError(400, "messages must be a non-empty list", param="messages")
+    if len(messages) > max_messages:
+        raise ApiError(413, f"messages has {len(messages)} entries; at most {max_messages} are accepted "
+                            "(TAILOR_MAX_MESSAGES). Only the newest turns fit the model's context anyway: "
+                            "send those.", code="too_many_messages", param="messages")
     system_parts, turns = [], []
     for i, m in enumerate(messages):
         if not isinstance(m, dict):
@@ -244,6 +317,41 @@ def _check_key(request: Request, config: ApiConfig) -> None:
                        code="invalid_api_key")
 
 
+def _origin_of(url: str) -> str:
+    return url.rstrip("/").lower()
+
+
+def _check_browser(request: Request, config: ApiConfig) -> None:
+    """Refuse requests that a web page on another site makes a browser send. Such a page
+    cannot read the reply (no CORS headers), but it could still make the server generate and
+    log: a `text/plain` POST needs no preflight. So: a POST must say `application/json` (which
+    a cross-site page can only send after a preflight that Tailor does not answer), and a
+    request with an `Origin` header must come from the web app itself or from
+    TAILOR_ALLOWED_ORIGINS. The openai client, curl and scripts send no Origin."""
+    origin = request.headers.get("origin")
+    if origin is not None:
+        host = request.headers.get("host", "")
+        same = {f"http://{host}".lower(), f"https://{host}".lower()}
+        allowed = same | {_origin_of(o) for o in config.allowed_origins}
+        if _origin_of(origin) not in allowed:
+            raise ApiError(403, f"requests from web pages on {origin[:100]} are not allowed; add the origin to "
+                                "TAILOR_ALLOWED_ORIGINS to allow it", "permission_denied", "origin_not_allowed")
+    elif request.headers.get("sec-fetch-site") == "cross-site":
+        raise ApiError(403, "cross-site browser requests are not allowed", "permission_denied",
+                       "origin_not_allowed")
+    if request.method == "POST":
+        ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if ctype != "application/json":
+            raise ApiError(415, f"the request must be JSON: send 'Content-Type: application/json' "
+                                f"(got {ctype or 'none'!r})", code="unsupported_media_type")
+
+
+def _guard(request: Request, config: ApiConfig) -> None:
+    """Every /v1 route: the browser check first (it needs no secret), then the key."""
+    _check_browser(request, config)
+    _check_key(request, config)
+
+
 def build_router(chat: ChatService, limiter: RequestLimiter, config: ApiConfig) -> APIRouter:
     router = APIRouter(prefix="/v1")
     started = int(time.time())
@@ -255,7 +363,7 @@ def build_router(chat: ChatService, limiter: RequestLimiter, config: ApiConfig) 
     @router.get("/models")
     async def list_models(request: Request):
         try:
-            _check_key(request, config)
+            _guard(request, config)
             names = await run_in_threadpool(chat.models)
             return {"object": "list", "data": [model_card(n) for n in names]}
         except ApiError as exc:
@@ -264,7 +372,7 @@ def build_router(chat: ChatService, limiter: RequestLimiter, config: ApiConfig) 
     @router.get("/models/{model_id}")
     async def get_model(model_id: str, request: Request):
         try:
-            _check_key(request, config)
+            _guard(request, config)
             if model_id not in await run_in_threadpool(chat.models):
                 raise ApiError(404, f"The model {model_id!r} does not exist (GET /v1/models lists them).",
                                code="model_not_found", param="model")
@@ -276,12 +384,9 @@ def build_router(chat: ChatService, limiter: RequestLimiter, config: ApiConfig) 
     async def chat_completions(request: Request):
         slot = None
         try:
-            _check_key(request, config)
-            try:
-                body = json.loads(await request.body() or b"null")
-            except ValueError as exc:
-                raise ApiError(400, f"the request body is not valid JSON: {exc}") from None
-            req = parse_chat_request(body)
+            _guard(request, config)
+            body = load_json_body(await request.body())
+            req = parse_chat_request(body, config.max_messages)
             if req.model not in await run_in_threadpool(chat.models):
                 raise ApiError(404, f"The model {req.model!r} does not exist; use 'base' or an adapter name "
                                     "(GET /v1/models lists them).", code="model_not_found", param="model")

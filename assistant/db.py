@@ -7,12 +7,15 @@ it has not seen yet (like simonw/llm's migrations, but one list per package)."""
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+
+from .errors import TailorError
 
 Migration = Callable[[sqlite3.Connection], None]
 
@@ -37,23 +40,73 @@ def execute_script(conn: sqlite3.Connection, script: str) -> None:
         raise sqlite3.OperationalError(f"incomplete SQL statement: {statement.strip()[:80]}")
 
 
+class DatabaseCorrupt(TailorError):
+    """The workspace's SQLite file is damaged: it was left as it is, and a copy kept aside."""
+
+
 class Database:
     """A SQLite file. Connections are opened per unit of work: Gradio and the HTTP API call
-    services from many threads, and a per-call connection is both thread-safe and cheap."""
+    services from many threads, and a per-call connection is both thread-safe and cheap.
+
+    Opening checks the file once per process (SQLite's `quick_check`: every page and record
+    read, without the slower index cross-check of `integrity_check`), so a damaged database
+    stops the CLI or the server at start with `DatabaseCorrupt` and its way out, instead of a
+    traceback halfway through some later request."""
+
+    _checked: set[Path] = set()  # resolved paths already checked in this process
+    _checked_lock = threading.Lock()
 
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._migrated: set[str] = set()
         self._lock = threading.Lock()
-        with self.connect() as conn:
-            # WAL lets the app read while a training job (another process) writes progress.
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS migrations ("
-                " namespace TEXT NOT NULL, version INTEGER NOT NULL, name TEXT NOT NULL,"
-                " applied_at TEXT NOT NULL, PRIMARY KEY (namespace, version))"
-            )
+        try:
+            with closing(self.connect()) as conn:
+                self._check(conn)
+                # WAL lets the app read while a training job (another process) writes progress.
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS migrations ("
+                    " namespace TEXT NOT NULL, version INTEGER NOT NULL, name TEXT NOT NULL,"
+                    " applied_at TEXT NOT NULL, PRIMARY KEY (namespace, version))"
+                )
+        except sqlite3.DatabaseError as exc:  # "file is not a database", "malformed", ...
+            if isinstance(exc, sqlite3.OperationalError) and not _looks_corrupt(exc):
+                raise  # locked, read-only, disk full: not damage (handled where they happen)
+            raise self._corrupt(str(exc)) from None
+
+    def _check(self, conn: sqlite3.Connection) -> None:
+        key = self.path.resolve()
+        with self._checked_lock:
+            if key in self._checked or not self.path.exists() or self.path.stat().st_size == 0:
+                return
+        rows = [r[0] for r in conn.execute("PRAGMA quick_check(5)")]
+        if rows != ["ok"]:
+            raise self._corrupt("; ".join(str(r) for r in rows))
+        with self._checked_lock:
+            self._checked.add(key)
+
+    def _corrupt(self, detail: str) -> DatabaseCorrupt:
+        """Keep a copy of the damaged file (and its WAL) beside it, never touching the original:
+        whatever a recovery tool can still read from it stays readable."""
+        kept = None
+        try:
+            stamp = datetime.fromtimestamp(self.path.stat().st_mtime, timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+            kept = self.path.with_name(f"{self.path.name}.damaged-{stamp}")
+            for suffix in ("", "-wal"):
+                src = self.path.with_name(self.path.name + suffix)
+                dst = kept.with_name(kept.name + suffix)
+                if src.exists() and not dst.exists():
+                    shutil.copy2(src, dst)
+        except OSError:
+            kept = None
+        where = f" A copy of it was kept at {kept}." if kept else ""
+        return DatabaseCorrupt(
+            f"the workspace database {self.path} is damaged ({detail[:200]}); Tailor left it unchanged.{where} "
+            f"To recover, restore a backup into a new folder (tailor import workspace BACKUP.zip --workspace "
+            f"NEW_FOLDER), or move {self.path.name} out of {self.path.parent} to start this workspace with an empty "
+            "database (adapter, document and job folders stay on disk).")
 
     def connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
@@ -115,3 +168,8 @@ class Database:
                 "SELECT name FROM migrations WHERE namespace=? ORDER BY version", (namespace,)
             ).fetchall()
         return [r["name"] for r in rows]
+
+
+def _looks_corrupt(exc: sqlite3.Error) -> bool:
+    text = str(exc).lower()
+    return any(w in text for w in ("malformed", "not a database", "corrupt", "encrypted"))

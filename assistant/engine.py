@@ -43,6 +43,8 @@ class GenerationOptions:
             raise ValidationError("top_p must be in (0, 1]")
         if not 1 <= self.max_new_tokens <= context_window // 2:
             raise ValidationError(f"max_new_tokens must be between 1 and {context_window // 2} for this model")
+        if self.seed is not None and not -(2**63) <= self.seed < 2**63:  # torch seeds are 64-bit
+            raise ValidationError("seed must fit in a signed 64-bit integer")
         return self
 
     def as_dict(self) -> dict:
@@ -255,20 +257,41 @@ class ChatEngine:
 
     def fit_messages(self, messages: Sequence[Message], max_new_tokens: int) -> tuple[list[Message], int]:
         """Trim history to fit the context: keep the system prompt and the newest turns, drop
-        the oldest. If the newest message alone is too long, keep its end. Returns the kept
-        messages and how many were dropped."""
+        the oldest (a kept history starts with a user turn). If the newest message alone is too
+        long, keep its end. Returns the kept messages and how many were dropped.
+
+        Near-linear in the history, whatever its length: every message costs at least one
+        token, so at most `budget` of the newest can ever fit and the rest is cut without being
+        tokenized; then a binary search over the turn starts finds the longest suffix that fits,
+        each probe encoding at most that bounded suffix (O(budget * log budget) tokens in all).
+        Dropping one message at a time and re-counting the whole history each time was worse
+        than quadratic: 10,000 one-word turns held the engine for over ten minutes."""
         budget = self.context_window - max_new_tokens
         system = [m for m in messages if m["role"] == "system"]
         rest = [m for m in messages if m["role"] != "system"]
         if not rest:
             raise ValidationError("there is no user message to answer")
         dropped = 0
-        while len(rest) > 1 and self.count_tokens(system + rest) > budget:
-            rest = rest[1:]
-            dropped += 1
-            while len(rest) > 1 and rest[0]["role"] != "user":  # a turn starts with the user
-                rest = rest[1:]
-                dropped += 1
+        if len(rest) > budget:  # cannot fit anyway: each message is at least one token
+            dropped = len(rest) - budget
+            rest = rest[dropped:]
+        # Where a kept history may start: the very first message when nothing was cut, else a
+        # user turn, or the newest message (always kept).
+        first = {0} if not dropped else set()
+        starts = sorted(first | {i for i, m in enumerate(rest[:-1]) if m["role"] == "user"} | {len(rest) - 1})
+        if len(starts) == 1 or self.count_tokens(system + rest[starts[0]:]) <= budget:
+            chosen = starts[0]
+        else:  # fewer tokens the later the start: the first start that fits, by bisection
+            lo, hi = 1, len(starts) - 1  # starts[0] does not fit; starts[-1] is kept regardless
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if self.count_tokens(system + rest[starts[mid]:]) <= budget:
+                    hi = mid
+                else:
+                    lo = mid + 1
+            chosen = starts[lo]
+        dropped += chosen
+        rest = rest[chosen:]
         overflow = self.count_tokens(system + rest) - budget
         if overflow > 0:
             last = rest[-1]

@@ -5,11 +5,25 @@ configure it without touching code (documented in the README)."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+LOOPBACK_NAMES = {"localhost"}
+
+
+def is_loopback_host(host: str) -> bool:
+    """True only for addresses that cannot be reached from another machine: 127.0.0.0/8, ::1
+    (also written [::1]) and the name localhost. Parsed as an address, so a host name such as
+    "127.attacker.example" (which resolves anywhere) is not loopback."""
+    host = (host or "").strip().lower()
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _env_int(name: str, default: int | None) -> int | None:
@@ -48,6 +62,10 @@ class Settings:
     queue_timeout: float = 120.0  # seconds a request may wait for its turn
     max_request_kb: int = 1024  # body size of one /v1 request
     max_upload_mb: int = 50  # one file uploaded through the web UI
+    max_messages: int = 1000  # messages in one /v1 request (more never fit a context anyway)
+    # Web pages (scheme://host:port, comma-separated) allowed to call /v1 from a browser
+    # besides the web app itself.
+    allowed_origins: str | None = None
     # What a retrieval chat does when no document supports an answer: "answer" without
     # sources (marked as such) or "decline" (see assistant.chat.NO_SOURCE_POLICIES).
     no_source: str = "answer"
@@ -71,6 +89,8 @@ class Settings:
             queue_timeout=float(_env_int("TAILOR_QUEUE_TIMEOUT", 120)),
             max_request_kb=_env_int("TAILOR_MAX_REQUEST_KB", 1024),
             max_upload_mb=_env_int("TAILOR_MAX_UPLOAD_MB", 50),
+            max_messages=_env_int("TAILOR_MAX_MESSAGES", 1000),
+            allowed_origins=env.get("TAILOR_ALLOWED_ORIGINS") or None,
             no_source=env.get("TAILOR_NO_SOURCE") or "answer",
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -82,7 +102,10 @@ class Settings:
 
     @property
     def is_loopback(self) -> bool:
-        return self.host in LOOPBACK_HOSTS or self.host.startswith("127.")
+        return is_loopback_host(self.host)
+
+    def allowed_origin_list(self) -> tuple[str, ...]:
+        return tuple(o.strip() for o in (self.allowed_origins or "").split(",") if o.strip())
 
     def auth_pairs(self) -> list[tuple[str, str]]:
         """Parse `user:password[,user2:password2]`; raise ValueError on a malformed entry."""

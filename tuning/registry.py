@@ -85,7 +85,7 @@ def folder_size(path: Path) -> int:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
 
 
-_VERSIONED = re.compile(r"^(?P<family>.+)-v(?P<version>\d+)$")
+_VERSIONED = re.compile(r"(?P<family>.+)-v(?P<version>\d+)")
 
 
 @dataclass
@@ -155,7 +155,7 @@ class AdapterRegistry:
 
     @staticmethod
     def _split_name(name: str) -> tuple[str, int]:
-        m = _VERSIONED.match(name)
+        m = _VERSIONED.fullmatch(name)
         return (m["family"], int(m["version"])) if m else (name, 1)
 
     def next_name(self, family: str) -> tuple[str, int]:
