@@ -57,7 +57,7 @@ def build_server(core: Core, settings: Settings):
     from fastapi import FastAPI
 
     from assistant.api import ApiConfig, install_api
-    from assistant.limits import RequestLimiter
+    from assistant.limits import LoginThrottle, RequestLimiter
 
     auth = check_binding(settings)
     keys = check_api_keys(settings)
@@ -72,6 +72,8 @@ def build_server(core: Core, settings: Settings):
                                                    max_messages=settings.max_messages,
                                                    allowed_origins=settings.allowed_origin_list()))
     app.state.limiter = limiter
+    if auth:
+        app.add_middleware(LoginThrottle)  # a back-off per address after wrong passwords
     gr.mount_gradio_app(app, demo, path="/", auth=auth, show_error=True, footer_links=["api", "settings"],
                         max_file_size=f"{settings.max_upload_mb}mb", server_name=settings.host,
                         server_port=settings.port)

@@ -26,11 +26,12 @@ from .models import ResolvedModel
 log = logging.getLogger(__name__)
 
 Message = dict  # {"role": "system"|"user"|"assistant", "content": str}
+MIN_SAMPLING_TEMPERATURE = 0.01  # lower temperatures decode greedily (see _run)
 
 
 @dataclass(frozen=True)
 class GenerationOptions:
-    temperature: float = 0.3  # 0 means greedy decoding
+    temperature: float = 0.3  # 0 (or anything below 0.01) means greedy decoding
     top_p: float = 0.9
     max_new_tokens: int = 256
     repetition_penalty: float = 1.05  # small models loop without a little of this
@@ -345,7 +346,9 @@ class ChatEngine:
                     streamer=streamer,
                     stopping_criteria=[_StopOnEvent(gen._stop)],
                 )
-                if options.temperature > 0:
+                # Below ~0.01 sampling is greedy in all but name, and logits / 1e-248 overflow to
+                # inf (a NaN distribution, found by the /v1 fuzz test): decode greedily there.
+                if options.temperature >= MIN_SAMPLING_TEMPERATURE:
                     kwargs.update(do_sample=True, temperature=options.temperature, top_p=options.top_p)
                 else:
                     kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)

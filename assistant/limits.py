@@ -184,6 +184,60 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
+# ---- logins ------------------------------------------------------------------------------------
+class LoginThrottle:
+    """ASGI middleware: a back-off per client address on the web app's password login.
+
+    After `free_failures` wrong passwords in a row, the client must wait before its next try:
+    1 s, then 2, 4, ... up to `max_delay_s`, answered 429 with Retry-After without checking the
+    password at all. A right password resets the count. Without it, 200 guesses took 3.3 s.
+    Counted per address, so one client guessing does not lock out the others; the table is
+    bounded (oldest entries forgotten) so a flood of addresses cannot grow it without end."""
+
+    def __init__(self, app, *, free_failures: int = 5, max_delay_s: float = 300.0, paths=("/login", "/login/"),
+                 max_clients: int = 10_000):
+        self.app = app
+        self.free_failures = free_failures
+        self.max_delay_s = max_delay_s
+        self.paths = set(paths)
+        self.max_clients = max_clients
+        self._clients: collections.OrderedDict[str, list[float]] = collections.OrderedDict()  # failures, until
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope.get("method") != "POST" or scope.get("path") not in self.paths:
+            return await self.app(scope, receive, send)
+        client = (scope.get("client") or ("unknown", 0))[0]
+        state = self._clients.get(client)
+        now = time.monotonic()
+        if state is not None and now < state[1]:
+            wait = int(state[1] - now) + 1
+            body = json.dumps({"detail": f"Too many wrong passwords from this address: try again in {wait} s."}).encode()
+            await send({"type": "http.response.start", "status": 429,
+                        "headers": [(b"content-type", b"application/json"), (b"retry-after", str(wait).encode()),
+                                    (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        status = {}
+
+        async def watch(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        await self.app(scope, receive, watch)
+        code = status.get("code", 500)
+        if code in (400, 401, 403):
+            failures = (state[0] if state else 0) + 1
+            delay = 0.0 if failures < self.free_failures else min(2.0 ** (failures - self.free_failures),
+                                                                   self.max_delay_s)
+            self._clients[client] = [failures, time.monotonic() + delay]
+            self._clients.move_to_end(client)
+            while len(self._clients) > self.max_clients:
+                self._clients.popitem(last=False)
+        elif code < 400:
+            self._clients.pop(client, None)
+
+
 # ---- uploads -----------------------------------------------------------------------------------
 _UNSAFE = re.compile(r"[^\w.\- ()+,@]+", re.UNICODE)
 

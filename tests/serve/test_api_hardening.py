@@ -175,6 +175,15 @@ def test_bad_bodies_get_a_400_in_openai_shape(chat, name):
     assert chat.log.list() == []
 
 
+@pytest.mark.parametrize("temperature", [4.09e-248, 1e-5, 0.0099])
+def test_a_vanishing_temperature_decodes_greedily(chat, temperature):
+    """Found by the fuzz test: logits / 4e-248 overflowed to inf and sampling failed (500)."""
+    r = _client(chat).post("/v1/chat/completions", json={**BODY, "temperature": temperature})
+    assert r.status_code == 200, r.text
+    greedy = _client(chat).post("/v1/chat/completions", json={**BODY, "temperature": 0})
+    assert r.json()["choices"][0]["message"] == greedy.json()["choices"][0]["message"]
+
+
 def test_a_64_bit_seed_still_works(chat):
     r = _client(chat).post("/v1/chat/completions", json={**BODY, "seed": 2**63 - 1})
     assert r.status_code == 200, r.text
