@@ -53,6 +53,12 @@ def check_api_keys(settings: Settings) -> list[str]:
 def build_server(core: Core, settings: Settings):
     """The FastAPI app: /v1 first, then the web UI mounted at "/" (Starlette matches routes in
     order, so the mount does not shadow /v1). Returns (app, demo)."""
+    import os
+
+    # Gradio's uploads and cache live in the workspace, not the system temp folder (every local
+    # user can read that). Some gradio modules read this once when first imported, so it is
+    # set before; ui.uploads.use_workspace_folder creates the folder 0700.
+    os.environ["GRADIO_TEMP_DIR"] = str(core.workspace.root / "tmp" / "gradio")
     import gradio as gr
     from fastapi import FastAPI
 

@@ -27,12 +27,18 @@ class Workspace:
     def __init__(self, root: Path | str):
         self.root = Path(root).expanduser().resolve()
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
+            # A new workspace is private to its owner (0700, and tailor.db 0600 below): it holds
+            # every conversation. An existing folder keeps the permissions its owner gave it.
+            self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
             for name in SUBFOLDERS:
-                (self.root / name).mkdir(exist_ok=True)
+                (self.root / name).mkdir(exist_ok=True, mode=0o700)
         except OSError as exc:
             raise ValidationError(f"Cannot use workspace folder {self.root}: {exc.strerror or exc}") from exc
-        self.db = Database(self.root / "tailor.db")
+        db_path = self.root / "tailor.db"
+        new_db = not db_path.exists()
+        self.db = Database(db_path)
+        if new_db:
+            os.chmod(db_path, 0o600)  # SQLite gives its -wal and -shm files the same mode
 
     models_dir = property(lambda self: self.root / "models")
     adapters_dir = property(lambda self: self.root / "adapters")

@@ -17,9 +17,14 @@ from .demo_panel import build_demo_panel
 from .eval_tab import build_eval_tab_for_core
 from .knowledge_tab import build_knowledge_tab
 from .tune_tab import build_tune_tab
+from .uploads import enforce_upload_check, use_workspace_folder
 
 
 def build_ui(core: Core) -> gr.Blocks:
+    # Uploads and downloads live in <workspace>/tmp/gradio (0700), not in the system temp
+    # folder where every local user could read them; before any component is created, since
+    # each one reads the folder when it is made.
+    use_workspace_folder(core.workspace.root)
     # The chat's "Use my documents" answers through this service (fast to open: the embedding
     # model loads on the first search; the index is checked against the database here).
     knowledge = open_knowledge(core.workspace)
@@ -69,4 +74,6 @@ def build_ui(core: Core) -> gr.Blocks:
         demo.load(evaluate["refresh_models"], None, [evaluate["arms"]], api_name="page_load_eval_models")
         # A job may have published an adapter since the page opened: offer it as an arm.
         eval_tab_obj.select(evaluate["refresh_models"], None, [evaluate["arms"]], api_name="eval_on_open")
-    return demo
+    # Mounted in FastAPI, Gradio would skip its own "was this file uploaded?" check and read
+    # any server path a request names: turn it on (the handlers check again, ui/uploads.py).
+    return enforce_upload_check(demo)

@@ -25,6 +25,8 @@ from evals.runner import TUNED, RunOptions
 from evals.sets import EvalSet, load_facts, load_reference_file, subsample
 from evals.votes import CHOICES
 
+from .uploads import uploaded_path
+
 SET_TEST, SET_FACTS, SET_FILE = "test split", "facts", "uploaded file"
 ANY = "any two"
 ORDERS = {"A did worse first": "a_worse", "A did better first": "a_better", "set order": "position"}
@@ -146,7 +148,8 @@ def build_eval_tab(evals: Evals, *, test_split: Callable[[], EvalSet] | None = N
         elif kind == SET_FILE:
             if not file:
                 raise ValidationError("upload a JSONL file with reference answers first")
-            evalset = load_reference_file(file)
+            # Only a file this server received as an upload (a web request can name any path).
+            evalset = load_reference_file(uploaded_path(file))
         else:
             raise ValidationError(f"unknown set {kind!r}")
         return subsample(evalset, int(n or 0) or None)

@@ -12,13 +12,13 @@ from retrieval.service import KnowledgeService
 
 from .knowledge_format import (DOCUMENT_COLUMNS, SEARCH_COLUMNS, document_preview, document_rows, ingest_report,
                                search_rows)
+from .uploads import uploaded_paths
 
 
 def _paths(files) -> list[str]:
-    if not files:
-        return []
-    files = files if isinstance(files, list) else [files]
-    return [getattr(f, "name", None) or str(f) for f in files]
+    """The files of an upload input, each checked to be one this server received as an
+    upload (a web request can name any server path: ui/uploads.py)."""
+    return uploaded_paths(files)
 
 
 def build_knowledge_tab(kb: KnowledgeService) -> dict:

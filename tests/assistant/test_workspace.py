@@ -94,3 +94,21 @@ def test_settings_loopback_and_bad_auth():
     assert not Settings(host="0.0.0.0").is_loopback
     with pytest.raises(ValueError):
         Settings(auth="nopassword").auth_pairs()
+
+
+def test_a_new_workspace_is_private(tmp_path):
+    """Issue #12: files Tailor keeps (conversations above all) are not readable by other local
+    users when Tailor created the folder; an existing folder keeps its owner's choice."""
+    import stat
+
+    from assistant.workspace import Workspace
+
+    ws = Workspace(tmp_path / "new")
+    assert stat.S_IMODE(ws.root.stat().st_mode) & 0o077 == 0
+    assert stat.S_IMODE(ws.db.path.stat().st_mode) == 0o600
+    assert all(stat.S_IMODE((ws.root / n).stat().st_mode) & 0o077 == 0 for n in ("adapters", "exports", "uploads"))
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+    Workspace(shared)
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o755
