@@ -143,8 +143,11 @@ class ConversationLog:
                " FROM conversations c")
         args: list = []
         if query:
-            sql += " WHERE c.title LIKE ? OR EXISTS (SELECT 1 FROM messages m WHERE m.conversation_id=c.id AND m.content LIKE ?)"
-            args += [f"%{query}%", f"%{query}%"]
+            # % and _ in the query are searched for, not wildcards.
+            sql += (" WHERE c.title LIKE ? ESCAPE '\\' OR EXISTS (SELECT 1 FROM messages m"
+                    " WHERE m.conversation_id=c.id AND m.content LIKE ? ESCAPE '\\')")
+            pattern = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            args += [pattern, pattern]
         sql += " ORDER BY c.updated_at DESC, c.id DESC LIMIT ? OFFSET ?"
         args += [limit, offset]
         with self.db.read() as conn:

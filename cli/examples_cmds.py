@@ -69,7 +69,10 @@ def register(sub, common) -> None:
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_split)
 
-    q = esub.add_parser("undo", parents=[common], help="undo the latest change to examples (or a given one)")
+    q = esub.add_parser("undo", parents=[common], help="undo the latest change to examples (or a given one)",
+                        description="Undo an edit, delete, bulk tag or cleaning fix (the rows come back as they "
+                                    "were), or an import (the rows it added are removed; an interrupted import is "
+                                    "listed as PARTIAL).")
     q.add_argument("batch", nargs="?", help="change id (see --list); default: the latest")
     q.add_argument("--list", action="store_true", help="list recent changes that can be undone")
     q.set_defaults(func=cmd_undo)
@@ -96,6 +99,12 @@ def _curation(args):
     return open_curation(Workspace(settings_from(args).home))
 
 
+def _partial_note(op: dict) -> str:
+    return (f"Import #{op['id']} of {op['file_name']} is PARTIAL: {op['examples']} examples landed before it stopped. "
+            f"`tailor examples undo {op['batch']}` removes exactly those; importing the file again adds only the "
+            "rest.")
+
+
 def cmd_import(args) -> int:
     from tqdm import tqdm
 
@@ -107,25 +116,45 @@ def cmd_import(args) -> int:
         raise ValidationError(f"{args.file} does not exist")
     cur = _curation(args)
     size = args.file.stat().st_size if args.file.is_file() else None
-    with tqdm(total=size, unit="B", unit_scale=True, desc=f"importing {args.file.name}", file=sys.stderr,
-              disable=args.json) as bar:
-        def progress(done, total):
-            bar.total = total
-            bar.n = done
-            bar.refresh()
+    try:
+        with tqdm(total=size, unit="B", unit_scale=True, desc=f"importing {args.file.name}", file=sys.stderr,
+                  disable=args.json) as bar:
+            def progress(done, total):
+                bar.total = total
+                bar.n = done
+                bar.refresh()
 
-        result = import_file(cur.store, args.file, batch_size=args.batch_size, progress=progress, tags=args.tags)
+            result = import_file(cur.store, args.file, batch_size=args.batch_size, progress=progress,
+                                 tags=args.tags)
+    except BaseException as exc:
+        op = getattr(exc, "partial_import", None)
+        if op is None:
+            raise
+        print(_partial_note(op), file=sys.stderr)
+        if isinstance(exc, KeyboardInterrupt):
+            return 130
+        raise
     if args.json:
-        print(json.dumps({"imported": result.imported, "bad_total": result.bad_total, "formats": result.formats,
-                          "encoding": result.encoding, "seconds": round(result.seconds, 3),
-                          "bad": [{"line": b.line, "reason": b.reason} for b in result.bad]}, ensure_ascii=False))
+        print(json.dumps({"imported": result.imported, "already_present": result.duplicates,
+                          "bad_total": result.bad_total, "formats": result.formats, "encoding": result.encoding,
+                          "seconds": round(result.seconds, 3), "operation": result.operation,
+                          "undo": result.batch, "status": result.status,
+                          "bad": [{"line": b.line, "reason": b.reason} for b in result.bad],
+                          "interrupted": [{"operation": op["id"], "file": op["file_name"], "examples": op["examples"],
+                                           "undo": op["batch"], "status": op["status"]}
+                                          for op in result.interrupted]}, ensure_ascii=False))
     else:
-        print(f"Imported {result.imported} examples ({result.imported / max(result.seconds, 1e-9):.0f} rows/s).")
+        print(f"Imported {result.imported} examples ({result.imported / max(result.seconds, 1e-9):.0f} rows/s)."
+              + (f" {result.duplicates} already present (skipped)." if result.duplicates else ""))
         for b in result.bad:
             print(f"{args.file}:{b.line}: {b.reason}", file=sys.stderr)
         if result.bad_total > len(result.bad):
             print(f"... {result.bad_total - len(result.bad)} more bad lines", file=sys.stderr)
         print(f"{result.bad_total} bad line(s) skipped." if result.bad_total else "No bad lines.")
+        for note in result.notes():
+            print(note)
+        if result.imported:
+            print(f"Undo this import with `tailor examples undo {result.batch}`.")
     return 0
 
 
@@ -249,8 +278,13 @@ def cmd_undo(args) -> int:
         for b in cur.store.undo_batches():
             print(f"{b['batch']}  {b['description']}  ({b['examples']} examples)")
         return 0
-    n = cur.store.undo(args.batch)
-    print(f"Restored {n} example(s).")
+    target = args.batch
+    if target is None:
+        recent = cur.store.undo_batches(1)
+        target = recent[0]["batch"] if recent else None
+    kind = next((b["kind"] for b in cur.store.undo_batches(1000) if b["batch"] == target), "edit")
+    n = cur.store.undo(target)
+    print(f"Removed {n} example(s) that the import added." if kind == "import" else f"Restored {n} example(s).")
     return 0
 
 

@@ -10,15 +10,22 @@ Import reads, one record at a time:
 Optional fields on any record: system, label, tags, passages.
 
 The shape is detected per record, so a file may mix them. A record that cannot be used is
-reported with its line number and the reason, and every valid record is still imported.
-Rows are written in batched transactions (one per `batch_size` rows): a 100,000-line file
-is a few dozen commits, not 100,000.
+reported with its line number and the reason (a line nested too deeply to parse too), and
+every valid record is still imported. Rows are written in batched transactions (one per
+`batch_size` rows): a 100,000-line file is a few dozen commits, not 100,000.
+
+An import is one recorded operation (ExampleStore.begin_import): every batch is tagged with
+it, so an import that is killed part-way is shown afterwards as partial, with an undo that
+removes exactly its rows. Examples already in the store (same normalised messages and
+passages, see `dedup_hash`) are skipped and counted as already present, so importing the
+same file again adds nothing; after an interrupted import it adds just the rest.
 """
 
 from __future__ import annotations
 
 import codecs
 import csv
+import hashlib
 import io
 import json
 import os
@@ -29,7 +36,7 @@ from pathlib import Path
 from assistant.errors import ValidationError, write_failed
 from assistant.workspace import publish_dir, write_atomic
 
-from .examples import Example, ExampleStore, chat_example, make_example, render_messages
+from .examples import Example, ExampleStore, chat_example, import_description, make_example, render_messages
 
 Progress = Callable[[int, int], None]  # (done, total) in bytes or rows
 FORMATS = ("messages", "prompt-completion", "hf")
@@ -52,33 +59,77 @@ class ImportResult:
     encoding: str = "utf-8"
     seconds: float = 0.0
     ids: list[int] = field(default_factory=list)
+    duplicates: int = 0  # valid records skipped: already in the store (or earlier in the file)
+    operation: int | None = None  # the recorded import (example_imports.id)
+    batch: str | None = None  # its undo id
+    status: str = "done"  # done, or partial when it stopped part-way
+    interrupted: list[dict] = field(default_factory=list)  # earlier imports left partial, when this one began
+    file_hash: str | None = None  # sha256 of the file (None for a datasets folder)
 
     def summary(self) -> str:
         shapes = ", ".join(f"{n} {k}" for k, n in sorted(self.formats.items())) or "none"
         text = f"Imported {self.imported} examples from {Path(self.path).name} ({shapes})."
+        if self.duplicates:
+            text += f" {self.duplicates} already present (skipped)."
         if self.bad_total:
             text += f" {self.bad_total} line(s) skipped:"
             text += "".join(f"\n  line {b.line}: {b.reason}" for b in self.bad[:50])
             if self.bad_total > 50:
                 text += f"\n  ... and {self.bad_total - 50} more"
+        text += "".join(f"\n{note}" for note in self.notes())
         return text
+
+    def notes(self) -> list[str]:
+        """Lines about earlier imports that were interrupted (partial)."""
+        out = []
+        for op in self.interrupted:
+            same = op["file_hash"] is not None and op["file_hash"] == self.file_hash
+            out.append(f"Note: {import_description(op)} kept {op['examples']} examples; "
+                       + ("this import skipped those as already present and added the rest." if same and
+                          self.status == "done" else f"undo {op['batch']} removes them."))
+        return out
 
 
 # ---- reading text ---------------------------------------------------------------------------
+UTF16_SNIFF_BYTES = 1 << 16
+
+
+def _utf16_without_bom(head: bytes) -> str | None:
+    """The codec ("utf-16-le" or "utf-16-be") when `head`, the file's first bytes, looks like
+    UTF-16 without a byte-order mark: mostly ASCII text (JSON's punctuation and keys always
+    are) is then a NUL in every other byte, on one side only. None otherwise. UTF-8 text
+    never looks like this (a JSON line cannot even hold a raw NUL)."""
+    n = len(head) - len(head) % 2
+    if n < 4:
+        return None
+    even, odd = head[0:n:2].count(0), head[1:n:2].count(0)
+    half = n // 2
+    if odd >= 0.3 * half and even <= odd / 10:
+        return "utf-16-le"  # "{" is 7b 00
+    if even >= 0.3 * half and odd <= even / 10:
+        return "utf-16-be"  # "{" is 00 7b
+    return None
+
+
 def detect_encoding(path: Path) -> str:
-    """utf-8, utf-8 with a BOM, or utf-16 with a BOM; anything else must be valid UTF-8.
-    Checks the whole file (streaming) so that a wrongly encoded file imports nothing and the
-    message names the first bad byte."""
+    """The file's text encoding: "utf-8", "utf-8-sig" (a UTF-8 byte-order mark), "utf-16" (a
+    UTF-16 byte-order mark), or "utf-16-le"/"utf-16-be" for UTF-16 *without* a byte-order
+    mark, which is recognised (not guessed from the file name) and decoded: in its first
+    64 KiB, one byte of every two is NUL on the same side, as ASCII-heavy UTF-16 always is.
+    Anything else must be valid UTF-8. Checks the whole file (streaming) so that a wrongly
+    encoded file imports nothing and the message names the first bad byte (for UTF-16
+    without a mark, the message says that is what it looked like)."""
     with open(path, "rb") as fh:
-        head = fh.read(4)
+        head = fh.read(UTF16_SNIFF_BYTES)
         if head.startswith(codecs.BOM_UTF8):
             encoding, skip = "utf-8-sig", 3
         elif head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
             encoding, skip = "utf-16", 0
         else:
-            encoding, skip = "utf-8", 0
+            encoding, skip = _utf16_without_bom(head) or "utf-8", 0
         fh.seek(skip)
-        decoder = codecs.getincrementaldecoder("utf-16" if encoding == "utf-16" else "utf-8")("strict")
+        codec = "utf-8" if encoding == "utf-8-sig" else encoding
+        decoder = codecs.getincrementaldecoder(codec)("strict")
         offset = skip
         while True:
             chunk = fh.read(1 << 20)
@@ -88,10 +139,14 @@ def detect_encoding(path: Path) -> str:
                 decoder.decode(chunk, final=final)
             except UnicodeDecodeError as exc:
                 pos = offset - pending + exc.start  # exc.object is pending bytes + this chunk
+                name = {"utf-8-sig": "UTF-8", "utf-16-le": "UTF-16 (little-endian, no byte-order mark)",
+                        "utf-16-be": "UTF-16 (big-endian, no byte-order mark)"}.get(encoding, encoding.upper())
+                looked = (" It looked like UTF-16 without a byte-order mark (a NUL in every other byte)."
+                          if encoding in ("utf-16-le", "utf-16-be") else "")
                 raise ValidationError(
-                    f"{path.name} is not valid {encoding.upper().replace('-SIG', '')} text: byte offset {pos} "
-                    f"(byte 0x{exc.object[exc.start]:02x}, line {_line_at(path, pos)}) cannot be decoded. Save the file as UTF-8 "
-                    "(or UTF-16 with a byte-order mark) and import it again.") from None
+                    f"{path.name} is not valid {name} text: byte offset {pos} "
+                    f"(byte 0x{exc.object[exc.start]:02x}, line {_line_at(path, pos)}) cannot be decoded.{looked} "
+                    "Save the file as UTF-8 (or UTF-16 with a byte-order mark) and import it again.") from None
             if final:
                 break
             offset += len(chunk)
@@ -105,10 +160,12 @@ def _line_at(path: Path, offset: int) -> int:
 
 def _lines(path: Path, encoding: str) -> Iterator[tuple[int, str, int]]:
     """(line number, text, bytes read so far)."""
-    if encoding == "utf-16":
-        text = path.read_bytes().decode("utf-16")
+    if encoding.startswith("utf-16"):
+        text = path.read_bytes().decode(encoding)
         total = path.stat().st_size
-        for n, line in enumerate(text.splitlines(), start=1):
+        # Split on "\n" only, as for UTF-8 (splitlines would also break at U+2028 and other
+        # separators that a JSON string may hold).
+        for n, line in enumerate(text.split("\n"), start=1):
             yield n, line, total
         return
     with open(path, "rb") as fh:
@@ -221,7 +278,21 @@ def _records(path: Path, encoding: str) -> Iterator[tuple[int, object, int, str 
         except json.JSONDecodeError as exc:
             yield n, None, done, f"not valid JSON ({exc.msg} at column {exc.colno})"
             continue
+        except RecursionError:
+            yield n, None, done, "nested too deeply to read (lists or objects inside one another)"
+            continue
+        if ("\\ud" in line or "\\uD" in line) and not _encodable(rec):
+            yield n, None, done, "holds an unpaired surrogate escape (\\ud800-\\udfff), which is not text"
+            continue
         yield n, rec, done, None
+
+
+def _encodable(rec) -> bool:
+    try:
+        json.dumps(rec, ensure_ascii=False).encode("utf-8")
+    except (UnicodeEncodeError, RecursionError):
+        return False
+    return True
 
 
 def _table_records(path: Path) -> Iterator[tuple[int, object, int, str | None]]:
@@ -251,9 +322,23 @@ def _table_records(path: Path) -> Iterator[tuple[int, object, int, str | None]]:
         raise ValidationError(f"{path.name} has no rows")
 
 
+def _file_hash(path: Path) -> str | None:
+    if path.is_dir():
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def import_file(store: ExampleStore, path: Path | str, *, source: str = "import", batch_size: int = 2000,
                 progress: Progress | None = None, tags=None) -> ImportResult:
-    """Import a file (shape detected automatically). Bad records are listed, good ones kept.
+    """Import a file (shape detected automatically). Bad records are listed, good ones kept,
+    ones already in the store skipped. The import is recorded as one operation first; if it
+    stops part-way (an error, Ctrl-C, or the process is killed) the rows that landed stay,
+    marked as a partial import that `store.undo(result.batch)` removes. An exception raised
+    here after rows landed carries `partial_import` (the operation as a dict).
     `progress(done, total)` is called after each batch (bytes for text files, rows otherwise)."""
     import time
 
@@ -277,36 +362,56 @@ def import_file(store: ExampleStore, path: Path | str, *, source: str = "import"
     last_done = 0
     seen_any = False
 
+    result.file_hash = _file_hash(path)
+    result.interrupted = [op for op in store.imports(None, status="partial", undoable=True) if not op["note"]]
+    op = store.begin_import(path, file_hash=result.file_hash, source=source)
+    result.operation, result.batch = op.id, op.batch
+
     def flush():
         nonlocal pending
         if pending:
-            result.ids += store.add_many(pending, assign_splits=False, validated=True)
-            result.imported += len(pending)
+            ids, present = store.add_import_batch(op, pending)
+            result.ids += ids
+            result.imported += len(ids)
+            result.duplicates += present
             pending = []
         if progress is not None:
             progress(last_done, total or last_done)
 
-    for line, rec, done, error in records:
-        seen_any = True
-        last_done = done
-        if error is None:
+    try:
+        for line, rec, done, error in records:
+            seen_any = True
+            last_done = done
+            if error is None:
+                try:
+                    shape, ex = record_to_example(rec, source=source)
+                    if extra_tags:
+                        ex.tags = ex.tags + [t for t in extra_tags if t not in ex.tags]
+                    pending.append(ex)
+                    result.formats[shape] = result.formats.get(shape, 0) + 1
+                except ValidationError as exc:
+                    error = str(exc)
+                except RecursionError:
+                    error = "nested too deeply to use (lists or objects inside one another)"
+            if error is not None:
+                result.bad_total += 1
+                if len(result.bad) < MAX_BAD_SHOWN:
+                    result.bad.append(BadLine(line, error))
+            if len(pending) >= batch_size:
+                flush()
+        flush()
+        if not seen_any:
+            raise ValidationError(f"{path.name} has no records (only blank lines)")
+    except BaseException as exc:
+        status = store.finish_import(op, bad=result.bad_total, error=f"{type(exc).__name__}: {exc}"[:500])
+        if status == "partial":
+            result.status = "partial"
             try:
-                shape, ex = record_to_example(rec, source=source)
-                if extra_tags:
-                    ex.tags = ex.tags + [t for t in extra_tags if t not in ex.tags]
-                pending.append(ex)
-                result.formats[shape] = result.formats.get(shape, 0) + 1
-            except ValidationError as exc:
-                error = str(exc)
-        if error is not None:
-            result.bad_total += 1
-            if len(result.bad) < MAX_BAD_SHOWN:
-                result.bad.append(BadLine(line, error))
-        if len(pending) >= batch_size:
-            flush()
-    flush()
-    if not seen_any:
-        raise ValidationError(f"{path.name} has no records (only blank lines)")
+                exc.partial_import = store.get_import(op.id)  # type: ignore[attr-defined]
+            except Exception:  # noqa: BLE001 - the original error matters more
+                pass
+        raise
+    store.finish_import(op, bad=result.bad_total)
     if result.imported:
         store.assign_splits()
     if total and progress is not None:

@@ -5,8 +5,6 @@ the tuning services and format the result."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 import gradio as gr
@@ -20,6 +18,8 @@ from tuning.curation import Curation
 from tuning.examples import Example, ExampleFilter, make_example, preview_text
 from tuning.importexport import export_examples, import_file
 from tuning.splits import SplitConfig, assign_splits, get_config, parse_ratios, reassign_all, set_config
+
+from .uploads import download_copy, uploaded_path
 
 TABLE_HEADERS = ["id", "split", "status", "source", "label", "tags", "prompt", "answer", "provenance"]
 PAGE = 200
@@ -62,11 +62,9 @@ def _fail(exc: Exception):
 
 
 def _download_copy(path: Path) -> str:
-    """Gradio serves files from its temp dirs; the export itself stays in workspace/exports."""
-    tmp = Path(tempfile.mkdtemp(prefix="tailor-export-"))
-    if path.is_dir():
-        return shutil.make_archive(str(tmp / path.name), "zip", root_dir=path)
-    return str(shutil.copy2(path, tmp / path.name))
+    """Gradio serves files from its upload folder, which ui/uploads.py keeps in the workspace
+    (tmp/gradio, 0700): the copy goes there, 0600; the export itself stays in workspace/exports."""
+    return download_copy(path, prefix="tailor-export-")
 
 
 # ---- the Dataset tab --------------------------------------------------------------------------
@@ -246,7 +244,8 @@ def build_dataset_tab(curation: Curation, tokenizer=None) -> dict:
             n = store.undo()
         except TailorError as exc:
             _fail(exc)
-        return f"Undid “{recent[0]['description']}” ({n} example(s) restored)."
+        what = "removed" if recent and recent[0].get("kind") == "import" else "restored"
+        return f"Undid “{recent[0]['description']}” ({n} example(s) {what})."
 
     def bulk(tag, remove, q, t, source, split, lab, stat):
         ids = [ex.id for ex in store.list(_filter(q, t, source, split, lab, stat))]
@@ -264,13 +263,24 @@ def build_dataset_tab(curation: Curation, tokenizer=None) -> dict:
     def do_import(file, extra_tags, progress=gr.Progress()):
         if not file:
             raise gr.Error("Choose a file to import first.")
-        path = Path(file if isinstance(file, str) else file.name)
+        # Only a file this server received as an upload (a web request can name any path).
+        path = Path(uploaded_path(file))
         try:
             result = import_file(store, path, tags=extra_tags,
                                  progress=lambda done, total: progress((done, total), desc="Importing", unit="bytes"))
-        except TailorError as exc:
-            _fail(exc)
-        return result.summary().replace("\n", "\n\n")
+        except Exception as exc:  # noqa: BLE001 - an import that stopped part-way says so, whatever stopped it
+            op = getattr(exc, "partial_import", None)
+            if op is not None:
+                raise gr.Error(f"{exc}. The import is PARTIAL: {op['examples']} examples from {op['file_name']} "
+                               "landed before it stopped. “Undo last change” removes exactly those; importing the "
+                               "file again adds only the rest.") from exc
+            if isinstance(exc, TailorError):
+                _fail(exc)
+            raise
+        text = result.summary()
+        if result.imported:
+            text += "\n“Undo last change” removes this import."
+        return text.replace("\n", "\n\n")
 
     def do_export(fmt, rendered, progress=gr.Progress()):
         examples = store.list(ExampleFilter(status="active"))

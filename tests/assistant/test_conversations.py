@@ -73,3 +73,21 @@ def test_missing_things_are_not_found(workspace):
         log.message(12345)
     with pytest.raises(ValidationError):
         log.update(log.create().id, colour="red")
+
+
+def test_search_treats_percent_and_underscore_literally(workspace):
+    """`%` and `_` in a search are the characters themselves, not LIKE wildcards."""
+    log = ConversationLog(workspace.db)
+    five_hundred = log.create(title="budget")
+    log.add_message(five_hundred.id, "user", "The price is 500 euros")
+    half = log.create(title="discount")
+    log.add_message(half.id, "user", "We give 50% off today")
+    axb = log.create(title="axb notes")
+    ab = log.create(title="file a_b.txt")
+    back = log.create(title=r"path C:\temp")
+    assert [c.id for c in log.list(query="50%")] == [half.id]
+    assert [c.id for c in log.list(query="a_b")] == [ab.id]
+    assert [c.id for c in log.list(query="%")] == [half.id]
+    assert [c.id for c in log.list(query="_")] == [ab.id]
+    assert [c.id for c in log.list(query="C:\\temp")] == [back.id]
+    assert axb.id in [c.id for c in log.list(query="axb")]

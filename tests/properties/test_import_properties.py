@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from assistant.errors import ValidationError
 from assistant.workspace import Workspace
-from tuning.examples import ExampleStore
+from tuning.examples import ExampleStore, normalised_text
 from tuning.importexport import export_examples, import_file
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -24,7 +24,9 @@ SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[Healt
 # Printable text without surrogates (not encodable) and with at least one visible character.
 texts = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), min_size=1,
                 max_size=80).filter(lambda s: s.strip())
-pairs = st.lists(st.tuples(texts, texts), min_size=1, max_size=8)
+# Distinct pairs: an import skips an example already present (same text once normalised).
+pairs = st.lists(st.tuples(texts, texts), min_size=1, max_size=8,
+                 unique_by=lambda t: (normalised_text(t[0]), normalised_text(t[1])))
 
 
 def fresh_store() -> tuple[ExampleStore, Path]:
@@ -90,7 +92,7 @@ def test_every_line_is_imported_or_reported(lines):
     except ValidationError:
         assert not nonblank or store.count() == 0  # refused whole: nothing half-imported
         return
-    assert result.imported + result.bad_total == len(nonblank)
+    assert result.imported + result.duplicates + result.bad_total == len(nonblank)
     assert {b.line for b in result.bad} <= set(nonblank)
     assert store.count() == result.imported
 
@@ -108,3 +110,14 @@ def test_arbitrary_bytes_never_crash(data):
             assert str(exc)  # a message a person can read
             continue
         assert result.imported + result.bad_total >= 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(st.sampled_from(list("ab \t\r\n\u00a0\u3000\u200b\u00ad\u2028\x0be\u0301\u00e9")), max_size=40)
+       | st.text(max_size=40))
+def test_import_dedup_normalises_exactly_like_the_cleaning_fix(text):
+    """An example rewritten by the cleaning report's normalise fix must keep its dedup hash,
+    or re-importing the original file would bring the unnormalised copy back."""
+    from tuning.cleaning import normalise_text
+
+    assert normalised_text(text) == normalise_text(text)

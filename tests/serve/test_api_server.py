@@ -118,7 +118,8 @@ def test_clear_errors(tailor_server, tiny_model_dir, tmp_path, openai_for):
     assert big.status_code == 413
     small = httpx.post(server.url + "gradio_api/upload", timeout=60, files={"files": ("s.txt", b"x", "text/plain")})
     assert small.status_code == 200
-    r = httpx.post(server.url + "v1/chat/completions", content=b"{not json", timeout=30)
+    r = httpx.post(server.url + "v1/chat/completions", content=b"{not json", timeout=30,
+                   headers={"Content-Type": "application/json"})
     assert r.status_code == 400 and "not valid JSON" in r.json()["error"]["message"]
     # nothing above was logged: rejected requests leave no half-saved conversations
     assert ConversationLog(Workspace(tmp_path / "ws").db).list() == []

@@ -26,7 +26,17 @@ def test_examples_commands(tmp_path):
     ]) + "\n")
     r = tailor("import", f, "--tags", "cli", *ws)
     assert r.returncode == 0, r.stderr
-    assert "Imported 3 examples" in r.stdout and f"{f}:2: not valid JSON" in r.stderr
+    assert "Imported 2 examples" in r.stdout and "1 already present" in r.stdout  # line 3 repeats line 1
+    assert f"{f}:2: not valid JSON" in r.stderr and "tailor examples undo import-1" in r.stdout
+    r = tailor("import", f, *ws)  # the same file again adds nothing
+    assert "Imported 0 examples" in r.stdout and "3 already present" in r.stdout, r.stdout
+    # An exact duplicate can still come from elsewhere (a reply saved from the chat twice, ...).
+    from assistant.workspace import Workspace
+    from tuning import open_curation
+    from tuning.examples import chat_example
+
+    open_curation(Workspace(ws[1])).store.add(chat_example("Where are you?", "On the quay.", tags=["cli"],
+                                                            source="chat"))
 
     r = tailor("list", "--json", *ws)
     rows = [json.loads(line) for line in r.stdout.splitlines()]
@@ -47,7 +57,9 @@ def test_examples_commands(tmp_path):
     v1 = json.loads(tailor("snapshot", "--note", "one", "--json", *ws).stdout)
     assert v1["id"] == 1 and v1["new"] is True and sum(v1["counts"].values()) == 3
     assert json.loads(tailor("snapshot", "--json", *ws).stdout)["new"] is False
-    tailor("import", f, *ws)
+    f2 = tmp_path / "more.jsonl"
+    f2.write_text("".join(json.dumps({"prompt": f"More {i}?", "completion": "Yes."}) + "\n" for i in range(3)))
+    tailor("import", f2, *ws)
     assert json.loads(tailor("snapshot", "--json", *ws).stdout)["id"] == 2
     diff = json.loads(tailor("diff", "1", "2", *ws).stdout)
     assert len(diff["added"]) == 3 and diff["removed"] == [] and diff["changed"] == []
@@ -61,3 +73,14 @@ def test_examples_commands(tmp_path):
     assert r.returncode == 2 and r.stderr.startswith("tailor: error:") and "does not exist" in r.stderr
     r = tailor("split", "--ratios", "1,2", *ws)
     assert r.returncode == 2 and "three split ratios" in r.stderr
+
+
+def test_import_lists_a_deeply_nested_line_as_bad(tmp_path):
+    f = tmp_path / "nested.jsonl"
+    f.write_text(json.dumps({"prompt": "Fine?", "completion": "Fine."}) + "\n" + "[" * 50_000 + "]" * 50_000 + "\n")
+    r = tailor("import", f, "--workspace", tmp_path / "ws")
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr and f"{f}:2: nested too deeply" in r.stderr
+    assert "Imported 1 examples" in r.stdout and "1 bad line(s) skipped." in r.stdout
+    listed = tailor("undo", "--list", "--workspace", tmp_path / "ws")
+    assert listed.stdout.startswith("import-1  import nested.jsonl (#1)  (1 examples)"), listed.stdout

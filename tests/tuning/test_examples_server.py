@@ -64,7 +64,12 @@ def test_dataset_tab_import_clean_undo_split_snapshot_export(tailor_server, tiny
                            + ["not json", json.dumps({"prompt": "Question 0?", "completion": "Answer 0."}),
                               json.dumps({"prompt": "Card?", "completion": "Paid with 4111 1111 1111 1111."})]) + "\n")
     summary = client.predict(handle_file(str(f)), "uploaded", api_name="/dataset_import")
-    assert "Imported 22 examples" in summary and "line 21: not valid JSON" in summary
+    assert "Imported 21 examples" in summary and "line 21: not valid JSON" in summary
+    assert "1 already present" in summary and "“Undo last change” removes this import" in summary  # line 22
+    again = client.predict(handle_file(str(f)), "uploaded", api_name="/dataset_import")
+    assert "Imported 0 examples" in again and "22 already present" in again
+    # An exact duplicate can still be added by hand; the cleaning report finds it.
+    client.predict("", "", "Question 0?", "Answer 0.", "", "uploaded", "active", api_name="/dataset_save")
 
     checks = ["duplicate", "pii", "conflict", "empty", "too_long", "normalise"]
     report, near = client.predict(checks, 0.95, 1024, api_name="/dataset_clean_report")
@@ -87,3 +92,63 @@ def test_dataset_tab_import_clean_undo_split_snapshot_export(tailor_server, tiny
     lines = Path(exported).read_text().splitlines()
     assert len(lines) == 22 and json.loads(lines[0]) == {"prompt": "Question 0?", "completion": "Answer 0.",
                                                          "tags": ["uploaded"]}
+
+
+def test_dataset_tab_import_killed_with_the_server_is_partial_after_restart(tailor_server, tiny_model_dir,
+                                                                            tmp_path):
+    """The server is SIGKILLed while it imports an upload: after the restart the import is
+    listed as partial, "Undo last change" removes exactly its rows, and importing the file
+    again ends with every example once."""
+    import json
+    import os
+    import signal
+    import sqlite3
+    import time
+
+    from gradio_client import handle_file
+
+    def count(sql="SELECT COUNT(*) FROM examples"):
+        try:
+            conn = sqlite3.connect(f"file:{ws / 'tailor.db'}?mode=ro", uri=True, timeout=30)
+            try:
+                return conn.execute(sql).fetchone()[0]
+            finally:
+                conn.close()
+        except sqlite3.OperationalError:
+            return 0
+
+    ws = tmp_path / "ws"
+    n = 40_000
+    f = tmp_path / "big.jsonl"
+    f.write_text("".join(json.dumps({"prompt": f"Question {i}?", "completion": f"Answer {i}."}) + "\n"
+                         for i in range(n)))
+    server = tailor_server(ws, tiny_model_dir)
+    job = Client(server.url, verbose=False).submit(handle_file(str(f)), "", api_name="/dataset_import")
+    deadline = time.monotonic() + 240
+    while count() == 0:
+        assert time.monotonic() < deadline and not job.done(), "the upload was not imported"
+        time.sleep(0.02)
+    os.kill(server.proc.pid, signal.SIGKILL)
+    server.proc.wait(30)
+    landed = count()
+    assert 0 < landed < n and count("SELECT COUNT(DISTINCT import_id) FROM examples") == 1
+
+    server = tailor_server(ws, tiny_model_dir)
+    client = Client(server.url, verbose=False)
+    undone = client.predict(api_name="/dataset_undo")
+    assert "PARTIAL" in undone and "big.jsonl" in undone and f"({landed} example(s)" in undone, undone
+    assert count() == 0
+
+    # Killed again, then the same file imported again through the UI: only the rest goes in.
+    job = client.submit(handle_file(str(f)), "", api_name="/dataset_import")
+    while count() == 0:
+        assert time.monotonic() < deadline + 240 and not job.done()
+        time.sleep(0.02)
+    os.kill(server.proc.pid, signal.SIGKILL)
+    server.proc.wait(30)
+    landed = count()
+    server = tailor_server(ws, tiny_model_dir)
+    summary = Client(server.url, verbose=False).predict(handle_file(str(f)), "", api_name="/dataset_import")
+    assert f"Imported {n - landed} examples" in summary and f"{landed} already present" in summary, summary
+    assert "PARTIAL" in summary and "added the rest" in summary
+    assert count() == n == count("SELECT COUNT(DISTINCT prompt_text) FROM examples")

@@ -95,3 +95,20 @@ def test_invalid_examples_are_refused(cur_store):
     with pytest.raises(NotFoundError):
         cur_store.delete([12345])
     assert cur_store.count() == 0
+
+
+def test_search_treats_percent_and_underscore_literally(cur_store):
+    """`%` and `_` in a search are the characters themselves, not LIKE wildcards."""
+    five_hundred = cur_store.add(chat_example("How much is it?", "It costs 500 euros."))
+    half = cur_store.add(chat_example("Any discount?", "50% off on Mondays."))
+    axb = cur_store.add(chat_example("Which file, axb?", "The axb one."))
+    ab = cur_store.add(chat_example("Which file?", "Open a_b.txt."))
+
+    def ids(query):
+        return [e.id for e in cur_store.list(ExampleFilter(query=query))]
+
+    assert ids("50%") == [half.id]
+    assert ids("a_b") == [ab.id]
+    assert ids("%") == [half.id] and ids("_") == [ab.id]
+    assert ids("500") == [five_hundred.id] and ids("axb") == [axb.id]
+    assert cur_store.count(ExampleFilter(query="50% off")) == 1

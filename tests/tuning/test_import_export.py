@@ -81,10 +81,11 @@ def test_encodings_and_empty_files(cur_store, tmp_path):
     f.write_bytes(codecs.BOM_UTF8 + (line + "\n").encode("utf-8"))
     assert import_file(cur_store, f).imported == 1
     f16 = tmp_path / "utf16.jsonl"
-    f16.write_bytes((line + "\n" + line + "\n").encode("utf-16"))
+    line2 = json.dumps({"prompt": "Crème?", "completion": "Non — €4.20"}, ensure_ascii=False)
+    f16.write_bytes((line + "\n" + line2 + "\n").encode("utf-16"))
     r = import_file(cur_store, f16)
-    assert r.imported == 2 and r.encoding == "utf-16"
-    assert cur_store.list()[-1].prompt == "Café?"
+    assert r.imported == 1 and r.duplicates == 1 and r.encoding == "utf-16"  # the Café line is already in
+    assert cur_store.list()[-1].prompt == "Crème?"
 
     latin = tmp_path / "latin1.jsonl"
     good = json.dumps({"prompt": "a", "completion": "b"}) + "\n"
@@ -96,7 +97,7 @@ def test_encodings_and_empty_files(cur_store, tmp_path):
     assert "latin1.jsonl" in msg and "not valid UTF-8" in msg
     offset = len(good.encode()) + latin_line.encode("latin-1").index("é".encode("latin-1"))
     assert f"byte offset {offset}" in msg and "line 2" in msg
-    assert cur_store.count() == 3  # nothing from the badly encoded file
+    assert cur_store.count() == 2  # nothing from the badly encoded file
 
     (tmp_path / "empty.jsonl").write_bytes(b"")
     with pytest.raises(ValidationError, match="empty.jsonl is empty"):
