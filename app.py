@@ -64,6 +64,7 @@ def build_server(core: Core, settings: Settings):
 
     from assistant.api import ApiConfig, install_api
     from assistant.limits import LoginThrottle, RequestLimiter
+    from ui.quiet_queue import quiet_gradio_queue
 
     auth = check_binding(settings)
     keys = check_api_keys(settings)
@@ -71,6 +72,7 @@ def build_server(core: Core, settings: Settings):
     # The web UI's own queue is bounded too: beyond max_size Gradio tells the browser the
     # queue is full instead of piling up work.
     demo.queue(default_concurrency_limit=4, max_size=settings.max_queue)
+    quiet_gradio_queue(demo)  # no 1 ms polling while nothing is queued (ui/quiet_queue.py)
     app = FastAPI(title="Tailor", docs_url=None, redoc_url=None, openapi_url=None)
     limiter = RequestLimiter(max_active=1, max_queue=settings.max_queue, timeout_s=settings.queue_timeout)
     install_api(app, core.chat, limiter, ApiConfig(keys=keys, open_without_key=settings.is_loopback,

@@ -11,9 +11,12 @@ setting on the next start and is by far the biggest folder.
       adapters/ indexes/ jobs/ exports/ uploads/ ...
       tailor-backup.json        manifest: format, tables and row counts, every file's size and sha256
 
-Restore refuses a workspace that holds anything (so it can never overwrite work), unpacks
-into a temporary folder beside the target with tarfile's "data" filter (no absolute paths,
-no `..`, no links or devices), checks every file against the manifest and the database with
+Restore refuses a workspace that holds anything (so it can never overwrite work). Before it
+writes a byte it checks the manifest's shape, every archive member against the manifest
+(only plain files it lists, each with the size it declares, nothing twice), the total against
+a sane compression ratio and against the free space where it unpacks. Then it unpacks those
+members into a temporary folder beside the target with tarfile's "data" filter (no absolute
+paths, no `..`, no links or devices), checks every file's sha256 and the database with
 `PRAGMA integrity_check`, and only then renames the folder into place."""
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import hashlib
 import io
 import json
 import os
+import posixpath
+import re
 import shutil
 import sqlite3
 import tarfile
@@ -32,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .db import utcnow
-from .errors import ValidationError, write_failed
+from .errors import StorageError, ValidationError, write_failed
 from .workspace import Workspace
 
 FORMAT = 1
@@ -40,6 +45,13 @@ MANIFEST = "tailor-backup.json"
 DB_NAME = "tailor.db"
 _DB_FILES = {DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", f"{DB_NAME}-journal"}
 Progress = Callable[[str], None]
+MAX_MANIFEST_BYTES = 64 << 20  # a manifest lists paths and hashes: even 100k files stay far below
+# Tailor's archives hold weights, indexes and a database, which gzip shrinks a few times at
+# most; an archive that unpacks to more than this many times its size (beyond a floor that a
+# highly compressible small workspace may reach) was not written by `tailor export workspace`.
+MAX_RATIO, RATIO_FLOOR_BYTES = 200, 64 << 20
+SPARE_BYTES = 64 << 20  # left free on the disk after unpacking
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass
@@ -93,6 +105,9 @@ def _workspace_files(root: Path, include_models: bool, exclude: set[Path]) -> tu
         if rel_dir == Path(".") and not include_models and "models" in dirnames:
             dirnames.remove("models")
             skipped.append("models/ (model cache; rebuilt on the next start; --include-models keeps it)")
+        if rel_dir == Path(".") and "tmp" in dirnames:  # the web app's upload and download copies
+            dirnames.remove("tmp")
+            skipped.append("tmp/ (copies of web uploads and downloads)")
         for name in sorted(filenames):
             path = here / name
             rel = path.relative_to(root)
@@ -249,15 +264,152 @@ def is_empty_workspace(path: Path | str) -> bool:
 
 
 def read_manifest(archive: Path | str) -> dict:
+    """The archive's manifest, checked for the shape restore relies on (ValidationError, with
+    the archive's name and what is wrong, otherwise)."""
     archive = Path(archive)
     try:
         with tarfile.open(archive, "r:*") as tar:
             member = tar.getmember(MANIFEST)
-            return json.loads(tar.extractfile(member).read())
+            fh = tar.extractfile(member) if member.isfile() else None
+            if fh is None:
+                raise ValidationError(f"{archive} is not a valid Tailor backup: its {MANIFEST} is not a file")
+            if member.size > MAX_MANIFEST_BYTES:
+                raise ValidationError(f"{archive} is not a valid Tailor backup: its {MANIFEST} is "
+                                      f"{member.size / 1e6:.0f} MB, far beyond any manifest Tailor writes")
+            manifest = json.loads(fh.read())
     except KeyError:
         raise ValidationError(f"{archive} is not a Tailor backup (no {MANIFEST} inside)") from None
     except (tarfile.TarError, OSError, ValueError) as exc:
         raise ValidationError(f"{archive} cannot be read as a Tailor backup: {exc}") from exc
+    problem = manifest_problem(manifest)
+    if problem:
+        raise ValidationError(f"{archive} is not a valid Tailor backup: its manifest {problem}")
+    return manifest
+
+
+def _kind(value) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null",
+            int: "a number", float: "a number"}.get(type(value), type(value).__name__)
+
+
+def _safe_member_name(name: str) -> bool:
+    """A relative POSIX path that stays inside the folder and is written the one normal way."""
+    return (bool(name) and not name.startswith("/") and "\0" not in name and posixpath.normpath(name) == name
+            and name != "." and ".." not in name.split("/"))
+
+
+def _is_size(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def manifest_problem(manifest) -> str | None:
+    """What is wrong with a manifest's shape, in words (None when restore can rely on it)."""
+    if not isinstance(manifest, dict):
+        return f"is {_kind(manifest)}, not an object"
+    if manifest.get("format") != FORMAT:
+        return f"has backup format {manifest.get('format')!r}; this Tailor reads {FORMAT}"
+    if "files" not in manifest:
+        return "has no 'files' list"
+    files = manifest["files"]
+    if not isinstance(files, list):
+        return f"has 'files' as {_kind(files)}, not a list"
+    seen = set()
+    for i, entry in enumerate(files):
+        if not isinstance(entry, dict):
+            return f"has files[{i}] as {_kind(entry)}, not an object"
+        path = entry.get("path")
+        if not isinstance(path, str) or not _safe_member_name(path):
+            return f"has files[{i}] with path {path!r}, not a relative path inside the workspace"
+        if path in (DB_NAME, MANIFEST) or path in seen:
+            return f"lists {path!r} more than once"
+        seen.add(path)
+        if not _is_size(entry.get("size")):
+            return f"has {path!r} with size {entry.get('size')!r}, not a byte count"
+        if not isinstance(entry.get("sha256"), str) or not _SHA256.fullmatch(entry["sha256"]):
+            return f"has {path!r} without a sha256 checksum"
+    db = manifest.get("database")
+    if not isinstance(db, dict):
+        return f"has 'database' as {_kind(db)}, not an object"
+    if not _is_size(db.get("size")) or not isinstance(db.get("sha256"), str) or not _SHA256.fullmatch(db["sha256"]):
+        return "has no size and sha256 checksum for the database"
+    tables = db.get("tables")
+    if not isinstance(tables, dict) or not all(isinstance(k, str) and _is_size(v) for k, v in tables.items()):
+        return "has no table row counts for the database"
+    return None
+
+
+def _existing_ancestor(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _check_members(archive: Path, tar: tarfile.TarFile, manifest: dict, where: Path) -> list[tarfile.TarInfo]:
+    """The members to unpack, after checking them all against the manifest, the compression
+    ratio and the free space at `where`, so that nothing is written for an archive that would
+    not be restored anyway (or would fill the disk first)."""
+    expected = {e["path"]: e["size"] for e in manifest["files"]}
+    expected[DB_NAME] = manifest["database"]["size"]
+    chosen: dict[str, tarfile.TarInfo] = {}
+    for member in tar.getmembers():
+        name = member.name
+        if not _safe_member_name(name):
+            if name.startswith("/") or ".." in name.split("/"):
+                raise ValidationError(f"{archive} cannot be unpacked: {name!r} would land outside the workspace "
+                                      "folder")
+            raise ValidationError(f"{archive} cannot be unpacked: it holds a member named {name!r}, not a path "
+                                  "Tailor writes; the backup is damaged or was altered")
+        if member.isdir() and name not in expected:
+            continue  # folders are created for the files they hold
+        if name == MANIFEST:
+            continue
+        if not member.isreg() or member.issparse():
+            raise ValidationError(f"{archive} cannot be unpacked: {name!r} is not a plain file (a link or a device)")
+        if name not in expected:
+            raise ValidationError(f"{archive} does not match its manifest: it holds {name!r}, which the manifest "
+                                  "does not list; the backup is damaged or was altered")
+        if name in chosen:
+            raise ValidationError(f"{archive} does not match its manifest: it holds {name!r} twice")
+        if member.size != expected[name]:
+            raise ValidationError(f"{archive} does not match its manifest: {name!r} is {member.size} bytes in the "
+                                  f"archive, {expected[name]} in the manifest; the backup is damaged or was altered")
+        chosen[name] = member
+    missing = sorted(set(expected) - set(chosen))
+    if missing:
+        raise ValidationError(f"{archive} does not match its manifest (missing: {missing[:5]}); the backup is damaged")
+    total = sum(expected.values())
+    packed = archive.stat().st_size
+    if total > RATIO_FLOOR_BYTES and total > MAX_RATIO * max(packed, 1):
+        raise ValidationError(f"{archive} would unpack to {total / 1e6:.0f} MB from {packed / 1e6:.1f} MB (more "
+                              f"than {MAX_RATIO}x): that is not a backup Tailor wrote, so nothing was unpacked")
+    place = _existing_ancestor(where)
+    free = shutil.disk_usage(place).free
+    if total + SPARE_BYTES > free:
+        raise StorageError(f"not enough free space to restore {archive.name} in {place}: it unpacks to "
+                           f"{total / 1e6:.0f} MB and {free / 1e6:.0f} MB are free ({SPARE_BYTES >> 20} MB must "
+                           "stay spare); free some space or restore elsewhere. Nothing was unpacked.")
+    return list(chosen.values())
+
+
+def _unpack(archive: Path, tar: tarfile.TarFile, manifest: dict, target: Path, say: Progress) -> Path:
+    """Check the members, then unpack them into a temporary folder beside `target`."""
+    try:
+        members = _check_members(archive, tar, manifest, target.parent)
+    except (tarfile.TarError, OSError) as exc:  # a truncated or corrupt stream
+        raise ValidationError(f"{archive} cannot be unpacked: {exc}") from exc
+    target.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{target.name}.restore-", dir=target.parent))
+    try:
+        say(f"Unpacking {archive.name}...")
+        try:
+            # only the checked members; "data" also refuses absolute names, '..', links, devices
+            tar.extractall(stage, members=members, filter="data")
+        except (tarfile.TarError, OSError) as exc:
+            raise ValidationError(f"{archive} cannot be unpacked: {exc}") from exc
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return stage
 
 
 def restore_workspace(archive: Path | str, target: Path | str, progress: Progress | None = None) -> RestoreResult:
@@ -270,20 +422,13 @@ def restore_workspace(archive: Path | str, target: Path | str, progress: Progres
     if not is_empty_workspace(target):
         raise ValidationError(f"{target} is not empty: restore only into a new or empty workspace, so nothing "
                               "there is overwritten (choose a new folder with --workspace)")
-    manifest = read_manifest(archive)
-    if manifest.get("format") != FORMAT:
-        raise ValidationError(f"{archive} has backup format {manifest.get('format')!r}; this Tailor reads {FORMAT}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{target.name}.restore-", dir=target.parent))
+    manifest = read_manifest(archive)  # its shape checked: an object, files a list of entries, ...
     try:
-        say(f"Unpacking {archive.name}...")
-        try:
-            with tarfile.open(archive, "r:*") as tar:
-                # "data" refuses absolute names, '..', links that leave the folder, devices
-                tar.extractall(stage, filter="data")
-        except (tarfile.TarError, OSError) as exc:
-            raise ValidationError(f"{archive} cannot be unpacked: {exc}") from exc
-        (stage / MANIFEST).unlink(missing_ok=True)
+        with tarfile.open(archive, "r:*") as tar:
+            stage = _unpack(archive, tar, manifest, target, say)
+    except (tarfile.TarError, OSError) as exc:  # _unpack words its own errors; this is opening it
+        raise ValidationError(f"{archive} cannot be unpacked: {exc}") from exc
+    try:
         say("Checking every file against the manifest...")
         expected = {e["path"]: e for e in manifest["files"]}
         expected[DB_NAME] = manifest["database"]

@@ -184,6 +184,8 @@ def cmd_jobs_list(args) -> int:
 def cmd_jobs_cancel(args) -> int:
     job = _manager(args).cancel(args.job_id, wait=True, timeout=args.timeout)
     print(format_job(job))
+    if job.message and job.message != job.status:
+        print(f"  {job.message}")  # e.g. that the worker belonged to another copy and was left alone
     return 0
 
 

@@ -16,6 +16,22 @@ States: queued -> starting -> running -> succeeded | failed | cancelled.
 A running job whose process is gone becomes `failed` when this manager started it and saw it
 die (killed, crashed), or `interrupted` when it was found so after a restart of the app;
 interrupted, failed and cancelled jobs can be resumed from their last checkpoint.
+
+Paths in `tune_jobs` (job_dir, and dataset_path / base_model_path when they lie inside the
+workspace) are stored relative to the workspace, so a restored backup or a moved folder
+points at its own files. A process is only ever signalled after checking that it is this
+workspace's worker for that job: its command line names this job's folder, resolved to the
+full path (`_is_our_worker`). A pid alone proves nothing: after `tailor import` into a new
+folder the copy's rows carry the original's pids, whose workers keep training the original;
+the copy sees those jobs as `interrupted` and never signals them.
+
+The app's queue thread (`start_background`) sleeps until something happens: a submit, resume
+or cancel, a worker that this app started exiting (a thread waits on each one), or a pump()
+from elsewhere (the Tune tab's timer while a page is open) that finds a job active. While a
+job is active it checks every `interval` seconds (a worker started by the CLI or by an earlier
+app is watched by its pid); with nothing active it has no timer at all. Jobs that the CLI
+queues while the app is idle need no help from the app: `tailor tune` starts the worker
+itself, and each worker starts the next queued job when it ends.
 """
 
 from __future__ import annotations
@@ -90,7 +106,34 @@ def _m001_jobs(conn: sqlite3.Connection) -> None:
     """)
 
 
-MIGRATIONS = [_m001_jobs]
+def _relative_to_db_folder(conn: sqlite3.Connection, value: str) -> str:
+    row = conn.execute("PRAGMA database_list").fetchone()
+    root = Path(row[2]).resolve().parent if row and row[2] else None
+    path = Path(value)
+    if root is None or not path.is_absolute():
+        return value
+    try:
+        return path.resolve().relative_to(root).as_posix()
+    except ValueError:
+        return value
+
+
+def _m002_relative_paths(conn: sqlite3.Connection) -> None:
+    """Job folders stored as absolute paths become relative to the workspace. A job folder is
+    always <workspace>/jobs/job-NNNN, so an absolute one that names another folder (a backup
+    restored elsewhere by an older Tailor) is rewritten too; dataset and base model paths
+    become relative only when they lie inside this workspace."""
+    rows = conn.execute("SELECT id, job_dir, dataset_path, base_model_path FROM tune_jobs").fetchall()
+    for job_id, job_dir, dataset_path, base_model_path in rows:
+        name = f"job-{job_id:04d}"
+        if job_dir and Path(job_dir).is_absolute():
+            job_dir = f"jobs/{name}" if Path(job_dir).name == name else _relative_to_db_folder(conn, job_dir)
+        conn.execute("UPDATE tune_jobs SET job_dir=?, dataset_path=?, base_model_path=? WHERE id=?",
+                     (job_dir, _relative_to_db_folder(conn, dataset_path),
+                      _relative_to_db_folder(conn, base_model_path), job_id))
+
+
+MIGRATIONS = [_m001_jobs, _m002_relative_paths]
 
 
 @dataclass
@@ -181,15 +224,52 @@ def process_alive(pid: int | None) -> bool:
         return True
 
 
-def _is_our_worker(pid: int | None, job_dir: str) -> bool:
-    """The pid is alive and is still this job's worker (pids get reused after a reboot)."""
-    if not process_alive(pid):
-        return False
+def _realpath(path: str, cwd: str | None = None) -> str:
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-    except OSError:
-        return True  # no /proc (macOS): trust the pid
-    return "tuning.worker" in cmdline and Path(job_dir).name in cmdline
+        return os.path.realpath(os.path.join(cwd, path) if cwd else path)
+    except (OSError, ValueError):
+        return path
+
+
+def worker_job_dir(pid: int | None) -> str | None:
+    """The job folder (resolved, absolute) that process `pid` trains as a Tailor worker
+    (`... -m tuning.worker JOB_DIR`, also under `accelerate launch`), or None when the process
+    is gone, is not a worker, or cannot be inspected (another user's process)."""
+    if not process_alive(pid):
+        return None
+    if os.path.isdir("/proc/self"):
+        try:
+            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return None
+        args = [a.decode(errors="surrogateescape") for a in raw.split(b"\0") if a]
+        try:
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+        except OSError:
+            cwd = None
+    else:  # no /proc (macOS): ps prints the command line joined by spaces
+        try:
+            out = subprocess.run(["ps", "-o", "command=", "-p", str(pid)], capture_output=True, text=True,
+                                 timeout=5, check=False).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return None
+        _, sep, tail = out.partition(" tuning.worker ")
+        return _realpath(tail.strip()) if sep and tail.strip() else None
+    if "tuning.worker" not in args:
+        return None
+    i = args.index("tuning.worker")
+    if i + 1 >= len(args):
+        return None
+    return _realpath(args[i + 1], cwd)
+
+
+def _is_our_worker(pid: int | None, job_dir: Path | str) -> bool:
+    """The pid is alive and is the worker of exactly this job folder: its command line names
+    the same folder, compared as full resolved paths. (Comparing only the folder's name, as
+    this once did, cannot tell a restored copy's job-0007 from the original's; pids also get
+    reused after a reboot.)"""
+    found = worker_job_dir(pid)
+    return found is not None and found == _realpath(str(job_dir))
 
 
 def accelerate_command(job_dir: Path | str, num_processes: int, *, num_machines: int = 1, machine_rank: int = 0,
@@ -232,10 +312,33 @@ class JobStore:
         self.workspace = workspace
         workspace.db.migrate("tuning_jobs", MIGRATIONS)
 
+    def to_db(self, path: Path | str) -> str:
+        """How a path is stored: relative to the workspace when it lies inside it."""
+        path = Path(path)
+        try:
+            return path.resolve().relative_to(self.workspace.root).as_posix()
+        except ValueError:
+            return str(path)
+
+    def from_db(self, value: str) -> Path:
+        """A stored path as an absolute one (rows written before paths were relative keep
+        their absolute paths, which are read as they are)."""
+        path = Path(value)
+        return path if path.is_absolute() else self.workspace.root / path
+
+    def owns(self, path: Path | str) -> bool:
+        try:
+            Path(path).resolve().relative_to(self.workspace.root)
+        except ValueError:
+            return False
+        return True
+
     def _job(self, row) -> Job:
         d = dict(row)
         d["config"] = json.loads(d.pop("config_json"))
-        d["job_dir"] = Path(d["job_dir"])
+        d["job_dir"] = self.from_db(d["job_dir"]) if d["job_dir"] else Path()
+        d["dataset_path"] = str(self.from_db(d["dataset_path"]))
+        d["base_model_path"] = str(self.from_db(d["base_model_path"]))
         d["activate"] = bool(d["activate"])
         d["cancel_requested"] = bool(d["cancel_requested"])
         return Job(**d)
@@ -279,8 +382,9 @@ class JobStore:
 
 class JobManager:
     """Queue and runner. One job runs at a time; others wait as `queued`. In the app a
-    background thread calls `pump()` every few seconds; the worker also starts the next
-    queued job when it ends, so the queue moves even when only the CLI is used."""
+    background thread calls `pump()` when something happens (see the module notes: no timer
+    while nothing is active); the worker also starts the next queued job when it ends, so the
+    queue moves even when only the CLI is used."""
 
     def __init__(self, workspace: Workspace, *, serving: bool = False, kill_timeout: float = 30.0):
         self.workspace = workspace
@@ -292,6 +396,8 @@ class JobManager:
         self._lock = threading.RLock()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._wake = threading.Event()  # set: the background thread should pump now
+        self._idle = False  # the background thread sleeps without a timeout
 
     # ---- submitting ------------------------------------------------------------------------
     def submit(self, *, base_model: str, base_model_path: Path | str, dataset_version, dataset_path: Path | str,
@@ -314,33 +420,49 @@ class JobManager:
                 "INSERT INTO tune_jobs(status, family, activate, base_model, base_model_path, dataset_version,"
                 " dataset_path, dataset_hash, config_json, threads, created_at, updated_at, message)"
                 " VALUES ('queued',?,?,?,?,?,?,?,?,?,?,?,?)",
-                (family, int(activate), base_model, str(base_model_path), str(dataset_version), str(dataset_path),
-                 dataset_hash, json.dumps(config.to_dict()), threads, now, now, "waiting for its turn"))
+                (family, int(activate), base_model, self.store.to_db(base_model_path), str(dataset_version),
+                 self.store.to_db(dataset_path), dataset_hash, json.dumps(config.to_dict()), threads, now, now,
+                 "waiting for its turn"))
             job_id = cur.lastrowid
+            assert job_id is not None  # an INSERT into a table with a rowid
             job_dir = self.workspace.jobs_dir / f"job-{job_id:04d}"
-            conn.execute("UPDATE tune_jobs SET job_dir=? WHERE id=?", (str(job_dir), job_id))
+            conn.execute("UPDATE tune_jobs SET job_dir=? WHERE id=?", (self.store.to_db(job_dir), job_id))
         job_dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(job_dir / "job.json", json.dumps({
-            "job_id": job_id, "workspace": str(self.workspace.root)}, indent=2))
+        self._write_spec(job_id, job_dir)
         if start:
             self.pump()
         return self.store.get(job_id)
 
     # ---- running ---------------------------------------------------------------------------
+    def _write_spec(self, job_id: int, job_dir: Path) -> None:
+        # Rewritten at every launch: a job folder restored from a backup names the workspace
+        # it was copied from, and a worker must never open another workspace's database.
+        write_atomic(job_dir / "job.json", json.dumps({
+            "job_id": job_id, "workspace": str(self.workspace.root)}, indent=2))
+
     def pump(self) -> Job | None:
         """Reconcile running jobs with their processes, then start the next queued job if
         none is running. Returns the job started, if any."""
-        with self._lock:
-            self.reconcile()
-            job = self._claim_next()
-            if job is None:
-                return None
-            try:
-                self._launch(job)
-            except Exception as exc:  # noqa: BLE001 - e.g. the interpreter cannot be started
-                self.store.finish(job.id, "failed", error=f"could not start the worker: {exc}")
-                raise
-            return self.store.get(job.id)
+        try:
+            with self._lock:
+                self.reconcile()
+                job = self._claim_next()
+                if job is None:
+                    return None
+                try:
+                    self._launch(job)
+                except Exception as exc:  # noqa: BLE001 - e.g. the interpreter cannot be started
+                    self.store.finish(job.id, "failed", error=f"could not start the worker: {exc}")
+                    raise
+                return self.store.get(job.id)
+        finally:
+            if self._idle and self._any_active():
+                self._wake.set()  # the background thread slept with nothing to watch: watch this job
+
+    def _any_active(self) -> bool:
+        with self.workspace.db.read() as conn:
+            return conn.execute("SELECT 1 FROM tune_jobs WHERE status IN ('queued','starting','running')"
+                                " LIMIT 1").fetchone() is not None
 
     def _claim_next(self) -> Job | None:
         with self.workspace.db.transaction() as conn:
@@ -361,7 +483,11 @@ class JobManager:
         return [sys.executable, "-m", "tuning.worker", str(job.job_dir)]
 
     def _launch(self, job: Job) -> None:
+        if not self.store.owns(job.job_dir):
+            raise ValidationError(f"job {job.id}'s folder {job.job_dir} is outside this workspace "
+                                  f"({self.workspace.root}); it was copied from another workspace")
         job.job_dir.mkdir(parents=True, exist_ok=True)
+        self._write_spec(job.id, job.job_dir)
         env = dict(os.environ)
         threads = str(job.threads or default_threads(self.serving))
         env.update(TAILOR_HOME=str(self.workspace.root), OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads,
@@ -373,6 +499,15 @@ class JobManager:
         self._procs[job.id] = proc
         # The worker sets running itself; the pid is recorded now so cancel works at once.
         self.store.update(job.id, pid=proc.pid, started_at=job.started_at or utcnow())
+        # Wake the background thread the moment this worker exits (no polling for it).
+        threading.Thread(target=self._watch, args=(proc,), daemon=True, name=f"tailor-job-{job.id}-watch").start()
+
+    def _watch(self, proc: subprocess.Popen) -> None:
+        try:
+            proc.wait()
+        except Exception:
+            log.debug("waiting for a worker failed", exc_info=True)
+        self._wake.set()
 
     def reconcile(self) -> list[int]:
         """Mark jobs whose worker is gone. Returns the ids changed."""
@@ -400,15 +535,29 @@ class JobManager:
                 if ok:
                     changed.append(job.id)
                 continue
-            if _is_our_worker(job.pid, str(job.job_dir)):
+            if _is_our_worker(job.pid, job.job_dir):
                 continue  # still running (started before this app, or by the CLI)
             if job.status == "starting" and not job.pid and _age_s(job.updated_at) < 60:
                 continue  # another process is starting it right now
             if self.store.finish(job.id, "interrupted", only_if=("starting", "running"),
-                                 message="interrupted: its process is gone (app or machine restarted?); "
-                                         "resume it to continue from the last checkpoint"):
+                                 message=self._gone_message(job, "interrupted")):
                 changed.append(job.id)
         return changed
+
+    def _gone_message(self, job: Job, what: str) -> str:
+        """Why a job has no worker of this workspace, for its message (`what`: interrupted or
+        cancelled)."""
+        other = worker_job_dir(job.pid)
+        stopped = ", nothing was stopped" if what == "cancelled" else ""
+        if other is not None or not self.store.owns(job.job_dir):
+            where = other or str(job.job_dir)
+            return (f"{what}: its worker belongs to another copy of this workspace ({where}; was this one "
+                    f"restored from a backup or moved?) and was left alone{stopped}; resume it to train here")
+        if what == "cancelled":
+            return "cancelled: its process was already gone, nothing was stopped; resume it to continue " \
+                   "from the last checkpoint"
+        return (f"{what}: its process is gone (app or machine restarted?); "
+                "resume it to continue from the last checkpoint")
 
     def recover(self) -> list[int]:
         """At app start: jobs left `running` by a previous app whose worker is gone become
@@ -425,34 +574,60 @@ class JobManager:
             return self.store.get(job.id)
         if job.status not in ("starting", "running"):
             raise ValidationError(f"job {job.id} is {job.status}; only queued or running jobs can be cancelled")
+        starting_elsewhere = job.status == "starting" and not job.pid and _age_s(job.updated_at) < 60
+        if not self._owns_worker(job) and not starting_elsewhere:
+            # No worker of this workspace runs it (gone, or the original's after a restore):
+            # there is nothing to stop, and the pid must not be signalled.
+            self.store.finish(job.id, "cancelled", only_if=("starting", "running"),
+                              message=self._gone_message(job, "cancelled"))
+            self._wake.set()
+            return self.store.get(job.id)
         self.store.update(job.id, cancel_requested=1, message="stopping after the current step…")
-        pid = job.pid
-        if pid:
-            _signal_group(pid, signal.SIGTERM)
+        self._signal(job, signal.SIGTERM)
         timeout = self.kill_timeout if timeout is None else timeout
         if wait:
-            self._kill_after(job.id, pid, timeout)
+            self._kill_after(job, timeout)
         else:
-            threading.Thread(target=self._kill_after, args=(job.id, pid, timeout), daemon=True,
+            threading.Thread(target=self._kill_after, args=(job, timeout), daemon=True,
                              name=f"tailor-cancel-{job.id}").start()
         return self.store.get(job.id)
 
-    def _kill_after(self, job_id: int, pid: int | None, timeout: float) -> None:
+    def _owns_worker(self, job: Job) -> bool:
+        """A process of this workspace runs the job: one this manager started and that has not
+        exited, or a live process whose command line names this job's folder."""
+        proc = self._procs.get(job.id)
+        if proc is not None and proc.poll() is None:
+            return True
+        return bool(job.pid) and _is_our_worker(job.pid, job.job_dir)
+
+    def _signal(self, job: Job, sig: int) -> bool:
+        """Signal the job's worker (its process group), only after checking it is this
+        workspace's worker for this job. Returns whether a signal was sent."""
+        proc = self._procs.get(job.id)
+        if proc is not None and proc.poll() is None:
+            _signal_group(proc.pid, sig)  # started by us in its own session: its group is its pid
+            return True
+        pid = self.store.get(job.id).pid or job.pid  # the worker records its own pid when it starts
+        if pid and _is_our_worker(pid, job.job_dir):
+            _signal_group(pid, sig)
+            return True
+        return False
+
+    def _kill_after(self, job: Job, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        proc = self._procs.get(job_id)
+        proc = self._procs.get(job.id)
         while time.monotonic() < deadline:
             if proc is not None and proc.poll() is not None:
                 break
-            if proc is None and not process_alive(pid):
+            if proc is None and not self._owns_worker(self.store.get(job.id)):
                 break
             time.sleep(0.2)
         else:
-            if pid:
-                log.warning("job %s did not stop within %.0f s; killing it", job_id, timeout)
-                _signal_group(pid, signal.SIGKILL)
-                if proc is not None:
-                    proc.wait(10)
-        self.store.finish(job_id, "cancelled", only_if=("starting", "running"),
+            if self._signal(job, signal.SIGKILL):
+                log.warning("job %s did not stop within %.0f s; killed it", job.id, timeout)
+            if proc is not None:
+                proc.wait(10)
+        self.store.finish(job.id, "cancelled", only_if=("starting", "running"),
                           message="cancelled (killed after the grace period)")
         self.pump()
 
@@ -523,12 +698,28 @@ class JobManager:
 
     # ---- background pump (the app) ---------------------------------------------------------
     def start_background(self, interval: float = 2.0) -> None:
+        """Run the queue from a thread. It pumps when woken (submit, resume, cancel, a worker
+        this app started exiting, or a pump() elsewhere that finds a job active), and every
+        `interval` seconds only while a job is queued, starting or running (a worker that the
+        CLI or an earlier app started is watched by its pid). With no job active it sleeps
+        without a timeout: an idle app does no work at all for the queue."""
         if self._thread is not None:
             return
         self.recover()
 
         def loop():
-            while not self._stop.wait(interval):
+            while not self._stop.is_set():
+                self._idle = True  # first, so that a pump() elsewhere from now on wakes us
+                try:
+                    active = self._any_active()
+                except Exception:  # noqa: BLE001 - the DB being busy: look again soon
+                    active = True
+                self._idle = not active
+                self._wake.wait(interval if active else None)
+                self._idle = False
+                self._wake.clear()
+                if self._stop.is_set():
+                    break
                 try:
                     self.pump()
                 except Exception:  # noqa: BLE001 - keep the app's queue alive
@@ -537,15 +728,24 @@ class JobManager:
         self._thread = threading.Thread(target=loop, daemon=True, name="tailor-job-queue")
         self._thread.start()
 
+    def wake(self) -> None:
+        """Ask the background thread to pump now (e.g. after a job was queued elsewhere)."""
+        self._wake.set()
+
     def stop_background(self) -> None:
         self._stop.set()
+        self._wake.set()
 
 
 def _signal_group(pid: int, sig: int) -> None:
     """Signal the worker's process group (it was started in its own session), so helper
-    processes it started go too; fall back to the pid alone."""
+    processes it started go too; fall back to the pid alone. Callers check first that `pid`
+    is this workspace's worker (`JobManager._signal`); the group is never our own."""
     try:
-        os.killpg(os.getpgid(pid), sig)
+        group = os.getpgid(pid)
+        if group == os.getpgrp():
+            raise OSError("the worker shares our process group")  # signal the worker alone
+        os.killpg(group, sig)
     except (ProcessLookupError, PermissionError, OSError):
         try:
             os.kill(pid, sig)

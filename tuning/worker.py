@@ -153,9 +153,19 @@ def make_callbacks(store: JobStore, job_id: int, writer: ProgressWriter):
 def run(job_dir: Path) -> int:
     job_dir = Path(job_dir).resolve()
     spec = json.loads((job_dir / "job.json").read_text())
-    workspace = Workspace(spec["workspace"])
+    # The job folder must be the one its workspace's row names: a folder copied from another
+    # workspace (a restored backup) must never train on, or write to, the original's database.
+    root = Path(spec["workspace"]).expanduser().resolve()
+    if root not in job_dir.parents:
+        print(f"tuning.worker: {job_dir} is not inside the workspace its job.json names ({root}); "
+              "start jobs with `tailor jobs resume`", file=sys.stderr)
+        return 2
+    workspace = Workspace(root)
     store = JobStore(workspace)
     job = store.get(spec["job_id"])
+    if job.job_dir.resolve() != job_dir:
+        print(f"tuning.worker: job {job.id} of {root} runs in {job.job_dir}, not {job_dir}", file=sys.stderr)
+        return 2
     main = is_main_process()
     writer = ProgressWriter(job_dir / "progress.jsonl", enabled=main)
     signal.signal(signal.SIGTERM, _on_sigterm)

@@ -62,6 +62,8 @@ def filled(workspace, make_adapter, tiny_model_dir):
     (workspace.models_dir / "SomeModel" / "model.safetensors").write_bytes(b"\0" * 1000)
     (workspace.adapters_dir / ".pirate.tmp").mkdir()
     (workspace.adapters_dir / ".pirate.tmp" / "half.bin").write_bytes(b"half")
+    (workspace.root / "tmp" / "gradio" / "abc").mkdir(parents=True)  # the web app's upload copies
+    (workspace.root / "tmp" / "gradio" / "abc" / "upload.txt").write_text("an uploaded copy")
     return workspace
 
 
@@ -82,13 +84,14 @@ def test_round_trip_loses_nothing(filled, tmp_path):
     manifest = read_manifest(archive)
     paths = {f["path"] for f in manifest["files"]}
     assert "adapters/pirate/adapter_model.safetensors" in paths and "adapters/ACTIVE" in paths
-    assert not any(p.startswith("models/") or "/." in p or p.startswith(".") for p in paths)
+    assert not any(p.startswith(("models/", "tmp/")) or "/." in p or p.startswith(".") for p in paths)
+    assert any("tmp/" in s for s in result.skipped)
 
     target = tmp_path / "restored"
     restored = restore_workspace(archive, target)
     assert restored.tables == result.tables
     assert _dump(target / "tailor.db") == _dump(filled.db.path)
-    expected = {k: v for k, v in _files(filled.root).items() if not k.startswith(("models/", "adapters/.pirate"))}
+    expected = {k: v for k, v in _files(filled.root).items() if not k.startswith(("models/", "adapters/.pirate", "tmp/"))}
     assert _files(target) == expected
 
     # the restored workspace works: it reads, continues and accepts new writes
@@ -203,3 +206,126 @@ def test_backup_while_the_app_writes(filled, tmp_path):
         t.join()
     restored = restore_workspace(tmp_path / "live.tar", tmp_path / "live")
     assert restored.tables["messages"] == result.tables["messages"] >= 6
+
+
+# ---- checks made before anything is unpacked -------------------------------------------------
+
+def _with_manifest(archive, out, manifest_bytes: bytes):
+    def change(member, data):
+        if member.name == MANIFEST:
+            member.size = len(manifest_bytes)
+            return member, manifest_bytes
+        return member, data
+
+    _rewrite(archive, out, change)
+    return out
+
+
+@pytest.fixture
+def small_backup(workspace, tmp_path):
+    log = ConversationLog(workspace.db)
+    conv = log.create(system_prompt="hi")
+    log.add_message(conv.id, "user", "kept?")
+    (workspace.exports_dir / "notes.txt").write_text("a small file\n" * 50)
+    archive = tmp_path / "small.tar"
+    backup_workspace(workspace, archive)
+    return archive
+
+
+@pytest.fixture
+def no_extraction(monkeypatch):
+    """Fails the test if restore writes any member: the checks must come first."""
+    calls = []
+    real = tarfile.TarFile.extractall
+
+    def spy(self, *args, **kwargs):
+        calls.append(args)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(tarfile.TarFile, "extractall", spy)
+    monkeypatch.setattr(tarfile.TarFile, "extract", lambda self, *a, **k: calls.append(a))
+    yield calls
+    assert calls == [], "restore unpacked members before refusing the archive"
+
+
+@pytest.mark.parametrize("manifest, words", [
+    (b"[1, 2, 3]", "is a list, not an object"),
+    (b'"a string"', "is a string, not an object"),
+    (b'{"format": 1}', "has no 'files' list"),
+    (b'{"format": 1, "files": {"a": 1}}', "'files' as an object, not a list"),
+    (b'{"format": 1, "files": ["tailor.db"]}', "files[0] as a string"),
+    (b'{"format": 1, "files": [{"path": "../up.txt", "size": 1, "sha256": "' + b"0" * 64 + b'"}]}',
+     "not a relative path inside the workspace"),
+    (b'{"format": 1, "files": [{"path": "a.txt", "size": -1, "sha256": "' + b"0" * 64 + b'"}]}', "not a byte count"),
+    (b'{"format": 1, "files": [{"path": "a.txt", "size": 1}]}', "without a sha256"),
+    (b'{"format": 1, "files": []}', "'database' as null"),
+    (b'{"format": 2, "files": []}', "format 2"),
+])
+def test_malformed_manifests_are_refused_in_words(small_backup, tmp_path, manifest, words, no_extraction):
+    bad = _with_manifest(small_backup, tmp_path / "bad.tar", manifest)
+    with pytest.raises(ValidationError) as info:
+        restore_workspace(bad, tmp_path / "target")
+    assert str(bad) in str(info.value) and words in str(info.value)
+    assert not (tmp_path / "target").exists() and not list(tmp_path.glob(".target.restore-*"))
+
+
+def test_a_member_the_manifest_does_not_list_is_refused_before_unpacking(small_backup, tmp_path, no_extraction):
+    extra = tmp_path / "extra.tar"
+    with tarfile.open(small_backup) as src, tarfile.open(extra, "w") as dst:
+        for member in src.getmembers():
+            dst.addfile(member, src.extractfile(member))
+        info = tarfile.TarInfo("uploads/zeros.bin")
+        info.size = 4096
+        dst.addfile(info, io.BytesIO(b"\0" * 4096))
+    with pytest.raises(ValidationError, match="uploads/zeros.bin.*does not list"):
+        restore_workspace(extra, tmp_path / "target")
+    assert not (tmp_path / "target").exists() and not list(tmp_path.glob(".target.restore-*"))
+
+
+def test_a_member_larger_than_the_manifest_says_is_refused_before_unpacking(small_backup, tmp_path, no_extraction):
+    def grow(member, data):
+        if member.name == "exports/notes.txt":
+            data = data + b"\0" * 10000
+            member.size = len(data)
+        return member, data
+
+    _rewrite(small_backup, tmp_path / "grown.tar", grow)
+    with pytest.raises(ValidationError, match=r"exports/notes.txt.* 10650 bytes in the archive, 650 in the manifest"):
+        restore_workspace(tmp_path / "grown.tar", tmp_path / "target")
+
+    with tarfile.open(small_backup) as src, tarfile.open(tmp_path / "twice.tar", "w") as dst:
+        for member in src.getmembers():
+            dst.addfile(member, src.extractfile(member))
+            if member.name == "exports/notes.txt":
+                dst.addfile(member, src.extractfile(member))
+    with pytest.raises(ValidationError, match="twice"):
+        restore_workspace(tmp_path / "twice.tar", tmp_path / "target")
+
+
+def test_not_enough_free_space_is_refused_before_unpacking(small_backup, tmp_path, monkeypatch, no_extraction):
+    import shutil
+    from collections import namedtuple
+
+    from assistant import backup
+    from assistant.errors import StorageError
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(backup.shutil, "disk_usage", lambda path: usage(10 << 30, 10 << 30, 1 << 20))
+    with pytest.raises(StorageError, match=r"not enough free space to restore small.tar .* 1 MB are free"):
+        restore_workspace(small_backup, tmp_path / "target")
+    assert not (tmp_path / "target").exists()
+    monkeypatch.setattr(backup.shutil, "disk_usage", shutil.disk_usage)
+
+
+def test_an_absurd_compression_ratio_is_refused_before_unpacking(workspace, tmp_path, monkeypatch, no_extraction):
+    from assistant import backup
+
+    (workspace.exports_dir / "zeros.bin").write_bytes(b"\0" * 1_000_000)  # gzip -1: ~4 KB
+    archive = tmp_path / "zeros.tar.gz"
+    backup_workspace(workspace, archive)
+    # the real bounds (64 MB at 200x) would need a big file; scale them down for the test
+    monkeypatch.setattr(backup, "RATIO_FLOOR_BYTES", 100_000)
+    monkeypatch.setattr(backup, "MAX_RATIO", 20)
+    with pytest.raises(ValidationError, match=r"would unpack to \d+ MB from .* \(more than 20x\)"):
+        restore_workspace(archive, tmp_path / "target")
+    assert not (tmp_path / "target").exists()

@@ -97,7 +97,7 @@ def test_server_stopped_mid_job_and_started_again(tailor_server, tiny_model_dir,
 
     # 2. The machine goes down: the server and the worker die at once, no clean-up runs. Wait
     # for a checkpoint first, so there is something to resume from.
-    job_dir = Path(_query(ws, "SELECT job_dir FROM tune_jobs")[0][0])
+    job_dir = ws / _query(ws, "SELECT job_dir FROM tune_jobs")[0][0]  # stored relative to the workspace
     _wait(lambda: list((job_dir / "checkpoints").glob("checkpoint-*/trainer_state.json")), timeout=240)
     os.kill(server.proc.pid, signal.SIGKILL)
     os.killpg(worker, signal.SIGKILL)
