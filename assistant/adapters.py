@@ -27,9 +27,7 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 def check_adapter_name(name: str) -> str:
     if name == BASE or not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise ValidationError(
-            f"invalid adapter name {name!r}: use 1-64 letters, digits, '.', '_' or '-', not {BASE!r}"
-        )
+        raise ValidationError(f"invalid adapter name {name!r}: use 1-64 letters, digits, '.', '_' or '-', not {BASE!r}")
     return name
 
 

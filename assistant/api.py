@@ -48,7 +48,7 @@ from .adapters import BASE
 from .chat import NO_SOURCE_POLICIES, ChatRequest, ChatService, Turn
 from .conversations import StoredMessage
 from .engine import GenerationOptions
-from .errors import NotFoundError, TailorError, ValidationError
+from .errors import NotFoundError, TailorError
 from .limits import BodyLimit, Overloaded, RequestLimiter
 
 log = logging.getLogger(__name__)
@@ -57,26 +57,40 @@ _FINISH = {"stop": "stop", "length": "length", "stopped": "stop", "no_source": "
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", code: str | None = None,
-                 param: str | None = None, headers: dict | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type_: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict | None = None,
+    ):
         super().__init__(message)
         self.status, self.message, self.type, self.code, self.param = status, message, type_, code, param
         self.headers = headers or {}
 
     def response(self) -> JSONResponse:
-        return JSONResponse(error_body(self.message, self.type, self.code, self.param), status_code=self.status,
-                            headers=self.headers)
+        return JSONResponse(
+            error_body(self.message, self.type, self.code, self.param), status_code=self.status, headers=self.headers
+        )
 
 
-def error_body(message: str, type_: str = "invalid_request_error", code: str | None = None,
-               param: str | None = None) -> dict:
+def error_body(
+    message: str, type_: str = "invalid_request_error", code: str | None = None, param: str | None = None
+) -> dict:
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
 def _from_tailor_error(exc: TailorError) -> ApiError:
     if isinstance(exc, Overloaded):
-        return ApiError(exc.status, str(exc), "server_busy" if exc.status == 503 else "rate_limit_exceeded",
-                        exc.code, headers={"Retry-After": str(exc.retry_after)})
+        return ApiError(
+            exc.status,
+            str(exc),
+            "server_busy" if exc.status == 503 else "rate_limit_exceeded",
+            exc.code,
+            headers={"Retry-After": str(exc.retry_after)},
+        )
     if isinstance(exc, NotFoundError):
         return ApiError(404, str(exc), "invalid_request_error", "not_found")
     return ApiError(400, str(exc), "invalid_request_error", "invalid_request")
@@ -189,8 +203,11 @@ def _check_text(text: str, where: str) -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise ApiError(400, f"{where} contains a lone surrogate (such as \\ud800), which is not valid "
-                            "Unicode text", param=where.split(".", 2)[1] if "." in where else None) from None
+        raise ApiError(
+            400,
+            f"{where} contains a lone surrogate (such as \\ud800), which is not valid Unicode text",
+            param=where.split(".", 2)[1] if "." in where else None,
+        ) from None
 
 
 def parse_chat_request(body, max_messages: int = 1000) -> ParsedRequest:
@@ -199,15 +216,19 @@ def parse_chat_request(body, max_messages: int = 1000) -> ParsedRequest:
         raise ApiError(400, "the request body must be a JSON object")
     model = body.get("model")
     if not isinstance(model, str) or not model:
-        raise ApiError(400, "model is required: 'base' or an adapter name (GET /v1/models lists them)",
-                       param="model")
+        raise ApiError(400, "model is required: 'base' or an adapter name (GET /v1/models lists them)", param="model")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise ApiError(400, "messages must be a non-empty list", param="messages")
     if len(messages) > max_messages:
-        raise ApiError(413, f"messages has {len(messages)} entries; at most {max_messages} are accepted "
-                            "(TAILOR_MAX_MESSAGES). Only the newest turns fit the model's context anyway: "
-                            "send those.", code="too_many_messages", param="messages")
+        raise ApiError(
+            413,
+            f"messages has {len(messages)} entries; at most {max_messages} are accepted "
+            "(TAILOR_MAX_MESSAGES). Only the newest turns fit the model's context anyway: "
+            "send those.",
+            code="too_many_messages",
+            param="messages",
+        )
     system_parts, turns = [], []
     for i, m in enumerate(messages):
         if not isinstance(m, dict):
@@ -219,8 +240,9 @@ def parse_chat_request(body, max_messages: int = 1000) -> ParsedRequest:
         elif role in ("user", "assistant"):
             turns.append({"role": role, "content": text})
         else:
-            raise ApiError(400, f"messages[{i}].role {role!r} is not supported (use system, user or assistant)",
-                           param="messages")
+            raise ApiError(
+                400, f"messages[{i}].role {role!r} is not supported (use system, user or assistant)", param="messages"
+            )
     if not turns or turns[-1]["role"] != "user":
         raise ApiError(400, "the last message must come from the user", param="messages")
     n = _number(body, "n", int, 1)
@@ -241,11 +263,14 @@ def parse_chat_request(body, max_messages: int = 1000) -> ParsedRequest:
     )
     extra = body.get("tailor") or {}
     if not isinstance(extra, dict):
-        raise ApiError(400, "tailor must be an object like {\"rag\": true, \"k\": 4}", param="tailor")
+        raise ApiError(400, 'tailor must be an object like {"rag": true, "k": 4}', param="tailor")
     unknown = set(extra) - {"rag", "k", "conversation_id", "no_source"}
     if unknown:
-        raise ApiError(400, f"unknown tailor option(s): {', '.join(sorted(unknown))} "
-                            "(known: rag, k, no_source, conversation_id)", param="tailor")
+        raise ApiError(
+            400,
+            f"unknown tailor option(s): {', '.join(sorted(unknown))} (known: rag, k, no_source, conversation_id)",
+            param="tailor",
+        )
     rag = extra.get("rag")
     if rag is not None and not isinstance(rag, bool):
         raise ApiError(400, "tailor.rag must be true or false", param="tailor.rag")
@@ -254,21 +279,27 @@ def parse_chat_request(body, max_messages: int = 1000) -> ParsedRequest:
         raise ApiError(400, "tailor.k must be between 1 and 20", param="tailor.k")
     no_source = extra.get("no_source")
     if no_source is not None and no_source not in NO_SOURCE_POLICIES:
-        raise ApiError(400, f"tailor.no_source must be one of {', '.join(NO_SOURCE_POLICIES)}",
-                       param="tailor.no_source")
+        raise ApiError(
+            400, f"tailor.no_source must be one of {', '.join(NO_SOURCE_POLICIES)}", param="tailor.no_source"
+        )
     conversation_id = extra.get("conversation_id")
     if conversation_id is not None and not isinstance(conversation_id, str):
         raise ApiError(400, "tailor.conversation_id must be a string", param="tailor.conversation_id")
     stream_options = body.get("stream_options") or {}
     return ParsedRequest(
-        model=model, text=turns[-1]["content"],
+        model=model,
+        text=turns[-1]["content"],
         # Continuing a logged conversation: its stored history is the context, so the request's
         # earlier turns (which a client re-sends anyway) are not logged a second time.
         history=[] if conversation_id else turns[:-1],
         system="\n\n".join(system_parts) if system_parts else (None if conversation_id else ""),
-        options=options, stream=bool(body.get("stream")),
+        options=options,
+        stream=bool(body.get("stream")),
         include_usage=bool(isinstance(stream_options, dict) and stream_options.get("include_usage")),
-        rag=rag, k=k, conversation_id=conversation_id, no_source=no_source,
+        rag=rag,
+        k=k,
+        conversation_id=conversation_id,
+        no_source=no_source,
     )
 
 
@@ -276,16 +307,30 @@ def _citations(turn: Turn) -> tuple[list[dict], bool, list[dict]]:
     r = turn.retrieval
     if r is None:
         return [], False, []
-    cited = [{"index": i, "id": p.id, "source": p.source, "heading": p.heading, "text": p.text,
-              "score": round(float(p.score), 4)} for i, p in enumerate(r.passages, start=1)]
+    cited = [
+        {
+            "index": i,
+            "id": p.id,
+            "source": p.source,
+            "heading": p.heading,
+            "text": p.text,
+            "score": round(float(p.score), 4),
+        }
+        for i, p in enumerate(r.passages, start=1)
+    ]
     return ([], True, cited) if r.abstain else (cited, False, [])
 
 
 def _tailor_info(turn: Turn, reply: StoredMessage | None, waited_s: float) -> dict:
     citations, abstained, closest = _citations(turn)
-    info = {"conversation_id": turn.conversation_id, "message_id": reply.id if reply else None,
-            "abstained": abstained, "declined": turn.declined, "citations": citations,
-            "queue_wait_s": round(waited_s, 3)}
+    info = {
+        "conversation_id": turn.conversation_id,
+        "message_id": reply.id if reply else None,
+        "abstained": abstained,
+        "declined": turn.declined,
+        "citations": citations,
+        "queue_wait_s": round(waited_s, 3),
+    }
     if abstained:
         info["closest"] = closest  # what was found, though not good enough to answer from
         info["reason"] = turn.retrieval.reason
@@ -309,12 +354,18 @@ def _check_key(request: Request, config: ApiConfig) -> None:
         # compare_digest against every key: timing does not reveal which prefix matched
         if token and any(hmac.compare_digest(token.encode(), k.encode()) for k in config.keys):
             return
-        raise ApiError(401, "Missing or wrong API key: send 'Authorization: Bearer <key>' with one of the keys in "
-                            "TAILOR_API_KEYS.", code="invalid_api_key")
+        raise ApiError(
+            401,
+            "Missing or wrong API key: send 'Authorization: Bearer <key>' with one of the keys in TAILOR_API_KEYS.",
+            code="invalid_api_key",
+        )
     if not config.open_without_key:
-        raise ApiError(401, "The API is closed: the server listens beyond localhost and has no API keys. Start it "
-                            "with TAILOR_API_KEYS=<key>[,<key2>] and send 'Authorization: Bearer <key>'.",
-                       code="invalid_api_key")
+        raise ApiError(
+            401,
+            "The API is closed: the server listens beyond localhost and has no API keys. Start it "
+            "with TAILOR_API_KEYS=<key>[,<key2>] and send 'Authorization: Bearer <key>'.",
+            code="invalid_api_key",
+        )
 
 
 def _origin_of(url: str) -> str:
@@ -334,16 +385,23 @@ def _check_browser(request: Request, config: ApiConfig) -> None:
         same = {f"http://{host}".lower(), f"https://{host}".lower()}
         allowed = same | {_origin_of(o) for o in config.allowed_origins}
         if _origin_of(origin) not in allowed:
-            raise ApiError(403, f"requests from web pages on {origin[:100]} are not allowed; add the origin to "
-                                "TAILOR_ALLOWED_ORIGINS to allow it", "permission_denied", "origin_not_allowed")
+            raise ApiError(
+                403,
+                f"requests from web pages on {origin[:100]} are not allowed; add the origin to "
+                "TAILOR_ALLOWED_ORIGINS to allow it",
+                "permission_denied",
+                "origin_not_allowed",
+            )
     elif request.headers.get("sec-fetch-site") == "cross-site":
-        raise ApiError(403, "cross-site browser requests are not allowed", "permission_denied",
-                       "origin_not_allowed")
+        raise ApiError(403, "cross-site browser requests are not allowed", "permission_denied", "origin_not_allowed")
     if request.method == "POST":
         ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if ctype != "application/json":
-            raise ApiError(415, f"the request must be JSON: send 'Content-Type: application/json' "
-                                f"(got {ctype or 'none'!r})", code="unsupported_media_type")
+            raise ApiError(
+                415,
+                f"the request must be JSON: send 'Content-Type: application/json' (got {ctype or 'none'!r})",
+                code="unsupported_media_type",
+            )
 
 
 def _guard(request: Request, config: ApiConfig) -> None:
@@ -357,8 +415,14 @@ def build_router(chat: ChatService, limiter: RequestLimiter, config: ApiConfig) 
     started = int(time.time())
 
     def model_card(name: str) -> dict:
-        return {"id": name, "object": "model", "created": started, "owned_by": "tailor",
-                "root": chat.engine.name, "parent": None if name == BASE else chat.engine.name}
+        return {
+            "id": name,
+            "object": "model",
+            "created": started,
+            "owned_by": "tailor",
+            "root": chat.engine.name,
+            "parent": None if name == BASE else chat.engine.name,
+        }
 
     @router.get("/models")
     async def list_models(request: Request):
@@ -374,8 +438,12 @@ def build_router(chat: ChatService, limiter: RequestLimiter, config: ApiConfig) 
         try:
             _guard(request, config)
             if model_id not in await run_in_threadpool(chat.models):
-                raise ApiError(404, f"The model {model_id!r} does not exist (GET /v1/models lists them).",
-                               code="model_not_found", param="model")
+                raise ApiError(
+                    404,
+                    f"The model {model_id!r} does not exist (GET /v1/models lists them).",
+                    code="model_not_found",
+                    param="model",
+                )
             return model_card(model_id)
         except ApiError as exc:
             return exc.response()
@@ -388,13 +456,29 @@ def build_router(chat: ChatService, limiter: RequestLimiter, config: ApiConfig) 
             body = load_json_body(await request.body())
             req = parse_chat_request(body, config.max_messages)
             if req.model not in await run_in_threadpool(chat.models):
-                raise ApiError(404, f"The model {req.model!r} does not exist; use 'base' or an adapter name "
-                                    "(GET /v1/models lists them).", code="model_not_found", param="model")
+                raise ApiError(
+                    404,
+                    f"The model {req.model!r} does not exist; use 'base' or an adapter name "
+                    "(GET /v1/models lists them).",
+                    code="model_not_found",
+                    param="model",
+                )
             slot = await limiter.acquire()
-            turn = await run_in_threadpool(chat.send, ChatRequest(
-                text=req.text, conversation_id=req.conversation_id, model=req.model, system_prompt=req.system,
-                options=req.options, rag=req.rag, k=req.k, history=req.history, source="api",
-                no_source=req.no_source))
+            turn = await run_in_threadpool(
+                chat.send,
+                ChatRequest(
+                    text=req.text,
+                    conversation_id=req.conversation_id,
+                    model=req.model,
+                    system_prompt=req.system,
+                    options=req.options,
+                    rag=req.rag,
+                    k=req.k,
+                    history=req.history,
+                    source="api",
+                    no_source=req.no_source,
+                ),
+            )
         except TailorError as exc:
             if slot is not None:
                 slot.release()
@@ -412,31 +496,47 @@ def build_router(chat: ChatService, limiter: RequestLimiter, config: ApiConfig) 
         if not req.stream:
             try:
                 reply = await run_in_threadpool(turn.wait)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 log.exception("API reply failed")
                 return ApiError(500, f"generation failed: {exc}", "server_error", "generation_failed").response()
             finally:
                 slot.release()
             if reply.finish_reason == "error":
-                return ApiError(500, "generation failed; the partial reply was saved in conversation "
-                                     f"{turn.conversation_id}", "server_error", "generation_failed").response()
+                return ApiError(
+                    500,
+                    f"generation failed; the partial reply was saved in conversation {turn.conversation_id}",
+                    "server_error",
+                    "generation_failed",
+                ).response()
             return {
-                "id": completion_id, "object": "chat.completion", "created": created, "model": req.model,
+                "id": completion_id,
+                "object": "chat.completion",
+                "created": created,
+                "model": req.model,
                 "system_fingerprint": None,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": reply.content},
-                             "finish_reason": _FINISH.get(reply.finish_reason, "stop"), "logprobs": None}],
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": reply.content},
+                        "finish_reason": _FINISH.get(reply.finish_reason, "stop"),
+                        "logprobs": None,
+                    }
+                ],
                 "usage": _usage(reply),
                 "tailor": _tailor_info(turn, reply, slot.waited_s),
             }
         return StreamingResponse(
-            _stream(turn, slot, req, completion_id, created, request), media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+            _stream(turn, slot, req, completion_id, created, request),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
 
     return router
 
 
-async def _stream(turn: Turn, slot, req: ParsedRequest, completion_id: str, created: int,
-                  request: Request) -> AsyncIterator[bytes]:
+async def _stream(
+    turn: Turn, slot, req: ParsedRequest, completion_id: str, created: int, request: Request
+) -> AsyncIterator[bytes]:
     """Server-sent events in OpenAI's chunk format. The texts from `Turn` are the whole reply so
     far; chunks carry the new part only. A thread feeds them to the event loop so no worker
     thread is parked per token, and a client that goes away stops the generation."""
@@ -454,9 +554,17 @@ async def _stream(turn: Turn, slot, req: ParsedRequest, completion_id: str, crea
             loop.call_soon_threadsafe(queue.put_nowait, done)
 
     def chunk(delta: dict, finish: str | None = None, **extra) -> bytes:
-        return _sse({"id": completion_id, "object": "chat.completion.chunk", "created": created,
-                     "model": req.model, "system_fingerprint": None,
-                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}], **extra})
+        return _sse(
+            {
+                "id": completion_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": req.model,
+                "system_fingerprint": None,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+                **extra,
+            }
+        )
 
     finished = False
     threading.Thread(target=pump, daemon=True, name="tailor-api-stream").start()
@@ -471,22 +579,35 @@ async def _stream(turn: Turn, slot, req: ParsedRequest, completion_id: str, crea
                 raise item
             text = item.lstrip()  # the stored reply is stripped; stream the same text
             if text.startswith(sent) and len(text) > len(sent):
-                yield chunk({"content": text[len(sent):]})
+                yield chunk({"content": text[len(sent) :]})
                 sent = text
         reply = await run_in_threadpool(turn.wait)
         if reply.content.startswith(sent) and len(reply.content) > len(sent):
-            yield chunk({"content": reply.content[len(sent):]})
+            yield chunk({"content": reply.content[len(sent) :]})
         if reply.finish_reason == "error":
-            yield _sse(error_body(f"generation failed; the partial reply was saved in conversation "
-                                  f"{turn.conversation_id}", "server_error", "generation_failed"))
+            yield _sse(
+                error_body(
+                    f"generation failed; the partial reply was saved in conversation {turn.conversation_id}",
+                    "server_error",
+                    "generation_failed",
+                )
+            )
         else:
             yield chunk({}, _FINISH.get(reply.finish_reason, "stop"), tailor=_tailor_info(turn, reply, slot.waited_s))
             if req.include_usage:
-                yield _sse({"id": completion_id, "object": "chat.completion.chunk", "created": created,
-                            "model": req.model, "choices": [], "usage": _usage(reply)})
+                yield _sse(
+                    {
+                        "id": completion_id,
+                        "object": "chat.completion.chunk",
+                        "created": created,
+                        "model": req.model,
+                        "choices": [],
+                        "usage": _usage(reply),
+                    }
+                )
         yield b"data: [DONE]\n\n"
         finished = True
-    except Exception as exc:  # noqa: BLE001 - the status line is already sent: report in-stream
+    except Exception as exc:
         log.exception("API stream failed")
         yield _sse(error_body(f"generation failed: {exc}", "server_error", "generation_failed"))
     finally:

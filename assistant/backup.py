@@ -65,8 +65,10 @@ class BackupResult:
 
     def summary(self) -> str:
         rows = sum(self.tables.values())
-        return (f"Backed up {self.files} files and {rows} database rows in {len(self.tables)} tables to {self.path} "
-                f"({self.bytes / 1e6:.1f} MB, {self.seconds:.1f} s)")
+        return (
+            f"Backed up {self.files} files and {rows} database rows in {len(self.tables)} tables to {self.path} "
+            f"({self.bytes / 1e6:.1f} MB, {self.seconds:.1f} s)"
+        )
 
 
 @dataclass
@@ -77,13 +79,19 @@ class RestoreResult:
     seconds: float
 
     def summary(self) -> str:
-        return (f"Restored {self.files} files and {sum(self.tables.values())} database rows into {self.workspace} "
-                f"({self.seconds:.1f} s)")
+        return (
+            f"Restored {self.files} files and {sum(self.tables.values())} database rows into {self.workspace} "
+            f"({self.seconds:.1f} s)"
+        )
 
 
 def table_counts(conn: sqlite3.Connection) -> dict[str, int]:
-    names = [r[0] for r in conn.execute(
-        "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+    names = [
+        r[0]
+        for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
+        )
+    ]
     return {n: conn.execute(f'SELECT COUNT(*) FROM "{n}"').fetchone()[0] for n in names}
 
 
@@ -155,8 +163,14 @@ def _open_for_write(path: Path) -> tuple[str, dict]:
     raise ValidationError(f"{path.name}: a backup must be a .tar.gz, .tgz or .tar file")
 
 
-def backup_workspace(workspace: Workspace, dest: Path | str, *, include_models: bool = False,
-                     overwrite: bool = False, progress: Progress | None = None) -> BackupResult:
+def backup_workspace(
+    workspace: Workspace,
+    dest: Path | str,
+    *,
+    include_models: bool = False,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> BackupResult:
     started = time.perf_counter()
     say = progress or (lambda _m: None)
     dest = Path(dest).expanduser().resolve()
@@ -175,8 +189,9 @@ def backup_workspace(workspace: Workspace, dest: Path | str, *, include_models: 
         raise write_failed(dest, exc) from exc
 
 
-def _backup(workspace: Workspace, dest: Path, mode: str, kwargs: dict, include_models: bool, say: Progress,
-            started: float) -> BackupResult:
+def _backup(
+    workspace: Workspace, dest: Path, mode: str, kwargs: dict, include_models: bool, say: Progress, started: float
+) -> BackupResult:
     dest.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".tailor-backup-", dir=dest.parent))
     tmp_archive = stage / "archive"
@@ -216,10 +231,13 @@ def _backup(workspace: Workspace, dest: Path, mode: str, kwargs: dict, include_m
                     continue
                 entries.append({"path": rel, "size": size, "sha256": reader.sha.hexdigest()})
             manifest = {
-                "format": FORMAT, "created_at": utcnow(), "source": str(workspace.root),
+                "format": FORMAT,
+                "created_at": utcnow(),
+                "source": str(workspace.root),
                 "include_models": include_models,
                 "database": {**db_entry, "tables": tables, "migrations": migrations},
-                "files": entries, "skipped": skipped,
+                "files": entries,
+                "skipped": skipped,
             }
             data = json.dumps(manifest, indent=2, ensure_ascii=False).encode()
             info = tarfile.TarInfo(MANIFEST)
@@ -274,8 +292,10 @@ def read_manifest(archive: Path | str) -> dict:
             if fh is None:
                 raise ValidationError(f"{archive} is not a valid Tailor backup: its {MANIFEST} is not a file")
             if member.size > MAX_MANIFEST_BYTES:
-                raise ValidationError(f"{archive} is not a valid Tailor backup: its {MANIFEST} is "
-                                      f"{member.size / 1e6:.0f} MB, far beyond any manifest Tailor writes")
+                raise ValidationError(
+                    f"{archive} is not a valid Tailor backup: its {MANIFEST} is "
+                    f"{member.size / 1e6:.0f} MB, far beyond any manifest Tailor writes"
+                )
             manifest = json.loads(fh.read())
     except KeyError:
         raise ValidationError(f"{archive} is not a Tailor backup (no {MANIFEST} inside)") from None
@@ -288,14 +308,27 @@ def read_manifest(archive: Path | str) -> dict:
 
 
 def _kind(value) -> str:
-    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null",
-            int: "a number", float: "a number"}.get(type(value), type(value).__name__)
+    return {
+        dict: "an object",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        type(None): "null",
+        int: "a number",
+        float: "a number",
+    }.get(type(value), type(value).__name__)
 
 
 def _safe_member_name(name: str) -> bool:
     """A relative POSIX path that stays inside the folder and is written the one normal way."""
-    return (bool(name) and not name.startswith("/") and "\0" not in name and posixpath.normpath(name) == name
-            and name != "." and ".." not in name.split("/"))
+    return (
+        bool(name)
+        and not name.startswith("/")
+        and "\0" not in name
+        and posixpath.normpath(name) == name
+        and name != "."
+        and ".." not in name.split("/")
+    )
 
 
 def _is_size(value) -> bool:
@@ -355,10 +388,11 @@ def _check_members(archive: Path, tar: tarfile.TarFile, manifest: dict, where: P
         name = member.name
         if not _safe_member_name(name):
             if name.startswith("/") or ".." in name.split("/"):
-                raise ValidationError(f"{archive} cannot be unpacked: {name!r} would land outside the workspace "
-                                      "folder")
-            raise ValidationError(f"{archive} cannot be unpacked: it holds a member named {name!r}, not a path "
-                                  "Tailor writes; the backup is damaged or was altered")
+                raise ValidationError(f"{archive} cannot be unpacked: {name!r} would land outside the workspace folder")
+            raise ValidationError(
+                f"{archive} cannot be unpacked: it holds a member named {name!r}, not a path "
+                "Tailor writes; the backup is damaged or was altered"
+            )
         if member.isdir() and name not in expected:
             continue  # folders are created for the files they hold
         if name == MANIFEST:
@@ -366,13 +400,17 @@ def _check_members(archive: Path, tar: tarfile.TarFile, manifest: dict, where: P
         if not member.isreg() or member.issparse():
             raise ValidationError(f"{archive} cannot be unpacked: {name!r} is not a plain file (a link or a device)")
         if name not in expected:
-            raise ValidationError(f"{archive} does not match its manifest: it holds {name!r}, which the manifest "
-                                  "does not list; the backup is damaged or was altered")
+            raise ValidationError(
+                f"{archive} does not match its manifest: it holds {name!r}, which the manifest "
+                "does not list; the backup is damaged or was altered"
+            )
         if name in chosen:
             raise ValidationError(f"{archive} does not match its manifest: it holds {name!r} twice")
         if member.size != expected[name]:
-            raise ValidationError(f"{archive} does not match its manifest: {name!r} is {member.size} bytes in the "
-                                  f"archive, {expected[name]} in the manifest; the backup is damaged or was altered")
+            raise ValidationError(
+                f"{archive} does not match its manifest: {name!r} is {member.size} bytes in the "
+                f"archive, {expected[name]} in the manifest; the backup is damaged or was altered"
+            )
         chosen[name] = member
     missing = sorted(set(expected) - set(chosen))
     if missing:
@@ -380,14 +418,18 @@ def _check_members(archive: Path, tar: tarfile.TarFile, manifest: dict, where: P
     total = sum(expected.values())
     packed = archive.stat().st_size
     if total > RATIO_FLOOR_BYTES and total > MAX_RATIO * max(packed, 1):
-        raise ValidationError(f"{archive} would unpack to {total / 1e6:.0f} MB from {packed / 1e6:.1f} MB (more "
-                              f"than {MAX_RATIO}x): that is not a backup Tailor wrote, so nothing was unpacked")
+        raise ValidationError(
+            f"{archive} would unpack to {total / 1e6:.0f} MB from {packed / 1e6:.1f} MB (more "
+            f"than {MAX_RATIO}x): that is not a backup Tailor wrote, so nothing was unpacked"
+        )
     place = _existing_ancestor(where)
     free = shutil.disk_usage(place).free
     if total + SPARE_BYTES > free:
-        raise StorageError(f"not enough free space to restore {archive.name} in {place}: it unpacks to "
-                           f"{total / 1e6:.0f} MB and {free / 1e6:.0f} MB are free ({SPARE_BYTES >> 20} MB must "
-                           "stay spare); free some space or restore elsewhere. Nothing was unpacked.")
+        raise StorageError(
+            f"not enough free space to restore {archive.name} in {place}: it unpacks to "
+            f"{total / 1e6:.0f} MB and {free / 1e6:.0f} MB are free ({SPARE_BYTES >> 20} MB must "
+            "stay spare); free some space or restore elsewhere. Nothing was unpacked."
+        )
     return list(chosen.values())
 
 
@@ -420,8 +462,10 @@ def restore_workspace(archive: Path | str, target: Path | str, progress: Progres
     if not archive.is_file():
         raise ValidationError(f"backup {archive} does not exist")
     if not is_empty_workspace(target):
-        raise ValidationError(f"{target} is not empty: restore only into a new or empty workspace, so nothing "
-                              "there is overwritten (choose a new folder with --workspace)")
+        raise ValidationError(
+            f"{target} is not empty: restore only into a new or empty workspace, so nothing "
+            "there is overwritten (choose a new folder with --workspace)"
+        )
     manifest = read_manifest(archive)  # its shape checked: an object, files a list of entries, ...
     try:
         with tarfile.open(archive, "r:*") as tar:
@@ -435,10 +479,15 @@ def restore_workspace(archive: Path | str, target: Path | str, progress: Progres
         found = {p.relative_to(stage).as_posix() for p in stage.rglob("*") if p.is_file()}
         missing, extra = sorted(set(expected) - found), sorted(found - set(expected))
         if missing or extra:
-            raise ValidationError(f"{archive} does not match its manifest (missing: {missing[:5]}, unexpected: "
-                                  f"{extra[:5]}); the backup is damaged")
-        bad = [rel for rel, e in expected.items()
-               if (stage / rel).stat().st_size != e["size"] or _sha256(stage / rel) != e["sha256"]]
+            raise ValidationError(
+                f"{archive} does not match its manifest (missing: {missing[:5]}, unexpected: "
+                f"{extra[:5]}); the backup is damaged"
+            )
+        bad = [
+            rel
+            for rel, e in expected.items()
+            if (stage / rel).stat().st_size != e["size"] or _sha256(stage / rel) != e["sha256"]
+        ]
         if bad:
             raise ValidationError(f"{archive} is damaged: {len(bad)} file(s) differ from the manifest, e.g. {bad[0]}")
         conn = sqlite3.connect(stage / DB_NAME)

@@ -39,8 +39,14 @@ class Turn:
     """One user message and the assistant's reply in progress. Iterating yields the reply so
     far (a growing string); `wait()` returns the stored assistant message."""
 
-    def __init__(self, conversation_id: str, user_message: StoredMessage, generation: Generation | None,
-                 retrieval: Retrieval | None, no_source: str = DEFAULT_NO_SOURCE):
+    def __init__(
+        self,
+        conversation_id: str,
+        user_message: StoredMessage,
+        generation: Generation | None,
+        retrieval: Retrieval | None,
+        no_source: str = DEFAULT_NO_SOURCE,
+    ):
         self.conversation_id = conversation_id
         self.user_message = user_message
         self.generation = generation
@@ -96,8 +102,14 @@ class ChatRequest:
 
 
 class ChatService:
-    def __init__(self, engine: ChatEngine, log_: ConversationLog, adapters: AdapterCatalog,
-                 retriever: Retriever | None = None, no_source: str = DEFAULT_NO_SOURCE):
+    def __init__(
+        self,
+        engine: ChatEngine,
+        log_: ConversationLog,
+        adapters: AdapterCatalog,
+        retriever: Retriever | None = None,
+        no_source: str = DEFAULT_NO_SOURCE,
+    ):
         self.engine = engine
         self.log = log_
         self.adapters = adapters
@@ -138,29 +150,34 @@ class ChatService:
         no_source = check_no_source(request.no_source or self.no_source)
         retrieval = self.retriever.retrieve(text, k=request.k) if rag else None
         declined = retrieval is not None and retrieval.abstain and no_source == "decline"
-        system_prompt = request.system_prompt if request.system_prompt is not None else (
-            conv.system_prompt if conv else "")
+        system_prompt = (
+            request.system_prompt if request.system_prompt is not None else (conv.system_prompt if conv else "")
+        )
         if conv is not None and request.history:
             raise ValidationError("earlier messages can only be sent when starting a new conversation")
         history = [m.as_chat() for m in conv.messages] if conv else _check_history(request.history)
-        messages = build_messages(history, text, system_prompt,
-                                  retrieval.passages if retrieval and not retrieval.abstain else None)
+        messages = build_messages(
+            history, text, system_prompt, retrieval.passages if retrieval and not retrieval.abstain else None
+        )
         generation = None if declined else self.engine.stream(messages, request.options, adapter=adapter)
         if conv is None:
             conv = self.log.create(system_prompt=system_prompt, model=self.engine.name, adapter=adapter, rag=rag)
             for m in history:
                 self.log.add_message(conv.id, m["role"], m["content"], source=request.source)
         else:
-            updates = {k: v for k, v in {"system_prompt": system_prompt, "rag": rag}.items()
-                       if v != getattr(conv, k)}
+            updates = {k: v for k, v in {"system_prompt": system_prompt, "rag": rag}.items() if v != getattr(conv, k)}
             if updates:
                 self.log.update(conv.id, **updates)
         user_msg = self.log.add_message(conv.id, "user", text, source=request.source)
         turn = Turn(conv.id, user_msg, generation, retrieval, no_source)
         with self._running_lock:
             self._running[conv.id] = turn
-        threading.Thread(target=self._finish, args=(turn, request.options, adapter, request.source), daemon=True,
-                         name="tailor-store-reply").start()
+        threading.Thread(
+            target=self._finish,
+            args=(turn, request.options, adapter, request.source),
+            daemon=True,
+            name="tailor-store-reply",
+        ).start()
         return turn
 
     def chat(self, request: ChatRequest) -> tuple[Turn, StoredMessage]:
@@ -192,20 +209,39 @@ class ChatService:
                 }
             if turn.generation is None:  # declined: no source good enough, do not guess
                 turn.reply = self.log.add_message(
-                    turn.conversation_id, "assistant", NO_SOURCE_REPLY, model=self.engine.name, adapter=adapter,
-                    settings=options.as_dict(), latency_ms=0.0, prompt_tokens=0, completion_tokens=0,
-                    finish_reason="no_source", retrieval=retrieval_info, source=source)
+                    turn.conversation_id,
+                    "assistant",
+                    NO_SOURCE_REPLY,
+                    model=self.engine.name,
+                    adapter=adapter,
+                    settings=options.as_dict(),
+                    latency_ms=0.0,
+                    prompt_tokens=0,
+                    completion_tokens=0,
+                    finish_reason="no_source",
+                    retrieval=retrieval_info,
+                    source=source,
+                )
                 return
             result = turn.generation.wait()
             turn.reply = self.log.add_message(
-                turn.conversation_id, "assistant", result.text, model=result.model, adapter=adapter,
-                settings=options.as_dict(), latency_ms=result.latency_s * 1000,
+                turn.conversation_id,
+                "assistant",
+                result.text,
+                model=result.model,
+                adapter=adapter,
+                settings=options.as_dict(),
+                latency_ms=result.latency_s * 1000,
                 ttft_ms=result.ttft_s * 1000 if result.ttft_s is not None else None,
-                prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
-                finish_reason=result.finish_reason, retrieval=retrieval_info, source=source)
+                prompt_tokens=result.prompt_tokens,
+                completion_tokens=result.completion_tokens,
+                finish_reason=result.finish_reason,
+                retrieval=retrieval_info,
+                source=source,
+            )
             if result.error:
                 log.warning("reply in %s ended with an error: %s", turn.conversation_id, result.error)
-        except BaseException as exc:  # noqa: BLE001 - surfaced through Turn.wait()
+        except BaseException as exc:
             log.exception("could not store the reply")
             turn.error = exc
         finally:
@@ -224,7 +260,11 @@ def check_no_source(policy: str) -> str:
 def _check_history(history: list[dict] | None) -> list[dict]:
     checked = []
     for i, m in enumerate(history or []):
-        if not isinstance(m, dict) or m.get("role") not in ("user", "assistant") or not isinstance(m.get("content"), str):
+        if (
+            not isinstance(m, dict)
+            or m.get("role") not in ("user", "assistant")
+            or not isinstance(m.get("content"), str)
+        ):
             raise ValidationError(f"earlier message {i} must be {{'role': 'user'|'assistant', 'content': str}}")
         checked.append({"role": m["role"], "content": m["content"]})
     return checked

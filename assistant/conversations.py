@@ -14,7 +14,8 @@ from .errors import NotFoundError, ValidationError
 
 
 def _m001_conversations(conn: sqlite3.Connection) -> None:
-    execute_script(conn, 
+    execute_script(
+        conn,
         """
         CREATE TABLE conversations (
             id TEXT PRIMARY KEY,
@@ -51,7 +52,7 @@ def _m001_conversations(conn: sqlite3.Connection) -> None:
             reason TEXT NOT NULL DEFAULT '',
             created_at TEXT NOT NULL
         );
-        """
+        """,
     )
 
 
@@ -110,8 +111,15 @@ class ConversationLog:
         self.db = db
         db.migrate("assistant", MIGRATIONS)
 
-    def create(self, *, system_prompt: str = "", model: str | None = None, adapter: str | None = None,
-               rag: bool = False, title: str = "") -> Conversation:
+    def create(
+        self,
+        *,
+        system_prompt: str = "",
+        model: str | None = None,
+        adapter: str | None = None,
+        rag: bool = False,
+        title: str = "",
+    ) -> Conversation:
         now = utcnow()
         cid = new_conversation_id()
         with self.db.transaction() as conn:
@@ -133,19 +141,25 @@ class ConversationLog:
                 raise NotFoundError(f"conversation {conversation_id!r} does not exist")
             conv = _conversation(row)
             if with_messages:
-                conv.messages = [_message(r) for r in conn.execute(
-                    "SELECT m.*, f.rating FROM messages m LEFT JOIN feedback f ON f.message_id=m.id"
-                    " WHERE conversation_id=? ORDER BY m.id", (conversation_id,))]
+                conv.messages = [
+                    _message(r)
+                    for r in conn.execute(
+                        "SELECT m.*, f.rating FROM messages m LEFT JOIN feedback f ON f.message_id=m.id"
+                        " WHERE conversation_id=? ORDER BY m.id",
+                        (conversation_id,),
+                    )
+                ]
         return conv
 
     def list(self, limit: int = 100, offset: int = 0, query: str = "") -> list[Conversation]:
-        sql = ("SELECT c.*, (SELECT COUNT(*) FROM messages m WHERE m.conversation_id=c.id) AS n"
-               " FROM conversations c")
+        sql = "SELECT c.*, (SELECT COUNT(*) FROM messages m WHERE m.conversation_id=c.id) AS n FROM conversations c"
         args: list = []
         if query:
             # % and _ in the query are searched for, not wildcards.
-            sql += (" WHERE c.title LIKE ? ESCAPE '\\' OR EXISTS (SELECT 1 FROM messages m"
-                    " WHERE m.conversation_id=c.id AND m.content LIKE ? ESCAPE '\\')")
+            sql += (
+                " WHERE c.title LIKE ? ESCAPE '\\' OR EXISTS (SELECT 1 FROM messages m"
+                " WHERE m.conversation_id=c.id AND m.content LIKE ? ESCAPE '\\')"
+            )
             pattern = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             args += [pattern, pattern]
         sql += " ORDER BY c.updated_at DESC, c.id DESC LIMIT ? OFFSET ?"
@@ -162,8 +176,10 @@ class ConversationLog:
             return
         sets = ", ".join(f"{k}=?" for k in fields)
         with self.db.transaction() as conn:
-            cur = conn.execute(f"UPDATE conversations SET {sets}, updated_at=? WHERE id=?",
-                               [*fields.values(), utcnow(), conversation_id])
+            cur = conn.execute(
+                f"UPDATE conversations SET {sets}, updated_at=? WHERE id=?",
+                [*fields.values(), utcnow(), conversation_id],
+            )
             if cur.rowcount == 0:
                 raise NotFoundError(f"conversation {conversation_id!r} does not exist")
 
@@ -171,11 +187,23 @@ class ConversationLog:
         with self.db.transaction() as conn:
             conn.execute("DELETE FROM conversations WHERE id=?", (conversation_id,))
 
-    def add_message(self, conversation_id: str, role: str, content: str, *, model: str | None = None,
-                    adapter: str | None = None, settings: dict | None = None, latency_ms: float | None = None,
-                    ttft_ms: float | None = None, prompt_tokens: int | None = None,
-                    completion_tokens: int | None = None, finish_reason: str | None = None,
-                    retrieval: dict | None = None, source: str = "chat") -> StoredMessage:
+    def add_message(
+        self,
+        conversation_id: str,
+        role: str,
+        content: str,
+        *,
+        model: str | None = None,
+        adapter: str | None = None,
+        settings: dict | None = None,
+        latency_ms: float | None = None,
+        ttft_ms: float | None = None,
+        prompt_tokens: int | None = None,
+        completion_tokens: int | None = None,
+        finish_reason: str | None = None,
+        retrieval: dict | None = None,
+        source: str = "chat",
+    ) -> StoredMessage:
         now = utcnow()
         with self.db.transaction() as conn:
             conv = conn.execute("SELECT title FROM conversations WHERE id=?", (conversation_id,)).fetchone()
@@ -185,9 +213,22 @@ class ConversationLog:
                 "INSERT INTO messages(conversation_id, role, content, created_at, model, adapter, settings_json,"
                 " latency_ms, ttft_ms, prompt_tokens, completion_tokens, finish_reason, retrieval_json, source)"
                 " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (conversation_id, role, content, now, model, adapter,
-                 json.dumps(settings) if settings is not None else None, latency_ms, ttft_ms, prompt_tokens,
-                 completion_tokens, finish_reason, json.dumps(retrieval) if retrieval is not None else None, source),
+                (
+                    conversation_id,
+                    role,
+                    content,
+                    now,
+                    model,
+                    adapter,
+                    json.dumps(settings) if settings is not None else None,
+                    latency_ms,
+                    ttft_ms,
+                    prompt_tokens,
+                    completion_tokens,
+                    finish_reason,
+                    json.dumps(retrieval) if retrieval is not None else None,
+                    source,
+                ),
             )
             title = conv["title"] or (_title_from(content) if role == "user" else "")
             conn.execute("UPDATE conversations SET updated_at=?, title=? WHERE id=?", (now, title, conversation_id))
@@ -196,8 +237,10 @@ class ConversationLog:
 
     def message(self, message_id: int) -> StoredMessage:
         with self.db.read() as conn:
-            row = conn.execute("SELECT m.*, f.rating FROM messages m LEFT JOIN feedback f ON f.message_id=m.id"
-                               " WHERE m.id=?", (message_id,)).fetchone()
+            row = conn.execute(
+                "SELECT m.*, f.rating FROM messages m LEFT JOIN feedback f ON f.message_id=m.id WHERE m.id=?",
+                (message_id,),
+            ).fetchone()
         if row is None:
             raise NotFoundError(f"message {message_id} does not exist")
         return _message(row)
@@ -214,24 +257,43 @@ class ConversationLog:
                 conn.execute(
                     "INSERT INTO feedback(message_id, rating, reason, created_at) VALUES (?,?,?,?)"
                     " ON CONFLICT(message_id) DO UPDATE SET rating=excluded.rating, reason=excluded.reason,"
-                    " created_at=excluded.created_at", (message_id, rating, reason, utcnow()))
+                    " created_at=excluded.created_at",
+                    (message_id, rating, reason, utcnow()),
+                )
             else:
                 raise ValidationError("rating must be 1 (thumbs up), -1 (thumbs down) or None")
 
 
 def _conversation(row: sqlite3.Row) -> Conversation:
-    return Conversation(id=row["id"], title=row["title"], system_prompt=row["system_prompt"], model=row["model"],
-                        adapter=row["adapter"], rag=bool(row["rag"]), created_at=row["created_at"],
-                        updated_at=row["updated_at"], message_count=row["n"])
+    return Conversation(
+        id=row["id"],
+        title=row["title"],
+        system_prompt=row["system_prompt"],
+        model=row["model"],
+        adapter=row["adapter"],
+        rag=bool(row["rag"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        message_count=row["n"],
+    )
 
 
 def _message(row: sqlite3.Row) -> StoredMessage:
     return StoredMessage(
-        id=row["id"], conversation_id=row["conversation_id"], role=row["role"], content=row["content"],
-        created_at=row["created_at"], model=row["model"], adapter=row["adapter"],
+        id=row["id"],
+        conversation_id=row["conversation_id"],
+        role=row["role"],
+        content=row["content"],
+        created_at=row["created_at"],
+        model=row["model"],
+        adapter=row["adapter"],
         settings=json.loads(row["settings_json"]) if row["settings_json"] else None,
-        latency_ms=row["latency_ms"], ttft_ms=row["ttft_ms"], prompt_tokens=row["prompt_tokens"],
-        completion_tokens=row["completion_tokens"], finish_reason=row["finish_reason"],
+        latency_ms=row["latency_ms"],
+        ttft_ms=row["ttft_ms"],
+        prompt_tokens=row["prompt_tokens"],
+        completion_tokens=row["completion_tokens"],
+        finish_reason=row["finish_reason"],
         retrieval=json.loads(row["retrieval_json"]) if row["retrieval_json"] else None,
-        source=row["source"], rating=row["rating"],
+        source=row["source"],
+        rating=row["rating"],
     )

@@ -106,7 +106,8 @@ class Database:
             f"the workspace database {self.path} is damaged ({detail[:200]}); Tailor left it unchanged.{where} "
             f"To recover, restore a backup into a new folder (tailor import workspace BACKUP.zip --workspace "
             f"NEW_FOLDER), or move {self.path.name} out of {self.path.parent} to start this workspace with an empty "
-            "database (adapter, document and job folders stay on disk).")
+            "database (adapter, document and job folders stay on disk)."
+        )
 
     def connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
@@ -147,8 +148,7 @@ class Database:
         applied: list[str] = []
         with self._lock, self.transaction() as conn:
             done = {
-                row["version"]
-                for row in conn.execute("SELECT version FROM migrations WHERE namespace=?", (namespace,))
+                row["version"] for row in conn.execute("SELECT version FROM migrations WHERE namespace=?", (namespace,))
             }
             for version, fn in enumerate(migrations, start=1):
                 if version in done:

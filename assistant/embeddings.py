@@ -17,7 +17,7 @@ import numpy as np
 from .errors import ModelError
 
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
-_cache: dict[tuple[str, str], "Embedder"] = {}
+_cache: dict[tuple[str, str], Embedder] = {}
 _cache_lock = threading.Lock()
 
 
@@ -45,10 +45,13 @@ class Embedder:
         self.name = name
         try:
             self.model = SentenceTransformer(str(path), device=device)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise ModelError(f"Could not load embedding model {name} from {path}: {exc}") from exc
-        self.dim = int(self.model.get_embedding_dimension() if hasattr(self.model, "get_embedding_dimension")
-                       else self.model.get_sentence_embedding_dimension())
+        self.dim = int(
+            self.model.get_embedding_dimension()
+            if hasattr(self.model, "get_embedding_dimension")
+            else self.model.get_sentence_embedding_dimension()
+        )
         self.max_tokens = int(self.model.max_seq_length or 256)
         self.tokenizer = self.model.tokenizer
         self._lock = threading.Lock()
@@ -61,10 +64,14 @@ class Embedder:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         with self._lock:
             for start in range(0, len(texts), batch_size):
-                batch = texts[start:start + batch_size]
-                out[start:start + len(batch)] = self.model.encode(
-                    batch, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
-                    show_progress_bar=False)
+                batch = texts[start : start + batch_size]
+                out[start : start + len(batch)] = self.model.encode(
+                    batch,
+                    batch_size=batch_size,
+                    normalize_embeddings=True,
+                    convert_to_numpy=True,
+                    show_progress_bar=False,
+                )
                 if progress is not None:
                     progress(min(start + batch_size, len(texts)), len(texts))
         return out

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -37,7 +37,7 @@ class GenerationOptions:
     repetition_penalty: float = 1.05  # small models loop without a little of this
     seed: int | None = None
 
-    def validate(self, context_window: int) -> "GenerationOptions":
+    def validate(self, context_window: int) -> GenerationOptions:
         if not 0 <= self.temperature <= 2:
             raise ValidationError("temperature must be between 0 and 2")
         if not 0 < self.top_p <= 1:
@@ -49,8 +49,13 @@ class GenerationOptions:
         return self
 
     def as_dict(self) -> dict:
-        return {"temperature": self.temperature, "top_p": self.top_p, "max_new_tokens": self.max_new_tokens,
-                "repetition_penalty": self.repetition_penalty, "seed": self.seed}
+        return {
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_new_tokens": self.max_new_tokens,
+            "repetition_penalty": self.repetition_penalty,
+            "seed": self.seed,
+        }
 
 
 @dataclass
@@ -77,7 +82,7 @@ class _TextQueueStreamer:
     the growing text on a queue. Decoding everything (not token by token) keeps multi-byte
     characters and merged tokens right; a few hundred tokens cost microseconds to decode."""
 
-    def __init__(self, tokenizer, out: "queue.Queue"):
+    def __init__(self, tokenizer, out: queue.Queue):
         self.tokenizer = tokenizer
         self.out = out
         self.ids: list[int] = []
@@ -154,7 +159,8 @@ def require_safetensors(folder: Path, what: str) -> None:
         raise ModelError(
             f"The {what} in {folder} has only pickle-based weights (.bin/.pt). Tailor loads safetensors only, "
             "because pickle files can run code when loaded. Convert it once in a trusted environment "
-            "(load it and call save_pretrained(..., safe_serialization=True)).")
+            "(load it and call save_pretrained(..., safe_serialization=True))."
+        )
 
 
 class ChatEngine:
@@ -175,7 +181,7 @@ class ChatEngine:
 
     # ---- loading -----------------------------------------------------------------------
     @classmethod
-    def load(cls, resolved: ResolvedModel, hardware: Hardware | None = None, max_context: int = 2048) -> "ChatEngine":
+    def load(cls, resolved: ResolvedModel, hardware: Hardware | None = None, max_context: int = 2048) -> ChatEngine:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         hardware = hardware or pick_hardware()
@@ -184,7 +190,7 @@ class ChatEngine:
             tokenizer = AutoTokenizer.from_pretrained(resolved.path)
             # safetensors only: pickle-based .bin/.pt weights can run code when loaded
             model = AutoModelForCausalLM.from_pretrained(resolved.path, dtype=hardware.dtype, use_safetensors=True)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise ModelError(
                 f"Could not load model {resolved.name} from {resolved.path}: {exc}. If it is the converted "
                 "default model, delete that folder and start again to re-convert it; otherwise check "
@@ -219,7 +225,7 @@ class ChatEngine:
                     self.model = PeftModel.from_pretrained(self.base_model, path, adapter_name=name, is_trainable=False)
                 else:
                     self.model.load_adapter(path, adapter_name=name, is_trainable=False)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 raise ModelError(f"Could not load adapter {name!r} from {path}: {exc}") from exc
             self.model.eval()
             self._adapters[name] = version
@@ -280,13 +286,13 @@ class ChatEngine:
         # user turn, or the newest message (always kept).
         first = {0} if not dropped else set()
         starts = sorted(first | {i for i, m in enumerate(rest[:-1]) if m["role"] == "user"} | {len(rest) - 1})
-        if len(starts) == 1 or self.count_tokens(system + rest[starts[0]:]) <= budget:
+        if len(starts) == 1 or self.count_tokens(system + rest[starts[0] :]) <= budget:
             chosen = starts[0]
         else:  # fewer tokens the later the start: the first start that fits, by bisection
             lo, hi = 1, len(starts) - 1  # starts[0] does not fit; starts[-1] is kept regardless
             while lo < hi:
                 mid = (lo + hi) // 2
-                if self.count_tokens(system + rest[starts[mid]:]) <= budget:
+                if self.count_tokens(system + rest[starts[mid] :]) <= budget:
                     hi = mid
                 else:
                     lo = mid + 1
@@ -306,8 +312,9 @@ class ChatEngine:
         return system + rest, dropped
 
     # ---- generation --------------------------------------------------------------------
-    def stream(self, messages: Sequence[Message], options: GenerationOptions | None = None,
-               adapter: str | None = None) -> Generation:
+    def stream(
+        self, messages: Sequence[Message], options: GenerationOptions | None = None, adapter: str | None = None
+    ) -> Generation:
         """Start generating a reply in a background thread and return at once."""
         options = (options or GenerationOptions()).validate(self.context_window)
         if adapter is not None and adapter not in self._adapters:
@@ -315,13 +322,15 @@ class ChatEngine:
         fitted, dropped = self.fit_messages(messages, options.max_new_tokens)
         gen = Generation()
         gen.result = GenerationResult(model=self.name, adapter=adapter, dropped_messages=dropped)
-        thread = threading.Thread(target=self._run, args=(gen, fitted, options, adapter), daemon=True,
-                                  name="tailor-generate")
+        thread = threading.Thread(
+            target=self._run, args=(gen, fitted, options, adapter), daemon=True, name="tailor-generate"
+        )
         thread.start()
         return gen
 
-    def generate(self, messages: Sequence[Message], options: GenerationOptions | None = None,
-                 adapter: str | None = None) -> GenerationResult:
+    def generate(
+        self, messages: Sequence[Message], options: GenerationOptions | None = None, adapter: str | None = None
+    ) -> GenerationResult:
         gen = self.stream(messages, options, adapter)
         for _ in gen:
             pass
@@ -358,7 +367,7 @@ class ChatEngine:
                     output = self.model.generate(
                         input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **kwargs
                     )
-            new_ids = output[0, len(ids):].tolist()
+            new_ids = output[0, len(ids) :].tolist()
             res.completion_tokens = len(new_ids)
             res.text = self.tokenizer.decode(new_ids, skip_special_tokens=True).strip()
             eos = self._eos_ids()
@@ -368,7 +377,7 @@ class ChatEngine:
                 res.finish_reason = "stop"
             else:
                 res.finish_reason = "length" if len(new_ids) >= options.max_new_tokens else "stop"
-        except Exception as exc:  # noqa: BLE001 - reported to the caller through the result
+        except Exception as exc:
             log.exception("generation failed")
             res.finish_reason = "error"
             res.error = f"{exc.__class__.__name__}: {exc}"
@@ -381,8 +390,7 @@ class ChatEngine:
             gen._queue.put(_DONE)
             gen._finished.set()
 
-    def score(self, messages: Sequence[Message], completion: str,
-              adapter: str | None = None) -> tuple[float, int]:
+    def score(self, messages: Sequence[Message], completion: str, adapter: str | None = None) -> tuple[float, int]:
         """Mean cross-entropy (nats/token) of `completion` as the assistant's reply to
         `messages`, under `adapter` (None: the base model), and how many tokens it covers.
         Evaluation uses it for the loss/perplexity of reference answers. The reply's tokens
@@ -392,9 +400,8 @@ class ChatEngine:
         if not (completion or "").strip():
             raise ValidationError("the reference answer is empty")
         prompt = self.encode(messages, add_generation_prompt=True)
-        full = self.encode(list(messages) + [{"role": "assistant", "content": completion}],
-                           add_generation_prompt=False)
-        if full[:len(prompt)] != prompt:  # a template that rewrites earlier turns: append instead
+        full = self.encode(list(messages) + [{"role": "assistant", "content": completion}], add_generation_prompt=False)
+        if full[: len(prompt)] != prompt:  # a template that rewrites earlier turns: append instead
             full = prompt + self.tokenizer(completion, add_special_tokens=False)["input_ids"]
             if self.tokenizer.eos_token_id is not None:
                 full.append(self.tokenizer.eos_token_id)
@@ -404,14 +411,15 @@ class ChatEngine:
         overflow = len(full) - self.context_window
         if overflow > 0:  # keep the reply whole and as much of the prompt's end as fits
             if overflow >= start:
-                raise ValidationError(f"the reference answer alone is longer than the context "
-                                      f"({self.context_window} tokens)")
+                raise ValidationError(
+                    f"the reference answer alone is longer than the context ({self.context_window} tokens)"
+                )
             full, start = full[overflow:], start - overflow
         ids = torch.tensor([full], device=self.hardware.device)
         with self._lock, self._use(adapter), torch.inference_mode():
             logits = self.model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
         # logits at position t predict token t+1: the reply's tokens are predicted from start-1 on
-        pred = logits[0, start - 1:-1].float()
+        pred = logits[0, start - 1 : -1].float()
         target = ids[0, start:]
         loss = torch.nn.functional.cross_entropy(pred, target, reduction="mean")
         return float(loss), int(target.numel())

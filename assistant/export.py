@@ -57,8 +57,12 @@ def _check_dest(dest: Path, overwrite: bool) -> Path:
     dest = Path(dest).expanduser().resolve()
     if dest.exists() and not overwrite:
         raise ValidationError(f"{dest} already exists; choose another destination or pass overwrite")
-    if dest.exists() and dest.is_dir() and any(dest.iterdir()) and not (
-            (dest / "config.json").is_file() or (dest / "adapter_config.json").is_file()):
+    if (
+        dest.exists()
+        and dest.is_dir()
+        and any(dest.iterdir())
+        and not ((dest / "config.json").is_file() or (dest / "adapter_config.json").is_file())
+    ):
         # Replacing a folder deletes it: only ever replace an earlier export, not any folder.
         raise ValidationError(f"{dest} is a folder that is not an earlier export; refusing to replace it")
     return dest
@@ -71,8 +75,9 @@ def _adapter_files(info: AdapterInfo) -> list[Path]:
     return sorted(p for p in info.path.rglob("*") if p.is_file() and not p.name.startswith("."))
 
 
-def export_adapter(catalog: AdapterCatalog, name: str, dest: Path | str, fmt: str = "folder",
-                   overwrite: bool = False) -> ExportResult:
+def export_adapter(
+    catalog: AdapterCatalog, name: str, dest: Path | str, fmt: str = "folder", overwrite: bool = False
+) -> ExportResult:
     """Copy the adapter `name` (PEFT files plus Tailor's metadata) to `dest` as a folder, or
     as a zip whose entries sit under `<name>/` (fmt "zip")."""
     started = time.perf_counter()
@@ -109,9 +114,17 @@ def export_adapter(catalog: AdapterCatalog, name: str, dest: Path | str, fmt: st
     return ExportResult(dest, kind, n, size, time.perf_counter() - started)
 
 
-def export_merged(base_path: Path | str, catalog: AdapterCatalog, name: str, dest: Path | str, *,
-                  base_name: str | None = None, dtype: str | None = None, overwrite: bool = False,
-                  progress: Progress | None = None) -> ExportResult:
+def export_merged(
+    base_path: Path | str,
+    catalog: AdapterCatalog,
+    name: str,
+    dest: Path | str,
+    *,
+    base_name: str | None = None,
+    dtype: str | None = None,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> ExportResult:
     """Merge the LoRA adapter `name` into the base model at `base_path` and save the result as
     a safetensors folder (model, tokenizer, chat template, generation config) at `dest`.
 
@@ -134,14 +147,16 @@ def export_merged(base_path: Path | str, catalog: AdapterCatalog, name: str, des
     try:
         tokenizer = AutoTokenizer.from_pretrained(base_path)
         model = AutoModelForCausalLM.from_pretrained(base_path, dtype=hardware.dtype, use_safetensors=True)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise ModelError(f"Could not load the base model from {base_path}: {exc}") from exc
     say(f"Merging adapter {name!r} into it...")
     try:
         peft_model = PeftModel.from_pretrained(model, info.path, is_trainable=False)
-    except Exception as exc:  # noqa: BLE001
-        raise ModelError(f"Adapter {name!r} does not fit the base model {base_name or base_path}: {exc}. Was it "
-                         "trained on a different base model?") from exc
+    except Exception as exc:
+        raise ModelError(
+            f"Adapter {name!r} does not fit the base model {base_name or base_path}: {exc}. Was it "
+            "trained on a different base model?"
+        ) from exc
     with torch.no_grad():
         merged = peft_model.merge_and_unload()
     merged.eval()
@@ -150,12 +165,21 @@ def export_merged(base_path: Path | str, catalog: AdapterCatalog, name: str, des
         with publish_dir(dest) as tmp:
             merged.save_pretrained(tmp)  # transformers 5 always writes safetensors
             tokenizer.save_pretrained(tmp)
-            (tmp / "tailor-export.json").write_text(json.dumps({
-                "kind": "merged", "base_model": base_name or str(base_path), "adapter": name,
-                "adapter_version": info.version, "adapter_meta": info.meta, "dtype": hardware.dtype_name,
-                "exported_at": utcnow(),
-            }, indent=2))
-    except Exception as exc:  # noqa: BLE001
+            (tmp / "tailor-export.json").write_text(
+                json.dumps(
+                    {
+                        "kind": "merged",
+                        "base_model": base_name or str(base_path),
+                        "adapter": name,
+                        "adapter_version": info.version,
+                        "adapter_meta": info.meta,
+                        "dtype": hardware.dtype_name,
+                        "exported_at": utcnow(),
+                    },
+                    indent=2,
+                )
+            )
+    except Exception as exc:
         # safetensors reports a full disk as SafetensorError("... (os error 28)"), not OSError
         if isinstance(exc, OSError) or "os error" in str(exc):
             raise write_failed(dest, exc) from exc

@@ -47,7 +47,7 @@ class Slot:
     """Permission to run one request. `release()` is idempotent, so a stream's `finally` and a
     disconnect handler can both call it."""
 
-    def __init__(self, limiter: "RequestLimiter", waited_s: float):
+    def __init__(self, limiter: RequestLimiter, waited_s: float):
         self._limiter = limiter
         self.waited_s = waited_s
         self._released = False
@@ -85,8 +85,15 @@ class RequestLimiter:
         self._admitted = self._rejected_full = self._rejected_timeout = 0
 
     def stats(self) -> LimiterStats:
-        return LimiterStats(self._active, sum(1 for w in self._waiters if not w.done()), self._admitted,
-                            self._rejected_full, self._rejected_timeout, self.max_active, self.max_queue)
+        return LimiterStats(
+            self._active,
+            sum(1 for w in self._waiters if not w.done()),
+            self._admitted,
+            self._rejected_full,
+            self._rejected_timeout,
+            self.max_active,
+            self.max_queue,
+        )
 
     async def acquire(self) -> Slot:
         started = time.perf_counter()
@@ -99,7 +106,8 @@ class RequestLimiter:
             self._rejected_full += 1
             raise QueueFull(
                 f"The server is busy: {self._active} request(s) running and {waiting} waiting, which is the "
-                f"queue limit (TAILOR_MAX_QUEUE={self.max_queue}). Retry in a few seconds.")
+                f"queue limit (TAILOR_MAX_QUEUE={self.max_queue}). Retry in a few seconds."
+            )
         fut = asyncio.get_running_loop().create_future()
         self._waiters.append(fut)
         try:
@@ -114,7 +122,8 @@ class RequestLimiter:
                 self._rejected_timeout += 1
                 raise Busy(
                     f"The server is busy: this request waited {self.timeout_s:.0f} s in the queue without "
-                    "getting a turn (TAILOR_QUEUE_TIMEOUT). Retry later or send fewer requests at once.") from None
+                    "getting a turn (TAILOR_QUEUE_TIMEOUT). Retry later or send fewer requests at once."
+                ) from None
             raise
         finally:
             try:
@@ -176,11 +185,23 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
     async def _too_large(self, send) -> None:
-        body = json.dumps({"error": {
-            "message": f"The request body is larger than {self.max_bytes // 1024} KB (TAILOR_MAX_REQUEST_KB).",
-            "type": "invalid_request_error", "param": None, "code": "request_too_large"}}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        body = json.dumps(
+            {
+                "error": {
+                    "message": f"The request body is larger than {self.max_bytes // 1024} KB (TAILOR_MAX_REQUEST_KB).",
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": "request_too_large",
+                }
+            }
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 
@@ -194,8 +215,15 @@ class LoginThrottle:
     Counted per address, so one client guessing does not lock out the others; the table is
     bounded (oldest entries forgotten) so a flood of addresses cannot grow it without end."""
 
-    def __init__(self, app, *, free_failures: int = 5, max_delay_s: float = 300.0, paths=("/login", "/login/"),
-                 max_clients: int = 10_000):
+    def __init__(
+        self,
+        app,
+        *,
+        free_failures: int = 5,
+        max_delay_s: float = 300.0,
+        paths=("/login", "/login/"),
+        max_clients: int = 10_000,
+    ):
         self.app = app
         self.free_failures = free_failures
         self.max_delay_s = max_delay_s
@@ -211,10 +239,20 @@ class LoginThrottle:
         now = time.monotonic()
         if state is not None and now < state[1]:
             wait = int(state[1] - now) + 1
-            body = json.dumps({"detail": f"Too many wrong passwords from this address: try again in {wait} s."}).encode()
-            await send({"type": "http.response.start", "status": 429,
-                        "headers": [(b"content-type", b"application/json"), (b"retry-after", str(wait).encode()),
-                                    (b"content-length", str(len(body)).encode())]})
+            body = json.dumps(
+                {"detail": f"Too many wrong passwords from this address: try again in {wait} s."}
+            ).encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 429,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"retry-after", str(wait).encode()),
+                        (b"content-length", str(len(body)).encode()),
+                    ],
+                }
+            )
             await send({"type": "http.response.body", "body": body})
             return
         status = {}
@@ -228,8 +266,9 @@ class LoginThrottle:
         code = status.get("code", 500)
         if code in (400, 401, 403):
             failures = (state[0] if state else 0) + 1
-            delay = 0.0 if failures < self.free_failures else min(2.0 ** (failures - self.free_failures),
-                                                                   self.max_delay_s)
+            delay = (
+                0.0 if failures < self.free_failures else min(2.0 ** (failures - self.free_failures), self.max_delay_s)
+            )
             self._clients[client] = [failures, time.monotonic() + delay]
             self._clients.move_to_end(client)
             while len(self._clients) > self.max_clients:
@@ -262,5 +301,6 @@ def upload_path(workspace, name: str, folder: str = "uploads") -> Path:
 
 def check_upload_size(size_bytes: int, max_mb: int, name: str = "the file") -> None:
     if size_bytes > max_mb * 1024 * 1024:
-        raise ValidationError(f"{name} is {size_bytes / 1e6:.1f} MB, over the upload limit of {max_mb} MB "
-                              "(TAILOR_MAX_UPLOAD_MB)")
+        raise ValidationError(
+            f"{name} is {size_bytes / 1e6:.1f} MB, over the upload limit of {max_mb} MB (TAILOR_MAX_UPLOAD_MB)"
+        )

@@ -90,7 +90,7 @@ def convert_gguf(gguf: Path, target: Path, progress: Progress = log.info) -> Pat
         try:
             tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
             model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        except Exception as exc:  # noqa: BLE001 - any failure here means the file is unusable
+        except Exception as exc:
             raise ModelError(f"Could not read the GGUF model {gguf}: {exc}") from exc
         # Drop the quantization flag: the weights are already de-quantized to fp32, and the
         # Trainer refuses a model that claims to be quantized.
@@ -105,8 +105,9 @@ def convert_gguf(gguf: Path, target: Path, progress: Progress = log.info) -> Pat
     return target
 
 
-def resolve_model(spec: str | None, models_dir: Path, *, allow_downloads: bool = False,
-                  progress: Progress = log.info) -> ResolvedModel:
+def resolve_model(
+    spec: str | None, models_dir: Path, *, allow_downloads: bool = False, progress: Progress = log.info
+) -> ResolvedModel:
     """Resolve a model setting to a local folder. Raises ModelError with what to do."""
     if spec in DEFAULT_ALIASES:
         gguf = find_embedded_gguf()
@@ -126,17 +127,16 @@ def resolve_model(spec: str | None, models_dir: Path, *, allow_downloads: bool =
             )
         return ResolvedModel(str(path), path.resolve(), "folder")
     if spec.count("/") != 1 or spec.startswith(("/", ".")):
-        raise ModelError(
-            f"Model {spec!r} is neither an existing folder nor a Hugging Face id like 'org/name'."
-        )
+        raise ModelError(f"Model {spec!r} is neither an existing folder nor a Hugging Face id like 'org/name'.")
     from huggingface_hub import snapshot_download
 
     try:
         folder = snapshot_download(spec, local_files_only=not allow_downloads)
-    except Exception as exc:  # noqa: BLE001 - hub errors come in many types
+    except Exception as exc:
         hint = (
             f"Download it first (for example `hf download {spec}`) or set TAILOR_ALLOW_DOWNLOADS=1."
-            if not allow_downloads else "Check the id and your network."
+            if not allow_downloads
+            else "Check the id and your network."
         )
         raise ModelError(f"Model {spec!r} is not available locally: {exc.__class__.__name__}. {hint}") from exc
     return ResolvedModel(spec, Path(folder), "hub-cache")

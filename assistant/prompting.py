@@ -78,14 +78,15 @@ def split_grounded_user_message(text: str) -> tuple[str, str | None]:
     needs the question back (evaluation arms with retrieval off)."""
     head, marker = f"{ANSWER_INSTRUCTION}\n\n", "\n\nQuestion: "
     if text.startswith(head) and marker in text:
-        sources, question = text[len(head):].rsplit(marker, 1)
+        sources, question = text[len(head) :].rsplit(marker, 1)
         if question.strip():
             return question, sources
     return text, None
 
 
-def build_messages(history: Sequence[dict], user_text: str, system_prompt: str = "",
-                   passages: Sequence[Passage] | None = None) -> list[dict]:
+def build_messages(
+    history: Sequence[dict], user_text: str, system_prompt: str = "", passages: Sequence[Passage] | None = None
+) -> list[dict]:
     """Chat messages for the model. Earlier turns are shown as they were typed (without their
     passages) to save context; only the newest question carries its sources."""
     messages: list[dict] = []

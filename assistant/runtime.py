@@ -35,8 +35,9 @@ class Core:
 def open_core(settings: Settings, progress: Callable[[str], None] = log.info) -> Core:
     set_threads(settings.threads)
     workspace = Workspace(settings.home)
-    resolved = resolve_model(settings.model, workspace.models_dir, allow_downloads=settings.allow_downloads,
-                             progress=progress)
+    resolved = resolve_model(
+        settings.model, workspace.models_dir, allow_downloads=settings.allow_downloads, progress=progress
+    )
     hardware = pick_hardware(settings.device, settings.dtype)
     engine = ChatEngine.load(resolved, hardware, max_context=settings.max_context)
     conversations = ConversationLog(workspace.db)

@@ -71,7 +71,7 @@ class Settings:
     no_source: str = "answer"
 
     @classmethod
-    def from_env(cls, **overrides) -> "Settings":
+    def from_env(cls, **overrides) -> Settings:
         env = os.environ
         values = dict(
             home=Path(env.get("TAILOR_HOME") or "workspace"),
@@ -97,7 +97,7 @@ class Settings:
         values["home"] = Path(values["home"]).expanduser()
         return cls(**values)
 
-    def with_(self, **changes) -> "Settings":
+    def with_(self, **changes) -> Settings:
         return replace(self, **changes)
 
     @property

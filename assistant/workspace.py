@@ -1,12 +1,12 @@
 """The workspace: one folder that holds everything Tailor saves.
 
-    workspace/
-      tailor.db      SQLite (WAL): conversations, messages, feedback, examples, jobs, ...
-      models/        converted model checkpoints (the embedded GGUF becomes fp32 safetensors here)
-      adapters/      published LoRA adapters, one folder each
-      indexes/       FAISS index files
-      jobs/          training job folders: config, logs, checkpoints
-      exports/       files the user exported
+workspace/
+  tailor.db      SQLite (WAL): conversations, messages, feedback, examples, jobs, ...
+  models/        converted model checkpoints (the embedded GGUF becomes fp32 safetensors here)
+  adapters/      published LoRA adapters, one folder each
+  indexes/       FAISS index files
+  jobs/          training job folders: config, logs, checkpoints
+  exports/       files the user exported
 """
 
 from __future__ import annotations

@@ -20,11 +20,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import torch  # noqa: E402
+import torch
 
-from assistant.engine import ChatEngine, GenerationOptions  # noqa: E402
-from assistant.hardware import pick_hardware, set_threads  # noqa: E402
-from assistant.models import resolve_model  # noqa: E402
+from assistant.engine import ChatEngine, GenerationOptions
+from assistant.hardware import pick_hardware, set_threads
+from assistant.models import resolve_model
 
 PROMPTS = [
     "Explain how to fix a flat bicycle tyre, step by step.",
@@ -36,8 +36,16 @@ PROMPTS = [
 def baseline(engine: ChatEngine, prompt: str, n: int) -> tuple[float, float]:
     """Plain generate: TTFT = a 1-token generate; decode rate from an n-token generate."""
     ids = torch.tensor([engine.encode([{"role": "user", "content": prompt}])])
-    kw = dict(do_sample=False, temperature=None, top_p=None, top_k=None, pad_token_id=engine.tokenizer.pad_token_id,
-              attention_mask=torch.ones_like(ids), min_new_tokens=n, max_new_tokens=n)
+    kw = dict(
+        do_sample=False,
+        temperature=None,
+        top_p=None,
+        top_k=None,
+        pad_token_id=engine.tokenizer.pad_token_id,
+        attention_mask=torch.ones_like(ids),
+        min_new_tokens=n,
+        max_new_tokens=n,
+    )
     with torch.inference_mode():
         t0 = time.perf_counter()
         engine.model.generate(ids, **{**kw, "min_new_tokens": 1, "max_new_tokens": 1})
@@ -50,8 +58,10 @@ def baseline(engine: ChatEngine, prompt: str, n: int) -> tuple[float, float]:
 
 
 def tailor(engine: ChatEngine, prompt: str, n: int) -> tuple[float, float, int]:
-    gen = engine.stream([{"role": "user", "content": prompt}],
-                        GenerationOptions(temperature=0, max_new_tokens=n, repetition_penalty=1.0))
+    gen = engine.stream(
+        [{"role": "user", "content": prompt}],
+        GenerationOptions(temperature=0, max_new_tokens=n, repetition_penalty=1.0),
+    )
     for _ in gen:
         pass
     r = gen.wait()
@@ -84,14 +94,18 @@ def main() -> None:
             rows["tailor"][1].append(t_rate)
             lengths.append(produced)
     med = {k: (statistics.median(v[0]), statistics.median(v[1])) for k, v in rows.items()}
-    print(f"\nmodel {resolved.name} on {engine.hardware.describe()}; {len(PROMPTS)} prompts x {args.repeats} repeats, "
-          f"up to {args.tokens} new tokens (Tailor produced median {statistics.median(lengths):.0f}); medians:\n")
+    print(
+        f"\nmodel {resolved.name} on {engine.hardware.describe()}; {len(PROMPTS)} prompts x {args.repeats} repeats, "
+        f"up to {args.tokens} new tokens (Tailor produced median {statistics.median(lengths):.0f}); medians:\n"
+    )
     print(f"| {'':<26} | {'TTFT (ms)':>10} | {'decode tokens/s':>15} |")
     print(f"|{'-' * 28}|{'-' * 12}|{'-' * 17}|")
     print(f"| {'plain model.generate':<26} | {med['baseline'][0] * 1000:>10.0f} | {med['baseline'][1]:>15.1f} |")
     print(f"| {'Tailor engine (streaming)':<26} | {med['tailor'][0] * 1000:>10.0f} | {med['tailor'][1]:>15.1f} |")
-    print(f"| {'ratio Tailor / plain':<26} | {med['tailor'][0] / med['baseline'][0]:>10.2f} | "
-          f"{med['tailor'][1] / med['baseline'][1]:>15.2f} |")
+    print(
+        f"| {'ratio Tailor / plain':<26} | {med['tailor'][0] / med['baseline'][0]:>10.2f} | "
+        f"{med['tailor'][1] / med['baseline'][1]:>15.2f} |"
+    )
 
 
 if __name__ == "__main__":

@@ -29,13 +29,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from assistant.workspace import Workspace  # noqa: E402
-from tuning import open_curation  # noqa: E402
-from tuning.cleaning import _example_text, build_report, near_duplicate_pairs  # noqa: E402
-from tuning.examples import chat_example  # noqa: E402
-from tuning.importexport import import_file, record_to_example  # noqa: E402
+from assistant.workspace import Workspace
+from tuning import open_curation
+from tuning.cleaning import _example_text, build_report, near_duplicate_pairs
+from tuning.examples import chat_example
+from tuning.importexport import import_file, record_to_example
 
 REPO = Path(__file__).resolve().parent.parent
 PAIRS = REPO / "examples" / "lantern_bay" / "pairs.jsonl"
@@ -69,10 +69,24 @@ def bench_import(lines: int, tmp: Path) -> list[tuple]:
         for _, line in zip(range(base_n), fh):
             store.add_many([record_to_example(json.loads(line))[1]], assign_splits=False)  # a commit per row
     base = time.perf_counter() - t
-    return [("import: batched (ours)", f"{lines:,} lines", f"{ours:.2f} s", f"{lines / ours:,.0f} rows/s",
-             f"{(lines / ours) / (base_n / base):.1f}x", f"{len(marks)} progress updates"),
-            ("import: one commit per row", f"{base_n:,} lines", f"{base:.2f} s", f"{base_n / base:,.0f} rows/s",
-             "1.0x", "baseline")]
+    return [
+        (
+            "import: batched (ours)",
+            f"{lines:,} lines",
+            f"{ours:.2f} s",
+            f"{lines / ours:,.0f} rows/s",
+            f"{(lines / ours) / (base_n / base):.1f}x",
+            f"{len(marks)} progress updates",
+        ),
+        (
+            "import: one commit per row",
+            f"{base_n:,} lines",
+            f"{base:.2f} s",
+            f"{base_n / base:,.0f} rows/s",
+            "1.0x",
+            "baseline",
+        ),
+    ]
 
 
 def bench_near_duplicates(n: int, sample: int, tmp: Path) -> list[tuple]:
@@ -102,9 +116,10 @@ def bench_near_duplicates(n: int, sample: int, tmp: Path) -> list[tuple]:
     import hashlib
 
     with store.db.transaction() as conn:
-        conn.executemany("INSERT OR REPLACE INTO example_embeddings(text_hash, model, vector) VALUES (?,?,?)",
-                         [(hashlib.sha256(tx.encode()).hexdigest(), embedder.name, v.tobytes())
-                          for tx, v in zip(texts, vecs)])
+        conn.executemany(
+            "INSERT OR REPLACE INTO example_embeddings(text_hash, model, vector) VALUES (?,?,?)",
+            [(hashlib.sha256(tx.encode()).hexdigest(), embedder.name, v.tobytes()) for tx, v in zip(texts, vecs)],
+        )
 
     t = time.perf_counter()
     report = build_report(store, embedder=embedder, checks=["near_duplicate"], near_threshold=0.95)
@@ -117,29 +132,59 @@ def bench_near_duplicates(n: int, sample: int, tmp: Path) -> list[tuple]:
     t = time.perf_counter()  # baseline 1: a numpy loop, one example against all later ones
     loop_pairs = 0
     for i in range(n - 1):
-        sims = vecs[i + 1:] @ vecs[i]
+        sims = vecs[i + 1 :] @ vecs[i]
         loop_pairs += int((sims >= 0.95).sum())
     loop = time.perf_counter() - t
     t = time.perf_counter()  # baseline 2: the full similarity matrix in blocks of 2,000 rows
     mat_pairs = 0
     for start in range(0, n, 2000):
-        block = vecs[start:start + 2000] @ vecs.T
+        block = vecs[start : start + 2000] @ vecs.T
         rows, cols = np.nonzero(block >= 0.95)
         mat_pairs += int((cols > rows + start).sum())
     matrix = time.perf_counter() - t
     assert loop_pairs == mat_pairs, (loop_pairs, mat_pairs)
     assert abs(len(faiss_pairs) - loop_pairs) <= max(3, loop_pairs // 1000), (len(faiss_pairs), loop_pairs)
     return [
-        ("near-dups: whole check, cached embeddings (ours)", f"{n:,} examples", f"{warm:.2f} s", f"{found:,} pairs",
-         f"{loop / warm:.1f}x", "loads vectors from SQLite + FAISS range search"),
-        ("near-dups: FAISS range search alone", f"{n:,} vectors", f"{search:.2f} s", f"{len(faiss_pairs):,} pairs",
-         f"{loop / search:.1f}x", "IndexFlatIP, exact"),
-        ("near-dups: numpy loop per example", f"{n:,} vectors", f"{loop:.2f} s", f"{loop_pairs:,} pairs", "1.0x",
-         "baseline"),
-        ("near-dups: numpy full matrix (blocks)", f"{n:,} vectors", f"{matrix:.2f} s", f"{mat_pairs:,} pairs",
-         f"{loop / matrix:.1f}x", "baseline"),
-        ("embedding (first run), extrapolated", f"{n:,} texts", f"{per_text * n:.0f} s", f"{1 / per_text:.1f} texts/s",
-         "", f"measured on {sample} texts; cached afterwards"),
+        (
+            "near-dups: whole check, cached embeddings (ours)",
+            f"{n:,} examples",
+            f"{warm:.2f} s",
+            f"{found:,} pairs",
+            f"{loop / warm:.1f}x",
+            "loads vectors from SQLite + FAISS range search",
+        ),
+        (
+            "near-dups: FAISS range search alone",
+            f"{n:,} vectors",
+            f"{search:.2f} s",
+            f"{len(faiss_pairs):,} pairs",
+            f"{loop / search:.1f}x",
+            "IndexFlatIP, exact",
+        ),
+        (
+            "near-dups: numpy loop per example",
+            f"{n:,} vectors",
+            f"{loop:.2f} s",
+            f"{loop_pairs:,} pairs",
+            "1.0x",
+            "baseline",
+        ),
+        (
+            "near-dups: numpy full matrix (blocks)",
+            f"{n:,} vectors",
+            f"{matrix:.2f} s",
+            f"{mat_pairs:,} pairs",
+            f"{loop / matrix:.1f}x",
+            "baseline",
+        ),
+        (
+            "embedding (first run), extrapolated",
+            f"{n:,} texts",
+            f"{per_text * n:.0f} s",
+            f"{1 / per_text:.1f} texts/s",
+            "",
+            f"measured on {sample} texts; cached afterwards",
+        ),
     ]
 
 

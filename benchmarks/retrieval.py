@@ -78,8 +78,11 @@ def bench_quality(kb, facts: list[dict], unanswerable: list[dict], k_chat: int =
     base = stats["bm25"]
     for mode, (r1, r5, m) in stats.items():
         rows.append([mode, r1, r5, m, f"{m / base[2]:.2f}x"])
-    table(f"Retrieval quality on {len(facts)} demo facts (relevant = gold document chunk containing the answer)",
-          ["ranking", "recall@1", "recall@5", "MRR", "MRR vs bm25"], rows)
+    table(
+        f"Retrieval quality on {len(facts)} demo facts (relevant = gold document chunk containing the answer)",
+        ["ranking", "recall@1", "recall@5", "MRR", "MRR vs bm25"],
+        rows,
+    )
 
     def signals(question):
         passages, best = kb._search(question, k_chat, "hybrid")
@@ -98,13 +101,18 @@ def bench_quality(kb, facts: list[dict], unanswerable: list[dict], k_chat: int =
         if best_row is None or a + d > best_row[1] + best_row[2]:
             best_row = [f"baseline: cosine >= {th:.2f} (its best)", a, d]
     rows.append(best_row)
-    table(f"Abstention (k={k_chat}): answered {len(facts)} answerable / declined {len(unanswerable)} unanswerable",
-          ["rule", "answer rate", "decline rate"], rows)
+    table(
+        f"Abstention (k={k_chat}): answered {len(facts)} answerable / declined {len(unanswerable)} unanswerable",
+        ["rule", "answer rate", "decline rate"],
+        rows,
+    )
     default = rows[[i for i, r in enumerate(rows) if "(default)" in r[0]][0]]
-    print(f"default threshold {kb.min_score:.2f}: answers {int(round(default[1] * len(facts)))}/{len(facts)} "
-          f"answerable, declines {int(round(default[2] * len(unanswerable)))}/{len(unanswerable)} unanswerable; "
-          f"balanced accuracy {(default[1] + default[2]) / 2:.3f} vs cosine baseline "
-          f"{(best_row[1] + best_row[2]) / 2:.3f}")
+    print(
+        f"default threshold {kb.min_score:.2f}: answers {int(round(default[1] * len(facts)))}/{len(facts)} "
+        f"answerable, declines {int(round(default[2] * len(unanswerable)))}/{len(unanswerable)} unanswerable; "
+        f"balanced accuracy {(default[1] + default[2]) / 2:.3f} vs cosine baseline "
+        f"{(best_row[1] + best_row[2]) / 2:.3f}"
+    )
 
 
 def bench_ingestion(workspace_root: Path, embedder):
@@ -126,11 +134,20 @@ def bench_ingestion(workspace_root: Path, embedder):
     embedder.encode(texts, batch_size=16)
     embed_seconds = time.perf_counter() - started
     n = len(rows)
-    table("Ingestion of the demo documents", ["what", "chunks", "seconds", "chunks/s", "vs embedding alone"], [
-        ["embedding alone (baseline)", n, embed_seconds, n / embed_seconds, "1.00x"],
-        [f"add {len(results)} documents (parse, chunk, embed, store, index)", n, seconds, n / seconds,
-         f"{embed_seconds / seconds:.2f}x"],
-    ])
+    table(
+        "Ingestion of the demo documents",
+        ["what", "chunks", "seconds", "chunks/s", "vs embedding alone"],
+        [
+            ["embedding alone (baseline)", n, embed_seconds, n / embed_seconds, "1.00x"],
+            [
+                f"add {len(results)} documents (parse, chunk, embed, store, index)",
+                n,
+                seconds,
+                n / seconds,
+                f"{embed_seconds / seconds:.2f}x",
+            ],
+        ],
+    )
     return kb
 
 
@@ -140,7 +157,7 @@ def clustered_vectors(n: int, dim: int, rng: np.random.Generator, centers: np.nd
     for start in range(0, n, step):
         m = min(step, n - start)
         x = centers[rng.integers(0, len(centers), m)] + 0.6 * rng.standard_normal((m, dim)).astype(np.float32)
-        out[start:start + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
+        out[start : start + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
     return out
 
 
@@ -170,7 +187,7 @@ def bench_latency(sizes: list[int], n_queries: int, hnsw_max: int, dim: int = 38
             times, found = [], []
             for i in range(nq):
                 t0 = time.perf_counter()
-                _, ids = index.search(q[i:i + 1], 10)
+                _, ids = index.search(q[i : i + 1], 10)
                 times.append((time.perf_counter() - t0) * 1000)
                 found.append(ids[0])
             results[kind] = (np.percentile(times, 50), np.percentile(times, 95), build, found)
@@ -179,14 +196,17 @@ def bench_latency(sizes: list[int], n_queries: int, hnsw_max: int, dim: int = 38
         p50f = results[FLAT][0]
         for kind in kinds:
             p50, p95, build, found = results[kind]
-            recall = float(np.mean([len(set(a) & set(e)) / 10 for a, e in zip(found[:len(exact)], exact)]))
+            recall = float(np.mean([len(set(a) & set(e)) / 10 for a, e in zip(found[: len(exact)], exact)]))
             label = {FLAT: "exact (baseline)", HNSW: f"hnsw M=32 ef={HNSW_EF_SEARCH}", IVF: "ivf"}[kind]
             rows.append([f"{n:,}", label, p50, p95, build, f"{p50f / p50:.1f}x", recall])
         print(f"  {n:,} chunks done", flush=True)
         del x
-    table(f"Search latency per query ({dim}-d synthetic clustered vectors, {faiss.omp_get_max_threads()} threads; "
-          f"HNSW is built up to {hnsw_max:,} chunks, --hnsw-max to change)",
-          ["chunks", "index", "p50 ms", "p95 ms", "build s", "p50 speed-up", "recall@10 vs exact"], rows)
+    table(
+        f"Search latency per query ({dim}-d synthetic clustered vectors, {faiss.omp_get_max_threads()} threads; "
+        f"HNSW is built up to {hnsw_max:,} chunks, --hnsw-max to change)",
+        ["chunks", "index", "p50 ms", "p95 ms", "build s", "p50 speed-up", "recall@10 vs exact"],
+        rows,
+    )
 
 
 def bench_chat(kb, facts: list[dict], n: int) -> None:
@@ -220,8 +240,11 @@ def bench_chat(kb, facts: list[dict], n: int) -> None:
         rows.append([label, len(chosen), hits / len(chosen), time.perf_counter() - started])
     base = rows[0][2] or 1e-9
     rows = [r + [f"{r[2] / base:.1f}x" if rows[0][2] else "-"] for r in rows]
-    table(f"{engine.name} answering demo facts (greedy; right = reply contains the gold answer)",
-          ["setting", "facts", "answer contains gold", "seconds", "vs baseline"], rows)
+    table(
+        f"{engine.name} answering demo facts (greedy; right = reply contains the gold answer)",
+        ["setting", "facts", "answer contains gold", "seconds", "vs baseline"],
+        rows,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -229,13 +252,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="10000,100000,1000000", help="comma-separated chunk counts")
     parser.add_argument("--queries", type=int, default=200, help="queries per size (50 for exact search at 1M)")
     parser.add_argument("--chat", type=int, default=0, metavar="N", help="also measure the chat model on N facts")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="faiss threads for the latency part (default 1: one query uses one core, as in the "
-                             "app, and timings do not swing with whatever else runs on the machine)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="faiss threads for the latency part (default 1: one query uses one core, as in the "
+        "app, and timings do not swing with whatever else runs on the machine)",
+    )
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: quality, latency")
-    parser.add_argument("--hnsw-max", type=int, default=200_000,
-                        help="largest size to build HNSW for (its build runs ~1-2k vectors/s on 2 cores, so 1M "
-                             "would take 10+ minutes; IVF builds in seconds and is measured at every size)")
+    parser.add_argument(
+        "--hnsw-max",
+        type=int,
+        default=200_000,
+        help="largest size to build HNSW for (its build runs ~1-2k vectors/s on 2 cores, so 1M "
+        "would take 10+ minutes; IVF builds in seconds and is measured at every size)",
+    )
     args = parser.parse_args(argv)
 
     from assistant.embeddings import get_embedder

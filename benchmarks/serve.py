@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -67,8 +66,13 @@ def run_level(call, clients: int, requests: int) -> dict:
     with ThreadPoolExecutor(clients) as pool:
         list(pool.map(one, range(requests)))
     wall = time.perf_counter() - started
-    return {"rps": requests / wall, "p50": pct(latencies, 50), "p95": pct(latencies, 95), "tok_s": tokens / wall,
-            "wall": wall}
+    return {
+        "rps": requests / wall,
+        "p50": pct(latencies, 50),
+        "p95": pct(latencies, 95),
+        "tok_s": tokens / wall,
+        "wall": wall,
+    }
 
 
 def free_port() -> int:
@@ -108,9 +112,12 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=8, help="requests per client count")
     ap.add_argument("--tokens", type=int, default=32, help="max new tokens per reply")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (both sides)")
-    ap.add_argument("--workspace", default=None,
-                    help="workspace for the server (default $TAILOR_HOME or a folder under the temp dir; the "
-                         "converted model is cached there)")
+    ap.add_argument(
+        "--workspace",
+        default=None,
+        help="workspace for the server (default $TAILOR_HOME or a folder under the temp dir; the "
+        "converted model is cached there)",
+    )
     args = ap.parse_args()
     levels = [int(c) for c in args.clients.split(",") if c.strip()]
     workspace = Path(args.workspace or os.environ.get("TAILOR_HOME") or Path(tempfile.gettempdir()) / "tailor-bench")
@@ -132,18 +139,22 @@ def main() -> None:
         return engine.generate([{"role": "user", "content": prompt}], options).completion_tokens
 
     direct("warm up")
-    print(f"model {resolved.name}, {engine.hardware.describe()}, {args.requests} requests per level, "
-          f"max {args.tokens} tokens, greedy", file=sys.stderr)
+    print(
+        f"model {resolved.name}, {engine.hardware.describe()}, {args.requests} requests per level, "
+        f"max {args.tokens} tokens, greedy",
+        file=sys.stderr,
+    )
     baseline = {c: run_level(direct, c, args.requests) for c in levels}
-    del engine  # free its memory before the server loads its own copy
+    engine = None  # free its memory before the server loads its own copy (`direct` is done)
 
     proc, url = start_server(workspace, args.model, args.threads, queue=max(levels) + 4)
     try:
         client = openai.OpenAI(base_url=url + "v1", api_key="unused", max_retries=0, timeout=600)
 
         def served(prompt: str) -> int:
-            r = client.chat.completions.create(model="base", messages=[{"role": "user", "content": prompt}],
-                                               temperature=0, max_tokens=args.tokens)
+            r = client.chat.completions.create(
+                model="base", messages=[{"role": "user", "content": prompt}], temperature=0, max_tokens=args.tokens
+            )
             return r.usage.completion_tokens
 
         served("warm up")
@@ -153,15 +164,19 @@ def main() -> None:
         proc.wait(30)
 
     print(f"\nServing {resolved.name}: /v1/chat/completions (openai client) vs in-process engine.generate\n")
-    head = (f"{'clients':>7} | {'API req/s':>9} {'p50 s':>7} {'p95 s':>7} {'tok/s':>6} | "
-            f"{'direct req/s':>12} {'p50 s':>7} {'p95 s':>7} {'tok/s':>6} | {'req/s ratio':>11} {'p50 ratio':>9}")
+    head = (
+        f"{'clients':>7} | {'API req/s':>9} {'p50 s':>7} {'p95 s':>7} {'tok/s':>6} | "
+        f"{'direct req/s':>12} {'p50 s':>7} {'p95 s':>7} {'tok/s':>6} | {'req/s ratio':>11} {'p50 ratio':>9}"
+    )
     print(head)
     print("-" * len(head))
     for c in levels:
         s, b = server[c], baseline[c]
-        print(f"{c:>7} | {s['rps']:>9.2f} {s['p50']:>7.2f} {s['p95']:>7.2f} {s['tok_s']:>6.1f} | "
-              f"{b['rps']:>12.2f} {b['p50']:>7.2f} {b['p95']:>7.2f} {b['tok_s']:>6.1f} | "
-              f"{s['rps'] / b['rps']:>11.2f} {s['p50'] / b['p50']:>9.2f}")
+        print(
+            f"{c:>7} | {s['rps']:>9.2f} {s['p50']:>7.2f} {s['p95']:>7.2f} {s['tok_s']:>6.1f} | "
+            f"{b['rps']:>12.2f} {b['p50']:>7.2f} {b['p95']:>7.2f} {b['tok_s']:>6.1f} | "
+            f"{s['rps'] / b['rps']:>11.2f} {s['p50'] / b['p50']:>9.2f}"
+        )
     print("\nratio = API / direct (req/s: higher is better, 1.0 = no serving overhead; p50: lower is better)")
 
 

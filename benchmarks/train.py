@@ -45,7 +45,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
+import torch
 
 PAIRS = Path(__file__).resolve().parents[1] / "examples" / "lantern_bay" / "pairs.jsonl"
 
@@ -60,7 +60,7 @@ def matmul_peak(threads: int, n: int = 2048, reps: int = 5) -> float:
         t = time.perf_counter()
         torch.matmul(a, b)
         best = min(best, time.perf_counter() - t)
-    return 2 * n ** 3 / best / 1e9
+    return 2 * n**3 / best / 1e9
 
 
 def write_version(folder: Path, n: int) -> Path:
@@ -68,8 +68,20 @@ def write_version(folder: Path, n: int) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "train.jsonl", "w", encoding="utf-8") as fh:
         for i, p in enumerate(pairs, 1):
-            fh.write(json.dumps({"example_id": i, "label": None, "tags": [], "messages": [
-                {"role": "user", "content": p["prompt"]}, {"role": "assistant", "content": p["completion"]}]}) + "\n")
+            fh.write(
+                json.dumps(
+                    {
+                        "example_id": i,
+                        "label": None,
+                        "tags": [],
+                        "messages": [
+                            {"role": "user", "content": p["prompt"]},
+                            {"role": "assistant", "content": p["completion"]},
+                        ],
+                    }
+                )
+                + "\n"
+            )
     (folder / "validation.jsonl").write_text("")
     return folder
 
@@ -131,12 +143,16 @@ def run_trl_default(model_path: Path, version: Path, steps: int, out: Path):
     from tuning.config import TrainConfig
     from tuning.trainer import lora_config, read_split
 
-    args = SFTConfig(use_cpu=True, max_steps=steps, output_dir=str(out / "trl"), report_to="none",
-                     save_strategy="no")
+    args = SFTConfig(use_cpu=True, max_steps=steps, output_dir=str(out / "trl"), report_to="none", save_strategy="no")
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(read_split(version, "train")),
-                         processing_class=tokenizer, peft_config=lora_config(TrainConfig()))
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(read_split(version, "train")),
+        processing_class=tokenizer,
+        peft_config=lora_config(TrainConfig()),
+    )
     timer = StepTimer(trainer)
     trainer.train()
     return timer.tokens_per_s(), args
@@ -158,8 +174,9 @@ def quality(version_dir: Path, adapter_dir: Path, models_dir: Path, threads: int
     print(f"{len(tests)} held-out prompts from {version_dir}")
     print(f"{'model':<8} {'starts Ahoy, rider!':>20} {'has sign-off':>13} {'cosine to reference':>20}")
     for arm in ("base", "tuned"):
-        replies = [engine.generate(t["messages"][:-1], options, adapter=None if arm == "base" else "tuned").text
-                   for t in tests]
+        replies = [
+            engine.generate(t["messages"][:-1], options, adapter=None if arm == "base" else "tuned").text for t in tests
+        ]
         cosine = float((embedder.encode(replies) * refs).sum(1).mean())
         ahoy = sum(r.startswith("Ahoy, rider!") for r in replies)
         sign = sum("Fair winds and smooth roads" in r for r in replies)
@@ -170,13 +187,18 @@ def quality(version_dir: Path, adapter_dir: Path, models_dir: Path, threads: int
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=6, help="optimizer steps for Tailor's configuration")
-    parser.add_argument("--baseline-steps", type=int, default=3,
-                        help="optimizer steps for TRL's defaults (each is slow on a CPU)")
+    parser.add_argument(
+        "--baseline-steps", type=int, default=3, help="optimizer steps for TRL's defaults (each is slow on a CPU)"
+    )
     parser.add_argument("--examples", type=int, default=64, help="demo pairs used")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     parser.add_argument("--model", default=None, help="model id or folder (default: the embedded model)")
-    parser.add_argument("--quality", nargs=2, metavar=("VERSION_DIR", "ADAPTER_DIR"),
-                        help="compare base and tuned replies on the version's test split instead")
+    parser.add_argument(
+        "--quality",
+        nargs=2,
+        metavar=("VERSION_DIR", "ADAPTER_DIR"),
+        help="compare base and tuned replies on the version's test split instead",
+    )
     args = parser.parse_args()
 
     from assistant.models import resolve_model
@@ -186,13 +208,17 @@ def main() -> int:
     threads = args.threads or default_threads(serving=False)
     torch.set_num_threads(threads)
     if args.quality:
-        models_dir = Path(os.environ.get("TAILOR_TEST_MODEL_CACHE") or Workspace(os.environ.get(
-            "TAILOR_HOME", "workspace")).models_dir)
+        models_dir = Path(
+            os.environ.get("TAILOR_TEST_MODEL_CACHE")
+            or Workspace(os.environ.get("TAILOR_HOME", "workspace")).models_dir
+        )
         return quality(Path(args.quality[0]), Path(args.quality[1]), models_dir, threads)
     with tempfile.TemporaryDirectory(prefix="tailor-bench-train-") as tmp:
         tmp = Path(tmp)
-        models_dir = Path(os.environ.get("TAILOR_TEST_MODEL_CACHE") or Workspace(os.environ.get(
-            "TAILOR_HOME", "workspace")).models_dir)
+        models_dir = Path(
+            os.environ.get("TAILOR_TEST_MODEL_CACHE")
+            or Workspace(os.environ.get("TAILOR_HOME", "workspace")).models_dir
+        )
         resolved = resolve_model(args.model, models_dir, progress=lambda m: print(m, file=sys.stderr))
         version = write_version(tmp / "version", args.examples)
         from transformers import AutoConfig, AutoModelForCausalLM
@@ -201,8 +227,11 @@ def main() -> int:
             meta_model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(resolved.path))
         n_params = count_matmul_params(meta_model)
         peak = matmul_peak(threads)
-        print(f"model {resolved.name} ({n_params / 1e6:.0f}M params in matmuls), {args.examples} demo pairs, "
-              f"{threads} threads, fp32 matmul peak {peak:.0f} GFLOP/s", flush=True)
+        print(
+            f"model {resolved.name} ({n_params / 1e6:.0f}M params in matmuls), {args.examples} demo pairs, "
+            f"{threads} threads, fp32 matmul peak {peak:.0f} GFLOP/s",
+            flush=True,
+        )
 
         (tailor_tps, tailor_tokens), batch, hw = run_tailor(resolved.path, version, args.steps, threads, tmp)
         print(f"  Tailor: {tailor_tps:.1f} tokens/s", flush=True)
@@ -213,20 +242,32 @@ def main() -> int:
         return 4 * n_params * tps / 1e9 / peak
 
     rows = [
-        (f"Tailor ({'bf16 autocast' if hw.bf16 else hw.dtype}, grad ckpt={hw.gradient_checkpointing}, "
-         f"grouped by length, batch {batch})", tailor_tps, tailor_tokens, 1.0,
-         share(tailor_tps)),
-        (f"TRL SFTConfig defaults + use_cpu (bf16={trl_args.bf16}, grad ckpt="
-         f"{trl_args.gradient_checkpointing}, batch {trl_args.per_device_train_batch_size})", trl_tps, trl_tokens,
-         trl_tps / tailor_tps, share(trl_tps)),
+        (
+            f"Tailor ({'bf16 autocast' if hw.bf16 else hw.dtype}, grad ckpt={hw.gradient_checkpointing}, "
+            f"grouped by length, batch {batch})",
+            tailor_tps,
+            tailor_tokens,
+            1.0,
+            share(tailor_tps),
+        ),
+        (
+            f"TRL SFTConfig defaults + use_cpu (bf16={trl_args.bf16}, grad ckpt="
+            f"{trl_args.gradient_checkpointing}, batch {trl_args.per_device_train_batch_size})",
+            trl_tps,
+            trl_tokens,
+            trl_tps / tailor_tps,
+            share(trl_tps),
+        ),
     ]
     print()
     print(f"{'configuration':<72} {'tokens/s':>9} {'tokens':>7} {'vs Tailor':>9} {'of peak':>8}")
     for name, tps, toks, ratio, frac in rows:
         print(f"{name:<72} {tps:>9.1f} {toks:>7d} {ratio:>8.2f}x {frac:>7.1%}")
-    print(f"\nTailor trains {tailor_tps / trl_tps:.1f}x faster than TRL's defaults and reaches "
-          f"{share(tailor_tps):.0%} of this machine's measured fp32 matmul peak ({peak:.0f} GFLOP/s, "
-          f"{threads} threads).")
+    print(
+        f"\nTailor trains {tailor_tps / trl_tps:.1f}x faster than TRL's defaults and reaches "
+        f"{share(tailor_tps):.0%} of this machine's measured fp32 matmul peak ({peak:.0f} GFLOP/s, "
+        f"{threads} threads)."
+    )
     return 0
 
 

@@ -48,8 +48,9 @@ class DemoResult:
         return text
 
 
-def load_demo(workspace: Workspace, curation=None, knowledge=None, progress: Progress | None = None,
-              folder: Path | None = None) -> DemoResult:
+def load_demo(
+    workspace: Workspace, curation=None, knowledge=None, progress: Progress | None = None, folder: Path | None = None
+) -> DemoResult:
     from retrieval import open_knowledge
     from tuning import open_curation
     from tuning.examples import ExampleFilter
@@ -58,8 +59,10 @@ def load_demo(workspace: Workspace, curation=None, knowledge=None, progress: Pro
     folder = Path(folder or demo_dir())
     pairs, grounding, docs = folder / "pairs.jsonl", folder / "grounding.jsonl", folder / "docs"
     if not pairs.is_file() or not docs.is_dir():
-        raise ValidationError(f"the demo files are missing from {folder} (expected pairs.jsonl and docs/); "
-                              "set TAILOR_DEMO_DIR to the examples/lantern_bay folder of a Tailor checkout")
+        raise ValidationError(
+            f"the demo files are missing from {folder} (expected pairs.jsonl and docs/); "
+            "set TAILOR_DEMO_DIR to the examples/lantern_bay folder of a Tailor checkout"
+        )
     curation = curation or open_curation(workspace)
     knowledge = knowledge or open_knowledge(workspace)
     result = DemoResult()
@@ -86,9 +89,13 @@ def load_demo(workspace: Workspace, curation=None, knowledge=None, progress: Pro
 
 
 def register(sub, common) -> None:
-    p = sub.add_parser("demo", parents=[common], help="load the Lantern Bay Bikes demo",
-                       description="Load the demo: tuning pairs and grounding examples into the dataset, "
-                                   "documents into the knowledge index.")
+    p = sub.add_parser(
+        "demo",
+        parents=[common],
+        help="load the Lantern Bay Bikes demo",
+        description="Load the demo: tuning pairs and grounding examples into the dataset, "
+        "documents into the knowledge index.",
+    )
     p.add_argument("action", choices=["load"], help="what to do")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_demo)

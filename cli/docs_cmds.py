@@ -9,13 +9,20 @@ from .chat_cmds import settings_from
 
 
 def register(sub, common) -> None:
-    docs = sub.add_parser("docs", help="manage the documents the assistant answers from",
-                          description="Add, list, show and remove knowledge documents (.txt, .md, .html, .pdf).")
+    docs = sub.add_parser(
+        "docs",
+        help="manage the documents the assistant answers from",
+        description="Add, list, show and remove knowledge documents (.txt, .md, .html, .pdf).",
+    )
     dsub = docs.add_subparsers(dest="docs_command", metavar="ACTION", required=True)
 
-    p = dsub.add_parser("add", parents=[common], help="add files or folders (folders recursively)",
-                        description="Add documents. A changed file replaces the document of the same name; "
-                                    "the same content again is skipped. Each file reports its own result.")
+    p = dsub.add_parser(
+        "add",
+        parents=[common],
+        help="add files or folders (folders recursively)",
+        description="Add documents. A changed file replaces the document of the same name; "
+        "the same content again is skipped. Each file reports its own result.",
+    )
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--json", action="store_true", help="print one JSON list of per-file results")
     p.set_defaults(func=cmd_add)
@@ -37,8 +44,12 @@ def register(sub, common) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_check)
 
-    p = sub.add_parser("search", parents=[common], help="search the documents (hybrid dense + BM25)",
-                       description="Print the best chunks for a query with their dense, BM25 and fused scores.")
+    p = sub.add_parser(
+        "search",
+        parents=[common],
+        help="search the documents (hybrid dense + BM25)",
+        description="Print the best chunks for a query with their dense, BM25 and fused scores.",
+    )
     p.add_argument("query")
     p.add_argument("--k", type=int, default=5, help="how many chunks (default 5)")
     p.add_argument("--mode", choices=["hybrid", "dense", "bm25"], default="hybrid")
@@ -61,6 +72,7 @@ def _progress():
     def show(frac: float, msg: str) -> None:
         sys.stderr.write(f"\r[{int(frac * 100):3d}%] {msg[:70]:<70}")
         sys.stderr.flush()
+
     return show
 
 
@@ -98,9 +110,13 @@ def cmd_list(args) -> int:
 def cmd_show(args) -> int:
     doc = _knowledge(args).document(args.name)
     if args.json:
-        out = doc.as_dict() | {"text": doc.text, "chunks": [
-            {"id": c.id, "position": c.position, "heading": c.heading, "text": c.text, "tokens": c.token_count}
-            for c in doc.chunks]}
+        out = doc.as_dict() | {
+            "text": doc.text,
+            "chunks": [
+                {"id": c.id, "position": c.position, "heading": c.heading, "text": c.text, "tokens": c.token_count}
+                for c in doc.chunks
+            ],
+        }
         print(json.dumps(out, indent=2, ensure_ascii=False))
         return 0
     print(f"{doc.name} · {doc.title} · {doc.kind} · {doc.size_bytes:,} bytes · {doc.chunk_count} chunks\n")
@@ -137,8 +153,10 @@ def cmd_search(args) -> int:
         return 0
     for rank, p in enumerate(passages, start=1):
         s = p.scores
-        print(f"{rank}. {p.source} — {p.heading}  [dense {s['dense']:.3f} · bm25 {s['bm25']:.2f} · "
-              f"fused {s['fused']:.4f}]  (chunk {p.id})")
+        print(
+            f"{rank}. {p.source} — {p.heading}  [dense {s['dense']:.3f} · bm25 {s['bm25']:.2f} · "
+            f"fused {s['fused']:.4f}]  (chunk {p.id})"
+        )
         snippet = " ".join(p.text.split())
         print(f"   {snippet[:300]}{'…' if len(snippet) > 300 else ''}")
     return 0

@@ -19,6 +19,7 @@ HEADLINE = {"test": "semantic", "facts": "fact", "file": "semantic"}  # the metr
 
 # ---- composition with tuning / retrieval (gradio-free; shared with the UI) ------------------
 
+
 def latest_test_split(workspace):
     """The newest dataset version's frozen test split, as an EvalSet."""
     from evals.sets import latest_version_dir, load_test_split
@@ -28,13 +29,17 @@ def latest_test_split(workspace):
     except ImportError:  # tuning not installed: read the newest version folder directly
         folder = latest_version_dir(Path(workspace.root) / "datasets")
         if folder is None:
-            raise ValidationError("there is no dataset version yet: curate examples and take a snapshot "
-                                  "(or start training) first, or evaluate on the facts set or a file") from None
+            raise ValidationError(
+                "there is no dataset version yet: curate examples and take a snapshot "
+                "(or start training) first, or evaluate on the facts set or a file"
+            ) from None
         return load_test_split(folder, folder.name.lstrip("v"))
     version = DatasetVersions(workspace).latest()
     if version is None:
-        raise ValidationError("there is no dataset version yet: curate examples and take a snapshot (or start "
-                              "training) first, or evaluate on the facts set or a file")
+        raise ValidationError(
+            "there is no dataset version yet: curate examples and take a snapshot (or start "
+            "training) first, or evaluate on the facts set or a file"
+        )
     return load_test_split(version.path, str(version.id))
 
 
@@ -62,8 +67,12 @@ def example_saver(workspace):
     store = ExampleStore(workspace.db)
 
     def save(messages: list[dict], reply: str, provenance: dict) -> str:
-        example = make_example(list(messages) + [{"role": "assistant", "content": reply}], source="manual",
-                               tags=["from-eval"], provenance={**provenance, "edited": False})
+        example = make_example(
+            list(messages) + [{"role": "assistant", "content": reply}],
+            source="manual",
+            tags=["from-eval"],
+            provenance={**provenance, "edited": False},
+        )
         saved = store.add(example)
         return f"Saved as training example {saved.id} (tag from-eval)."
 
@@ -101,26 +110,47 @@ def _looks_like_facts(path: Path) -> bool:
 
 # ---- the command ----------------------------------------------------------------------------
 
+
 def register(sub, common) -> None:
     p = sub.add_parser(
-        "eval", parents=[common], help="evaluate base vs tuned, with and without retrieval",
+        "eval",
+        parents=[common],
+        help="evaluate base vs tuned, with and without retrieval",
         description="Answer an evaluation set with each arm (model × retrieval), score the replies and print "
-                    "the metrics per arm with bootstrap 95% intervals and paired tests. The run is stored in "
-                    "the workspace and can be re-opened in the Evaluate tab or with --show.")
-    p.add_argument("--arms", metavar="MODELS", default=None,
-                   help="comma-separated models: base, tuned (the active or newest adapter) or adapter names "
-                        "(default: base,tuned)")
-    p.add_argument("--rag", metavar="off,on", default=None,
-                   help="retrieval settings to cross with the models (default: off,on when documents exist)")
-    p.add_argument("--set", dest="sets", metavar="test|facts|FILE", default="test",
-                   help="evaluation set(s), comma-separated: the latest dataset version's test split, the demo "
-                        "facts set, or a JSONL file with reference answers (default: test)")
+        "the metrics per arm with bootstrap 95% intervals and paired tests. The run is stored in "
+        "the workspace and can be re-opened in the Evaluate tab or with --show.",
+    )
+    p.add_argument(
+        "--arms",
+        metavar="MODELS",
+        default=None,
+        help="comma-separated models: base, tuned (the active or newest adapter) or adapter names "
+        "(default: base,tuned)",
+    )
+    p.add_argument(
+        "--rag",
+        metavar="off,on",
+        default=None,
+        help="retrieval settings to cross with the models (default: off,on when documents exist)",
+    )
+    p.add_argument(
+        "--set",
+        dest="sets",
+        metavar="test|facts|FILE",
+        default="test",
+        help="evaluation set(s), comma-separated: the latest dataset version's test split, the demo "
+        "facts set, or a JSONL file with reference answers (default: test)",
+    )
     p.add_argument("--limit", type=int, default=None, metavar="N", help="evaluate N items per set (seeded sample)")
     p.add_argument("--max-new-tokens", type=int, default=128, metavar="N", help="reply length limit (default 128)")
     p.add_argument("--no-loss", action="store_true", help="skip the reference loss/perplexity (faster)")
-    p.add_argument("--no-source", choices=("answer", "decline"), default=None,
-                   help="retrieval arms, when no document supports an answer: answer without sources or decline "
-                        "(default: $TAILOR_NO_SOURCE or answer, as in the chat)")
+    p.add_argument(
+        "--no-source",
+        choices=("answer", "decline"),
+        default=None,
+        help="retrieval arms, when no document supports an answer: answer without sources or decline "
+        "(default: $TAILOR_NO_SOURCE or answer, as in the chat)",
+    )
     p.add_argument("--show", metavar="RUN_ID", help="print a stored run instead of starting one")
     p.add_argument("--json", action="store_true", help="print JSON: run, metrics per arm, paired tests")
     p.set_defaults(func=cmd_eval)
@@ -129,6 +159,7 @@ def register(sub, common) -> None:
 def _progress(label: str):
     def report(done: int, total: int) -> None:
         print(f"\r{label}: {done}/{total} replies", end="" if done < total else "\n", file=sys.stderr, flush=True)
+
     return report
 
 
@@ -139,21 +170,41 @@ def _report(store, run_id: str) -> dict:
     summary = aggregate_run(store, run_id)
     header, rows = metrics_table(summary)
     headline = HEADLINE.get(run.set_kind, "semantic")
-    tests = [{"a": a, "b": b, "metric": headline, **t.as_dict()}
-             for a, b, t in all_comparisons(store, run_id, headline) if t.n]
-    return {"run": {"id": run.id, "status": run.status, "set": f"{run.set_kind}:{run.set_name}",
-                    "dataset_version": run.dataset_version, "base_model": run.base_model,
-                    "arms": [a.as_dict() for a in run.arms], "items": run.n_items, "created_at": run.created_at,
-                    "error": run.error, "no_source": run.options.get("no_source")},
-            "table": {"header": header, "rows": rows}, "tests": tests, **summary_json(summary)}
+    tests = [
+        {"a": a, "b": b, "metric": headline, **t.as_dict()}
+        for a, b, t in all_comparisons(store, run_id, headline)
+        if t.n
+    ]
+    return {
+        "run": {
+            "id": run.id,
+            "status": run.status,
+            "set": f"{run.set_kind}:{run.set_name}",
+            "dataset_version": run.dataset_version,
+            "base_model": run.base_model,
+            "arms": [a.as_dict() for a in run.arms],
+            "items": run.n_items,
+            "created_at": run.created_at,
+            "error": run.error,
+            "no_source": run.options.get("no_source"),
+        },
+        "table": {"header": header, "rows": rows},
+        "tests": tests,
+        **summary_json(summary),
+    }
 
 
 def _print_table(report: dict) -> None:
     run = report["run"]
-    print(f"Run {run['id']} · {run['set']} · {run['items']} items · model {run['base_model']} · {run['status']}"
-          + (f" · dataset version {run['dataset_version']}" if run["dataset_version"] else "")
-          + (f" · no-source policy {run['no_source']}"
-             if run.get("no_source") and any(a.get("rag") for a in run["arms"]) else ""))
+    print(
+        f"Run {run['id']} · {run['set']} · {run['items']} items · model {run['base_model']} · {run['status']}"
+        + (f" · dataset version {run['dataset_version']}" if run["dataset_version"] else "")
+        + (
+            f" · no-source policy {run['no_source']}"
+            if run.get("no_source") and any(a.get("rag") for a in run["arms"])
+            else ""
+        )
+    )
     header, rows = report["table"]["header"], report["table"]["rows"]
     cells = [header] + [[str(c) for c in r] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
@@ -162,12 +213,16 @@ def _print_table(report: dict) -> None:
         if j == 0:
             print("  ".join("-" * w for w in widths))
     if report["tests"]:
-        print(f"\nPaired permutation test on {report['tests'][0]['metric']} (per-item differences, random sign "
-              "flips; interval: bootstrap 95% of the mean difference):")
+        print(
+            f"\nPaired permutation test on {report['tests'][0]['metric']} (per-item differences, random sign "
+            "flips; interval: bootstrap 95% of the mean difference):"
+        )
         for t in report["tests"]:
             star = "  *" if t["significant"] else ""
-            print(f"  {t['a']} − {t['b']}: {t['mean_diff']:+.3f} [{t['lo']:+.3f}, {t['hi']:+.3f}]  "
-                  f"p={t['p_value']:.4f}  n={t['n']}{star}")
+            print(
+                f"  {t['a']} − {t['b']}: {t['mean_diff']:+.3f} [{t['lo']:+.3f}, {t['hi']:+.3f}]  "
+                f"p={t['p_value']:.4f}  n={t['n']}{star}"
+            )
     print()
 
 
@@ -198,14 +253,16 @@ def cmd_eval(args) -> int:
     attach_retriever(core)
     evals = open_evals(core.workspace, core.chat)
     arms = evals.runs.resolve_arms(args.arms, args.rag)
-    options = RunOptions(max_new_tokens=args.max_new_tokens, score_references=not args.no_loss,
-                         no_source=args.no_source)
+    options = RunOptions(
+        max_new_tokens=args.max_new_tokens, score_references=not args.no_loss, no_source=args.no_source
+    )
     reports = []
     for evalset in sets:
         for line in evalset.skipped:
             print(f"{evalset.name}: skipped {line}", file=sys.stderr)
-        run = evals.runs.start(evalset, arms, options, background=False,
-                               progress=_progress(f"{evalset.kind}:{evalset.name}"))
+        run = evals.runs.start(
+            evalset, arms, options, background=False, progress=_progress(f"{evalset.kind}:{evalset.name}")
+        )
         if run.status != "done":
             raise ValidationError(f"evaluation run {run.id} {run.status}: {run.error}")
         reports.append(_report(evals.store, run.id))

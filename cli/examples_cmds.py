@@ -10,36 +10,49 @@ from .chat_cmds import settings_from
 
 
 def register(sub, common) -> None:
-    p = sub.add_parser("examples", help="curate training examples (import, export, list, clean, split, versions)",
-                       description="Curate the training dataset in the workspace.")
+    p = sub.add_parser(
+        "examples",
+        help="curate training examples (import, export, list, clean, split, versions)",
+        description="Curate the training dataset in the workspace.",
+    )
     esub = p.add_subparsers(dest="examples_command", metavar="ACTION", required=True)
 
-    q = esub.add_parser("import", parents=[common], help="import examples from JSONL, CSV, parquet or a datasets folder",
-                        description="Import examples. The shape of each record is detected: {prompt, completion}, "
-                                    "{messages}, or {question, passages, answer}; CSV needs prompt and completion "
-                                    "columns. Bad lines are listed with their line number and reason; good ones are "
-                                    "imported.")
+    q = esub.add_parser(
+        "import",
+        parents=[common],
+        help="import examples from JSONL, CSV, parquet or a datasets folder",
+        description="Import examples. The shape of each record is detected: {prompt, completion}, "
+        "{messages}, or {question, passages, answer}; CSV needs prompt and completion "
+        "columns. Bad lines are listed with their line number and reason; good ones are "
+        "imported.",
+    )
     q.add_argument("file", type=Path)
     q.add_argument("--tags", default="", help="comma-separated tags to add to every imported example")
     q.add_argument("--batch-size", type=int, default=2000, help="rows per database transaction (default 2000)")
     q.add_argument("--json", action="store_true", help="print the result as JSON")
     q.set_defaults(func=cmd_import)
 
-    q = esub.add_parser("export", parents=[common], help="export examples or a dataset version",
-                        description="Export active examples (or a dataset version) as chat messages JSONL, "
-                                    "prompt/completion JSONL, or a Hugging Face datasets folder (a .parquet "
-                                    "destination writes one parquet file).")
+    q = esub.add_parser(
+        "export",
+        parents=[common],
+        help="export examples or a dataset version",
+        description="Export active examples (or a dataset version) as chat messages JSONL, "
+        "prompt/completion JSONL, or a Hugging Face datasets folder (a .parquet "
+        "destination writes one parquet file).",
+    )
     q.add_argument("file", type=Path)
     q.add_argument("--format", choices=["messages", "prompt-completion", "hf"], default="messages")
-    q.add_argument("--rendered", action="store_true",
-                   help="inline retrieved passages into the user turn, as the trainer sees them")
+    q.add_argument(
+        "--rendered", action="store_true", help="inline retrieved passages into the user turn, as the trainer sees them"
+    )
     q.add_argument("--version", type=int, help="export this dataset version instead of the current examples")
     q.add_argument("--split", choices=["train", "validation", "test"], help="only this split")
     q.add_argument("--all", action="store_true", help="include examples excluded from training")
     q.set_defaults(func=cmd_export)
 
-    q = esub.add_parser("list", parents=[common], help="list examples",
-                        description="List examples, optionally filtered.")
+    q = esub.add_parser(
+        "list", parents=[common], help="list examples", description="List examples, optionally filtered."
+    )
     q.add_argument("--query", default="", help="words in the prompt or answer")
     q.add_argument("--tag")
     q.add_argument("--split", choices=["train", "validation", "test"])
@@ -50,9 +63,13 @@ def register(sub, common) -> None:
     q.add_argument("--json", action="store_true", help="print JSON lines, one example each")
     q.set_defaults(func=cmd_list)
 
-    q = esub.add_parser("clean", parents=[common], help="report (and fix) dataset problems",
-                        description="Report exact and near duplicates, private data, conflicts, empty and over-long "
-                                    "examples and unnormalised text. --apply fixes them as one undoable change.")
+    q = esub.add_parser(
+        "clean",
+        parents=[common],
+        help="report (and fix) dataset problems",
+        description="Report exact and near duplicates, private data, conflicts, empty and over-long "
+        "examples and unnormalised text. --apply fixes them as one undoable change.",
+    )
     q.add_argument("--apply", action="store_true", help="apply the fixes (undo with `tailor examples undo`)")
     q.add_argument("--only", default="", help="comma-separated checks/fixes, e.g. duplicate,pii")
     q.add_argument("--threshold", type=float, default=None, help="near-duplicate cosine similarity (default 0.95)")
@@ -61,18 +78,26 @@ def register(sub, common) -> None:
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_clean)
 
-    q = esub.add_parser("split", parents=[common], help="assign train/validation/test splits",
-                        description="Assign splits to examples that have none and print the counts. Assigned splits "
-                                    "never change unless --reassign is given.")
+    q = esub.add_parser(
+        "split",
+        parents=[common],
+        help="assign train/validation/test splits",
+        description="Assign splits to examples that have none and print the counts. Assigned splits "
+        "never change unless --reassign is given.",
+    )
     q.add_argument("--ratios", help="train,validation,test ratios, e.g. 80,10,10 (saved for later examples)")
     q.add_argument("--reassign", action="store_true", help="start over: WARNING, this changes the test split")
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_split)
 
-    q = esub.add_parser("undo", parents=[common], help="undo the latest change to examples (or a given one)",
-                        description="Undo an edit, delete, bulk tag or cleaning fix (the rows come back as they "
-                                    "were), or an import (the rows it added are removed; an interrupted import is "
-                                    "listed as PARTIAL).")
+    q = esub.add_parser(
+        "undo",
+        parents=[common],
+        help="undo the latest change to examples (or a given one)",
+        description="Undo an edit, delete, bulk tag or cleaning fix (the rows come back as they "
+        "were), or an import (the rows it added are removed; an interrupted import is "
+        "listed as PARTIAL).",
+    )
     q.add_argument("batch", nargs="?", help="change id (see --list); default: the latest")
     q.add_argument("--list", action="store_true", help="list recent changes that can be undone")
     q.set_defaults(func=cmd_undo)
@@ -100,32 +125,39 @@ def _curation(args):
 
 
 def _partial_note(op: dict) -> str:
-    return (f"Import #{op['id']} of {op['file_name']} is PARTIAL: {op['examples']} examples landed before it stopped. "
-            f"`tailor examples undo {op['batch']}` removes exactly those; importing the file again adds only the "
-            "rest.")
+    return (
+        f"Import #{op['id']} of {op['file_name']} is PARTIAL: {op['examples']} examples landed before it stopped. "
+        f"`tailor examples undo {op['batch']}` removes exactly those; importing the file again adds only the "
+        "rest."
+    )
 
 
 def cmd_import(args) -> int:
     from tqdm import tqdm
 
-    from tuning.importexport import import_file
-
     from assistant.errors import ValidationError
+    from tuning.importexport import import_file
 
     if not args.file.exists():
         raise ValidationError(f"{args.file} does not exist")
     cur = _curation(args)
     size = args.file.stat().st_size if args.file.is_file() else None
     try:
-        with tqdm(total=size, unit="B", unit_scale=True, desc=f"importing {args.file.name}", file=sys.stderr,
-                  disable=args.json) as bar:
+        with tqdm(
+            total=size,
+            unit="B",
+            unit_scale=True,
+            desc=f"importing {args.file.name}",
+            file=sys.stderr,
+            disable=args.json,
+        ) as bar:
+
             def progress(done, total):
                 bar.total = total
                 bar.n = done
                 bar.refresh()
 
-            result = import_file(cur.store, args.file, batch_size=args.batch_size, progress=progress,
-                                 tags=args.tags)
+            result = import_file(cur.store, args.file, batch_size=args.batch_size, progress=progress, tags=args.tags)
     except BaseException as exc:
         op = getattr(exc, "partial_import", None)
         if op is None:
@@ -135,17 +167,38 @@ def cmd_import(args) -> int:
             return 130
         raise
     if args.json:
-        print(json.dumps({"imported": result.imported, "already_present": result.duplicates,
-                          "bad_total": result.bad_total, "formats": result.formats, "encoding": result.encoding,
-                          "seconds": round(result.seconds, 3), "operation": result.operation,
-                          "undo": result.batch, "status": result.status,
-                          "bad": [{"line": b.line, "reason": b.reason} for b in result.bad],
-                          "interrupted": [{"operation": op["id"], "file": op["file_name"], "examples": op["examples"],
-                                           "undo": op["batch"], "status": op["status"]}
-                                          for op in result.interrupted]}, ensure_ascii=False))
+        print(
+            json.dumps(
+                {
+                    "imported": result.imported,
+                    "already_present": result.duplicates,
+                    "bad_total": result.bad_total,
+                    "formats": result.formats,
+                    "encoding": result.encoding,
+                    "seconds": round(result.seconds, 3),
+                    "operation": result.operation,
+                    "undo": result.batch,
+                    "status": result.status,
+                    "bad": [{"line": b.line, "reason": b.reason} for b in result.bad],
+                    "interrupted": [
+                        {
+                            "operation": op["id"],
+                            "file": op["file_name"],
+                            "examples": op["examples"],
+                            "undo": op["batch"],
+                            "status": op["status"],
+                        }
+                        for op in result.interrupted
+                    ],
+                },
+                ensure_ascii=False,
+            )
+        )
     else:
-        print(f"Imported {result.imported} examples ({result.imported / max(result.seconds, 1e-9):.0f} rows/s)."
-              + (f" {result.duplicates} already present (skipped)." if result.duplicates else ""))
+        print(
+            f"Imported {result.imported} examples ({result.imported / max(result.seconds, 1e-9):.0f} rows/s)."
+            + (f" {result.duplicates} already present (skipped)." if result.duplicates else "")
+        )
         for b in result.bad:
             print(f"{args.file}:{b.line}: {b.reason}", file=sys.stderr)
         if result.bad_total > len(result.bad):
@@ -178,15 +231,18 @@ def cmd_list(args) -> int:
     from tuning.examples import ExampleFilter
 
     cur = _curation(args)
-    flt = ExampleFilter(query=args.query, tag=args.tag, split=args.split, label=args.label, source=args.source,
-                        status=args.status)
+    flt = ExampleFilter(
+        query=args.query, tag=args.tag, split=args.split, label=args.label, source=args.source, status=args.status
+    )
     examples = cur.store.list(flt, limit=args.limit or None)
     if args.json:
         for ex in examples:
             print(json.dumps(ex.as_dict(), ensure_ascii=False))
         return 0
     for ex in examples:
-        prov = f" conv {ex.conversation_id} msg {ex.message_id}{' edited' if ex.edited else ''}" if ex.message_id else ""
+        prov = (
+            f" conv {ex.conversation_id} msg {ex.message_id}{' edited' if ex.edited else ''}" if ex.message_id else ""
+        )
         tags = f" [{', '.join(ex.tags)}]" if ex.tags else ""
         label = f" ({ex.label})" if ex.label else ""
         print(f"{ex.id:>6} {ex.split or '-':<10} {ex.status:<8} {ex.source:<6}{label}{tags}{prov}")
@@ -198,7 +254,7 @@ def cmd_list(args) -> int:
 
 def _short(text: str, n: int = 100) -> str:
     text = " ".join(text.split())
-    return text if len(text) <= n else text[:n - 1] + "…"
+    return text if len(text) <= n else text[: n - 1] + "…"
 
 
 def _tokenizer(args):
@@ -209,9 +265,12 @@ def _tokenizer(args):
 
     settings = settings_from(args)
     try:
-        resolved = resolve_model(settings.model, Workspace(settings.home).models_dir,
-                                 allow_downloads=settings.allow_downloads,
-                                 progress=lambda m: print(m, file=sys.stderr, flush=True))
+        resolved = resolve_model(
+            settings.model,
+            Workspace(settings.home).models_dir,
+            allow_downloads=settings.allow_downloads,
+            progress=lambda m: print(m, file=sys.stderr, flush=True),
+        )
         from transformers import AutoTokenizer
 
         return AutoTokenizer.from_pretrained(resolved.path)
@@ -221,8 +280,14 @@ def _tokenizer(args):
 
 
 def cmd_clean(args) -> int:
-    from tuning.cleaning import (DEFAULT_MAX_TOKENS, DEFAULT_NEAR_THRESHOLD, KINDS, apply_fixes, build_report,
-                                 token_counter)
+    from tuning.cleaning import (
+        DEFAULT_MAX_TOKENS,
+        DEFAULT_NEAR_THRESHOLD,
+        KINDS,
+        apply_fixes,
+        build_report,
+        token_counter,
+    )
 
     cur = _curation(args)
     only = [k.strip() for k in args.only.split(",") if k.strip()] or list(KINDS)
@@ -232,16 +297,24 @@ def cmd_clean(args) -> int:
 
         embedder = get_embedder()
     tokenizer = _tokenizer(args) if "too_long" in only else None
-    report = build_report(cur.store, embedder=embedder,
-                          count_tokens=token_counter(tokenizer) if tokenizer is not None else None,
-                          max_tokens=args.max_tokens or DEFAULT_MAX_TOKENS,
-                          near_threshold=args.threshold or DEFAULT_NEAR_THRESHOLD, checks=only)
+    report = build_report(
+        cur.store,
+        embedder=embedder,
+        count_tokens=token_counter(tokenizer) if tokenizer is not None else None,
+        max_tokens=args.max_tokens or DEFAULT_MAX_TOKENS,
+        near_threshold=args.threshold or DEFAULT_NEAR_THRESHOLD,
+        checks=only,
+    )
     fix = apply_fixes(cur.store, report, kinds=only) if args.apply else None
     if args.json:
         out = report.as_dict()
         if fix is not None:
-            out["fixed"] = {"batch": fix.batch, "deleted": fix.deleted, "excluded": fix.excluded,
-                            "rewritten": fix.rewritten}
+            out["fixed"] = {
+                "batch": fix.batch,
+                "deleted": fix.deleted,
+                "excluded": fix.excluded,
+                "rewritten": fix.rewritten,
+            }
         print(json.dumps(out, ensure_ascii=False))
         return 0
     print(report.summary())

@@ -13,57 +13,92 @@ def _say(msg: str) -> None:
 
 
 def register(sub, common) -> None:
-    p = sub.add_parser("export", help="export an adapter, a merged model, the dataset or the whole workspace",
-                       description="Take a tuned assistant to other tools.")
+    p = sub.add_parser(
+        "export",
+        help="export an adapter, a merged model, the dataset or the whole workspace",
+        description="Take a tuned assistant to other tools.",
+    )
     xsub = p.add_subparsers(dest="export_command", metavar="WHAT", required=True)
 
-    q = xsub.add_parser("adapter", parents=[common], help="an adapter as a PEFT folder (or --zip)",
-                        description="Copy a published LoRA adapter (PEFT format: adapter_config.json, "
-                                    "adapter_model.safetensors, plus tailor.json) to a folder or a zip.")
+    q = xsub.add_parser(
+        "adapter",
+        parents=[common],
+        help="an adapter as a PEFT folder (or --zip)",
+        description="Copy a published LoRA adapter (PEFT format: adapter_config.json, "
+        "adapter_model.safetensors, plus tailor.json) to a folder or a zip.",
+    )
     q.add_argument("name", help="adapter name (see `tailor models`)")
     q.add_argument("dest", type=Path, help="destination folder, or .zip file with --zip")
     q.add_argument("--zip", action="store_true", help="write one zip file instead of a folder")
     q.add_argument("--overwrite", action="store_true", help="replace an earlier export at DEST")
     q.set_defaults(func=cmd_export_adapter)
 
-    q = xsub.add_parser("merged", parents=[common], help="base model + adapter merged, as a safetensors folder",
-                        description="Merge a LoRA adapter into the base model and save a Hugging Face folder "
-                                    "(safetensors, tokenizer, chat template) that transformers loads without PEFT.")
+    q = xsub.add_parser(
+        "merged",
+        parents=[common],
+        help="base model + adapter merged, as a safetensors folder",
+        description="Merge a LoRA adapter into the base model and save a Hugging Face folder "
+        "(safetensors, tokenizer, chat template) that transformers loads without PEFT.",
+    )
     q.add_argument("name", help="adapter name")
     q.add_argument("dest", type=Path, help="destination folder")
-    q.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
-                   help="precision of the saved weights (default: float32 on a CPU, the GPU's dtype on a GPU)")
+    q.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16", "float16"],
+        default=None,
+        help="precision of the saved weights (default: float32 on a CPU, the GPU's dtype on a GPU)",
+    )
     q.add_argument("--overwrite", action="store_true", help="replace an earlier export at DEST")
     q.set_defaults(func=cmd_export_merged)
 
-    q = xsub.add_parser("dataset", parents=[common], help="the training examples as JSONL or parquet",
-                        description="Export the active training examples (the same exporter as `tailor examples "
-                                    "export`): chat-messages JSONL, prompt/completion JSONL, one parquet file, or a "
-                                    "Hugging Face datasets folder with a parquet file per split.")
+    q = xsub.add_parser(
+        "dataset",
+        parents=[common],
+        help="the training examples as JSONL or parquet",
+        description="Export the active training examples (the same exporter as `tailor examples "
+        "export`): chat-messages JSONL, prompt/completion JSONL, one parquet file, or a "
+        "Hugging Face datasets folder with a parquet file per split.",
+    )
     q.add_argument("dest", type=Path, help="a .jsonl or .parquet file, or a folder for --format hf")
-    q.add_argument("--format", choices=["jsonl", "prompt-completion", "parquet", "hf"], default=None,
-                   help="default: from DEST's suffix (.jsonl: chat messages; .parquet: parquet; else hf folder)")
-    q.add_argument("--rendered", action="store_true",
-                   help="inline retrieved passages into the user turn, as the trainer sees them")
+    q.add_argument(
+        "--format",
+        choices=["jsonl", "prompt-completion", "parquet", "hf"],
+        default=None,
+        help="default: from DEST's suffix (.jsonl: chat messages; .parquet: parquet; else hf folder)",
+    )
+    q.add_argument(
+        "--rendered", action="store_true", help="inline retrieved passages into the user turn, as the trainer sees them"
+    )
     q.add_argument("--split", choices=["train", "validation", "test"], help="only this split")
     q.set_defaults(func=cmd_export_dataset)
 
-    q = xsub.add_parser("workspace", parents=[common], help="back up the whole workspace to one archive",
-                        description="Back up the workspace (database via SQLite's online backup, adapters, "
-                                    "indexes, jobs, exports, uploads) to a .tar.gz while the app may keep running. "
-                                    "Restore it with `tailor import workspace`.")
+    q = xsub.add_parser(
+        "workspace",
+        parents=[common],
+        help="back up the whole workspace to one archive",
+        description="Back up the workspace (database via SQLite's online backup, adapters, "
+        "indexes, jobs, exports, uploads) to a .tar.gz while the app may keep running. "
+        "Restore it with `tailor import workspace`.",
+    )
     q.add_argument("dest", type=Path, help="archive to write (.tar.gz, .tgz or .tar)")
-    q.add_argument("--include-models", action="store_true",
-                   help="also store the converted model cache (large; it is rebuilt on the next start otherwise)")
+    q.add_argument(
+        "--include-models",
+        action="store_true",
+        help="also store the converted model cache (large; it is rebuilt on the next start otherwise)",
+    )
     q.add_argument("--overwrite", action="store_true", help="replace DEST if it exists")
     q.set_defaults(func=cmd_export_workspace)
 
     p = sub.add_parser("import", help="restore a workspace backup", description="Restore a backup.")
     isub = p.add_subparsers(dest="import_command", metavar="WHAT", required=True)
-    q = isub.add_parser("workspace", parents=[common], help="restore a backup into a new, empty workspace",
-                        description="Restore an archive made by `tailor export workspace` into the workspace "
-                                    "folder (--workspace / TAILOR_HOME), which must be new or empty: restoring "
-                                    "never overwrites anything.")
+    q = isub.add_parser(
+        "workspace",
+        parents=[common],
+        help="restore a backup into a new, empty workspace",
+        description="Restore an archive made by `tailor export workspace` into the workspace "
+        "folder (--workspace / TAILOR_HOME), which must be new or empty: restoring "
+        "never overwrites anything.",
+    )
     q.add_argument("archive", type=Path)
     q.set_defaults(func=cmd_import_workspace)
 
@@ -79,8 +114,9 @@ def cmd_export_adapter(args) -> int:
     from assistant.export import export_adapter
 
     ws = _workspace(args)
-    result = export_adapter(AdapterCatalog(ws.adapters_dir), args.name, args.dest, "zip" if args.zip else "folder",
-                            overwrite=args.overwrite)
+    result = export_adapter(
+        AdapterCatalog(ws.adapters_dir), args.name, args.dest, "zip" if args.zip else "folder", overwrite=args.overwrite
+    )
     print(f"Exported {result.summary()}")
     return 0
 
@@ -93,8 +129,16 @@ def cmd_export_merged(args) -> int:
     settings = settings_from(args)
     ws = _workspace(args)
     resolved = resolve_model(settings.model, ws.models_dir, allow_downloads=settings.allow_downloads, progress=_say)
-    result = export_merged(resolved.path, AdapterCatalog(ws.adapters_dir), args.name, args.dest,
-                           base_name=resolved.name, dtype=args.dtype, overwrite=args.overwrite, progress=_say)
+    result = export_merged(
+        resolved.path,
+        AdapterCatalog(ws.adapters_dir),
+        args.name,
+        args.dest,
+        base_name=resolved.name,
+        dtype=args.dtype,
+        overwrite=args.overwrite,
+        progress=_say,
+    )
     print(f"Exported {result.summary()}")
     return 0
 
@@ -124,8 +168,9 @@ def cmd_export_dataset(args) -> int:
 def cmd_export_workspace(args) -> int:
     from assistant.backup import backup_workspace
 
-    result = backup_workspace(_workspace(args), args.dest, include_models=args.include_models,
-                              overwrite=args.overwrite, progress=_say)
+    result = backup_workspace(
+        _workspace(args), args.dest, include_models=args.include_models, overwrite=args.overwrite, progress=_say
+    )
     for item in result.skipped:
         _say(f"  not included: {item}")
     print(result.summary())

@@ -20,17 +20,20 @@ COMMAND_MODULES = [chat_cmds, demo, examples_cmds, docs_cmds, eval_cmds, tune_cm
 
 def common_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--workspace", metavar="DIR",
-                        help="workspace folder (default: $TAILOR_HOME or ./workspace)")
-    common.add_argument("--model", metavar="ID_OR_PATH",
-                        help="Hugging Face id, model folder or .gguf file (default: $TAILOR_MODEL or the "
-                             "embedded SmolLM2-135M-Instruct)")
+    common.add_argument("--workspace", metavar="DIR", help="workspace folder (default: $TAILOR_HOME or ./workspace)")
+    common.add_argument(
+        "--model",
+        metavar="ID_OR_PATH",
+        help="Hugging Face id, model folder or .gguf file (default: $TAILOR_MODEL or the "
+        "embedded SmolLM2-135M-Instruct)",
+    )
     return common
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tailor", description="Tailor: a local chat assistant that improves "
-                                     "from its own conversations.")
+    parser = argparse.ArgumentParser(
+        prog="tailor", description="Tailor: a local chat assistant that improves from its own conversations."
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="show debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     common = common_parser()
@@ -43,8 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         return int(args.func(args) or 0)
     except TailorError as exc:

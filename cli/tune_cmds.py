@@ -9,14 +9,17 @@ from .chat_cmds import settings_from
 
 
 def register(sub, common) -> None:
-    p = sub.add_parser("tune", parents=[common], help="train a LoRA adapter on the current dataset",
-                       description="Queue a training job (TRL SFT + LoRA) on a dataset version (default: a "
-                                   "snapshot of the current examples). It runs in its own process; --wait "
-                                   "follows it to the end.")
+    p = sub.add_parser(
+        "tune",
+        parents=[common],
+        help="train a LoRA adapter on the current dataset",
+        description="Queue a training job (TRL SFT + LoRA) on a dataset version (default: a "
+        "snapshot of the current examples). It runs in its own process; --wait "
+        "follows it to the end.",
+    )
     p.add_argument("--dataset-version", type=int, metavar="V", help="train on this dataset version")
     p.add_argument("--config", metavar="FILE", help="JSON or TOML file with TrainConfig settings")
-    p.add_argument("--name", metavar="FAMILY", help="adapter name; versions are FAMILY-v1, -v2, ... "
-                                                    "(default: tailor)")
+    p.add_argument("--name", metavar="FAMILY", help="adapter name; versions are FAMILY-v1, -v2, ... (default: tailor)")
     p.add_argument("--no-activate", action="store_true", help="do not make the new adapter the chat's default")
     p.add_argument("--wait", action="store_true", help="follow the job until it ends (progress on stderr)")
     p.add_argument("--json", action="store_true", help="print the job as JSON")
@@ -65,8 +68,12 @@ def _service(args):
 
     settings = settings_from(args)
     workspace = _workspace(args)
-    resolved = resolve_model(settings.model, workspace.models_dir, allow_downloads=settings.allow_downloads,
-                             progress=lambda m: print(m, file=sys.stderr, flush=True))
+    resolved = resolve_model(
+        settings.model,
+        workspace.models_dir,
+        allow_downloads=settings.allow_downloads,
+        progress=lambda m: print(m, file=sys.stderr, flush=True),
+    )
     return open_tuning(workspace, resolved.name, resolved.path, serving=False)
 
 
@@ -114,8 +121,9 @@ def cmd_tune(args) -> int:
 
     service = _service(args)
     config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
-    job = service.start(dataset_version=args.dataset_version, config=config, family=args.name,
-                        activate=not args.no_activate)
+    job = service.start(
+        dataset_version=args.dataset_version, config=config, family=args.name, activate=not args.no_activate
+    )
     if args.wait:
         job = _follow(service.jobs, job.id)
     if args.json:
@@ -138,8 +146,10 @@ def cmd_adapters_list(args) -> int:
         m = r.metrics
         val = m.get("validation_loss")
         val_text = f"{val:.3f}" if isinstance(val, (int, float)) else "-"
-        print(f"{'*' if r.active else ' '} {r.name:<20} data v{r.dataset_version or '-':<4} val loss {val_text:<6} "
-              f"best step {m.get('best_step', '-')}  {r.size_bytes / 1e6:.1f} MB  {r.created_at[:16]}")
+        print(
+            f"{'*' if r.active else ' '} {r.name:<20} data v{r.dataset_version or '-':<4} val loss {val_text:<6} "
+            f"best step {m.get('best_step', '-')}  {r.size_bytes / 1e6:.1f} MB  {r.created_at[:16]}"
+        )
     return 0
 
 

@@ -18,9 +18,9 @@ if TYPE_CHECKING:  # imported lazily below so that `import evals` stays light
 
 @dataclass
 class Evals:
-    store: "EvalStore"
-    runs: "EvalService"
-    votes: "VoteService"
+    store: EvalStore
+    runs: EvalService
+    votes: VoteService
 
 
 def open_evals(workspace, chat, embedder_factory=None) -> Evals:

@@ -45,11 +45,13 @@ def interval_chart_svg(summary: RunSummary, metric: str, width: int = 560) -> st
 
     title = METRIC_LABELS.get(metric, metric)
     better = "higher is better" if HIGHER_IS_BETTER.get(metric, True) else "lower is better"
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-             f'role="img" aria-label="{html.escape(title)} per arm with 95% intervals" '
-             f'style="font: 12px sans-serif">',
-             f'<text x="{pad}" y="{pad}" font-weight="bold">{html.escape(title)} — mean and bootstrap 95% '
-             f'interval ({better})</text>']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'role="img" aria-label="{html.escape(title)} per arm with 95% intervals" '
+        f'style="font: 12px sans-serif">',
+        f'<text x="{pad}" y="{pad}" font-weight="bold">{html.escape(title)} — mean and bootstrap 95% '
+        f"interval ({better})</text>",
+    ]
     axis_y = pad + 8 + row_h * len(rows) + 6
     for t in range(5):
         v = lo + (hi - lo) * t / 4
@@ -59,13 +61,19 @@ def interval_chart_svg(summary: RunSummary, metric: str, width: int = 560) -> st
         y = pad + 8 + row_h * i + row_h / 2
         colour = _COLOURS[i % len(_COLOURS)]
         parts.append(f'<text x="{label_w}" y="{y + 4:.1f}" text-anchor="end">{html.escape(r["arm"])}</text>')
-        parts.append(f'<line x1="{x(r["lo"]):.1f}" y1="{y:.1f}" x2="{x(r["hi"]):.1f}" y2="{y:.1f}" '
-                     f'stroke="{colour}" stroke-width="3"/>')
+        parts.append(
+            f'<line x1="{x(r["lo"]):.1f}" y1="{y:.1f}" x2="{x(r["hi"]):.1f}" y2="{y:.1f}" '
+            f'stroke="{colour}" stroke-width="3"/>'
+        )
         for v in (r["lo"], r["hi"]):
-            parts.append(f'<line x1="{x(v):.1f}" y1="{y - 6:.1f}" x2="{x(v):.1f}" y2="{y + 6:.1f}" '
-                         f'stroke="{colour}" stroke-width="2"/>')
-        parts.append(f'<circle cx="{x(r["mean"]):.1f}" cy="{y:.1f}" r="5" fill="{colour}">'
-                     f'<title>{html.escape(r["arm"])}: {r["mean"]:.3f} [{r["lo"]:.3f}, {r["hi"]:.3f}], '
-                     f'n={r["n"]}</title></circle>')
+            parts.append(
+                f'<line x1="{x(v):.1f}" y1="{y - 6:.1f}" x2="{x(v):.1f}" y2="{y + 6:.1f}" '
+                f'stroke="{colour}" stroke-width="2"/>'
+            )
+        parts.append(
+            f'<circle cx="{x(r["mean"]):.1f}" cy="{y:.1f}" r="5" fill="{colour}">'
+            f"<title>{html.escape(r['arm'])}: {r['mean']:.3f} [{r['lo']:.3f}, {r['hi']:.3f}], "
+            f"n={r['n']}</title></circle>"
+        )
     parts.append("</svg>")
     return "".join(parts)

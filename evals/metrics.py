@@ -71,7 +71,7 @@ def rouge_l(prediction: str, reference: str, beta: float = 1.0) -> float:
     if lcs == 0:
         return 0.0
     precision, recall = lcs / len(pred), lcs / len(ref)
-    return (1 + beta ** 2) * precision * recall / (recall + beta ** 2 * precision)
+    return (1 + beta**2) * precision * recall / (recall + beta**2 * precision)
 
 
 def fact_found(prediction: str, answers: Iterable[str]) -> float:
@@ -160,5 +160,7 @@ def classification_report(gold: Sequence[str], predicted: Sequence[str]) -> Clas
         macro_precision=sum(v["precision"] for v in per_label.values()) / k,
         macro_recall=sum(v["recall"] for v in per_label.values()) / k,
         macro_f1=sum(v["f1"] for v in per_label.values()) / k,
-        per_label=per_label, confusion=confusion, n=n,
+        per_label=per_label,
+        confusion=confusion,
+        n=n,
     )

@@ -39,8 +39,9 @@ class RunSummary:
     n_results: int = 0
 
 
-def aggregate_results(results: list[ItemResult], arms: list[str], gold_labels: dict[str, str] | None = None,
-                      seed: int = 0) -> RunSummary:
+def aggregate_results(
+    results: list[ItemResult], arms: list[str], gold_labels: dict[str, str] | None = None, seed: int = 0
+) -> RunSummary:
     gold_labels = gold_labels or {}
     by_arm: dict[str, list[ItemResult]] = {a: [] for a in arms}
     for r in results:
@@ -96,8 +97,11 @@ def aggregate_run(store: EvalStore, run_id: str) -> RunSummary:
 
 def metrics_table(summary: RunSummary, metrics: list[str] | None = None) -> tuple[list[str], list[list]]:
     """(header, rows) with one row per arm and "mean [lo, hi]" cells, for the UI and the CLI."""
-    keys = metrics or [k for k in [m[0] for m in METRICS] + ["accuracy", "macro_f1"]
-                       if any(k in per for per in summary.metrics.values())]
+    keys = metrics or [
+        k
+        for k in [m[0] for m in METRICS] + ["accuracy", "macro_f1"]
+        if any(k in per for per in summary.metrics.values())
+    ]
     header = ["Arm", "n"] + [METRIC_LABELS.get(k, k.replace("_", " ").title()) for k in keys]
     rows = []
     for arm in summary.arms:
@@ -118,9 +122,17 @@ def summary_json(summary: RunSummary) -> dict:
     return {
         "run_id": summary.run_id,
         "arms": {arm: {k: e.as_dict() for k, e in per.items()} for arm, per in summary.metrics.items()},
-        "classification": {arm: {"labels": r.labels, "accuracy": r.accuracy, "macro_precision": r.macro_precision,
-                                 "macro_recall": r.macro_recall, "macro_f1": r.macro_f1, "confusion": r.confusion}
-                           for arm, r in summary.classification.items()},
+        "classification": {
+            arm: {
+                "labels": r.labels,
+                "accuracy": r.accuracy,
+                "macro_precision": r.macro_precision,
+                "macro_recall": r.macro_recall,
+                "macro_f1": r.macro_f1,
+                "confusion": r.confusion,
+            }
+            for arm, r in summary.classification.items()
+        },
     }
 
 
@@ -147,7 +159,7 @@ def compare(store: EvalStore, run_id: str, arm_a: str, arm_b: str, metric: str =
 def all_comparisons(store: EvalStore, run_id: str, metric: str) -> list[tuple[str, str, PairedTest]]:
     run = store.get_run(run_id)
     keys = run.arm_keys
-    return [(x, y, compare(store, run_id, x, y, metric)) for i, x in enumerate(keys) for y in keys[i + 1:]]
+    return [(x, y, compare(store, run_id, x, y, metric)) for i, x in enumerate(keys) for y in keys[i + 1 :]]
 
 
 @dataclass
@@ -167,8 +179,9 @@ class SideBySideRow:
         return self.value_a - self.value_b
 
 
-def side_by_side(store: EvalStore, run_id: str, arm_a: str, arm_b: str, metric: str = "semantic",
-                 order: str = "a_worse") -> list[SideBySideRow]:
+def side_by_side(
+    store: EvalStore, run_id: str, arm_a: str, arm_b: str, metric: str = "semantic", order: str = "a_worse"
+) -> list[SideBySideRow]:
     """Items with both arms' replies and `metric` values, sorted by the difference A − B:
     "a_worse" puts the items where A lost most first (regressions of A), "a_better" the
     reverse, "position" keeps the set's order."""
@@ -186,8 +199,17 @@ def side_by_side(store: EvalStore, run_id: str, arm_a: str, arm_b: str, metric: 
         ra, rb = results.get((arm_a, item.id)), results.get((arm_b, item.id))
         if ra is None or rb is None:
             continue
-        rows.append(SideBySideRow(item.id, item.question, item.reference, ra.reply, rb.reply,
-                                  ra.metrics.get(metric), rb.metrics.get(metric)))
+        rows.append(
+            SideBySideRow(
+                item.id,
+                item.question,
+                item.reference,
+                ra.reply,
+                rb.reply,
+                ra.metrics.get(metric),
+                rb.metrics.get(metric),
+            )
+        )
     if order != "position":
         sign = 1 if order == "a_worse" else -1
         # lower-is-better metrics (loss, latency) flip, so "A worse" still means A did worse

@@ -108,15 +108,18 @@ class EvalService:
         if not explicit_rag and not self._has_knowledge():
             rags = [False]
         if any(rags) and self.retriever is None:
-            raise ValidationError("retrieval arms need a knowledge index: add documents in the Knowledge tab "
-                                  "first, or evaluate with retrieval off")
+            raise ValidationError(
+                "retrieval arms need a knowledge index: add documents in the Knowledge tab "
+                "first, or evaluate with retrieval off"
+            )
         arms: list[Arm] = []
         for name in models:
             if name == TUNED:
                 if not adapters:
                     if explicit_models:
-                        raise ValidationError("there is no tuned adapter yet: train one in the Tune tab, or "
-                                              "evaluate the base model only")
+                        raise ValidationError(
+                            "there is no tuned adapter yet: train one in the Tune tab, or evaluate the base model only"
+                        )
                     continue
                 active = self.chat.adapters.active()
                 info = next((a for a in adapters if a.name == active), None) or _newest(adapters)
@@ -147,8 +150,14 @@ class EvalService:
         return True
 
     # ---- running ------------------------------------------------------------------------
-    def start(self, evalset: EvalSet, arms: list[Arm], options: RunOptions = RunOptions(),
-              background: bool = True, progress: Callable[[int, int], None] | None = None) -> RunInfo:
+    def start(
+        self,
+        evalset: EvalSet,
+        arms: list[Arm],
+        options: RunOptions = RunOptions(),
+        background: bool = True,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> RunInfo:
         """Create a run and answer every item with every arm. In the background (default) it
         returns at once; watch `store.get_run(id)` for progress. Otherwise it returns when done."""
         if not arms:
@@ -170,14 +179,24 @@ class EvalService:
             if busy:
                 raise ValidationError(f"evaluation {busy[0]} is still running; wait for it or cancel it")
             run = self.store.create_run(
-                set_kind=evalset.kind, set_name=evalset.name, set_fingerprint=evalset.fingerprint,
-                dataset_version=evalset.dataset_version, base_model=self.chat.engine.name, arms=arms,
-                options=asdict(options), items=evalset.items)
+                set_kind=evalset.kind,
+                set_name=evalset.name,
+                set_fingerprint=evalset.fingerprint,
+                dataset_version=evalset.dataset_version,
+                base_model=self.chat.engine.name,
+                arms=arms,
+                options=asdict(options),
+                items=evalset.items,
+            )
             cancel = threading.Event()
             self._cancel[run.id] = cancel
             if background:
-                thread = threading.Thread(target=self._run, args=(run, evalset.items, options, cancel, progress),
-                                          daemon=True, name=f"tailor-eval-{run.id}")
+                thread = threading.Thread(
+                    target=self._run,
+                    args=(run, evalset.items, options, cancel, progress),
+                    daemon=True,
+                    name=f"tailor-eval-{run.id}",
+                )
                 self._threads[run.id] = thread
                 thread.start()
                 return run
@@ -197,14 +216,19 @@ class EvalService:
             thread.join(timeout)
         return self.store.get_run(run_id)
 
-    def _run(self, run: RunInfo, items: list[EvalItem], options: RunOptions, cancel: threading.Event,
-             progress: Callable[[int, int], None] | None) -> None:
+    def _run(
+        self,
+        run: RunInfo,
+        items: list[EvalItem],
+        options: RunOptions,
+        cancel: threading.Event,
+        progress: Callable[[int, int], None] | None,
+    ) -> None:
         self.store.set_status(run.id, "running")
         total, done = len(items) * len(run.arms), 0
         try:
             embedder = self._embedder_factory() if options.semantic else None
-            adapters = {arm.key: (None if arm.model == BASE else self.chat._adapter_for(arm.model))
-                        for arm in run.arms}
+            adapters = {arm.key: (None if arm.model == BASE else self.chat._adapter_for(arm.model)) for arm in run.arms}
             for item in items:
                 if cancel.is_set():
                     self.store.set_status(run.id, "cancelled")
@@ -224,25 +248,30 @@ class EvalService:
         except TailorError as exc:
             log.warning("evaluation %s failed: %s", run.id, exc)
             self.store.set_status(run.id, "failed", str(exc))
-        except Exception as exc:  # noqa: BLE001 - recorded on the run, results so far are kept
+        except Exception as exc:
             log.exception("evaluation %s failed", run.id)
             self.store.set_status(run.id, "failed", f"{exc.__class__.__name__}: {exc}")
 
     def _finalise(self, run_id: str) -> None:
         summary = aggregate_run(self.store, run_id)
-        rows = [(arm, metric, est.mean, est.lo, est.hi, est.n)
-                for arm, per in summary.metrics.items() for metric, est in per.items()]
+        rows = [
+            (arm, metric, est.mean, est.lo, est.hi, est.n)
+            for arm, per in summary.metrics.items()
+            for metric, est in per.items()
+        ]
         self.store.save_arm_metrics(run_id, [r for r in rows if not math.isnan(r[2])])
 
-    def _answer(self, item: EvalItem, arms: list[Arm], adapters: dict[str, str | None],
-                options: RunOptions) -> list[ItemResult]:
+    def _answer(
+        self, item: EvalItem, arms: list[Arm], adapters: dict[str, str | None], options: RunOptions
+    ) -> list[ItemResult]:
         engine = self.chat.engine
         system = item.system_prompt if options.system_prompt is None else options.system_prompt
         retrieval = None
         if any(a.rag for a in arms):  # one retrieval per item, shared by every retrieval arm
             retrieval = self.retriever.retrieve(item.question, k=options.k)
-        gen_options = GenerationOptions(temperature=0, max_new_tokens=options.max_new_tokens,
-                                        repetition_penalty=options.repetition_penalty)
+        gen_options = GenerationOptions(
+            temperature=0, max_new_tokens=options.max_new_tokens, repetition_penalty=options.repetition_penalty
+        )
         out = []
         for arm in arms:
             adapter = adapters[arm.key]
@@ -275,6 +304,18 @@ class EvalService:
                     m["ref_loss"], _ = engine.score(messages, item.reference, adapter=adapter)
                 except ValidationError as exc:  # e.g. a reference longer than the context
                     log.info("no reference loss for %s: %s", item.id, exc)
-            out.append(ItemResult(arm.key, item.id, reply, abstained, latency, n_tokens, tps, finish, m,
-                                  [p.as_dict() for p in passages] if passages else None))
+            out.append(
+                ItemResult(
+                    arm.key,
+                    item.id,
+                    reply,
+                    abstained,
+                    latency,
+                    n_tokens,
+                    tps,
+                    finish,
+                    m,
+                    [p.as_dict() for p in passages] if passages else None,
+                )
+            )
         return out

@@ -52,9 +52,15 @@ class EvalItem:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "EvalItem":
-        return cls(id=d["id"], messages=d["messages"], reference=d["reference"], label=d.get("label"),
-                   answers=d.get("answers"), passages=d.get("passages"))
+    def from_dict(cls, d: dict) -> EvalItem:
+        return cls(
+            id=d["id"],
+            messages=d["messages"],
+            reference=d["reference"],
+            label=d.get("label"),
+            answers=d.get("answers"),
+            passages=d.get("passages"),
+        )
 
 
 @dataclass
@@ -116,8 +122,9 @@ def _check_messages(messages) -> list[dict]:
     return out
 
 
-def _finish(kind: str, name: str, items: list[EvalItem], skipped: list[str], path: Path,
-            dataset_version: str | None = None) -> EvalSet:
+def _finish(
+    kind: str, name: str, items: list[EvalItem], skipped: list[str], path: Path, dataset_version: str | None = None
+) -> EvalSet:
     if not items:
         detail = f" ({'; '.join(skipped[:3])})" if skipped else ""
         raise ValidationError(f"{path.name} has no usable items{detail}")
@@ -144,9 +151,14 @@ def load_facts(path: Path | str) -> EvalSet:
         if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
             skipped.append(f"line {number}: 'aliases' must be a list of strings")
             continue
-        items.append(EvalItem(id=str(obj.get("id") or f"line-{number}"),
-                              messages=[{"role": "user", "content": question.strip()}],
-                              reference=answer.strip(), answers=[answer.strip()] + [a for a in aliases if a.strip()]))
+        items.append(
+            EvalItem(
+                id=str(obj.get("id") or f"line-{number}"),
+                messages=[{"role": "user", "content": question.strip()}],
+                reference=answer.strip(),
+                answers=[answer.strip()] + [a for a in aliases if a.strip()],
+            )
+        )
     return _finish("facts", path.name, items, skipped, path)
 
 
@@ -186,11 +198,16 @@ def load_reference_file(path: Path | str) -> EvalSet:
         except ValueError as exc:
             skipped.append(f"line {number}: {exc}")
             continue
-        items.append(EvalItem(id=str(obj.get("id") or obj.get("example_id") or f"line-{number}"),
-                              messages=messages[:-1], reference=messages[-1]["content"],
-                              label=str(label) if label is not None else None,
-                              answers=[a for a in answers if a.strip()] if answers else None,
-                              passages=obj.get("passages") if isinstance(obj.get("passages"), list) else None))
+        items.append(
+            EvalItem(
+                id=str(obj.get("id") or obj.get("example_id") or f"line-{number}"),
+                messages=messages[:-1],
+                reference=messages[-1]["content"],
+                label=str(label) if label is not None else None,
+                answers=[a for a in answers if a.strip()] if answers else None,
+                passages=obj.get("passages") if isinstance(obj.get("passages"), list) else None,
+            )
+        )
     return _finish("file", path.name, items, skipped, path)
 
 
@@ -217,9 +234,15 @@ def load_test_split(version_dir: Path | str, version_id: str | None = None) -> E
         if sources is not None:
             messages[-2] = {"role": "user", "content": question}
             passages = passages or [{"text": sources}]
-        items.append(EvalItem(id=str(obj.get("example_id") or obj.get("id") or f"line-{number}"),
-                              messages=messages[:-1], reference=messages[-1]["content"],
-                              label=str(label) if label not in (None, "") else None, passages=passages))
+        items.append(
+            EvalItem(
+                id=str(obj.get("example_id") or obj.get("id") or f"line-{number}"),
+                messages=messages[:-1],
+                reference=messages[-1]["content"],
+                label=str(label) if label not in (None, "") else None,
+                passages=passages,
+            )
+        )
     return _finish("test", version_id, items, skipped, path, dataset_version=version_id)
 
 
@@ -234,7 +257,7 @@ def split_grounded(text: str) -> tuple[str, str | None]:
     for a plain one. Dataset versions store the rendered prompt, so without this a
     "retrieval off" arm would still see the sources, and a retrieval arm would see two sets."""
     if text.startswith(_GROUNDED_HEAD) and _QUESTION_MARK in text:
-        body, question = text[len(_GROUNDED_HEAD):].rsplit(_QUESTION_MARK, 1)
+        body, question = text[len(_GROUNDED_HEAD) :].rsplit(_QUESTION_MARK, 1)
         if question.strip():
             return question, body
     return text, None

@@ -25,8 +25,9 @@ class Estimate:
         return {"mean": self.mean, "lo": self.lo, "hi": self.hi, "n": self.n}
 
 
-def bootstrap_ci(values: Sequence[float], *, confidence: float = 0.95, resamples: int = 2000,
-                 seed: int = 0) -> Estimate:
+def bootstrap_ci(
+    values: Sequence[float], *, confidence: float = 0.95, resamples: int = 2000, seed: int = 0
+) -> Estimate:
     """Mean of `values` with a percentile-bootstrap interval: resample the items with
     replacement `resamples` times and take the (1±confidence)/2 quantiles of the means.
     One value gives a zero-width interval; no values give NaN."""
@@ -47,6 +48,7 @@ def bootstrap_ci(values: Sequence[float], *, confidence: float = 0.95, resamples
 @dataclass(frozen=True)
 class PairedTest:
     """Result of comparing arm A with arm B on the items both have a value for."""
+
     mean_diff: float  # mean of (A - B) per item
     lo: float  # bootstrap 95% interval of the mean difference
     hi: float
@@ -59,8 +61,15 @@ class PairedTest:
         return self.p_value < 0.05
 
     def as_dict(self) -> dict:
-        return {"mean_diff": self.mean_diff, "lo": self.lo, "hi": self.hi, "p_value": self.p_value, "n": self.n,
-                "significant": self.significant, "method": self.method}
+        return {
+            "mean_diff": self.mean_diff,
+            "lo": self.lo,
+            "hi": self.hi,
+            "p_value": self.p_value,
+            "n": self.n,
+            "significant": self.significant,
+            "method": self.method,
+        }
 
 
 def paired_test(a: Sequence[float], b: Sequence[float], *, permutations: int = 10000, seed: int = 0) -> PairedTest:
@@ -101,6 +110,7 @@ def wilson_interval(successes: float, n: int, z: float = Z95) -> tuple[float, fl
 class Comparison:
     """One pairwise outcome for Bradley–Terry: `score` is 1 if `first` won, 0 if `second`
     won, 0.5 for a tie."""
+
     first: str
     second: str
     score: float
@@ -114,8 +124,9 @@ class Rating:
     games: float
 
 
-def bradley_terry(comparisons: Iterable[Comparison], *, prior: float = 0.5, iterations: int = 10000,
-                  tol: float = 1e-10) -> list[Rating]:
+def bradley_terry(
+    comparisons: Iterable[Comparison], *, prior: float = 0.5, iterations: int = 10000, tol: float = 1e-10
+) -> list[Rating]:
     """Bradley–Terry strengths by the MM algorithm (Hunter 2004):
 
         s_i <- W_i / sum_j n_ij / (s_i + s_j)
@@ -153,6 +164,8 @@ def bradley_terry(comparisons: Iterable[Comparison], *, prior: float = 0.5, iter
             break
         s = new
     geo = math.exp(float(np.log(s).mean()))
-    ratings = [Rating(p, float(s[index[p]]), 1000 + 400 * math.log10(s[index[p]] / geo),
-                      float(games[index[p]].sum())) for p in players]
+    ratings = [
+        Rating(p, float(s[index[p]]), 1000 + 400 * math.log10(s[index[p]] / geo), float(games[index[p]].sum()))
+        for p in players
+    ]
     return sorted(ratings, key=lambda r: -r.strength)

@@ -21,7 +21,9 @@ from .sets import EvalItem
 
 
 def _m001_evals(conn: sqlite3.Connection) -> None:
-    execute_script(conn, """
+    execute_script(
+        conn,
+        """
         CREATE TABLE eval_runs (
             id TEXT PRIMARY KEY,
             created_at TEXT NOT NULL,
@@ -92,7 +94,8 @@ def _m001_evals(conn: sqlite3.Connection) -> None:
             created_at TEXT NOT NULL
         );
         CREATE INDEX eval_votes_players ON eval_votes(player_a, player_b);
-    """)
+    """,
+    )
 
 
 MIGRATIONS = [_m001_evals]
@@ -101,6 +104,7 @@ MIGRATIONS = [_m001_evals]
 @dataclass
 class Arm:
     """One side of a comparison: a model (the base or an adapter) with retrieval on or off."""
+
     model: str  # "base" or an adapter name
     rag: bool = False
     adapter_version: str | None = None  # the adapter folder's version when the run started
@@ -111,11 +115,16 @@ class Arm:
         return f"{self.model}+rag" if self.rag else self.model
 
     def as_dict(self) -> dict:
-        return {"key": self.key, "model": self.model, "rag": self.rag, "adapter_version": self.adapter_version,
-                "adapter_meta": self.adapter_meta}
+        return {
+            "key": self.key,
+            "model": self.model,
+            "rag": self.rag,
+            "adapter_version": self.adapter_version,
+            "adapter_meta": self.adapter_meta,
+        }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Arm":
+    def from_dict(cls, d: dict) -> Arm:
         return cls(d["model"], bool(d["rag"]), d.get("adapter_version"), d.get("adapter_meta") or {})
 
 
@@ -179,17 +188,38 @@ def new_run_id() -> str:
 
 
 def _run(row) -> RunInfo:
-    return RunInfo(row["id"], row["created_at"], row["finished_at"], row["status"], row["set_kind"],
-                   row["set_name"], row["set_fingerprint"], row["dataset_version"], row["base_model"],
-                   [Arm.from_dict(a) for a in json.loads(row["arms_json"])], json.loads(row["options_json"]),
-                   row["n_items"], row["done"], row["total"], row["error"])
+    return RunInfo(
+        row["id"],
+        row["created_at"],
+        row["finished_at"],
+        row["status"],
+        row["set_kind"],
+        row["set_name"],
+        row["set_fingerprint"],
+        row["dataset_version"],
+        row["base_model"],
+        [Arm.from_dict(a) for a in json.loads(row["arms_json"])],
+        json.loads(row["options_json"]),
+        row["n_items"],
+        row["done"],
+        row["total"],
+        row["error"],
+    )
 
 
 def _result(row) -> ItemResult:
-    return ItemResult(row["arm"], row["item_id"], row["reply"], bool(row["abstained"]), row["latency_s"],
-                      row["completion_tokens"], row["tokens_per_s"], row["finish_reason"],
-                      json.loads(row["metrics_json"]),
-                      json.loads(row["passages_json"]) if row["passages_json"] else None)
+    return ItemResult(
+        row["arm"],
+        row["item_id"],
+        row["reply"],
+        bool(row["abstained"]),
+        row["latency_s"],
+        row["completion_tokens"],
+        row["tokens_per_s"],
+        row["finish_reason"],
+        json.loads(row["metrics_json"]),
+        json.loads(row["passages_json"]) if row["passages_json"] else None,
+    )
 
 
 class EvalStore:
@@ -198,19 +228,43 @@ class EvalStore:
         db.migrate("evals", MIGRATIONS)
 
     # ---- runs ---------------------------------------------------------------------------
-    def create_run(self, *, set_kind: str, set_name: str, set_fingerprint: str, dataset_version: str | None,
-                   base_model: str, arms: list[Arm], options: dict, items: list[EvalItem]) -> RunInfo:
+    def create_run(
+        self,
+        *,
+        set_kind: str,
+        set_name: str,
+        set_fingerprint: str,
+        dataset_version: str | None,
+        base_model: str,
+        arms: list[Arm],
+        options: dict,
+        items: list[EvalItem],
+    ) -> RunInfo:
         run_id = new_run_id()
         with self.db.transaction() as conn:
             conn.execute(
                 "INSERT INTO eval_runs(id, created_at, status, set_kind, set_name, set_fingerprint, dataset_version,"
                 " base_model, arms_json, options_json, n_items, total, pid) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (run_id, utcnow(), "queued", set_kind, set_name, set_fingerprint, dataset_version, base_model,
-                 json.dumps([a.as_dict() for a in arms]), json.dumps(options), len(items), len(items) * len(arms),
-                 os.getpid()))
+                (
+                    run_id,
+                    utcnow(),
+                    "queued",
+                    set_kind,
+                    set_name,
+                    set_fingerprint,
+                    dataset_version,
+                    base_model,
+                    json.dumps([a.as_dict() for a in arms]),
+                    json.dumps(options),
+                    len(items),
+                    len(items) * len(arms),
+                    os.getpid(),
+                ),
+            )
             conn.executemany(
                 "INSERT INTO eval_items(run_id, item_id, position, item_json) VALUES (?,?,?,?)",
-                [(run_id, item.id, i, json.dumps(item.as_dict(), ensure_ascii=False)) for i, item in enumerate(items)])
+                [(run_id, item.id, i, json.dumps(item.as_dict(), ensure_ascii=False)) for i, item in enumerate(items)],
+            )
         return self.get_run(run_id)
 
     def get_run(self, run_id: str) -> RunInfo:
@@ -228,8 +282,9 @@ class EvalStore:
     def set_status(self, run_id: str, status: str, error: str | None = None) -> None:
         finished = utcnow() if status in ("done", "failed", "cancelled") else None
         with self.db.transaction() as conn:
-            conn.execute("UPDATE eval_runs SET status=?, error=?, finished_at=? WHERE id=?",
-                         (status, error, finished, run_id))
+            conn.execute(
+                "UPDATE eval_runs SET status=?, error=?, finished_at=? WHERE id=?", (status, error, finished, run_id)
+            )
 
     def fail_interrupted(self) -> int:
         """Mark runs left 'running' or 'queued' by a process that has died as failed (their
@@ -239,9 +294,11 @@ class EvalStore:
             rows = conn.execute("SELECT id, pid FROM eval_runs WHERE status IN ('running','queued')").fetchall()
         dead = [r["id"] for r in rows if not _alive(r["pid"])]
         with self.db.transaction() as conn:
-            conn.executemany("UPDATE eval_runs SET status='failed', error='interrupted: the process running it "
-                             "stopped', finished_at=? WHERE id=? AND status IN ('running','queued')",
-                             [(utcnow(), rid) for rid in dead])
+            conn.executemany(
+                "UPDATE eval_runs SET status='failed', error='interrupted: the process running it "
+                "stopped', finished_at=? WHERE id=? AND status IN ('running','queued')",
+                [(utcnow(), rid) for rid in dead],
+            )
         return len(dead)
 
     def delete_run(self, run_id: str) -> None:
@@ -261,11 +318,25 @@ class EvalStore:
                 "INSERT OR REPLACE INTO eval_results(run_id, arm, item_id, reply, abstained, latency_s,"
                 " completion_tokens, tokens_per_s, finish_reason, metrics_json, passages_json, created_at)"
                 " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (run_id, result.arm, result.item_id, result.reply, int(result.abstained), result.latency_s,
-                 result.completion_tokens, result.tokens_per_s, result.finish_reason, json.dumps(result.metrics),
-                 json.dumps(result.passages, ensure_ascii=False) if result.passages is not None else None, utcnow()))
-            conn.execute("UPDATE eval_runs SET done=(SELECT COUNT(*) FROM eval_results WHERE run_id=?) WHERE id=?",
-                         (run_id, run_id))
+                (
+                    run_id,
+                    result.arm,
+                    result.item_id,
+                    result.reply,
+                    int(result.abstained),
+                    result.latency_s,
+                    result.completion_tokens,
+                    result.tokens_per_s,
+                    result.finish_reason,
+                    json.dumps(result.metrics),
+                    json.dumps(result.passages, ensure_ascii=False) if result.passages is not None else None,
+                    utcnow(),
+                ),
+            )
+            conn.execute(
+                "UPDATE eval_runs SET done=(SELECT COUNT(*) FROM eval_results WHERE run_id=?) WHERE id=?",
+                (run_id, run_id),
+            )
 
     def results(self, run_id: str, arm: str | None = None) -> list[ItemResult]:
         sql, args = "SELECT * FROM eval_results WHERE run_id=?", [run_id]
@@ -277,8 +348,9 @@ class EvalStore:
 
     def result(self, run_id: str, arm: str, item_id: str) -> ItemResult:
         with self.db.read() as conn:
-            row = conn.execute("SELECT * FROM eval_results WHERE run_id=? AND arm=? AND item_id=?",
-                               (run_id, arm, item_id)).fetchone()
+            row = conn.execute(
+                "SELECT * FROM eval_results WHERE run_id=? AND arm=? AND item_id=?", (run_id, arm, item_id)
+            ).fetchone()
         if row is None:
             raise NotFoundError(f"run {run_id} has no reply from {arm!r} to item {item_id!r}")
         return _result(row)
@@ -287,14 +359,18 @@ class EvalStore:
         """rows: (arm, metric, mean, lo, hi, n)."""
         with self.db.transaction() as conn:
             conn.execute("DELETE FROM eval_arm_metrics WHERE run_id=?", (run_id,))
-            conn.executemany("INSERT INTO eval_arm_metrics(run_id, arm, metric, mean, lo, hi, n) VALUES (?,?,?,?,?,?,?)",
-                             [(run_id, *r) for r in rows])
+            conn.executemany(
+                "INSERT INTO eval_arm_metrics(run_id, arm, metric, mean, lo, hi, n) VALUES (?,?,?,?,?,?,?)",
+                [(run_id, *r) for r in rows],
+            )
 
     def metric_history(self, metric: str | None = None) -> list[dict]:
         """Per-arm aggregates of every finished run, oldest first (for charts over time)."""
-        sql = ("SELECT r.id AS run_id, r.created_at, r.set_kind, r.set_name, r.set_fingerprint, r.arms_json,"
-               " m.arm, m.metric, m.mean, m.lo, m.hi, m.n FROM eval_arm_metrics m JOIN eval_runs r ON r.id=m.run_id"
-               " WHERE r.status='done'")
+        sql = (
+            "SELECT r.id AS run_id, r.created_at, r.set_kind, r.set_name, r.set_fingerprint, r.arms_json,"
+            " m.arm, m.metric, m.mean, m.lo, m.hi, m.n FROM eval_arm_metrics m JOIN eval_runs r ON r.id=m.run_id"
+            " WHERE r.status='done'"
+        )
         args: list = []
         if metric:
             sql += " AND m.metric=?"
@@ -305,19 +381,34 @@ class EvalStore:
             for row in conn.execute(sql, args):
                 arms = {a["key"]: a for a in json.loads(row["arms_json"])}
                 arm = arms.get(row["arm"], {})
-                out.append({"run_id": row["run_id"], "created_at": row["created_at"], "set_kind": row["set_kind"],
-                            "set_name": row["set_name"], "set_fingerprint": row["set_fingerprint"], "arm": row["arm"],
-                            "model": arm.get("model"), "rag": arm.get("rag"),
-                            "adapter_version": arm.get("adapter_version"), "metric": row["metric"],
-                            "mean": row["mean"], "lo": row["lo"], "hi": row["hi"], "n": row["n"]})
+                out.append(
+                    {
+                        "run_id": row["run_id"],
+                        "created_at": row["created_at"],
+                        "set_kind": row["set_kind"],
+                        "set_name": row["set_name"],
+                        "set_fingerprint": row["set_fingerprint"],
+                        "arm": row["arm"],
+                        "model": arm.get("model"),
+                        "rag": arm.get("rag"),
+                        "adapter_version": arm.get("adapter_version"),
+                        "metric": row["metric"],
+                        "mean": row["mean"],
+                        "lo": row["lo"],
+                        "hi": row["hi"],
+                        "n": row["n"],
+                    }
+                )
             return out
 
     # ---- blind pairs and votes ----------------------------------------------------------
     def create_pair(self, run_id: str, item_id: str, arm_a: str, arm_b: str) -> str:
         pair_id = secrets.token_urlsafe(12)  # unguessable: it is all the client sees of the pair
         with self.db.transaction() as conn:
-            conn.execute("INSERT INTO eval_pairs(id, run_id, item_id, arm_a, arm_b, created_at) VALUES (?,?,?,?,?,?)",
-                         (pair_id, run_id, item_id, arm_a, arm_b, utcnow()))
+            conn.execute(
+                "INSERT INTO eval_pairs(id, run_id, item_id, arm_a, arm_b, created_at) VALUES (?,?,?,?,?,?)",
+                (pair_id, run_id, item_id, arm_a, arm_b, utcnow()),
+            )
         return pair_id
 
     def get_pair(self, pair_id: str) -> sqlite3.Row:
@@ -331,9 +422,11 @@ class EvalStore:
         pair = self.get_pair(pair_id)
         with self.db.transaction() as conn:
             try:
-                conn.execute("INSERT INTO eval_votes(pair_id, run_id, item_id, player_a, player_b, choice, created_at)"
-                             " VALUES (?,?,?,?,?,?,?)",
-                             (pair_id, pair["run_id"], pair["item_id"], player_a, player_b, choice, utcnow()))
+                conn.execute(
+                    "INSERT INTO eval_votes(pair_id, run_id, item_id, player_a, player_b, choice, created_at)"
+                    " VALUES (?,?,?,?,?,?,?)",
+                    (pair_id, pair["run_id"], pair["item_id"], player_a, player_b, choice, utcnow()),
+                )
             except sqlite3.IntegrityError as exc:
                 raise ValidationError("this pair was already voted on; load a new pair") from exc
 
@@ -349,6 +442,9 @@ class EvalStore:
     def voted_pairs(self, run_id: str) -> set[tuple[str, str, str]]:
         """(item, arm, arm) combinations already voted on in a run (arms sorted)."""
         with self.db.read() as conn:
-            rows = conn.execute("SELECT p.item_id, p.arm_a, p.arm_b FROM eval_votes v JOIN eval_pairs p ON p.id=v.pair_id"
-                                " WHERE p.run_id=?", (run_id,))
+            rows = conn.execute(
+                "SELECT p.item_id, p.arm_a, p.arm_b FROM eval_votes v JOIN eval_pairs p ON p.id=v.pair_id"
+                " WHERE p.run_id=?",
+                (run_id,),
+            )
             return {(r["item_id"], *sorted((r["arm_a"], r["arm_b"]))) for r in rows}

@@ -23,8 +23,18 @@ from .stats import Comparison, Rating, bradley_terry, wilson_interval
 from .store import EvalStore
 
 CHOICES = {"a": "A is better", "b": "B is better", "tie": "Tie", "both_bad": "Both are bad"}
-_ALIASES = {"a": "a", "a better": "a", "a is better": "a", "b": "b", "b better": "b", "b is better": "b",
-            "tie": "tie", "both bad": "both_bad", "both_bad": "both_bad", "both are bad": "both_bad"}
+_ALIASES = {
+    "a": "a",
+    "a better": "a",
+    "a is better": "a",
+    "b": "b",
+    "b better": "b",
+    "b is better": "b",
+    "tie": "tie",
+    "both bad": "both_bad",
+    "both_bad": "both_bad",
+    "both are bad": "both_bad",
+}
 
 
 def parse_choice(choice: str) -> str:
@@ -37,6 +47,7 @@ def parse_choice(choice: str) -> str:
 @dataclass(frozen=True)
 class BlindPair:
     """Everything a voter may see before voting: no arm names, no metrics."""
+
     pair_id: str
     prompt: str
     reply_a: str
@@ -92,7 +103,7 @@ class VoteService:
                 raise ValidationError("choose two different arms")
             arm_pairs = [(arm_x, arm_y)]
         else:
-            arm_pairs = [(x, y) for i, x in enumerate(arms) for y in arms[i + 1:]]
+            arm_pairs = [(x, y) for i, x in enumerate(arms) for y in arms[i + 1 :]]
         replies = {(r.arm, r.item_id): r.reply for r in self.store.results(run_id)}
         items = {i.id: i for i in self.store.items(run_id)}
         voted = self.store.voted_pairs(run_id)
@@ -138,12 +149,27 @@ class VoteService:
                     t[2] += c == "tie"
                     t[3] += c == "both_bad"
         out = []
-        for (player, opponent), (w, l, t, bb) in tally.items():
-            n = w + l + t + bb
+        for (player, opponent), (w, lost, t, bb) in tally.items():
+            n = w + lost + t + bb
             lo, hi = wilson_interval(w, n)
-            dlo, dhi = wilson_interval(w, w + l) if w + l else (float("nan"), float("nan"))
-            out.append(WinRate(player, opponent, n, w, l, t, bb, w / n if n else float("nan"), lo, hi,
-                               w / (w + l) if w + l else float("nan"), dlo, dhi))
+            dlo, dhi = wilson_interval(w, w + lost) if w + lost else (float("nan"), float("nan"))
+            out.append(
+                WinRate(
+                    player,
+                    opponent,
+                    n,
+                    w,
+                    lost,
+                    t,
+                    bb,
+                    w / n if n else float("nan"),
+                    lo,
+                    hi,
+                    w / (w + lost) if w + lost else float("nan"),
+                    dlo,
+                    dhi,
+                )
+            )
         return sorted(out, key=lambda r: (r.opponent != "all", -r.win_rate if r.n else 0, r.player, r.opponent))
 
     def ratings(self) -> list[Rating]:

@@ -91,7 +91,7 @@ def _split(text: str, count: Callable[[str], int], limit: int) -> list[_Unit]:
     # are longer than average) is halved until it fits.
     step = max(1, int(len(words) * limit / max(n, 1)))
     for start in range(0, len(words), step):
-        out += _word_window(words[start:start + step], count, limit)
+        out += _word_window(words[start : start + step], count, limit)
     return out
 
 
@@ -100,7 +100,7 @@ def _sentences(text: str) -> list[tuple[str, str]]:
     a CJK full stop), so a chunk shows the text as it was written."""
     out, start, sep = [], 0, " "
     for m in _SENTENCE.finditer(text):
-        out.append((text[start:m.start()], sep))
+        out.append((text[start : m.start()], sep))
         sep, start = (" " if m.group() else ""), m.end()
     out.append((text[start:], sep))
     return out
@@ -137,9 +137,12 @@ def _word_pieces(word: str, count: Callable[[str], int], limit: int) -> list[_Un
     return out
 
 
-def chunk_document(doc: ParsedDocument, count_tokens: Callable[[str], int] = approx_tokens,
-                   target_tokens: int = DEFAULT_TARGET_TOKENS,
-                   overlap_tokens: int = DEFAULT_OVERLAP_TOKENS) -> list[Chunk]:
+def chunk_document(
+    doc: ParsedDocument,
+    count_tokens: Callable[[str], int] = approx_tokens,
+    target_tokens: int = DEFAULT_TARGET_TOKENS,
+    overlap_tokens: int = DEFAULT_OVERLAP_TOKENS,
+) -> list[Chunk]:
     if target_tokens < 16:
         raise ValueError("target_tokens must be at least 16")
     overlap_tokens = max(0, min(overlap_tokens, target_tokens // 3))
@@ -164,10 +167,10 @@ def chunk_document(doc: ParsedDocument, count_tokens: Callable[[str], int] = app
         size = 0
         fresh = 0  # units in `current` that are not overlap from the previous chunk
 
-        def emit():
-            body = current[0].text + "".join(u.sep + u.text for u in current[1:])
-            full = embed_text(doc.title, heading, body)
-            chunks.append(Chunk(len(chunks), heading, body, count_tokens(full)))
+        def emit():  # called only within this section's loop, so its variables are the current ones
+            body = current[0].text + "".join(u.sep + u.text for u in current[1:])  # noqa: B023
+            full = embed_text(doc.title, heading, body)  # noqa: B023
+            chunks.append(Chunk(len(chunks), heading, body, count_tokens(full)))  # noqa: B023
 
         for unit in units:
             if current and fresh and size + unit.tokens > budget:

@@ -18,8 +18,15 @@ from pathlib import Path
 
 from assistant.errors import ValidationError
 
-SUPPORTED = {".txt": "txt", ".text": "txt", ".md": "md", ".markdown": "md", ".html": "html", ".htm": "html",
-             ".pdf": "pdf"}
+SUPPORTED = {
+    ".txt": "txt",
+    ".text": "txt",
+    ".md": "md",
+    ".markdown": "md",
+    ".html": "html",
+    ".htm": "html",
+    ".pdf": "pdf",
+}
 # Per-file limit. Big enough for a manual or a catalogue, small enough that one upload cannot
 # fill the disk or keep the embedder busy for an hour (MiniLM embeds ~15 passages/s per core).
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
@@ -81,8 +88,10 @@ def parse_document(name: str, data: bytes) -> ParsedDocument:
     kind = kind_of(name)
     limit = max_document_bytes()
     if len(data) > limit:
-        raise DocumentError(f"{name}: {len(data) / 1e6:.1f} MB is over the {limit / 1e6:.0f} MB limit per "
-                            "document (TAILOR_MAX_DOCUMENT_MB); split it or raise the limit")
+        raise DocumentError(
+            f"{name}: {len(data) / 1e6:.1f} MB is over the {limit / 1e6:.0f} MB limit per "
+            "document (TAILOR_MAX_DOCUMENT_MB); split it or raise the limit"
+        )
     if not data.strip():
         raise DocumentError(f"{name}: the file is empty")
     stem = Path(name).stem.replace("_", " ").replace("-", " ").strip() or name
@@ -116,7 +125,8 @@ def decode_text(name: str, data: bytes) -> str:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise DocumentError(
-            f"{name}: not valid UTF-8 text (byte {exc.start}); save it as UTF-8 and add it again") from exc
+            f"{name}: not valid UTF-8 text (byte {exc.start}); save it as UTF-8 and add it again"
+        ) from exc
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
@@ -179,7 +189,7 @@ def _parse_markdown(text: str, stem: str) -> ParsedDocument:
         nonlocal title
         if level == 1 and not title:
             title = name
-        del headings[level - 1:]
+        del headings[level - 1 :]
         headings.extend([""] * (level - 1 - len(headings)))
         headings.append(name)
 
@@ -204,8 +214,13 @@ def _parse_markdown(text: str, stem: str) -> ParsedDocument:
             set_heading(len(m.group(1)), _clean_md_inline(m.group(2)))
             continue
         # setext heading: a text line underlined with === or ---
-        if (not para and not table and line.strip() and not line.lstrip().startswith(("-", "*", "|", ">"))
-                and re.fullmatch(r"\s*(=+|-+)\s*", nxt)):
+        if (
+            not para
+            and not table
+            and line.strip()
+            and not line.lstrip().startswith(("-", "*", "|", ">"))
+            and re.fullmatch(r"\s*(=+|-+)\s*", nxt)
+        ):
             set_heading(1 if nxt.strip()[0] == "=" else 2, _clean_md_inline(line.strip()))
             i += 1
             continue
@@ -276,8 +291,12 @@ def _unwrap(lines: list[str]) -> str:
     keep their own line."""
     out: list[str] = []
     for line in lines:
-        continues = (bool(out) and not _ITEM.match(line) and " ... " not in line
-                     and (" ... " not in out[-1] or line[:1].islower()))
+        continues = (
+            bool(out)
+            and not _ITEM.match(line)
+            and " ... " not in line
+            and (" ... " not in out[-1] or line[:1].islower())
+        )
         if continues:
             out[-1] += " " + line
         else:
@@ -330,13 +349,14 @@ def _parse_html(text: str, stem: str) -> ParsedDocument:
                 loose.append(words(child))
                 continue
             if loose:
-                emit(" ".join(loose)); loose = []
+                emit(" ".join(loose))
+                loose = []
             if name in _HEADINGS:
                 level = _HEADINGS[name]
                 label = words(child)
                 if level == 1 and not title:
                     title = label
-                del headings[level - 1:]
+                del headings[level - 1 :]
                 headings.extend([""] * (level - 1 - len(headings)))
                 headings.append(label)
             elif name == "table":
@@ -376,8 +396,9 @@ def _parse_pdf(name: str, data: bytes, stem: str) -> ParsedDocument:
             except Exception:  # noqa: BLE001 - unsupported cipher, missing crypto library
                 opened = 0
             if not opened:
-                raise DocumentError(f"{name}: the PDF is encrypted (password-protected); remove the password "
-                                    "and add it again")
+                raise DocumentError(
+                    f"{name}: the PDF is encrypted (password-protected); remove the password and add it again"
+                )
         pages = list(reader.pages)
         meta_title = ""
         try:
@@ -395,7 +416,7 @@ def _parse_pdf(name: str, data: bytes, stem: str) -> ParsedDocument:
         raise
     except (PdfReadError, ValueError, KeyError, TypeError, OSError) as exc:
         raise DocumentError(f"{name}: could not be read as a PDF ({exc})") from exc
-    except Exception as exc:  # noqa: BLE001 - pypdf raises many kinds of errors on broken files
+    except Exception as exc:
         raise DocumentError(f"{name}: could not be read as a PDF ({exc.__class__.__name__}: {exc})") from exc
     if not blocks:
         raise DocumentError(f"{name}: the PDF has no extractable text (a scan? run OCR on it first)")

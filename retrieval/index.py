@@ -7,7 +7,8 @@ Vectors are L2-normalised, so inner product is cosine similarity.
 
 Exact search (IndexFlatIP) is the default: one query on one core took 0.4 ms at 10k chunks,
 7.5 ms at 100k and 74 ms at 1M (benchmarks/retrieval.py). Beyond `hnsw_threshold` chunks (or
-by setting) the index is HNSW: 0.4 ms at 100k with recall@10 0.987 against exact search. HNSW cannot delete in place, so removed ids become
+by setting) the index is HNSW: 0.4 ms at 100k with recall@10 0.987 against exact search. HNSW
+cannot delete in place, so removed ids become
 tombstones that searches skip (an IDSelector inside the graph walk) and the graph is rebuilt
 from its own stored vectors once tombstones pass a quarter of it. IVF (by setting) is the
 other approximate choice: it deletes in place and builds far faster than HNSW (a k-means
@@ -34,8 +35,7 @@ RRF_K = 60  # the constant from Cormack et al. (2009); fused = sum over lists of
 
 
 class VectorIndex:
-    def __init__(self, dim: int, kind: str = FLAT, *, index: faiss.Index | None = None,
-                 deleted: Iterable[int] = ()):
+    def __init__(self, dim: int, kind: str = FLAT, *, index: faiss.Index | None = None, deleted: Iterable[int] = ()):
         if kind not in KINDS:
             raise ValueError(f"unknown index kind {kind!r} (flat, hnsw or ivf)")
         self.dim = int(dim)
@@ -76,8 +76,11 @@ class VectorIndex:
     def all_ids(self) -> np.ndarray:
         if self.kind == IVF:
             lists = self.index.invlists
-            parts = [faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
-                     for i in range(self.index.nlist) if lists.list_size(i)]
+            parts = [
+                faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
+                for i in range(self.index.nlist)
+                if lists.list_size(i)
+            ]
             return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
         return faiss.vector_to_array(self.index.id_map).astype(np.int64)
 
@@ -142,7 +145,7 @@ class VectorIndex:
         if len(live):
             self.index.add_with_ids(vecs, live)
 
-    def converted(self, kind: str) -> "VectorIndex":
+    def converted(self, kind: str) -> VectorIndex:
         """The same vectors in an index of another kind."""
         live = self.ids()
         out = VectorIndex(self.dim, kind)
@@ -177,7 +180,7 @@ class VectorIndex:
         return faiss.serialize_index(self.index).tobytes()
 
     @classmethod
-    def from_bytes(cls, data: bytes, kind: str, deleted: Iterable[int] = ()) -> "VectorIndex":
+    def from_bytes(cls, data: bytes, kind: str, deleted: Iterable[int] = ()) -> VectorIndex:
         # deserialize_index already returns the most derived type; wrapping it again with
         # downcast_index would let the first (owning) wrapper free the C++ object.
         index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
@@ -198,11 +201,13 @@ class VectorIndex:
 
 # Small English stop list: BM25's idf already discounts common words, but dropping these keeps
 # "what is the ..." from matching every chunk a little.
-STOPWORDS = frozenset("""
+STOPWORDS = frozenset(
+    """
 a an and are as at be been but by can could did do does doing for from had has have how i if in
 into is it its me my of on or our please should so than that the their them then there these
 they this to was we were what when where which who whom why will with would you your yours
-""".split())
+""".split()
+)
 
 _TOKEN = re.compile(r"[\w€$£]+(?:[.,'’-]\w+)*", re.UNICODE)
 

@@ -93,21 +93,33 @@ class KnowledgeService:
     workspace (writes are serialised with a lock file, readers reload when the generation in
     the database moves)."""
 
-    def __init__(self, workspace: Workspace, embedder: Embedder | None = None, *,
-                 embedding_model: str | None = None, index_kind: str | None = None,
-                 hnsw_threshold: int | None = None, min_score: float | None = None,
-                 target_tokens: int = DEFAULT_TARGET_TOKENS, overlap_tokens: int = DEFAULT_OVERLAP_TOKENS):
+    def __init__(
+        self,
+        workspace: Workspace,
+        embedder: Embedder | None = None,
+        *,
+        embedding_model: str | None = None,
+        index_kind: str | None = None,
+        hnsw_threshold: int | None = None,
+        min_score: float | None = None,
+        target_tokens: int = DEFAULT_TARGET_TOKENS,
+        overlap_tokens: int = DEFAULT_OVERLAP_TOKENS,
+    ):
         self.workspace = workspace
         self.store = KnowledgeStore(workspace.db)
         self._embedder = embedder
-        self.model_name = (embedder.name if embedder is not None else
-                           embedding_model or os.environ.get("TAILOR_EMBEDDING_MODEL") or DEFAULT_EMBEDDING_MODEL)
+        self.model_name = (
+            embedder.name
+            if embedder is not None
+            else embedding_model or os.environ.get("TAILOR_EMBEDDING_MODEL") or DEFAULT_EMBEDDING_MODEL
+        )
         self.index_kind = (index_kind or os.environ.get("TAILOR_INDEX_KIND") or "auto").lower()
         if self.index_kind not in ("auto", FLAT, HNSW, IVF):
             raise ValidationError(f"index kind must be auto, flat, hnsw or ivf, not {self.index_kind!r}")
         self.hnsw_threshold = int(hnsw_threshold or _env_float("TAILOR_HNSW_THRESHOLD", DEFAULT_HNSW_THRESHOLD))
-        self.min_score = float(min_score if min_score is not None else _env_float("TAILOR_RAG_MIN_SCORE",
-                                                                                   DEFAULT_MIN_SCORE))
+        self.min_score = float(
+            min_score if min_score is not None else _env_float("TAILOR_RAG_MIN_SCORE", DEFAULT_MIN_SCORE)
+        )
         self.target_tokens = target_tokens
         self.overlap_tokens = overlap_tokens
         self.index_path = workspace.indexes_dir / INDEX_FILE
@@ -175,8 +187,9 @@ class KnowledgeService:
             else:
                 try:
                     meta = json.loads(self.meta_path.read_text(encoding="utf-8"))
-                    index = VectorIndex.from_bytes(self.index_path.read_bytes(), meta.get("kind", FLAT),
-                                                   meta.get("deleted", ()))
+                    index = VectorIndex.from_bytes(
+                        self.index_path.read_bytes(), meta.get("kind", FLAT), meta.get("deleted", ())
+                    )
                 except Exception as exc:  # noqa: BLE001 - any failure to read means "corrupt"
                     problems.append(f"the index file cannot be read ({exc.__class__.__name__}: {exc})"[:300])
                     index = None
@@ -196,21 +209,30 @@ class KnowledgeService:
             self.index = index if (not problems or rebuilt) else None
             self._load_bm25()
             self.generation = generation
-            check = IndexCheck(ok=not problems, problems=problems, rebuilt=rebuilt, chunks=len(db_ids),
-                               kind=self.index.kind if self.index else self._desired_kind(len(db_ids)),
-                               seconds=time.perf_counter() - started)
+            check = IndexCheck(
+                ok=not problems,
+                problems=problems,
+                rebuilt=rebuilt,
+                chunks=len(db_ids),
+                kind=self.index.kind if self.index else self._desired_kind(len(db_ids)),
+                seconds=time.perf_counter() - started,
+            )
             self.last_check = check
             return check
 
     def _compare(self, index: VectorIndex, meta: dict, db_ids: np.ndarray) -> list[str]:
         problems = []
         if meta.get("model") != self.model_name:
-            problems.append(f"the index was built with embedding model {meta.get('model')!r}, "
-                            f"the configured one is {self.model_name!r}")
+            problems.append(
+                f"the index was built with embedding model {meta.get('model')!r}, "
+                f"the configured one is {self.model_name!r}"
+            )
             return problems
         if int(meta.get("dim", -1)) != index.dim or (self._embedder is not None and self._embedder.dim != index.dim):
-            problems.append(f"the index has {index.dim}-dimensional vectors, the embedding model makes "
-                            f"{self._embedder.dim if self._embedder else meta.get('dim')}")
+            problems.append(
+                f"the index has {index.dim}-dimensional vectors, the embedding model makes "
+                f"{self._embedder.dim if self._embedder else meta.get('dim')}"
+            )
             return problems
         ids = np.sort(index.ids())
         if len(ids) != len(db_ids):
@@ -253,10 +275,21 @@ class KnowledgeService:
         # The index first, then the metadata: a crash in between leaves a pair that the startup
         # check finds inconsistent (ids or tombstones differ) and rebuilds.
         write_atomic(self.index_path, index.to_bytes())
-        write_atomic(self.meta_path, json.dumps({
-            "version": 1, "model": self.model_name, "dim": index.dim, "kind": index.kind,
-            "count": index.count, "generation": generation, "deleted": sorted(index.deleted),
-            "saved_at": utcnow()}))
+        write_atomic(
+            self.meta_path,
+            json.dumps(
+                {
+                    "version": 1,
+                    "model": self.model_name,
+                    "dim": index.dim,
+                    "kind": index.kind,
+                    "count": index.count,
+                    "generation": generation,
+                    "deleted": sorted(index.deleted),
+                    "saved_at": utcnow(),
+                }
+            ),
+        )
 
     def _load_bm25(self) -> None:
         bm25 = BM25Index()
@@ -294,9 +327,11 @@ class KnowledgeService:
             else:
                 results.append(IngestResult(str(raw), "error", f"{raw}: no such file or folder"))
         for n, (path, name) in enumerate(files):
-            def sub(frac: float, msg: str, n=n):
+
+            def sub(frac: float, msg: str, n=n, name=name):
                 if progress is not None:
                     progress((n + frac) / len(files), f"{name}: {msg}")
+
             results.append(self.add_file(path, name=name, progress=sub))
         if progress is not None:
             progress(1.0, "done")
@@ -310,8 +345,10 @@ class KnowledgeService:
             size = path.stat().st_size
             limit = max_document_bytes()
             if size > limit:  # refuse before reading a huge file into memory
-                raise DocumentError(f"{name}: {size / 1e6:.1f} MB is over the {limit / 1e6:.0f} MB limit per "
-                                    "document (TAILOR_MAX_DOCUMENT_MB); split it or raise the limit")
+                raise DocumentError(
+                    f"{name}: {size / 1e6:.1f} MB is over the {limit / 1e6:.0f} MB limit per "
+                    "document (TAILOR_MAX_DOCUMENT_MB); split it or raise the limit"
+                )
             data = path.read_bytes()
         except DocumentError as exc:
             return IngestResult(name, "error", str(exc))
@@ -319,8 +356,9 @@ class KnowledgeService:
             return IngestResult(name, "error", f"{name}: cannot read the file ({exc.strerror or exc})")
         return self.add_bytes(name, data, source_path=str(path.resolve()), progress=progress)
 
-    def add_bytes(self, name: str, data: bytes, source_path: str | None = None,
-                  progress: Progress | None = None) -> IngestResult:
+    def add_bytes(
+        self, name: str, data: bytes, source_path: str | None = None, progress: Progress | None = None
+    ) -> IngestResult:
         """Add (or replace) the document `name`. Never raises for a bad file: the result says
         what went wrong."""
         started = time.perf_counter()
@@ -330,12 +368,17 @@ class KnowledgeService:
         sha = hashlib.sha256(data).hexdigest()
         existing = self.store.find(name)
         if existing is not None and existing.sha256 == sha:
-            return IngestResult(name, "unchanged", f"{name}: already in the knowledge base with the same content",
-                                existing.chunk_count)
+            return IngestResult(
+                name, "unchanged", f"{name}: already in the knowledge base with the same content", existing.chunk_count
+            )
         twin = self.store.find_sha(sha)
         if twin is not None and twin.name != name:
-            return IngestResult(name, "duplicate", f"{name}: same content as {twin.name!r}, already in the "
-                                "knowledge base; not added again", twin.chunk_count)
+            return IngestResult(
+                name,
+                "duplicate",
+                f"{name}: same content as {twin.name!r}, already in the knowledge base; not added again",
+                twin.chunk_count,
+            )
         try:
             doc = parse_document(name, data)
             if progress:
@@ -350,24 +393,37 @@ class KnowledgeService:
                 if (c.heading, c.text) in reuse:
                     vectors[i] = reuse[(c.heading, c.text)]
             if todo:
+
                 def emb_progress(frac, msg):
                     if progress:
                         progress(0.1 + 0.85 * frac, msg)
-                vectors[todo] = self._encode([embed_text(doc.title, chunks[i].heading, chunks[i].text)
-                                              for i in todo], emb_progress, "embedding")
+
+                vectors[todo] = self._encode(
+                    [embed_text(doc.title, chunks[i].heading, chunks[i].text) for i in todo], emb_progress, "embedding"
+                )
         except DocumentError as exc:
             return IngestResult(name, "error", str(exc))
         with self._exclusive():
             self._sync()
             info, new_ids, removed = self.store.put_document(
-                name=name, title=doc.title, kind=doc.kind, size_bytes=len(data), sha256=sha, text=doc.text,
-                chunks=chunks, vectors=vectors, model=self.model_name, source_path=source_path)
+                name=name,
+                title=doc.title,
+                kind=doc.kind,
+                size_bytes=len(data),
+                sha256=sha,
+                text=doc.text,
+                chunks=chunks,
+                vectors=vectors,
+                model=self.model_name,
+                source_path=source_path,
+            )
             self._apply(new_ids, vectors, removed, doc.title, chunks)
         status = "replaced" if existing is not None else "added"
         reused = len(chunks) - len(todo)
         note = f" ({reused} unchanged chunks kept their vectors)" if existing is not None and reused else ""
-        return IngestResult(name, status, f"{name}: {status}, {len(chunks)} chunks{note}", len(chunks),
-                            time.perf_counter() - started)
+        return IngestResult(
+            name, status, f"{name}: {status}, {len(chunks)} chunks{note}", len(chunks), time.perf_counter() - started
+        )
 
     def remove(self, name: str) -> DocumentInfo:
         with self._exclusive():
@@ -376,8 +432,9 @@ class KnowledgeService:
             self._apply([], np.zeros((0, 0), np.float32), removed, "", [])
         return info
 
-    def _apply(self, new_ids: Sequence[int], vectors: np.ndarray, removed: Sequence[int], title: str,
-               chunks: Sequence) -> None:
+    def _apply(
+        self, new_ids: Sequence[int], vectors: np.ndarray, removed: Sequence[int], title: str, chunks: Sequence
+    ) -> None:
         """Mirror a committed database change in the in-memory indexes and the index file.
         Called under _exclusive(), right after the transaction."""
         generation = self.store.generation()
@@ -401,6 +458,7 @@ class KnowledgeService:
         def cb(done, total):
             if progress:
                 progress(done / total, f"{what} {done}/{total}")
+
         return self.embedder.encode(texts, batch_size=16, progress=cb)
 
     # ---- search -----------------------------------------------------------------------------
@@ -448,12 +506,25 @@ class KnowledgeService:
             row = rows.get(cid)
             if row is None:  # removed by another process a moment ago
                 continue
-            scores = {"dense": round(dense[cid], 4), "bm25": round(bm25_all.get(cid, 0.0), 4),
-                      "fused": round(fused.get(cid, 0.0), 5), "dense_rank": d_pos.get(cid), "bm25_rank": b_pos.get(cid),
-                      "coverage": round(self.bm25.coverage(query, cid), 4)}
+            scores = {
+                "dense": round(dense[cid], 4),
+                "bm25": round(bm25_all.get(cid, 0.0), 4),
+                "fused": round(fused.get(cid, 0.0), 5),
+                "dense_rank": d_pos.get(cid),
+                "bm25_rank": b_pos.get(cid),
+                "coverage": round(self.bm25.coverage(query, cid), 4),
+            }
             primary = {"dense": scores["dense"], "bm25": scores["bm25"], "hybrid": scores["fused"]}[mode]
-            passages.append(Passage(id=cid, source=row.document, text=row.text, score=primary,
-                                    heading=context_line(row.title, row.heading), scores=scores))
+            passages.append(
+                Passage(
+                    id=cid,
+                    source=row.document,
+                    text=row.text,
+                    score=primary,
+                    heading=context_line(row.title, row.heading),
+                    scores=scores,
+                )
+            )
         return passages, best_dense
 
     @staticmethod
@@ -472,17 +543,24 @@ class KnowledgeService:
             return Retrieval([], abstain=True, reason="the knowledge base is empty: add documents first")
         support = self.support(passages, best)
         if support < self.min_score:
-            return Retrieval(passages, abstain=True,
-                             reason=f"no passage supports an answer well enough (support {support:.2f}, "
-                                    f"needed {self.min_score:.2f})")
+            return Retrieval(
+                passages,
+                abstain=True,
+                reason=f"no passage supports an answer well enough (support {support:.2f}, "
+                f"needed {self.min_score:.2f})",
+            )
         return Retrieval(passages, abstain=False, reason=f"support {support:.2f}")
 
     def stats(self) -> dict:
         with self._lock:
-            return {"documents": len(self.store.documents()), "chunks": self.store.chunk_count(),
-                    "index_kind": self.index.kind if self.index else None,
-                    "indexed_vectors": self.index.count if self.index else 0, "embedding_model": self.model_name,
-                    "min_score": self.min_score}
+            return {
+                "documents": len(self.store.documents()),
+                "chunks": self.store.chunk_count(),
+                "index_kind": self.index.kind if self.index else None,
+                "indexed_vectors": self.index.count if self.index else 0,
+                "embedding_model": self.model_name,
+                "min_score": self.min_score,
+            }
 
 
 def open_knowledge(workspace: Workspace, embedder: Embedder | None = None, **options) -> KnowledgeService:
@@ -494,4 +572,3 @@ def open_knowledge(workspace: Workspace, embedder: Embedder | None = None, **opt
     if check.rebuilt:
         log.warning("knowledge index rebuilt: %s", "; ".join(check.problems))
     return service
-

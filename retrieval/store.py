@@ -22,7 +22,9 @@ from .chunking import Chunk
 
 
 def _m001_documents(conn: sqlite3.Connection) -> None:
-    execute_script(conn, """
+    execute_script(
+        conn,
+        """
         CREATE TABLE documents (
             id INTEGER PRIMARY KEY AUTOINCREMENT,
             name TEXT NOT NULL UNIQUE,
@@ -52,7 +54,8 @@ def _m001_documents(conn: sqlite3.Connection) -> None:
         CREATE INDEX chunks_document ON chunks(document_id, position);
         CREATE TABLE retrieval_state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
         INSERT INTO retrieval_state(key, value) VALUES ('generation', '0');
-    """)
+    """,
+    )
 
 
 MIGRATIONS = [_m001_documents]
@@ -71,11 +74,23 @@ class DocumentInfo:
     updated_at: str
     source_path: str | None = None
     text: str | None = None  # extracted text, only when asked for (previews)
-    chunks: list["ChunkRow"] = field(default_factory=list)
+    chunks: list[ChunkRow] = field(default_factory=list)
 
     def as_dict(self) -> dict:
-        d = {k: getattr(self, k) for k in ("name", "title", "kind", "size_bytes", "chunk_count", "added_at",
-                                           "updated_at", "sha256", "source_path")}
+        d = {
+            k: getattr(self, k)
+            for k in (
+                "name",
+                "title",
+                "kind",
+                "size_bytes",
+                "chunk_count",
+                "added_at",
+                "updated_at",
+                "sha256",
+                "source_path",
+            )
+        }
         return d
 
 
@@ -118,9 +133,14 @@ class KnowledgeStore:
                 raise NotFoundError(f"no document named {name!r} in the knowledge base")
             doc = _doc(row, with_text)
             if with_text:
-                doc.chunks = [_chunk(r) for r in conn.execute(
-                    "SELECT c.*, d.name AS document, d.title FROM chunks c JOIN documents d ON d.id=c.document_id"
-                    " WHERE c.document_id=? ORDER BY c.position", (doc.id,))]
+                doc.chunks = [
+                    _chunk(r)
+                    for r in conn.execute(
+                        "SELECT c.*, d.name AS document, d.title FROM chunks c JOIN documents d ON d.id=c.document_id"
+                        " WHERE c.document_id=? ORDER BY c.position",
+                        (doc.id,),
+                    )
+                ]
         return doc
 
     def find(self, name: str) -> DocumentInfo | None:
@@ -149,19 +169,25 @@ class KnowledgeStore:
         out: dict[int, ChunkRow] = {}
         with self.db.read() as conn:
             for start in range(0, len(ids), 500):
-                part = ids[start:start + 500]
+                part = ids[start : start + 500]
                 marks = ",".join("?" * len(part))
                 for r in conn.execute(
-                        "SELECT c.*, d.name AS document, d.title FROM chunks c JOIN documents d ON d.id=c.document_id"
-                        f" WHERE c.id IN ({marks})", part):
+                    "SELECT c.*, d.name AS document, d.title FROM chunks c JOIN documents d ON d.id=c.document_id"
+                    f" WHERE c.id IN ({marks})",
+                    part,
+                ):
                     out[r["id"]] = _chunk(r)
         return out
 
     def all_chunks(self) -> list[ChunkRow]:
         with self.db.read() as conn:
-            return [_chunk(r) for r in conn.execute(
-                "SELECT c.*, d.name AS document, d.title FROM chunks c JOIN documents d ON d.id=c.document_id"
-                " ORDER BY c.id")]
+            return [
+                _chunk(r)
+                for r in conn.execute(
+                    "SELECT c.*, d.name AS document, d.title FROM chunks c JOIN documents d ON d.id=c.document_id"
+                    " ORDER BY c.id"
+                )
+            ]
 
     def vectors(self, model: str, ids: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(ids, vectors) of the chunks whose stored vector came from `model`."""
@@ -184,14 +210,28 @@ class KnowledgeStore:
     def document_vectors(self, document_id: int, model: str) -> dict[tuple[str, str], np.ndarray]:
         """(heading, text) -> stored vector, for re-using embeddings of unchanged chunks."""
         with self.db.read() as conn:
-            rows = conn.execute("SELECT heading, text, embedding FROM chunks WHERE document_id=? AND"
-                                " embedding_model=? AND embedding IS NOT NULL", (document_id, model)).fetchall()
+            rows = conn.execute(
+                "SELECT heading, text, embedding FROM chunks WHERE document_id=? AND"
+                " embedding_model=? AND embedding IS NOT NULL",
+                (document_id, model),
+            ).fetchall()
         return {(r["heading"], r["text"]): np.frombuffer(r["embedding"], dtype="<f4").copy() for r in rows}
 
     # ---- writing ----------------------------------------------------------------------------
-    def put_document(self, *, name: str, title: str, kind: str, size_bytes: int, sha256: str, text: str,
-                     chunks: Sequence[Chunk], vectors: np.ndarray, model: str,
-                     source_path: str | None = None) -> tuple[DocumentInfo, list[int], list[int]]:
+    def put_document(
+        self,
+        *,
+        name: str,
+        title: str,
+        kind: str,
+        size_bytes: int,
+        sha256: str,
+        text: str,
+        chunks: Sequence[Chunk],
+        vectors: np.ndarray,
+        model: str,
+        source_path: str | None = None,
+    ) -> tuple[DocumentInfo, list[int], list[int]]:
         """Insert a document, or replace the one with the same name, with its chunks, in one
         transaction. Returns the document, the new chunk ids and the removed chunk ids."""
         now = utcnow()
@@ -204,20 +244,24 @@ class KnowledgeStore:
                 conn.execute(
                     "UPDATE documents SET title=?, kind=?, size_bytes=?, sha256=?, text=?, chunk_count=?,"
                     " source_path=?, updated_at=? WHERE id=?",
-                    (title, kind, size_bytes, sha256, text, len(chunks), source_path, now, old["id"]))
+                    (title, kind, size_bytes, sha256, text, len(chunks), source_path, now, old["id"]),
+                )
                 doc_id = old["id"]
             else:
                 doc_id = conn.execute(
                     "INSERT INTO documents(name, title, kind, size_bytes, sha256, text, chunk_count, source_path,"
                     " added_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                    (name, title, kind, size_bytes, sha256, text, len(chunks), source_path, now, now)).lastrowid
+                    (name, title, kind, size_bytes, sha256, text, len(chunks), source_path, now, now),
+                ).lastrowid
             new_ids = []
             for chunk, vec in zip(chunks, vectors):
-                new_ids.append(conn.execute(
-                    "INSERT INTO chunks(document_id, position, heading, text, token_count, embedding,"
-                    " embedding_model) VALUES (?,?,?,?,?,?,?)",
-                    (doc_id, chunk.position, chunk.heading, chunk.text, chunk.token_count, _blob(vec), model)
-                ).lastrowid)
+                new_ids.append(
+                    conn.execute(
+                        "INSERT INTO chunks(document_id, position, heading, text, token_count, embedding,"
+                        " embedding_model) VALUES (?,?,?,?,?,?,?)",
+                        (doc_id, chunk.position, chunk.heading, chunk.text, chunk.token_count, _blob(vec), model),
+                    ).lastrowid
+                )
             _bump(conn)
             row = conn.execute("SELECT * FROM documents WHERE id=?", (doc_id,)).fetchone()
         return _doc(row), new_ids, removed
@@ -236,8 +280,10 @@ class KnowledgeStore:
         """Store re-computed vectors (after the embedding model changed). Not a content change,
         so the generation stays."""
         with self.db.transaction() as conn:
-            conn.executemany("UPDATE chunks SET embedding=?, embedding_model=? WHERE id=?",
-                             [(_blob(v), model, int(i)) for i, v in zip(ids, vectors)])
+            conn.executemany(
+                "UPDATE chunks SET embedding=?, embedding_model=? WHERE id=?",
+                [(_blob(v), model, int(i)) for i, v in zip(ids, vectors)],
+            )
 
 
 def _bump(conn: sqlite3.Connection) -> None:
@@ -245,13 +291,29 @@ def _bump(conn: sqlite3.Connection) -> None:
 
 
 def _doc(row: sqlite3.Row, with_text: bool = False) -> DocumentInfo:
-    return DocumentInfo(id=row["id"], name=row["name"], title=row["title"], kind=row["kind"],
-                        size_bytes=row["size_bytes"], sha256=row["sha256"], chunk_count=row["chunk_count"],
-                        added_at=row["added_at"], updated_at=row["updated_at"], source_path=row["source_path"],
-                        text=row["text"] if with_text else None)
+    return DocumentInfo(
+        id=row["id"],
+        name=row["name"],
+        title=row["title"],
+        kind=row["kind"],
+        size_bytes=row["size_bytes"],
+        sha256=row["sha256"],
+        chunk_count=row["chunk_count"],
+        added_at=row["added_at"],
+        updated_at=row["updated_at"],
+        source_path=row["source_path"],
+        text=row["text"] if with_text else None,
+    )
 
 
 def _chunk(row: sqlite3.Row) -> ChunkRow:
-    return ChunkRow(id=row["id"], document_id=row["document_id"], document=row["document"], title=row["title"],
-                    position=row["position"], heading=row["heading"], text=row["text"],
-                    token_count=row["token_count"])
+    return ChunkRow(
+        id=row["id"],
+        document_id=row["document_id"],
+        document=row["document"],
+        title=row["title"],
+        position=row["position"],
+        heading=row["heading"],
+        text=row["text"],
+        token_count=row["token_count"],
+    )

@@ -3,10 +3,9 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
-
-from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -14,20 +13,48 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 def tailor(*args, env=None, timeout=300):
     import os
 
-    return subprocess.run([sys.executable, "-m", "cli.main", *map(str, args)], cwd=REPO_ROOT, capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", *map(str, args)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_chat_json_and_continue(tiny_model_dir, tmp_path):
     ws = tmp_path / "ws"
-    r = tailor("chat", "hello", "--json", "--temperature", "0", "--max-new-tokens", "8",
-               "--workspace", ws, "--model", tiny_model_dir)
+    r = tailor(
+        "chat",
+        "hello",
+        "--json",
+        "--temperature",
+        "0",
+        "--max-new-tokens",
+        "8",
+        "--workspace",
+        ws,
+        "--model",
+        tiny_model_dir,
+    )
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert set(out) >= {"reply", "conversation_id", "model", "latency_s"}
     assert out["model"] == str(tiny_model_dir)
-    r2 = tailor("chat", "and again", "--json", "--conversation", out["conversation_id"], "--max-new-tokens", "8",
-                "--workspace", ws, "--model", tiny_model_dir)
+    r2 = tailor(
+        "chat",
+        "and again",
+        "--json",
+        "--conversation",
+        out["conversation_id"],
+        "--max-new-tokens",
+        "8",
+        "--workspace",
+        ws,
+        "--model",
+        tiny_model_dir,
+    )
     assert r2.returncode == 0, r2.stderr
     assert json.loads(r2.stdout)["conversation_id"] == out["conversation_id"]
 
@@ -89,8 +116,7 @@ def test_every_cli_command_is_documented_in_readme():
 def test_cli_default_model_answers_paris(tmp_path, linked_default_model):
     ws = tmp_path / "ws"
     linked_default_model(ws)
-    r = tailor("chat", "What is the capital of France?", "--json", "--workspace", ws,
-               env={"TAILOR_MODEL": ""})
+    r = tailor("chat", "What is the capital of France?", "--json", "--workspace", ws, env={"TAILOR_MODEL": ""})
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert "Paris" in out["reply"]

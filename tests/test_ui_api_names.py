@@ -3,7 +3,6 @@
 from assistant.adapters import AdapterCatalog
 from assistant.chat import ChatService
 from assistant.conversations import ConversationLog
-from assistant.hardware import pick_hardware
 from assistant.models import ResolvedModel
 from assistant.runtime import Core
 from assistant.settings import Settings
@@ -14,8 +13,15 @@ def test_every_event_has_a_unique_api_name(tiny_engine, workspace):
 
     log = ConversationLog(workspace.db)
     adapters = AdapterCatalog(workspace.adapters_dir)
-    core = Core(Settings(home=workspace.root), workspace, ResolvedModel("tiny", workspace.root, "folder"),
-                tiny_engine, log, adapters, ChatService(tiny_engine, log, adapters))
+    core = Core(
+        Settings(home=workspace.root),
+        workspace,
+        ResolvedModel("tiny", workspace.root, "folder"),
+        tiny_engine,
+        log,
+        adapters,
+        ChatService(tiny_engine, log, adapters),
+    )
     demo = build_ui(core)
     deps = demo.config["dependencies"]
     assert deps

@@ -50,8 +50,10 @@ EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-
 CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
 IPV4 = re.compile(r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\d.])")
 IPV6 = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{0,4}|\d+\.\d+\.\d+\.\d+)(?![\w:])")
-PHONE = re.compile(r"(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,5}(?:[ .-]\d{2,5}){1,4}(?![\w])"
-                   r"|(?<![\w+])\+\d{8,14}(?!\w)")
+PHONE = re.compile(
+    r"(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,5}(?:[ .-]\d{2,5}){1,4}(?![\w])"
+    r"|(?<![\w+])\+\d{8,14}(?!\w)"
+)
 REDACTIONS = {"email": "[EMAIL]", "card": "[CARD]", "ip": "[IP]", "phone": "[PHONE]"}
 
 
@@ -109,7 +111,7 @@ def redact(text: str, matches: Sequence[PiiMatch] | None = None) -> str:
     matches = find_pii(text) if matches is None else matches
     out, pos = [], 0
     for m in sorted(matches, key=lambda m: m.start):
-        out += [text[pos:m.start], REDACTIONS[m.kind]]
+        out += [text[pos : m.start], REDACTIONS[m.kind]]
         pos = m.end
     return "".join(out) + text[pos:]
 
@@ -125,8 +127,14 @@ class Finding:
     preview: dict = field(default_factory=dict)  # side-by-side texts, redaction before/after, ...
 
     def as_dict(self) -> dict:
-        return {"kind": self.kind, "example_ids": self.example_ids, "detail": self.detail, "keep": self.keep,
-                "score": self.score, "preview": self.preview}
+        return {
+            "kind": self.kind,
+            "example_ids": self.example_ids,
+            "detail": self.detail,
+            "keep": self.keep,
+            "score": self.score,
+            "preview": self.preview,
+        }
 
 
 @dataclass
@@ -144,16 +152,26 @@ class CleaningReport:
         return {k: len(self.of(k)) for k in KINDS}
 
     def as_dict(self) -> dict:
-        return {"examples": self.examples, "counts": self.counts, "seconds": self.seconds, "skipped": self.skipped,
-                "findings": [f.as_dict() for f in self.findings]}
+        return {
+            "examples": self.examples,
+            "counts": self.counts,
+            "seconds": self.seconds,
+            "skipped": self.skipped,
+            "findings": [f.as_dict() for f in self.findings],
+        }
 
     def summary(self) -> str:
         c = self.counts
         lines = [f"{self.examples} active examples checked."]
-        names = {"duplicate": "exact duplicate groups", "near_duplicate": "near-duplicate pairs",
-                 "pii": "examples with private data", "conflict": "conflicting groups (same prompt, different "
-                 "answers)", "empty": "empty examples", "too_long": "examples over the max length",
-                 "normalise": "examples whose whitespace/Unicode would be normalised"}
+        names = {
+            "duplicate": "exact duplicate groups",
+            "near_duplicate": "near-duplicate pairs",
+            "pii": "examples with private data",
+            "conflict": "conflicting groups (same prompt, different answers)",
+            "empty": "empty examples",
+            "too_long": "examples over the max length",
+            "normalise": "examples whose whitespace/Unicode would be normalised",
+        }
         for k in KINDS:
             if k in self.skipped:
                 lines.append(f"- {names[k]}: not checked ({self.skipped[k]})")
@@ -175,9 +193,11 @@ def _norm_key(text: str) -> str:
 
 def token_counter(tokenizer) -> TokenCounter:
     """Counts the tokens the trainer sees for rendered messages (chat template applied)."""
+
     def count(messages: list[dict]) -> int:
         out = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)
         return len(out["input_ids"])
+
     return count
 
 
@@ -190,10 +210,12 @@ def embed_texts(store: ExampleStore, texts: list[str], embedder, progress=None) 
     unique = list(dict.fromkeys(hashes))
     with store.db.read() as conn:
         for start in range(0, len(unique), 500):
-            chunk = unique[start:start + 500]
+            chunk = unique[start : start + 500]
             for row in conn.execute(
-                    f"SELECT text_hash, vector FROM example_embeddings WHERE model=? AND text_hash IN "
-                    f"({','.join('?' * len(chunk))})", [embedder.name, *chunk]):
+                f"SELECT text_hash, vector FROM example_embeddings WHERE model=? AND text_hash IN "
+                f"({','.join('?' * len(chunk))})",
+                [embedder.name, *chunk],
+            ):
                 have[row["text_hash"]] = np.frombuffer(row["vector"], dtype=np.float32)
     missing = [h for h in unique if h not in have]
     if missing:
@@ -202,8 +224,10 @@ def embed_texts(store: ExampleStore, texts: list[str], embedder, progress=None) 
         missing.sort(key=lambda h: len(first[h]))
         fresh = embedder.encode([first[h] for h in missing], batch_size=64, progress=progress)
         with store.db.transaction() as conn:
-            conn.executemany("INSERT OR REPLACE INTO example_embeddings(text_hash, model, vector) VALUES (?,?,?)",
-                             [(h, embedder.name, v.astype(np.float32).tobytes()) for h, v in zip(missing, fresh)])
+            conn.executemany(
+                "INSERT OR REPLACE INTO example_embeddings(text_hash, model, vector) VALUES (?,?,?)",
+                [(h, embedder.name, v.astype(np.float32).tobytes()) for h, v in zip(missing, fresh)],
+            )
         have.update(zip(missing, fresh))
     for i, h in enumerate(hashes):
         vectors[i] = have[h]
@@ -232,9 +256,16 @@ def near_duplicate_pairs(vectors: np.ndarray, threshold: float) -> list[tuple[in
     return pairs
 
 
-def build_report(store: ExampleStore, *, embedder=None, count_tokens: TokenCounter | None = None,
-                 max_tokens: int = DEFAULT_MAX_TOKENS, near_threshold: float = DEFAULT_NEAR_THRESHOLD,
-                 checks: Sequence[str] = KINDS, progress: Callable[[str, float], None] | None = None) -> CleaningReport:
+def build_report(
+    store: ExampleStore,
+    *,
+    embedder=None,
+    count_tokens: TokenCounter | None = None,
+    max_tokens: int = DEFAULT_MAX_TOKENS,
+    near_threshold: float = DEFAULT_NEAR_THRESHOLD,
+    checks: Sequence[str] = KINDS,
+    progress: Callable[[str, float], None] | None = None,
+) -> CleaningReport:
     """Run the checks over active examples. `embedder` (assistant.embeddings) is needed for
     near-duplicates and `count_tokens` for over-long examples; without them those checks are
     reported as skipped."""
@@ -259,26 +290,45 @@ def build_report(store: ExampleStore, *, embedder=None, count_tokens: TokenCount
             groups[ex.content_hash].append(ex.id)
         for ids in groups.values():
             if len(ids) > 1:
-                report.findings.append(Finding("duplicate", ids, f"{len(ids)} identical examples", keep=min(ids),
-                                               preview={"prompt": by_id[ids[0]].prompt,
-                                                        "answer": by_id[ids[0]].answer}))
+                report.findings.append(
+                    Finding(
+                        "duplicate",
+                        ids,
+                        f"{len(ids)} identical examples",
+                        keep=min(ids),
+                        preview={"prompt": by_id[ids[0]].prompt, "answer": by_id[ids[0]].answer},
+                    )
+                )
 
     def near():
         if embedder is None:
             report.skipped["near_duplicate"] = "no embedding model"
             return
         say("embedding examples", 0.2)
-        vectors = embed_texts(store, [_example_text(ex) for ex in examples], embedder,
-                              progress=lambda d, t: say(f"embedding {d}/{t}", 0.2 + 0.6 * d / max(t, 1)))
+        vectors = embed_texts(
+            store,
+            [_example_text(ex) for ex in examples],
+            embedder,
+            progress=lambda d, t: say(f"embedding {d}/{t}", 0.2 + 0.6 * d / max(t, 1)),
+        )
         say("searching for near-duplicates", 0.85)
         for i, j, score in near_duplicate_pairs(vectors, near_threshold):
             a, b = examples[i], examples[j]
             if a.content_hash == b.content_hash:
                 continue  # exact duplicates are reported as such
-            report.findings.append(Finding(
-                "near_duplicate", [a.id, b.id], f"similarity {score:.3f}", keep=min(a.id, b.id), score=score,
-                preview={"left": {"id": a.id, "prompt": a.prompt, "answer": a.answer},
-                         "right": {"id": b.id, "prompt": b.prompt, "answer": b.answer}}))
+            report.findings.append(
+                Finding(
+                    "near_duplicate",
+                    [a.id, b.id],
+                    f"similarity {score:.3f}",
+                    keep=min(a.id, b.id),
+                    score=score,
+                    preview={
+                        "left": {"id": a.id, "prompt": a.prompt, "answer": a.answer},
+                        "right": {"id": b.id, "prompt": b.prompt, "answer": b.answer},
+                    },
+                )
+            )
 
     def pii():
         for ex in examples:
@@ -290,26 +340,41 @@ def build_report(store: ExampleStore, *, embedder=None, count_tokens: TokenCount
                 redacted.append(redact(m["content"], matches))
             if hits:
                 kinds = sorted({h.kind for h in hits})
-                report.findings.append(Finding(
-                    "pii", [ex.id], f"{len(hits)} match(es): {', '.join(kinds)}",
-                    preview={"matches": [{"kind": h.kind, "text": h.text} for h in hits],
-                             "before": [m["content"] for m in ex.messages], "after": redacted}))
+                report.findings.append(
+                    Finding(
+                        "pii",
+                        [ex.id],
+                        f"{len(hits)} match(es): {', '.join(kinds)}",
+                        preview={
+                            "matches": [{"kind": h.kind, "text": h.text} for h in hits],
+                            "before": [m["content"] for m in ex.messages],
+                            "after": redacted,
+                        },
+                    )
+                )
 
     def conflicts():
         groups: dict[str, list[Example]] = defaultdict(list)
         for ex in examples:
-            key = _norm_key(" ".join(f"{m['role']}:{m['content']}" for m in ex.messages[:-1])
-                            + " ".join(p.get("text", "") for p in ex.passages or []))
+            key = _norm_key(
+                " ".join(f"{m['role']}:{m['content']}" for m in ex.messages[:-1])
+                + " ".join(p.get("text", "") for p in ex.passages or [])
+            )
             groups[key].append(ex)
         for group in groups.values():
             answers = {_norm_key(ex.answer) for ex in group}
             if len(answers) > 1:
                 # Keep the answer a person edited most recently: it is the deliberate one.
                 keep = max(group, key=lambda e: (e.edited, e.updated_at, e.id))
-                report.findings.append(Finding(
-                    "conflict", [e.id for e in group], f"{len(group)} examples, {len(answers)} different answers",
-                    keep=keep.id, preview={"prompt": group[0].prompt,
-                                           "answers": {str(e.id): e.answer for e in group}}))
+                report.findings.append(
+                    Finding(
+                        "conflict",
+                        [e.id for e in group],
+                        f"{len(group)} examples, {len(answers)} different answers",
+                        keep=keep.id,
+                        preview={"prompt": group[0].prompt, "answers": {str(e.id): e.answer for e in group}},
+                    )
+                )
 
     def empty():
         for ex in examples:
@@ -325,17 +390,25 @@ def build_report(store: ExampleStore, *, embedder=None, count_tokens: TokenCount
         for ex in examples:
             n = count_tokens(render_messages(ex))
             if n > max_tokens:
-                report.findings.append(Finding("too_long", [ex.id], f"{n} tokens > max length {max_tokens}",
-                                               preview={"tokens": n}))
+                report.findings.append(
+                    Finding("too_long", [ex.id], f"{n} tokens > max length {max_tokens}", preview={"tokens": n})
+                )
 
     def normalise():
         for ex in examples:
             changed = [i for i, m in enumerate(ex.messages) if normalise_text(m["content"]) != m["content"]]
             if changed:
-                report.findings.append(Finding(
-                    "normalise", [ex.id], f"{len(changed)} message(s) change",
-                    preview={"before": [ex.messages[i]["content"] for i in changed],
-                             "after": [normalise_text(ex.messages[i]["content"]) for i in changed]}))
+                report.findings.append(
+                    Finding(
+                        "normalise",
+                        [ex.id],
+                        f"{len(changed)} message(s) change",
+                        preview={
+                            "before": [ex.messages[i]["content"] for i in changed],
+                            "after": [normalise_text(ex.messages[i]["content"]) for i in changed],
+                        },
+                    )
+                )
 
     say("exact duplicates", 0.05)
     timed("duplicate", exact)
@@ -361,8 +434,10 @@ class FixResult:
     def summary(self) -> str:
         if self.batch is None:
             return "Nothing to fix."
-        return (f"Deleted {len(self.deleted)}, excluded {len(self.excluded)} from training, rewrote "
-                f"{len(self.rewritten)} example(s). Undo with change {self.batch}.")
+        return (
+            f"Deleted {len(self.deleted)}, excluded {len(self.excluded)} from training, rewrote "
+            f"{len(self.rewritten)} example(s). Undo with change {self.batch}."
+        )
 
 
 def _components(pairs: Sequence[Sequence[int]]) -> list[list[int]]:
@@ -397,8 +472,9 @@ def apply_fixes(store: ExampleStore, report: CleaningReport, kinds: Sequence[str
         raise ValidationError(f"unknown fixes {sorted(unknown)}; choose from {', '.join(KINDS)}")
     delete: set[int] = set()
     exclude: set[int] = set()
-    for group in _components([f.example_ids for f in report.findings if f.kind in ("duplicate", "near_duplicate")
-                              and f.kind in kinds]):
+    for group in _components(
+        [f.example_ids for f in report.findings if f.kind in ("duplicate", "near_duplicate") and f.kind in kinds]
+    ):
         delete.update(group[1:])
     for f in report.findings:
         if f.kind not in kinds:
@@ -410,8 +486,9 @@ def apply_fixes(store: ExampleStore, report: CleaningReport, kinds: Sequence[str
         elif f.kind == "too_long":
             exclude.update(f.example_ids)
     exclude -= delete
-    rewrite_ids = {i for f in report.findings if f.kind in ("pii", "normalise") and f.kind in kinds
-                   for i in f.example_ids} - delete
+    rewrite_ids = {
+        i for f in report.findings if f.kind in ("pii", "normalise") and f.kind in kinds for i in f.example_ids
+    } - delete
     existing = {ex.id: ex for ex in store.list(ExampleFilter(ids=sorted(delete | exclude | rewrite_ids)))}
     result = FixResult(batch=None)
     if not existing:

@@ -86,7 +86,7 @@ class TrainConfig:
     num_processes: int = 1  # >1: launched with `accelerate launch` (several GPUs)
 
     # ---- validation / (de)serialisation ---------------------------------------------------
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         def need(cond: bool, msg: str):
             if not cond:
                 raise ValidationError(f"training config: {msg}")
@@ -94,23 +94,35 @@ class TrainConfig:
         need(isinstance(self.lora_r, int) and 1 <= self.lora_r <= 512, "lora_r must be an integer 1-512")
         need(self.lora_alpha > 0, "lora_alpha must be positive")
         need(0 <= self.lora_dropout < 1, "lora_dropout must be in [0, 1)")
-        need(bool(self.target_modules) and all(isinstance(t, str) and t for t in self.target_modules),
-             "target_modules must be a non-empty list of module names (or ['all-linear'])")
+        need(
+            bool(self.target_modules) and all(isinstance(t, str) and t for t in self.target_modules),
+            "target_modules must be a non-empty list of module names (or ['all-linear'])",
+        )
         need(0 < self.learning_rate < 1, "learning_rate must be between 0 and 1")
         need(0 < self.epochs <= 100, "epochs must be between 0 and 100")
         need(isinstance(self.batch_size, int) and 1 <= self.batch_size <= 1024, "batch_size must be 1-1024")
-        need(isinstance(self.gradient_accumulation_steps, int) and self.gradient_accumulation_steps >= 1,
-             "gradient_accumulation_steps must be >= 1")
+        need(
+            isinstance(self.gradient_accumulation_steps, int) and self.gradient_accumulation_steps >= 1,
+            "gradient_accumulation_steps must be >= 1",
+        )
         need(0 <= self.warmup_ratio < 1, "warmup_ratio must be in [0, 1)")
-        need(self.lr_scheduler in ("linear", "cosine", "constant", "constant_with_warmup"),
-             "lr_scheduler must be linear, cosine, constant or constant_with_warmup")
+        need(
+            self.lr_scheduler in ("linear", "cosine", "constant", "constant_with_warmup"),
+            "lr_scheduler must be linear, cosine, constant or constant_with_warmup",
+        )
         need(isinstance(self.max_length, int) and 16 <= self.max_length <= 131072, "max_length must be 16-131072")
-        need(self.max_steps is None or (isinstance(self.max_steps, int) and self.max_steps >= 1),
-             "max_steps must be a positive integer or empty")
-        need(self.eval_steps is None or (isinstance(self.eval_steps, int) and self.eval_steps >= 1),
-             "eval_steps must be a positive integer or empty")
-        need(isinstance(self.early_stopping_patience, int) and self.early_stopping_patience >= 0,
-             "early_stopping_patience must be >= 0")
+        need(
+            self.max_steps is None or (isinstance(self.max_steps, int) and self.max_steps >= 1),
+            "max_steps must be a positive integer or empty",
+        )
+        need(
+            self.eval_steps is None or (isinstance(self.eval_steps, int) and self.eval_steps >= 1),
+            "eval_steps must be a positive integer or empty",
+        )
+        need(
+            isinstance(self.early_stopping_patience, int) and self.early_stopping_patience >= 0,
+            "early_stopping_patience must be >= 0",
+        )
         need(isinstance(self.save_total_limit, int) and self.save_total_limit >= 1, "save_total_limit must be >= 1")
         need(isinstance(self.logging_steps, int) and self.logging_steps >= 1, "logging_steps must be >= 1")
         need(self.dtype in (None, "float32", "bfloat16", "float16"), "dtype must be float32, bfloat16 or float16")
@@ -123,13 +135,14 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict | None) -> "TrainConfig":
+    def from_dict(cls, data: dict | None) -> TrainConfig:
         data = dict(data or {})
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValidationError(f"training config: unknown setting(s) {', '.join(unknown)}; "
-                                  f"known: {', '.join(sorted(known))}")
+            raise ValidationError(
+                f"training config: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
         try:
             cfg = cls(**data)
         except TypeError as exc:
@@ -140,7 +153,7 @@ class TrainConfig:
         return cfg.validate()
 
     @classmethod
-    def from_file(cls, path: Path | str) -> "TrainConfig":
+    def from_file(cls, path: Path | str) -> TrainConfig:
         """A JSON or TOML file holding any subset of the fields."""
         path = Path(path)
         try:
@@ -155,12 +168,14 @@ class TrainConfig:
             else:
                 data = json.loads(text)
         except ValueError as exc:
-            raise ValidationError(f"config file {path} is not valid {path.suffix.lstrip('.') or 'JSON'}: {exc}") from exc
+            raise ValidationError(
+                f"config file {path} is not valid {path.suffix.lstrip('.') or 'JSON'}: {exc}"
+            ) from exc
         if not isinstance(data, dict):
             raise ValidationError(f"config file {path} must hold an object of settings")
         return cls.from_dict(data)
 
-    def with_(self, **changes) -> "TrainConfig":
+    def with_(self, **changes) -> TrainConfig:
         return TrainConfig.from_dict({**self.to_dict(), **{k: v for k, v in changes.items() if v is not None}})
 
 
@@ -200,8 +215,9 @@ class ResolvedHardware:
         return self.dtype == "float16"
 
 
-def resolve_hardware(config: TrainConfig, *, num_parameters: int | None = None,
-                     default_thread_count: int | None = None) -> ResolvedHardware:
+def resolve_hardware(
+    config: TrainConfig, *, num_parameters: int | None = None, default_thread_count: int | None = None
+) -> ResolvedHardware:
     """The device/dtype/threads/checkpointing a job will use on this machine.
 
     CPU: fp32 weights; bf16 autocast only where the CPU has bf16 matrix instructions (never

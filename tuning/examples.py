@@ -49,7 +49,9 @@ SOURCES = ("chat", "import", "manual")
 
 
 def _m001_examples(conn: sqlite3.Connection) -> None:
-    execute_script(conn, """
+    execute_script(
+        conn,
+        """
         CREATE TABLE examples (
             id INTEGER PRIMARY KEY AUTOINCREMENT,
             messages_json TEXT NOT NULL,
@@ -89,13 +91,16 @@ def _m001_examples(conn: sqlite3.Connection) -> None:
             PRIMARY KEY (text_hash, model)
         );
         CREATE TABLE curation_settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-    """)
+    """,
+    )
 
 
 def _m002_import_operations(conn: sqlite3.Connection) -> None:
     """Imports as recorded operations, and the normalised hash imports deduplicate on
     (backfilled here for the rows already stored)."""
-    execute_script(conn, """
+    execute_script(
+        conn,
+        """
         CREATE TABLE example_imports (
             id INTEGER PRIMARY KEY AUTOINCREMENT,
             batch TEXT NOT NULL UNIQUE,     -- its id for `undo`, like an example_undo batch
@@ -122,23 +127,44 @@ def _m002_import_operations(conn: sqlite3.Connection) -> None:
         ALTER TABLE examples ADD COLUMN dedup_hash TEXT;
         CREATE INDEX examples_import ON examples(import_id);
         CREATE INDEX examples_dedup ON examples(dedup_hash);
-    """)
+    """,
+    )
     last = 0
     while True:
-        rows = conn.execute("SELECT id, messages_json, passages_json FROM examples WHERE id > ? ORDER BY id"
-                            " LIMIT 5000", (last,)).fetchall()
+        rows = conn.execute(
+            "SELECT id, messages_json, passages_json FROM examples WHERE id > ? ORDER BY id LIMIT 5000", (last,)
+        ).fetchall()
         if not rows:
             break
-        conn.executemany("UPDATE examples SET dedup_hash=? WHERE id=?", [
-            (dedup_hash(json.loads(r[1]), json.loads(r[2]) if r[2] else None), r[0]) for r in rows])
+        conn.executemany(
+            "UPDATE examples SET dedup_hash=? WHERE id=?",
+            [(dedup_hash(json.loads(r[1]), json.loads(r[2]) if r[2] else None), r[0]) for r in rows],
+        )
         last = rows[-1][0]
 
 
 MIGRATIONS = [_m001_examples, _m002_import_operations]
 
-_COLUMNS = ("id", "messages_json", "passages_json", "label", "tags_json", "status", "split", "source",
-            "conversation_id", "message_id", "edited", "provenance_json", "content_hash", "prompt_text",
-            "answer_text", "created_at", "updated_at", "dedup_hash")
+_COLUMNS = (
+    "id",
+    "messages_json",
+    "passages_json",
+    "label",
+    "tags_json",
+    "status",
+    "split",
+    "source",
+    "conversation_id",
+    "message_id",
+    "edited",
+    "provenance_json",
+    "content_hash",
+    "prompt_text",
+    "answer_text",
+    "created_at",
+    "updated_at",
+    "dedup_hash",
+)
 
 
 @dataclass
@@ -188,10 +214,20 @@ class Example:
         return bool(self.provenance.get("edited"))
 
     def as_dict(self) -> dict:
-        return {"id": self.id, "messages": self.messages, "passages": self.passages, "label": self.label,
-                "tags": list(self.tags), "status": self.status, "split": self.split, "source": self.source,
-                "provenance": self.provenance, "created_at": self.created_at, "updated_at": self.updated_at,
-                "content_hash": self.content_hash}
+        return {
+            "id": self.id,
+            "messages": self.messages,
+            "passages": self.passages,
+            "label": self.label,
+            "tags": list(self.tags),
+            "status": self.status,
+            "split": self.split,
+            "source": self.source,
+            "provenance": self.provenance,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "content_hash": self.content_hash,
+        }
 
 
 def validate_messages(messages) -> list[dict]:
@@ -249,8 +285,11 @@ def _clean_passages(passages) -> list[dict] | None:
 
 def content_hash(messages: Sequence[dict], passages: Sequence[dict] | None) -> str:
     """What makes two examples the same: their messages and their passages' texts."""
-    key = json.dumps([[m["role"], m["content"]] for m in messages]
-                     + [[p.get("source", ""), p.get("text", "")] for p in (passages or [])], ensure_ascii=False)
+    key = json.dumps(
+        [[m["role"], m["content"]] for m in messages]
+        + [[p.get("source", ""), p.get("text", "")] for p in (passages or [])],
+        ensure_ascii=False,
+    )
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
@@ -300,15 +339,18 @@ def dedup_hash(messages: Sequence[dict], passages: Sequence[dict] | None) -> str
 
 def to_passages(passages: Sequence[dict] | None) -> list[Passage]:
     known = {"id", "source", "text", "score", "heading", "scores"}
-    return [Passage(**{"id": i + 1, "source": "", **{k: v for k, v in p.items() if k in known}})
-            for i, p in enumerate(passages or [])]
+    return [
+        Passage(**{"id": i + 1, "source": "", **{k: v for k, v in p.items() if k in known}})
+        for i, p in enumerate(passages or [])
+    ]
 
 
 def render_messages(example: Example) -> list[dict]:
     """The messages the trainer sees: the chat's own prompt building for the final user turn
     (system prompt, earlier turns, passages shown as in the chat), then the answer."""
     return build_messages(example.context, example.prompt, example.system, to_passages(example.passages)) + [
-        {"role": "assistant", "content": example.answer}]
+        {"role": "assistant", "content": example.answer}
+    ]
 
 
 def preview_text(example: Example, tokenizer) -> str:
@@ -316,8 +358,9 @@ def preview_text(example: Example, tokenizer) -> str:
     return tokenizer.apply_chat_template(render_messages(example), tokenize=False)
 
 
-def make_example(messages, *, passages=None, label=None, tags=None, status="active", source="manual",
-                 provenance=None, split=None) -> Example:
+def make_example(
+    messages, *, passages=None, label=None, tags=None, status="active", source="manual", provenance=None, split=None
+) -> Example:
     messages = validate_messages(messages)
     if status not in STATUSES:
         raise ValidationError(f"status must be one of {', '.join(STATUSES)}")
@@ -325,34 +368,65 @@ def make_example(messages, *, passages=None, label=None, tags=None, status="acti
         raise ValidationError(f"split must be one of {', '.join(SPLITS)}")
     label = None if label is None or str(label).strip() == "" else str(label).strip()
     passages = _clean_passages(passages)
-    return Example(messages=messages, passages=passages, label=label, tags=_clean_tags(tags), status=status,
-                   split=split, source=source or "manual", provenance=dict(provenance or {}),
-                   content_hash=content_hash(messages, passages))
+    return Example(
+        messages=messages,
+        passages=passages,
+        label=label,
+        tags=_clean_tags(tags),
+        status=status,
+        split=split,
+        source=source or "manual",
+        provenance=dict(provenance or {}),
+        content_hash=content_hash(messages, passages),
+    )
 
 
 def chat_example(prompt: str, answer: str, system: str = "", **kw) -> Example:
     messages = ([{"role": "system", "content": system}] if system and system.strip() else []) + [
-        {"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
+        {"role": "user", "content": prompt},
+        {"role": "assistant", "content": answer},
+    ]
     return make_example(messages, **kw)
 
 
 def _row_values(ex: Example, now: str, dhash: str | None = None) -> tuple:
     prov = ex.provenance or {}
-    return (json.dumps(ex.messages, ensure_ascii=False),
-            json.dumps(ex.passages, ensure_ascii=False) if ex.passages else None,
-            ex.label, json.dumps(ex.tags, ensure_ascii=False), ex.status, ex.split, ex.source,
-            prov.get("conversation_id"), prov.get("message_id"), int(bool(prov.get("edited"))),
-            json.dumps(prov, ensure_ascii=False) if prov else None, ex.content_hash, ex.prompt, ex.answer,
-            ex.created_at or now, now, dhash or dedup_hash(ex.messages, ex.passages))
+    return (
+        json.dumps(ex.messages, ensure_ascii=False),
+        json.dumps(ex.passages, ensure_ascii=False) if ex.passages else None,
+        ex.label,
+        json.dumps(ex.tags, ensure_ascii=False),
+        ex.status,
+        ex.split,
+        ex.source,
+        prov.get("conversation_id"),
+        prov.get("message_id"),
+        int(bool(prov.get("edited"))),
+        json.dumps(prov, ensure_ascii=False) if prov else None,
+        ex.content_hash,
+        ex.prompt,
+        ex.answer,
+        ex.created_at or now,
+        now,
+        dhash or dedup_hash(ex.messages, ex.passages),
+    )
 
 
 def _from_row(row) -> Example:
     return Example(
-        id=row["id"], messages=json.loads(row["messages_json"]),
-        passages=json.loads(row["passages_json"]) if row["passages_json"] else None, label=row["label"],
-        tags=json.loads(row["tags_json"]), status=row["status"], split=row["split"], source=row["source"],
+        id=row["id"],
+        messages=json.loads(row["messages_json"]),
+        passages=json.loads(row["passages_json"]) if row["passages_json"] else None,
+        label=row["label"],
+        tags=json.loads(row["tags_json"]),
+        status=row["status"],
+        split=row["split"],
+        source=row["source"],
         provenance=json.loads(row["provenance_json"]) if row["provenance_json"] else {},
-        created_at=row["created_at"], updated_at=row["updated_at"], content_hash=row["content_hash"])
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        content_hash=row["content_hash"],
+    )
 
 
 def like_escape(text: str) -> str:
@@ -373,8 +447,9 @@ class ExampleFilter:
     def where(self) -> tuple[str, list]:
         clauses, args = [], []
         for word in (self.query or "").split():
-            clauses.append("(prompt_text LIKE ? ESCAPE '\\' OR answer_text LIKE ? ESCAPE '\\'"
-                           " OR messages_json LIKE ? ESCAPE '\\')")
+            clauses.append(
+                "(prompt_text LIKE ? ESCAPE '\\' OR answer_text LIKE ? ESCAPE '\\' OR messages_json LIKE ? ESCAPE '\\')"
+            )
             args += [f"%{like_escape(word)}%"] * 3
         if self.tag:
             clauses.append("EXISTS (SELECT 1 FROM json_each(examples.tags_json) WHERE value = ?)")
@@ -397,6 +472,7 @@ STALE_IMPORT_S = 15 * 60  # where lock files cannot be checked: a running import
 @dataclass
 class ImportOperation:
     """The handle an importing process holds while it runs (see ExampleStore.begin_import)."""
+
     id: int
     batch: str
     file_name: str
@@ -440,9 +516,27 @@ def _lock_held(path: Path) -> bool:
 
 
 def _import_dict(row) -> dict:
-    d = {k: row[k] for k in ("id", "batch", "file_name", "file_path", "file_hash", "source", "status", "imported",
-                             "duplicates", "bad", "error", "note", "started_at", "updated_at", "finished_at",
-                             "undone_at")}
+    d = {
+        k: row[k]
+        for k in (
+            "id",
+            "batch",
+            "file_name",
+            "file_path",
+            "file_hash",
+            "source",
+            "status",
+            "imported",
+            "duplicates",
+            "bad",
+            "error",
+            "note",
+            "started_at",
+            "updated_at",
+            "finished_at",
+            "undone_at",
+        )
+    }
     d["examples"] = row["remaining"]
     return d
 
@@ -489,7 +583,9 @@ class ExampleStore:
         where = where + (" AND" if where else " WHERE") + " id > ?"
         while True:
             with self.db.read() as conn:
-                rows = conn.execute(f"SELECT * FROM examples{where} ORDER BY id LIMIT ?", [*args, last, batch]).fetchall()
+                rows = conn.execute(
+                    f"SELECT * FROM examples{where} ORDER BY id LIMIT ?", [*args, last, batch]
+                ).fetchall()
             if not rows:
                 return
             for r in rows:
@@ -516,26 +612,39 @@ class ExampleStore:
     def facets(self) -> dict[str, list[str]]:
         """Distinct tags, sources, labels and statuses, for filter pickers."""
         with self.db.read() as conn:
-            tags = [r[0] for r in conn.execute(
-                "SELECT DISTINCT j.value FROM examples, json_each(examples.tags_json) j ORDER BY 1")]
+            tags = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT DISTINCT j.value FROM examples, json_each(examples.tags_json) j ORDER BY 1"
+                )
+            ]
             out = {"tag": tags}
             for col in ("source", "label", "status", "split"):
-                out[col] = [r[0] for r in conn.execute(
-                    f"SELECT DISTINCT {col} FROM examples WHERE {col} IS NOT NULL ORDER BY 1")]
+                out[col] = [
+                    r[0]
+                    for r in conn.execute(f"SELECT DISTINCT {col} FROM examples WHERE {col} IS NOT NULL ORDER BY 1")
+                ]
         return out
 
     def find_by_message(self, message_id: int) -> list[Example]:
         with self.db.read() as conn:
-            return [_from_row(r) for r in conn.execute("SELECT * FROM examples WHERE message_id=? ORDER BY id",
-                                                       (int(message_id),))]
+            return [
+                _from_row(r)
+                for r in conn.execute("SELECT * FROM examples WHERE message_id=? ORDER BY id", (int(message_id),))
+            ]
 
     # ---- writing ------------------------------------------------------------------------
     def add(self, example: Example) -> Example:
         [ex_id] = self.add_many([example])
         return self.get(ex_id)
 
-    def add_many(self, examples: Sequence[Example], conn: sqlite3.Connection | None = None,
-                 assign_splits: bool = True, validated: bool = False) -> list[int]:
+    def add_many(
+        self,
+        examples: Sequence[Example],
+        conn: sqlite3.Connection | None = None,
+        assign_splits: bool = True,
+        validated: bool = False,
+    ) -> list[int]:
         """Insert examples in one transaction (or in `conn`'s); returns their ids.
         `validated`: the examples come from make_example (the importer), skip re-checking."""
         now = utcnow()
@@ -552,16 +661,22 @@ class ExampleStore:
         return ids
 
     @staticmethod
-    def _insert(c: sqlite3.Connection, examples: Sequence[Example], now: str, import_id: int | None = None,
-                hashes: Sequence[str] | None = None) -> list[int]:
+    def _insert(
+        c: sqlite3.Connection,
+        examples: Sequence[Example],
+        now: str,
+        import_id: int | None = None,
+        hashes: Sequence[str] | None = None,
+    ) -> list[int]:
         # Under the write lock AUTOINCREMENT hands out consecutive ids after the sequence
         # value, so one executemany can insert a batch and still report every id.
         cols = [*_COLUMNS[1:], "import_id"]
         sql = f"INSERT INTO examples({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
         seq = c.execute("SELECT seq FROM sqlite_sequence WHERE name='examples'").fetchone()
         start = (seq[0] if seq else 0) + 1
-        c.executemany(sql, [(*_row_values(ex, now, hashes[i] if hashes else None), import_id)
-                            for i, ex in enumerate(examples)])
+        c.executemany(
+            sql, [(*_row_values(ex, now, hashes[i] if hashes else None), import_id) for i, ex in enumerate(examples)]
+        )
         ids = list(range(start, start + len(examples)))
         if ids and c.execute("SELECT seq FROM sqlite_sequence WHERE name='examples'").fetchone()[0] != ids[-1]:
             raise RuntimeError("example ids were not consecutive")  # cannot happen under BEGIN IMMEDIATE
@@ -583,15 +698,25 @@ class ExampleStore:
                 cur = conn.execute(
                     "INSERT INTO example_imports(batch, file_name, file_path, file_hash, source, status, lock, pid,"
                     " host, started_at, updated_at) VALUES (?,?,?,?,?,'running',?,?,?,?,?)",
-                    (token, path.name, str(path), file_hash, source, token, os.getpid(), socket.gethostname(),
-                     now, now))
+                    (
+                        token,
+                        path.name,
+                        str(path),
+                        file_hash,
+                        source,
+                        token,
+                        os.getpid(),
+                        socket.gethostname(),
+                        now,
+                        now,
+                    ),
+                )
                 op_id = cur.lastrowid
                 conn.execute("UPDATE example_imports SET batch=? WHERE id=?", (f"import-{op_id}", op_id))
         except BaseException:
             lock.release()
             raise
-        return ImportOperation(id=op_id, batch=f"import-{op_id}", file_name=path.name, file_hash=file_hash,
-                               lock=lock)
+        return ImportOperation(id=op_id, batch=f"import-{op_id}", file_name=path.name, file_hash=file_hash, lock=lock)
 
     def add_import_batch(self, op: ImportOperation, examples: Sequence[Example]) -> tuple[list[int], int]:
         """Insert, in one transaction tagged with `op`, the examples that are not already in
@@ -603,9 +728,13 @@ class ExampleStore:
             row = conn.execute("SELECT status, undone_at FROM example_imports WHERE id=?", (op.id,)).fetchone()
             if row is None or row["undone_at"] is not None:
                 raise ValidationError(f"import #{op.id} of {op.file_name} was undone while it ran; it stopped")
-            present = {r[0] for r in conn.execute(
-                "SELECT e.dedup_hash FROM json_each(?) j JOIN examples e ON e.dedup_hash = j.value",
-                (json.dumps(sorted(set(hashes))),))}
+            present = {
+                r[0]
+                for r in conn.execute(
+                    "SELECT e.dedup_hash FROM json_each(?) j JOIN examples e ON e.dedup_hash = j.value",
+                    (json.dumps(sorted(set(hashes))),),
+                )
+            }
             keep, keep_hashes = [], []
             for ex, h in zip(examples, hashes):
                 if h not in present:
@@ -613,8 +742,11 @@ class ExampleStore:
                     keep.append(ex)
                     keep_hashes.append(h)
             ids = self._insert(conn, keep, now, import_id=op.id, hashes=keep_hashes)
-            conn.execute("UPDATE example_imports SET imported=imported+?, duplicates=duplicates+?, updated_at=?,"
-                         " status='running' WHERE id=?", (len(keep), len(examples) - len(keep), now, op.id))
+            conn.execute(
+                "UPDATE example_imports SET imported=imported+?, duplicates=duplicates+?, updated_at=?,"
+                " status='running' WHERE id=?",
+                (len(keep), len(examples) - len(keep), now, op.id),
+            )
         return ids, len(examples) - len(keep)
 
     def finish_import(self, op: ImportOperation, *, bad: int = 0, error: str | None = None) -> str | None:
@@ -630,16 +762,20 @@ class ExampleStore:
                 if error is None:
                     status = "done"
                     if op.file_hash:  # an earlier interrupted import of the same file is now complete
-                        conn.execute("UPDATE example_imports SET note=? WHERE file_hash=? AND status='partial'"
-                                     " AND undone_at IS NULL AND id<>?",
-                                     (f"completed by import #{op.id}", op.file_hash, op.id))
+                        conn.execute(
+                            "UPDATE example_imports SET note=? WHERE file_hash=? AND status='partial'"
+                            " AND undone_at IS NULL AND id<>?",
+                            (f"completed by import #{op.id}", op.file_hash, op.id),
+                        )
                 elif row["imported"] == 0:
                     conn.execute("DELETE FROM example_imports WHERE id=?", (op.id,))
                     return None
                 else:
                     status = "partial"
-                conn.execute("UPDATE example_imports SET status=?, bad=?, error=?, finished_at=?, updated_at=?"
-                             " WHERE id=?", (status, int(bad), error, now, now, op.id))
+                conn.execute(
+                    "UPDATE example_imports SET status=?, bad=?, error=?, finished_at=?, updated_at=? WHERE id=?",
+                    (status, int(bad), error, now, now, op.id),
+                )
             return status
         finally:
             op.lock.release()
@@ -658,23 +794,27 @@ class ExampleStore:
         """Mark imports that were killed mid-way (status still "running", process gone) as
         partial, so that they are shown with an undo. Returns their ids."""
         with self.db.read() as conn:
-            rows = conn.execute("SELECT id, status, lock, host, updated_at FROM example_imports"
-                                " WHERE status='running'").fetchall()
+            rows = conn.execute(
+                "SELECT id, status, lock, host, updated_at FROM example_imports WHERE status='running'"
+            ).fetchall()
         dead = [r for r in rows if self._interrupted(r)]
         if not dead:
             return []
         now = utcnow()
         with self.db.transaction() as conn:
             for r in dead:
-                conn.execute("UPDATE example_imports SET status='partial', error=COALESCE(error, ?), finished_at=?"
-                             " WHERE id=? AND status='running'",
-                             ("interrupted (the importing process stopped)", now, r["id"]))
+                conn.execute(
+                    "UPDATE example_imports SET status='partial', error=COALESCE(error, ?), finished_at=?"
+                    " WHERE id=? AND status='running'",
+                    ("interrupted (the importing process stopped)", now, r["id"]),
+                )
         for r in dead:
             (self._lock_dir / f"{r['lock']}.lock").unlink(missing_ok=True)
         return [r["id"] for r in dead]
 
-    def imports(self, limit: int | None = 20, *, status: str | None = None, file_hash: str | None = None,
-                undoable: bool = False) -> list[dict]:
+    def imports(
+        self, limit: int | None = 20, *, status: str | None = None, file_hash: str | None = None, undoable: bool = False
+    ) -> list[dict]:
         """Recorded imports, newest first, with `examples`: how many of their rows are still
         in the store (what undoing the import removes)."""
         self.recover_imports()
@@ -687,9 +827,10 @@ class ExampleStore:
             args.append(file_hash)
         if undoable:
             clauses.append("i.status<>'running' AND i.undone_at IS NULL")
-        sql = ("SELECT i.*, (SELECT COUNT(*) FROM examples e WHERE e.import_id=i.id) AS remaining"
-               " FROM example_imports i" + (" WHERE " + " AND ".join(clauses) if clauses else "")
-               + " ORDER BY i.id DESC")
+        sql = (
+            "SELECT i.*, (SELECT COUNT(*) FROM examples e WHERE e.import_id=i.id) AS remaining"
+            " FROM example_imports i" + (" WHERE " + " AND ".join(clauses) if clauses else "") + " ORDER BY i.id DESC"
+        )
         if limit is not None:
             sql += " LIMIT ?"
             args.append(int(limit))
@@ -704,7 +845,9 @@ class ExampleStore:
         with self.db.read() as conn:
             row = conn.execute(
                 "SELECT i.*, (SELECT COUNT(*) FROM examples e WHERE e.import_id=i.id) AS remaining"
-                " FROM example_imports i WHERE i.batch=? OR CAST(i.id AS TEXT)=?", (key, key)).fetchone()
+                " FROM example_imports i WHERE i.batch=? OR CAST(i.id AS TEXT)=?",
+                (key, key),
+            ).fetchone()
         if row is None:
             raise NotFoundError(f"no import {import_id_or_batch!r}")
         return _import_dict(row)
@@ -729,8 +872,18 @@ class ExampleStore:
 
         return assign_splits(self)
 
-    def update(self, example_id: int, *, messages=None, passages=..., label=..., tags=None, status=None,
-               split=..., description: str = "edit") -> Example:
+    def update(
+        self,
+        example_id: int,
+        *,
+        messages=None,
+        passages=...,
+        label=...,
+        tags=None,
+        status=None,
+        split=...,
+        description: str = "edit",
+    ) -> Example:
         """Change fields of one example (undoable). `...` means leave as is."""
         old = self.get(example_id)
         new = make_example(
@@ -740,7 +893,9 @@ class ExampleStore:
             tags=old.tags if tags is None else tags,
             status=status or old.status,
             split=old.split if split is ... else split,
-            source=old.source, provenance=old.provenance)
+            source=old.source,
+            provenance=old.provenance,
+        )
         if messages is not None and [m["content"] for m in new.messages] != [m["content"] for m in old.messages]:
             new.provenance = {**new.provenance, "edited": True} if new.provenance else new.provenance
         new.id, new.created_at = old.id, old.created_at
@@ -763,8 +918,9 @@ class ExampleStore:
         """Delete examples (undoable); returns the undo batch id."""
         return self._each(example_ids, description, batch, "DELETE FROM examples WHERE id=?", lambda i: [i])
 
-    def set_status(self, example_ids: Sequence[int], status: str, description: str = "",
-                   batch: str | None = None) -> str:
+    def set_status(
+        self, example_ids: Sequence[int], status: str, description: str = "", batch: str | None = None
+    ) -> str:
         if status not in STATUSES:
             raise ValidationError(f"status must be one of {', '.join(STATUSES)}")
         return self._bulk(example_ids, "status=?", [status], description or f"mark {status}", batch)
@@ -779,8 +935,13 @@ class ExampleStore:
         return self.replace_many(exs, description=f"tag +{','.join(add)} -{','.join(remove)}")
 
     def _bulk(self, example_ids, set_sql: str, args: list, description: str, batch: str | None = None) -> str:
-        return self._each(example_ids, description, batch, f"UPDATE examples SET {set_sql}, updated_at=? WHERE id=?",
-                          lambda i: [*args, utcnow(), i])
+        return self._each(
+            example_ids,
+            description,
+            batch,
+            f"UPDATE examples SET {set_sql}, updated_at=? WHERE id=?",
+            lambda i: [*args, utcnow(), i],
+        )
 
     def _each(self, example_ids, description: str, batch: str | None, statement: str, args_for) -> str:
         """Run `statement` for each example in one transaction, remembering every row first so
@@ -800,9 +961,10 @@ class ExampleStore:
         row = conn.execute("SELECT * FROM examples WHERE id=?", (example_id,)).fetchone()
         if row is None:
             return False
-        conn.execute("INSERT INTO example_undo(batch, description, example_id, before_json, created_at)"
-                     " VALUES (?,?,?,?,?)", (batch, description, example_id,
-                                             json.dumps({k: row[k] for k in row.keys()}), utcnow()))
+        conn.execute(
+            "INSERT INTO example_undo(batch, description, example_id, before_json, created_at) VALUES (?,?,?,?,?)",
+            (batch, description, example_id, json.dumps({k: row[k] for k in row.keys()}), utcnow()),
+        )
         return True
 
     def undo_batches(self, limit: int = 20) -> list[dict]:
@@ -812,13 +974,32 @@ class ExampleStore:
             rows = conn.execute(
                 "SELECT batch, description, MIN(created_at) AS at, MAX(created_at) AS last, COUNT(*) AS n"
                 " FROM example_undo WHERE undone_at IS NULL GROUP BY batch ORDER BY MAX(seq) DESC LIMIT ?",
-                (limit,)).fetchall()
-        out = [{"batch": r["batch"], "description": r["description"], "at": r["at"], "examples": r["n"],
-                "kind": "edit", "status": "done", "_last": r["last"]} for r in rows]
+                (limit,),
+            ).fetchall()
+        out = [
+            {
+                "batch": r["batch"],
+                "description": r["description"],
+                "at": r["at"],
+                "examples": r["n"],
+                "kind": "edit",
+                "status": "done",
+                "_last": r["last"],
+            }
+            for r in rows
+        ]
         for op in self.imports(limit, undoable=True):
-            out.append({"batch": op["batch"], "description": import_description(op), "at": op["started_at"],
-                        "examples": op["examples"], "kind": "import", "status": op["status"],
-                        "_last": op["updated_at"]})
+            out.append(
+                {
+                    "batch": op["batch"],
+                    "description": import_description(op),
+                    "at": op["started_at"],
+                    "examples": op["examples"],
+                    "kind": "import",
+                    "status": op["status"],
+                    "_last": op["updated_at"],
+                }
+            )
         out.sort(key=lambda b: b["_last"], reverse=True)
         for b in out:
             del b["_last"]
@@ -837,8 +1018,9 @@ class ExampleStore:
         if is_import:
             return self.undo_import(batch)
         with self.db.transaction() as conn:
-            rows = conn.execute("SELECT * FROM example_undo WHERE batch=? AND undone_at IS NULL ORDER BY seq DESC",
-                                (batch,)).fetchall()
+            rows = conn.execute(
+                "SELECT * FROM example_undo WHERE batch=? AND undone_at IS NULL ORDER BY seq DESC", (batch,)
+            ).fetchall()
             if not rows:
                 raise NotFoundError(f"no change {batch!r} to undo")
             for r in rows:
@@ -847,12 +1029,15 @@ class ExampleStore:
                     continue
                 before = json.loads(r["before_json"])
                 if "dedup_hash" not in before:  # remembered before migration 2
-                    before["dedup_hash"] = dedup_hash(json.loads(before["messages_json"]),
-                                                      json.loads(before["passages_json"])
-                                                      if before.get("passages_json") else None)
+                    before["dedup_hash"] = dedup_hash(
+                        json.loads(before["messages_json"]),
+                        json.loads(before["passages_json"]) if before.get("passages_json") else None,
+                    )
                 cols = list(before)
-                conn.execute(f"INSERT INTO examples({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
-                             [before[c] for c in cols])
+                conn.execute(
+                    f"INSERT INTO examples({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                    [before[c] for c in cols],
+                )
             conn.execute("UPDATE example_undo SET undone_at=? WHERE batch=?", (utcnow(), batch))
         return len(rows)
 
@@ -864,12 +1049,23 @@ class ExampleStore:
 
     def set_setting(self, key: str, value) -> None:
         with self.db.transaction() as conn:
-            conn.execute("INSERT INTO curation_settings(key, value) VALUES (?,?) ON CONFLICT(key) DO UPDATE"
-                         " SET value=excluded.value", (key, json.dumps(value)))
+            conn.execute(
+                "INSERT INTO curation_settings(key, value) VALUES (?,?) ON CONFLICT(key) DO UPDATE"
+                " SET value=excluded.value",
+                (key, json.dumps(value)),
+            )
 
     # ---- from the chat ------------------------------------------------------------------
-    def from_message(self, conversation_log: ConversationLog, message_id: int, edited_text: str | None = None,
-                     *, label: str | None = None, tags=None, save: bool = True) -> Example:
+    def from_message(
+        self,
+        conversation_log: ConversationLog,
+        message_id: int,
+        edited_text: str | None = None,
+        *,
+        label: str | None = None,
+        tags=None,
+        save: bool = True,
+    ) -> Example:
         """An example from an assistant message: the conversation up to that reply (system
         prompt, earlier turns, the user turn it answered), the reply or `edited_text` as the
         answer, the passages it was grounded in, and where it came from."""
@@ -890,17 +1086,23 @@ class ExampleStore:
             answer = edited_text
         if not answer.strip():
             raise ValidationError("the reply is empty; edit it into the answer you want before saving")
-        messages = ([{"role": "system", "content": conv.system_prompt}] if conv.system_prompt.strip() else [])
+        messages = [{"role": "system", "content": conv.system_prompt}] if conv.system_prompt.strip() else []
         messages += [m.as_chat() for m in before] + [{"role": "assistant", "content": answer}]
         passages = None
         if msg.retrieval and not msg.retrieval.get("abstained"):
             passages = msg.retrieval.get("passages") or None
-        provenance = {"conversation_id": conv.id, "message_id": msg.id, "message_time": msg.created_at,
-                      "edited": edited, "model": msg.model, "adapter": msg.adapter, "rating": msg.rating}
+        provenance = {
+            "conversation_id": conv.id,
+            "message_id": msg.id,
+            "message_time": msg.created_at,
+            "edited": edited,
+            "model": msg.model,
+            "adapter": msg.adapter,
+            "rating": msg.rating,
+        }
         if edited:
             provenance["original_text"] = msg.content
-        ex = make_example(messages, passages=passages, label=label, tags=tags, source="chat",
-                          provenance=provenance)
+        ex = make_example(messages, passages=passages, label=label, tags=tags, source="chat", provenance=provenance)
         return self.add(ex) if save else ex
 
 

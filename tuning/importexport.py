@@ -84,9 +84,14 @@ class ImportResult:
         out = []
         for op in self.interrupted:
             same = op["file_hash"] is not None and op["file_hash"] == self.file_hash
-            out.append(f"Note: {import_description(op)} kept {op['examples']} examples; "
-                       + ("this import skipped those as already present and added the rest." if same and
-                          self.status == "done" else f"undo {op['batch']} removes them."))
+            out.append(
+                f"Note: {import_description(op)} kept {op['examples']} examples; "
+                + (
+                    "this import skipped those as already present and added the rest."
+                    if same and self.status == "done"
+                    else f"undo {op['batch']} removes them."
+                )
+            )
         return out
 
 
@@ -139,14 +144,21 @@ def detect_encoding(path: Path) -> str:
                 decoder.decode(chunk, final=final)
             except UnicodeDecodeError as exc:
                 pos = offset - pending + exc.start  # exc.object is pending bytes + this chunk
-                name = {"utf-8-sig": "UTF-8", "utf-16-le": "UTF-16 (little-endian, no byte-order mark)",
-                        "utf-16-be": "UTF-16 (big-endian, no byte-order mark)"}.get(encoding, encoding.upper())
-                looked = (" It looked like UTF-16 without a byte-order mark (a NUL in every other byte)."
-                          if encoding in ("utf-16-le", "utf-16-be") else "")
+                name = {
+                    "utf-8-sig": "UTF-8",
+                    "utf-16-le": "UTF-16 (little-endian, no byte-order mark)",
+                    "utf-16-be": "UTF-16 (big-endian, no byte-order mark)",
+                }.get(encoding, encoding.upper())
+                looked = (
+                    " It looked like UTF-16 without a byte-order mark (a NUL in every other byte)."
+                    if encoding in ("utf-16-le", "utf-16-be")
+                    else ""
+                )
                 raise ValidationError(
                     f"{path.name} is not valid {name} text: byte offset {pos} "
                     f"(byte 0x{exc.object[exc.start]:02x}, line {_line_at(path, pos)}) cannot be decoded.{looked} "
-                    "Save the file as UTF-8 (or UTF-16 with a byte-order mark) and import it again.") from None
+                    "Save the file as UTF-8 (or UTF-16 with a byte-order mark) and import it again."
+                ) from None
             if final:
                 break
             offset += len(chunk)
@@ -217,15 +229,16 @@ def record_to_example(rec, source: str = "import") -> tuple[str, Example]:
         if isinstance(prompt, list) or isinstance(completion, list):  # TRL conversational prompt-completion
             if not isinstance(prompt, list) or not isinstance(completion, list):
                 raise ValidationError("'prompt' and 'completion' must both be text or both be lists of messages")
-            return "prompt-completion", make_example(prompt + completion, passages=passages, source=source,
-                                                     **common)
-        return "prompt-completion", chat_example(_text(prompt, "prompt"), _text(completion, "completion"),
-                                                 system, passages=passages, source=source, **common)
+            return "prompt-completion", make_example(prompt + completion, passages=passages, source=source, **common)
+        return "prompt-completion", chat_example(
+            _text(prompt, "prompt"), _text(completion, "completion"), system, passages=passages, source=source, **common
+        )
     if "question" in rec and "answer" in rec:
         return "grounding", grounding_example(rec, source=source)
     keys = ", ".join(sorted(rec)[:6]) or "none"
-    raise ValidationError(f"unknown record shape (fields: {keys}); expected 'messages', 'prompt'+'completion' "
-                          "or 'question'+'answer'")
+    raise ValidationError(
+        f"unknown record shape (fields: {keys}); expected 'messages', 'prompt'+'completion' or 'question'+'answer'"
+    )
 
 
 def grounding_example(rec: dict, source: str = "import") -> Example:
@@ -235,8 +248,14 @@ def grounding_example(rec: dict, source: str = "import") -> Example:
     passages = rec.get("passages")
     if not isinstance(passages, list) or not passages:
         raise ValidationError("a grounding record needs a non-empty 'passages' list")
-    return chat_example(_text(rec.get("question"), "question"), _text(rec.get("answer"), "answer"),
-                        rec.get("system") or "", passages=passages, source=source, **_common(rec))
+    return chat_example(
+        _text(rec.get("question"), "question"),
+        _text(rec.get("answer"), "answer"),
+        rec.get("system") or "",
+        passages=passages,
+        source=source,
+        **_common(rec),
+    )
 
 
 def import_grounding(store: ExampleStore, path: Path | str, **kw) -> ImportResult:
@@ -257,8 +276,9 @@ def _records(path: Path, encoding: str) -> Iterator[tuple[int, object, int, str 
         reader.fieldnames = fields
         has = set(fields)
         if not ({"prompt", "completion"} <= has or {"question", "answer"} <= has):
-            raise ValidationError(f"{path.name}: a CSV file needs 'prompt' and 'completion' columns "
-                                  f"(found: {', '.join(fields)})")
+            raise ValidationError(
+                f"{path.name}: a CSV file needs 'prompt' and 'completion' columns (found: {', '.join(fields)})"
+            )
         for row in reader:
             line = reader.line_num
             rec = {k: v for k, v in row.items() if k is not None}
@@ -301,13 +321,13 @@ def _table_records(path: Path) -> Iterator[tuple[int, object, int, str | None]]:
     if path.is_dir():
         try:
             ds = datasets.load_from_disk(str(hf_dataset_path(path)))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise ValidationError(f"{path} is not a Hugging Face datasets folder: {exc}") from exc
         parts = list(ds.values()) if isinstance(ds, datasets.DatasetDict) else [ds]
     else:
         try:
             parts = [datasets.Dataset.from_parquet(str(path))]
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise ValidationError(f"{path.name} is not a readable parquet file: {exc}") from exc
     total = sum(len(p) for p in parts)
     n = 0
@@ -332,8 +352,15 @@ def _file_hash(path: Path) -> str | None:
     return digest.hexdigest()
 
 
-def import_file(store: ExampleStore, path: Path | str, *, source: str = "import", batch_size: int = 2000,
-                progress: Progress | None = None, tags=None) -> ImportResult:
+def import_file(
+    store: ExampleStore,
+    path: Path | str,
+    *,
+    source: str = "import",
+    batch_size: int = 2000,
+    progress: Progress | None = None,
+    tags=None,
+) -> ImportResult:
     """Import a file (shape detected automatically). Bad records are listed, good ones kept,
     ones already in the store skipped. The import is recorded as one operation first; if it
     stops part-way (an error, Ctrl-C, or the process is killed) the rows that landed stay,
@@ -447,8 +474,13 @@ def export_record(ex: Example, fmt: str, rendered: bool = False) -> dict:
     raise ValidationError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
 
 
-def export_examples(examples: list[Example], dest: Path | str, fmt: str = "messages", rendered: bool = False,
-                    progress: Progress | None = None) -> Path:
+def export_examples(
+    examples: list[Example],
+    dest: Path | str,
+    fmt: str = "messages",
+    rendered: bool = False,
+    progress: Progress | None = None,
+) -> Path:
     """Write `examples` to `dest`: a .jsonl file, or for "hf" a `datasets` folder (one split
     per dataset split, via save_to_disk) with a parquet file per split beside it."""
     dest = Path(dest)
@@ -475,11 +507,20 @@ def export_examples(examples: list[Example], dest: Path | str, fmt: str = "messa
 
 def _hf_row(ex: Example, rendered: bool) -> dict:
     messages = render_messages(ex) if rendered else ex.messages
-    passages = [] if rendered else [
-        {"source": str(p.get("source", "")), "text": str(p.get("text", "")), "heading": str(p.get("heading", "")),
-         "id": str(p.get("id", ""))} for p in (ex.passages or [])]
-    return {"example_id": ex.id, "messages": messages, "passages": passages, "label": ex.label,
-            "tags": list(ex.tags)}
+    passages = (
+        []
+        if rendered
+        else [
+            {
+                "source": str(p.get("source", "")),
+                "text": str(p.get("text", "")),
+                "heading": str(p.get("heading", "")),
+                "id": str(p.get("id", "")),
+            }
+            for p in (ex.passages or [])
+        ]
+    )
+    return {"example_id": ex.id, "messages": messages, "passages": passages, "label": ex.label, "tags": list(ex.tags)}
 
 
 def _export_hf(examples: list[Example], dest: Path, rendered: bool) -> Path:
@@ -499,8 +540,9 @@ def _export_hf(examples: list[Example], dest: Path, rendered: bool) -> Path:
     by_split: dict[str, list[dict]] = {}
     for ex in examples:
         by_split.setdefault(ex.split or "train", []).append(_hf_row(ex, rendered))
-    dd = datasets.DatasetDict({s: datasets.Dataset.from_list(rows, features=_hf_features())
-                               for s, rows in by_split.items()})
+    dd = datasets.DatasetDict(
+        {s: datasets.Dataset.from_list(rows, features=_hf_features()) for s, rows in by_split.items()}
+    )
     with publish_dir(dest) as tmp:
         dd.save_to_disk(str(tmp / "dataset"))
         for s, ds in dd.items():
@@ -511,14 +553,17 @@ def _export_hf(examples: list[Example], dest: Path, rendered: bool) -> Path:
 def _hf_features():
     from datasets import Features, List, Value
 
-    return Features({
-        "example_id": Value("int64"),
-        "messages": List({"role": Value("string"), "content": Value("string")}),
-        "passages": List({"source": Value("string"), "text": Value("string"), "heading": Value("string"),
-                          "id": Value("string")}),
-        "label": Value("string"),
-        "tags": List(Value("string")),
-    })
+    return Features(
+        {
+            "example_id": Value("int64"),
+            "messages": List({"role": Value("string"), "content": Value("string")}),
+            "passages": List(
+                {"source": Value("string"), "text": Value("string"), "heading": Value("string"), "id": Value("string")}
+            ),
+            "label": Value("string"),
+            "tags": List(Value("string")),
+        }
+    )
 
 
 def hf_dataset_path(folder: Path) -> Path:

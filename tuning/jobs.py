@@ -67,7 +67,9 @@ DEFAULT_FAMILY = "tailor"
 
 
 def _m001_jobs(conn: sqlite3.Connection) -> None:
-    execute_script(conn, """
+    execute_script(
+        conn,
+        """
         CREATE TABLE tune_jobs (
             id INTEGER PRIMARY KEY AUTOINCREMENT,
             status TEXT NOT NULL CHECK (status IN
@@ -103,7 +105,8 @@ def _m001_jobs(conn: sqlite3.Connection) -> None:
             cancel_requested INTEGER NOT NULL DEFAULT 0
         );
         CREATE INDEX tune_jobs_status ON tune_jobs(status, id);
-    """)
+    """,
+    )
 
 
 def _relative_to_db_folder(conn: sqlite3.Connection, value: str) -> str:
@@ -128,9 +131,15 @@ def _m002_relative_paths(conn: sqlite3.Connection) -> None:
         name = f"job-{job_id:04d}"
         if job_dir and Path(job_dir).is_absolute():
             job_dir = f"jobs/{name}" if Path(job_dir).name == name else _relative_to_db_folder(conn, job_dir)
-        conn.execute("UPDATE tune_jobs SET job_dir=?, dataset_path=?, base_model_path=? WHERE id=?",
-                     (job_dir, _relative_to_db_folder(conn, dataset_path),
-                      _relative_to_db_folder(conn, base_model_path), job_id))
+        conn.execute(
+            "UPDATE tune_jobs SET job_dir=?, dataset_path=?, base_model_path=? WHERE id=?",
+            (
+                job_dir,
+                _relative_to_db_folder(conn, dataset_path),
+                _relative_to_db_folder(conn, base_model_path),
+                job_id,
+            ),
+        )
 
 
 MIGRATIONS = [_m001_jobs, _m002_relative_paths]
@@ -187,6 +196,7 @@ class Job:
 @dataclass
 class Progress:
     """What the Tune tab draws: loss points, evaluation points and the log, from progress.jsonl."""
+
     job: Job
     train: list[dict] = field(default_factory=list)  # {"step", "epoch", "loss", "tokens_per_s", ...}
     eval: list[dict] = field(default_factory=list)  # {"step", "eval_loss"}
@@ -249,8 +259,9 @@ def worker_job_dir(pid: int | None) -> str | None:
             cwd = None
     else:  # no /proc (macOS): ps prints the command line joined by spaces
         try:
-            out = subprocess.run(["ps", "-o", "command=", "-p", str(pid)], capture_output=True, text=True,
-                                 timeout=5, check=False).stdout.strip()
+            out = subprocess.run(
+                ["ps", "-o", "command=", "-p", str(pid)], capture_output=True, text=True, timeout=5, check=False
+            ).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return None
         _, sep, tail = out.partition(" tuning.worker ")
@@ -272,9 +283,17 @@ def _is_our_worker(pid: int | None, job_dir: Path | str) -> bool:
     return found is not None and found == _realpath(str(job_dir))
 
 
-def accelerate_command(job_dir: Path | str, num_processes: int, *, num_machines: int = 1, machine_rank: int = 0,
-                       main_process_ip: str | None = None, main_process_port: int | None = None,
-                       mixed_precision: str | None = None, accelerate: str | None = None) -> list[str]:
+def accelerate_command(
+    job_dir: Path | str,
+    num_processes: int,
+    *,
+    num_machines: int = 1,
+    machine_rank: int = 0,
+    main_process_ip: str | None = None,
+    main_process_port: int | None = None,
+    mixed_precision: str | None = None,
+    accelerate: str | None = None,
+) -> list[str]:
     """The command line that runs a job on several GPUs (or machines) with `accelerate launch`:
 
         accelerate launch --num_processes 4 --num_machines 1 --multi_gpu -m tuning.worker JOB_DIR
@@ -400,9 +419,19 @@ class JobManager:
         self._idle = False  # the background thread sleeps without a timeout
 
     # ---- submitting ------------------------------------------------------------------------
-    def submit(self, *, base_model: str, base_model_path: Path | str, dataset_version, dataset_path: Path | str,
-               dataset_hash: str | None = None, config: TrainConfig | None = None, family: str | None = None,
-               activate: bool = True, start: bool = True) -> Job:
+    def submit(
+        self,
+        *,
+        base_model: str,
+        base_model_path: Path | str,
+        dataset_version,
+        dataset_path: Path | str,
+        dataset_hash: str | None = None,
+        config: TrainConfig | None = None,
+        family: str | None = None,
+        activate: bool = True,
+        start: bool = True,
+    ) -> Job:
         """Queue a job (and start it if nothing is running). `dataset_version` is the version
         id; `dataset_path` its folder with train.jsonl / validation.jsonl."""
         config = (config or TrainConfig()).validate()
@@ -420,9 +449,21 @@ class JobManager:
                 "INSERT INTO tune_jobs(status, family, activate, base_model, base_model_path, dataset_version,"
                 " dataset_path, dataset_hash, config_json, threads, created_at, updated_at, message)"
                 " VALUES ('queued',?,?,?,?,?,?,?,?,?,?,?,?)",
-                (family, int(activate), base_model, self.store.to_db(base_model_path), str(dataset_version),
-                 self.store.to_db(dataset_path), dataset_hash, json.dumps(config.to_dict()), threads, now, now,
-                 "waiting for its turn"))
+                (
+                    family,
+                    int(activate),
+                    base_model,
+                    self.store.to_db(base_model_path),
+                    str(dataset_version),
+                    self.store.to_db(dataset_path),
+                    dataset_hash,
+                    json.dumps(config.to_dict()),
+                    threads,
+                    now,
+                    now,
+                    "waiting for its turn",
+                ),
+            )
             job_id = cur.lastrowid
             assert job_id is not None  # an INSERT into a table with a rowid
             job_dir = self.workspace.jobs_dir / f"job-{job_id:04d}"
@@ -437,8 +478,9 @@ class JobManager:
     def _write_spec(self, job_id: int, job_dir: Path) -> None:
         # Rewritten at every launch: a job folder restored from a backup names the workspace
         # it was copied from, and a worker must never open another workspace's database.
-        write_atomic(job_dir / "job.json", json.dumps({
-            "job_id": job_id, "workspace": str(self.workspace.root)}, indent=2))
+        write_atomic(
+            job_dir / "job.json", json.dumps({"job_id": job_id, "workspace": str(self.workspace.root)}, indent=2)
+        )
 
     def pump(self) -> Job | None:
         """Reconcile running jobs with their processes, then start the next queued job if
@@ -451,7 +493,7 @@ class JobManager:
                     return None
                 try:
                     self._launch(job)
-                except Exception as exc:  # noqa: BLE001 - e.g. the interpreter cannot be started
+                except Exception as exc:
                     self.store.finish(job.id, "failed", error=f"could not start the worker: {exc}")
                     raise
                 return self.store.get(job.id)
@@ -461,8 +503,12 @@ class JobManager:
 
     def _any_active(self) -> bool:
         with self.workspace.db.read() as conn:
-            return conn.execute("SELECT 1 FROM tune_jobs WHERE status IN ('queued','starting','running')"
-                                " LIMIT 1").fetchone() is not None
+            return (
+                conn.execute(
+                    "SELECT 1 FROM tune_jobs WHERE status IN ('queued','starting','running') LIMIT 1"
+                ).fetchone()
+                is not None
+            )
 
     def _claim_next(self) -> Job | None:
         with self.workspace.db.transaction() as conn:
@@ -472,8 +518,11 @@ class JobManager:
             row = conn.execute("SELECT id FROM tune_jobs WHERE status='queued' ORDER BY id LIMIT 1").fetchone()
             if row is None:
                 return None
-            conn.execute("UPDATE tune_jobs SET status='starting', updated_at=?, message=?, error=NULL,"
-                         " cancel_requested=0 WHERE id=?", (utcnow(), "starting the worker", row["id"]))
+            conn.execute(
+                "UPDATE tune_jobs SET status='starting', updated_at=?, message=?, error=NULL,"
+                " cancel_requested=0 WHERE id=?",
+                (utcnow(), "starting the worker", row["id"]),
+            )
         return self.store.get(row["id"])
 
     def command(self, job: Job) -> list[str]:
@@ -484,18 +533,32 @@ class JobManager:
 
     def _launch(self, job: Job) -> None:
         if not self.store.owns(job.job_dir):
-            raise ValidationError(f"job {job.id}'s folder {job.job_dir} is outside this workspace "
-                                  f"({self.workspace.root}); it was copied from another workspace")
+            raise ValidationError(
+                f"job {job.id}'s folder {job.job_dir} is outside this workspace "
+                f"({self.workspace.root}); it was copied from another workspace"
+            )
         job.job_dir.mkdir(parents=True, exist_ok=True)
         self._write_spec(job.id, job.job_dir)
         env = dict(os.environ)
         threads = str(job.threads or default_threads(self.serving))
-        env.update(TAILOR_HOME=str(self.workspace.root), OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads,
-                   TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1",
-                   PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")])))
+        env.update(
+            TAILOR_HOME=str(self.workspace.root),
+            OMP_NUM_THREADS=threads,
+            MKL_NUM_THREADS=threads,
+            TOKENIZERS_PARALLELISM="false",
+            PYTHONUNBUFFERED="1",
+            PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")])),
+        )
         with open(job.job_dir / "worker.log", "ab") as out:
-            proc = subprocess.Popen(self.command(job), cwd=str(REPO_ROOT), env=env, stdout=out,
-                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            proc = subprocess.Popen(
+                self.command(job),
+                cwd=str(REPO_ROOT),
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         self._procs[job.id] = proc
         # The worker sets running itself; the pid is recorded now so cancel works at once.
         self.store.update(job.id, pid=proc.pid, started_at=job.started_at or utcnow())
@@ -525,13 +588,21 @@ class JobManager:
                     continue
                 self._procs.pop(job.id, None)
                 if job.cancel_requested:
-                    ok = self.store.finish(job.id, "cancelled", only_if=("starting", "running"),
-                                           message="cancelled (the worker was stopped)")
+                    ok = self.store.finish(
+                        job.id,
+                        "cancelled",
+                        only_if=("starting", "running"),
+                        message="cancelled (the worker was stopped)",
+                    )
                 else:
                     how = f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
-                    ok = self.store.finish(job.id, "failed", only_if=("starting", "running"),
-                                           error=f"the training process {how}; see {job.job_dir / 'worker.log'}",
-                                           message="failed")
+                    ok = self.store.finish(
+                        job.id,
+                        "failed",
+                        only_if=("starting", "running"),
+                        error=f"the training process {how}; see {job.job_dir / 'worker.log'}",
+                        message="failed",
+                    )
                 if ok:
                     changed.append(job.id)
                 continue
@@ -539,8 +610,9 @@ class JobManager:
                 continue  # still running (started before this app, or by the CLI)
             if job.status == "starting" and not job.pid and _age_s(job.updated_at) < 60:
                 continue  # another process is starting it right now
-            if self.store.finish(job.id, "interrupted", only_if=("starting", "running"),
-                                 message=self._gone_message(job, "interrupted")):
+            if self.store.finish(
+                job.id, "interrupted", only_if=("starting", "running"), message=self._gone_message(job, "interrupted")
+            ):
                 changed.append(job.id)
         return changed
 
@@ -551,13 +623,18 @@ class JobManager:
         stopped = ", nothing was stopped" if what == "cancelled" else ""
         if other is not None or not self.store.owns(job.job_dir):
             where = other or str(job.job_dir)
-            return (f"{what}: its worker belongs to another copy of this workspace ({where}; was this one "
-                    f"restored from a backup or moved?) and was left alone{stopped}; resume it to train here")
+            return (
+                f"{what}: its worker belongs to another copy of this workspace ({where}; was this one "
+                f"restored from a backup or moved?) and was left alone{stopped}; resume it to train here"
+            )
         if what == "cancelled":
-            return "cancelled: its process was already gone, nothing was stopped; resume it to continue " \
-                   "from the last checkpoint"
-        return (f"{what}: its process is gone (app or machine restarted?); "
-                "resume it to continue from the last checkpoint")
+            return (
+                "cancelled: its process was already gone, nothing was stopped; resume it to continue "
+                "from the last checkpoint"
+            )
+        return (
+            f"{what}: its process is gone (app or machine restarted?); resume it to continue from the last checkpoint"
+        )
 
     def recover(self) -> list[int]:
         """At app start: jobs left `running` by a previous app whose worker is gone become
@@ -578,8 +655,9 @@ class JobManager:
         if not self._owns_worker(job) and not starting_elsewhere:
             # No worker of this workspace runs it (gone, or the original's after a restore):
             # there is nothing to stop, and the pid must not be signalled.
-            self.store.finish(job.id, "cancelled", only_if=("starting", "running"),
-                              message=self._gone_message(job, "cancelled"))
+            self.store.finish(
+                job.id, "cancelled", only_if=("starting", "running"), message=self._gone_message(job, "cancelled")
+            )
             self._wake.set()
             return self.store.get(job.id)
         self.store.update(job.id, cancel_requested=1, message="stopping after the current step…")
@@ -588,8 +666,9 @@ class JobManager:
         if wait:
             self._kill_after(job, timeout)
         else:
-            threading.Thread(target=self._kill_after, args=(job, timeout), daemon=True,
-                             name=f"tailor-cancel-{job.id}").start()
+            threading.Thread(
+                target=self._kill_after, args=(job, timeout), daemon=True, name=f"tailor-cancel-{job.id}"
+            ).start()
         return self.store.get(job.id)
 
     def _owns_worker(self, job: Job) -> bool:
@@ -627,8 +706,9 @@ class JobManager:
                 log.warning("job %s did not stop within %.0f s; killed it", job.id, timeout)
             if proc is not None:
                 proc.wait(10)
-        self.store.finish(job.id, "cancelled", only_if=("starting", "running"),
-                          message="cancelled (killed after the grace period)")
+        self.store.finish(
+            job.id, "cancelled", only_if=("starting", "running"), message="cancelled (killed after the grace period)"
+        )
         self.pump()
 
     def resume(self, job_id: int) -> Job:
@@ -636,19 +716,31 @@ class JobManager:
         checkpoint (weights, optimizer and scheduler state, step count) when it has one."""
         job = self.store.get(job_id)
         if not job.can_resume:
-            raise ValidationError(f"job {job.id} is {job.status}; only interrupted, failed or cancelled jobs "
-                                  "can be resumed")
+            raise ValidationError(
+                f"job {job.id} is {job.status}; only interrupted, failed or cancelled jobs can be resumed"
+            )
         ckpt = last_checkpoint(job.job_dir / "checkpoints")
         with self.workspace.db.transaction() as conn:
-            conn.execute("UPDATE tune_jobs SET status='queued', finished_at=NULL, error=NULL, cancel_requested=0,"
-                         " resumes=resumes+1, pid=NULL, updated_at=?, message=? WHERE id=?",
-                         (utcnow(), f"queued to resume from {ckpt.name}" if ckpt else
-                          "queued to start again (no checkpoint was saved)", job.id))
+            conn.execute(
+                "UPDATE tune_jobs SET status='queued', finished_at=NULL, error=NULL, cancel_requested=0,"
+                " resumes=resumes+1, pid=NULL, updated_at=?, message=? WHERE id=?",
+                (
+                    utcnow(),
+                    f"queued to resume from {ckpt.name}" if ckpt else "queued to start again (no checkpoint was saved)",
+                    job.id,
+                ),
+            )
         self.pump()
         return self.store.get(job.id)
 
-    def wait(self, job_id: int, *, poll: float = 1.0, timeout: float | None = None,
-             on_update: Callable[[Job], None] | None = None) -> Job:
+    def wait(
+        self,
+        job_id: int,
+        *,
+        poll: float = 1.0,
+        timeout: float | None = None,
+        on_update: Callable[[Job], None] | None = None,
+    ) -> Job:
         """Block until the job ends (moving the queue meanwhile); for `tailor tune --wait`."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -722,7 +814,7 @@ class JobManager:
                     break
                 try:
                     self.pump()
-                except Exception:  # noqa: BLE001 - keep the app's queue alive
+                except Exception:
                     log.exception("job queue pump failed")
 
         self._thread = threading.Thread(target=loop, daemon=True, name="tailor-job-queue")
@@ -776,6 +868,7 @@ def _tail(path: Path, n: int) -> list[str]:
 class TuneService:
     """What the Tune tab and `tailor tune` call: one click = snapshot the current dataset,
     queue a job on it with the default (or given) config."""
+
     workspace: Workspace
     base_model: str
     base_model_path: Path
@@ -787,21 +880,35 @@ class TuneService:
 
         return DatasetVersions(self.workspace)
 
-    def start(self, *, dataset_version: int | None = None, config: TrainConfig | None = None,
-              family: str | None = None, activate: bool = True) -> Job:
+    def start(
+        self,
+        *,
+        dataset_version: int | None = None,
+        config: TrainConfig | None = None,
+        family: str | None = None,
+        activate: bool = True,
+    ) -> Job:
         versions = self.versions()
-        version = versions.get(dataset_version) if dataset_version is not None else \
-            versions.snapshot("taken for training")
+        version = (
+            versions.get(dataset_version) if dataset_version is not None else versions.snapshot("taken for training")
+        )
         if not version.counts.get("train"):
             raise ValidationError(f"dataset version {version.id} has no training examples")
-        return self.jobs.submit(base_model=self.base_model, base_model_path=self.base_model_path,
-                                dataset_version=version.id, dataset_path=version.path,
-                                dataset_hash=version.content_hash, config=config, family=family,
-                                activate=activate)
+        return self.jobs.submit(
+            base_model=self.base_model,
+            base_model_path=self.base_model_path,
+            dataset_version=version.id,
+            dataset_path=version.path,
+            dataset_hash=version.content_hash,
+            config=config,
+            family=family,
+            activate=activate,
+        )
 
 
-def open_tuning(workspace: Workspace, base_model: str, base_model_path: Path | str, *,
-                serving: bool = False) -> TuneService:
+def open_tuning(
+    workspace: Workspace, base_model: str, base_model_path: Path | str, *, serving: bool = False
+) -> TuneService:
     """`serving=True` inside the app: jobs get cores-1 threads and the caller should run
     `service.jobs.start_background()` so queued jobs start when the current one ends."""
     jobs = JobManager(workspace, serving=serving)

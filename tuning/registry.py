@@ -33,7 +33,9 @@ META_FILE = "tailor.json"
 
 
 def _m001_adapters(conn: sqlite3.Connection) -> None:
-    execute_script(conn, """
+    execute_script(
+        conn,
+        """
         CREATE TABLE adapters (
             id INTEGER PRIMARY KEY AUTOINCREMENT,
             name TEXT NOT NULL,
@@ -51,7 +53,8 @@ def _m001_adapters(conn: sqlite3.Connection) -> None:
         );
         CREATE UNIQUE INDEX adapters_live_name ON adapters(name) WHERE status = 'ready';
         CREATE INDEX adapters_family ON adapters(family, version);
-    """)
+    """,
+    )
 
 
 MIGRATIONS = [_m001_adapters]
@@ -75,10 +78,22 @@ class AdapterRecord:
     active: bool = False
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "family": self.family, "version": self.version, "base_model": self.base_model,
-                "dataset_version": self.dataset_version, "dataset_hash": self.dataset_hash, "job_id": self.job_id,
-                "config": self.config, "metrics": self.metrics, "created_at": self.created_at,
-                "size_bytes": self.size_bytes, "status": self.status, "path": str(self.path), "active": self.active}
+        return {
+            "name": self.name,
+            "family": self.family,
+            "version": self.version,
+            "base_model": self.base_model,
+            "dataset_version": self.dataset_version,
+            "dataset_hash": self.dataset_hash,
+            "job_id": self.job_id,
+            "config": self.config,
+            "metrics": self.metrics,
+            "created_at": self.created_at,
+            "size_bytes": self.size_bytes,
+            "status": self.status,
+            "path": str(self.path),
+            "active": self.active,
+        }
 
 
 def folder_size(path: Path) -> int:
@@ -104,11 +119,21 @@ class AdapterRegistry:
     # ---- reading --------------------------------------------------------------------------
     def _record(self, row, active: str | None) -> AdapterRecord:
         return AdapterRecord(
-            name=row["name"], family=row["family"], version=row["version"], base_model=row["base_model"],
-            dataset_version=row["dataset_version"], dataset_hash=row["dataset_hash"], job_id=row["job_id"],
-            config=json.loads(row["config_json"]), metrics=json.loads(row["metrics_json"]),
-            created_at=row["created_at"], size_bytes=row["size_bytes"], status=row["status"],
-            path=self.dir / row["name"], active=row["status"] == "ready" and row["name"] == active)
+            name=row["name"],
+            family=row["family"],
+            version=row["version"],
+            base_model=row["base_model"],
+            dataset_version=row["dataset_version"],
+            dataset_hash=row["dataset_hash"],
+            job_id=row["job_id"],
+            config=json.loads(row["config_json"]),
+            metrics=json.loads(row["metrics_json"]),
+            created_at=row["created_at"],
+            size_bytes=row["size_bytes"],
+            status=row["status"],
+            path=self.dir / row["name"],
+            active=row["status"] == "ready" and row["name"] == active,
+        )
 
     def list(self, include_deleted: bool = False) -> list[AdapterRecord]:
         """Registered adapters, newest first. Adapter folders put there by hand (or by an
@@ -146,10 +171,20 @@ class AdapterRegistry:
                 conn.execute(
                     "INSERT INTO adapters(name, family, version, base_model, dataset_version, dataset_hash, job_id,"
                     " config_json, metrics_json, created_at, size_bytes) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                    (name, meta.get("family", family), int(meta.get("version", version)), meta.get("base_model", ""),
-                     _str_or_none(meta.get("dataset_version")), meta.get("dataset_hash"), meta.get("job_id"),
-                     json.dumps(meta.get("config", {})), json.dumps(meta.get("metrics", {})),
-                     meta.get("created_at", utcnow()), folder_size(folders[name].path)))
+                    (
+                        name,
+                        meta.get("family", family),
+                        int(meta.get("version", version)),
+                        meta.get("base_model", ""),
+                        _str_or_none(meta.get("dataset_version")),
+                        meta.get("dataset_hash"),
+                        meta.get("job_id"),
+                        json.dumps(meta.get("config", {})),
+                        json.dumps(meta.get("metrics", {})),
+                        meta.get("created_at", utcnow()),
+                        folder_size(folders[name].path),
+                    ),
+                )
             for name in gone:
                 conn.execute("UPDATE adapters SET status='deleted' WHERE name=? AND status='ready'", (name,))
 
@@ -170,10 +205,20 @@ class AdapterRegistry:
         return f"{family}-v{version}", version
 
     # ---- writing --------------------------------------------------------------------------
-    def publish(self, name: str, write: Callable[[Path], None], *, family: str | None = None,
-                version: int | None = None, base_model: str = "", dataset_version=None,
-                dataset_hash: str | None = None, job_id: int | None = None, config: dict | None = None,
-                metrics: dict | None = None) -> AdapterRecord:
+    def publish(
+        self,
+        name: str,
+        write: Callable[[Path], None],
+        *,
+        family: str | None = None,
+        version: int | None = None,
+        base_model: str = "",
+        dataset_version=None,
+        dataset_hash: str | None = None,
+        job_id: int | None = None,
+        config: dict | None = None,
+        metrics: dict | None = None,
+    ) -> AdapterRecord:
         """Write an adapter with `write(tmp_folder)` (e.g. PeftModel.save_pretrained) and move
         it into place atomically, with its tailor.json; then record it."""
         check_adapter_name(name)
@@ -182,9 +227,18 @@ class AdapterRegistry:
         fam, ver = self._split_name(name)
         family, version = family or fam, version or ver
         created = utcnow()
-        meta = {"name": name, "family": family, "version": version, "base_model": base_model,
-                "dataset_version": dataset_version, "dataset_hash": dataset_hash, "job_id": job_id,
-                "config": config or {}, "metrics": metrics or {}, "created_at": created}
+        meta = {
+            "name": name,
+            "family": family,
+            "version": version,
+            "base_model": base_model,
+            "dataset_version": dataset_version,
+            "dataset_hash": dataset_hash,
+            "job_id": job_id,
+            "config": config or {},
+            "metrics": metrics or {},
+            "created_at": created,
+        }
         with publish_dir(self.dir / name) as tmp:
             write(tmp)
             if not (tmp / "adapter_config.json").is_file():
@@ -195,8 +249,20 @@ class AdapterRegistry:
             conn.execute(
                 "INSERT INTO adapters(name, family, version, base_model, dataset_version, dataset_hash, job_id,"
                 " config_json, metrics_json, created_at, size_bytes) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (name, family, version, base_model, _str_or_none(dataset_version), dataset_hash, job_id,
-                 json.dumps(config or {}), json.dumps(metrics or {}), created, meta["size_bytes"]))
+                (
+                    name,
+                    family,
+                    version,
+                    base_model,
+                    _str_or_none(dataset_version),
+                    dataset_hash,
+                    job_id,
+                    json.dumps(config or {}),
+                    json.dumps(metrics or {}),
+                    created,
+                    meta["size_bytes"],
+                ),
+            )
         return self.get(name)
 
     def activate(self, name: str | None) -> str | None:

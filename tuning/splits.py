@@ -39,7 +39,7 @@ class SplitConfig:
     ratios: tuple[float, float, float] = DEFAULT_RATIOS  # train, validation, test
     seed: str = DEFAULT_SEED
 
-    def validated(self) -> "SplitConfig":
+    def validated(self) -> SplitConfig:
         r = tuple(float(x) for x in self.ratios)
         if len(r) != 3 or any(x < 0 for x in r) or sum(r) <= 0:
             raise ValidationError("split ratios must be three non-negative numbers, e.g. 80,10,10")
@@ -89,8 +89,9 @@ def assign_splits(store: ExampleStore, config: SplitConfig | None = None, reassi
         if reassign:
             conn.execute("UPDATE examples SET split=NULL")
         counts: dict[str | None, dict[str, int]] = defaultdict(lambda: {s: 0 for s in SPLITS})
-        for row in conn.execute("SELECT label, split, COUNT(*) AS n FROM examples WHERE split IS NOT NULL"
-                                " GROUP BY label, split"):
+        for row in conn.execute(
+            "SELECT label, split, COUNT(*) AS n FROM examples WHERE split IS NOT NULL GROUP BY label, split"
+        ):
             counts[row["label"]][row["split"]] = row["n"]
         todo = conn.execute("SELECT id, label FROM examples WHERE split IS NULL").fetchall()
         if not todo:

@@ -29,15 +29,20 @@ def to_prompt_completion(record: dict, where: str = "") -> dict:
     if not isinstance(messages, list) or len(messages) < 2:
         raise ValidationError(f"{where}: a dataset line needs 'messages' with a prompt and an answer")
     for m in messages:
-        if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant") or \
-                not isinstance(m.get("content"), str):
+        if (
+            not isinstance(m, dict)
+            or m.get("role") not in ("system", "user", "assistant")
+            or not isinstance(m.get("content"), str)
+        ):
             raise ValidationError(f"{where}: every message needs a role (system/user/assistant) and text content")
     if messages[-1]["role"] != "assistant":
         raise ValidationError(f"{where}: the last message must be the assistant's answer")
     if not messages[-1]["content"].strip():
         raise ValidationError(f"{where}: the assistant's answer is empty")
-    return {"prompt": [{"role": m["role"], "content": m["content"]} for m in messages[:-1]],
-            "completion": [{"role": "assistant", "content": messages[-1]["content"]}]}
+    return {
+        "prompt": [{"role": m["role"], "content": m["content"]} for m in messages[:-1]],
+        "completion": [{"role": "assistant", "content": messages[-1]["content"]}],
+    }
 
 
 def read_split(version_dir: Path, split: str) -> list[dict]:
@@ -62,6 +67,7 @@ def read_split(version_dir: Path, split: str) -> list[dict]:
 @dataclass
 class Plan:
     """How long a run is, in optimizer steps, known before the model is loaded."""
+
     train_examples: int
     validation_examples: int
     steps_per_epoch: int
@@ -89,9 +95,12 @@ def lora_config(config: TrainConfig):
 
     targets = config.target_modules
     return LoraConfig(
-        r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
         target_modules="all-linear" if list(targets) == ["all-linear"] else list(targets),
-        bias="none", task_type="CAUSAL_LM",
+        bias="none",
+        task_type="CAUSAL_LM",
     )
 
 
@@ -160,8 +169,16 @@ def load_base_model(base_model_path: Path, hw: ResolvedHardware):
     return model, tokenizer
 
 
-def build_trainer(config: TrainConfig, hw: ResolvedHardware, base_model_path: Path, version_dir: Path,
-                  output_dir: Path, callbacks=(), model=None, tokenizer=None):
+def build_trainer(
+    config: TrainConfig,
+    hw: ResolvedHardware,
+    base_model_path: Path,
+    version_dir: Path,
+    output_dir: Path,
+    callbacks=(),
+    model=None,
+    tokenizer=None,
+):
     """Return (trainer, plan). `model`/`tokenizer` may be passed in (tests, benchmark) to skip loading."""
     from datasets import Dataset
     from transformers import EarlyStoppingCallback

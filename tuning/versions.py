@@ -28,7 +28,9 @@ from .examples import SPLITS, Example, ExampleFilter, ExampleStore, render_messa
 
 
 def _m001_versions(conn: sqlite3.Connection) -> None:
-    execute_script(conn, """
+    execute_script(
+        conn,
+        """
         CREATE TABLE dataset_versions (
             id INTEGER PRIMARY KEY,
             content_hash TEXT NOT NULL,
@@ -37,7 +39,8 @@ def _m001_versions(conn: sqlite3.Connection) -> None:
             note TEXT NOT NULL DEFAULT '',
             path TEXT NOT NULL
         );
-    """)
+    """,
+    )
 
 
 VERSION_MIGRATIONS = [_m001_versions]
@@ -65,8 +68,14 @@ class DatasetVersion:
         return json.loads((self.path / "manifest.json").read_text(encoding="utf-8"))
 
     def as_dict(self) -> dict:
-        return {"id": self.id, "content_hash": self.content_hash, "created_at": self.created_at,
-                "counts": self.counts, "path": str(self.path), "note": self.note}
+        return {
+            "id": self.id,
+            "content_hash": self.content_hash,
+            "created_at": self.created_at,
+            "counts": self.counts,
+            "path": str(self.path),
+            "note": self.note,
+        }
 
 
 def version_line(ex: Example) -> dict:
@@ -112,16 +121,31 @@ class DatasetVersions:
             with publish_dir(final) as tmp:
                 for s in SPLITS:
                     (tmp / f"{s}.jsonl").write_text("".join(t + "\n" for t in lines[s]), encoding="utf-8")
-                manifest = {"id": vid, "content_hash": content, "created_at": now, "counts": counts, "note": note,
-                            "examples": per_example}
+                manifest = {
+                    "id": vid,
+                    "content_hash": content,
+                    "created_at": now,
+                    "counts": counts,
+                    "note": note,
+                    "examples": per_example,
+                }
                 (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-            conn.execute("INSERT INTO dataset_versions(id, content_hash, created_at, counts_json, note, path)"
-                         " VALUES (?,?,?,?,?,?)", (vid, content, now, json.dumps(counts), note, f"v{vid}"))
+            conn.execute(
+                "INSERT INTO dataset_versions(id, content_hash, created_at, counts_json, note, path)"
+                " VALUES (?,?,?,?,?,?)",
+                (vid, content, now, json.dumps(counts), note, f"v{vid}"),
+            )
         return self.get(vid)
 
     def _from_row(self, row) -> DatasetVersion:
-        return DatasetVersion(id=row["id"], content_hash=row["content_hash"], created_at=row["created_at"],
-                              counts=json.loads(row["counts_json"]), path=self.root / row["path"], note=row["note"])
+        return DatasetVersion(
+            id=row["id"],
+            content_hash=row["content_hash"],
+            created_at=row["created_at"],
+            counts=json.loads(row["counts_json"]),
+            path=self.root / row["path"],
+            note=row["note"],
+        )
 
     def get(self, version_id: int) -> DatasetVersion:
         with self.workspace.db.read() as conn:
@@ -143,7 +167,8 @@ class DatasetVersions:
         """Examples added, removed and changed (content, label, tags or split) from a to b."""
         ea, eb = self.get(a).manifest()["examples"], self.get(b).manifest()["examples"]
         return {
-            "from": int(a), "to": int(b),
+            "from": int(a),
+            "to": int(b),
             "added": sorted(int(i) for i in eb.keys() - ea.keys()),
             "removed": sorted(int(i) for i in ea.keys() - eb.keys()),
             "changed": sorted(int(i) for i in ea.keys() & eb.keys() if ea[i] != eb[i]),
@@ -155,6 +180,13 @@ class DatasetVersions:
         out = []
         for s in SPLITS:
             for rec in v.records(s):
-                out.append(Example(messages=rec["messages"], label=rec.get("label"), tags=rec.get("tags") or [],
-                                   split=s, id=rec["example_id"]))
+                out.append(
+                    Example(
+                        messages=rec["messages"],
+                        label=rec.get("label"),
+                        tags=rec.get("tags") or [],
+                        split=s,
+                        id=rec["example_id"],
+                    )
+                )
         return out

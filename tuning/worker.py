@@ -30,7 +30,7 @@ from .trainer import build_trainer, last_checkpoint
 _stop = threading.Event()
 
 
-def _on_sigterm(signum, frame):  # noqa: ARG001 - signal handler signature
+def _on_sigterm(signum, frame):
     _stop.set()
 
 
@@ -77,8 +77,13 @@ def make_callbacks(store: JobStore, job_id: int, writer: ProgressWriter):
             self.start_step = state.global_step
             if state.is_world_process_zero:
                 writer.write("begin", step=state.global_step, total=state.max_steps)
-                store.update(job_id, status="running", total_steps=state.max_steps, step=state.global_step,
-                             message=f"training: step {state.global_step}/{state.max_steps}")
+                store.update(
+                    job_id,
+                    status="running",
+                    total_steps=state.max_steps,
+                    step=state.global_step,
+                    message=f"training: step {state.global_step}/{state.max_steps}",
+                )
 
         def on_step_begin(self, args, state, control, **kw):
             self.step_began = time.perf_counter()
@@ -93,8 +98,14 @@ def make_callbacks(store: JobStore, job_id: int, writer: ProgressWriter):
             per_step = elapsed / max(1, self.steps_done)
             eta = per_step * max(0, state.max_steps - state.global_step)
             writer.write("step", step=state.global_step, total=state.max_steps, epoch=state.epoch, eta_s=eta)
-            store.update(job_id, step=state.global_step, total_steps=state.max_steps, epoch=state.epoch, eta_s=eta,
-                         message=f"training: step {state.global_step}/{state.max_steps}")
+            store.update(
+                job_id,
+                step=state.global_step,
+                total_steps=state.max_steps,
+                epoch=state.epoch,
+                eta_s=eta,
+                message=f"training: step {state.global_step}/{state.max_steps}",
+            )
 
         def on_log(self, args, state, control, logs=None, **kw):
             if not state.is_world_process_zero or not logs:
@@ -111,10 +122,17 @@ def make_callbacks(store: JobStore, job_id: int, writer: ProgressWriter):
                         rate = (tokens - self.first_tokens) / dt if dt > 0 else None
                     if rate:
                         self.tokens_per_s = rate
-                writer.write("train", step=state.global_step, epoch=logs.get("epoch", state.epoch),
-                             loss=logs["loss"], learning_rate=logs.get("learning_rate"), tokens=tokens,
-                             tokens_per_s=self.tokens_per_s, grad_norm=logs.get("grad_norm"),
-                             token_accuracy=logs.get("mean_token_accuracy"))
+                writer.write(
+                    "train",
+                    step=state.global_step,
+                    epoch=logs.get("epoch", state.epoch),
+                    loss=logs["loss"],
+                    learning_rate=logs.get("learning_rate"),
+                    tokens=tokens,
+                    tokens_per_s=self.tokens_per_s,
+                    grad_norm=logs.get("grad_norm"),
+                    token_accuracy=logs.get("mean_token_accuracy"),
+                )
                 store.update(job_id, loss=float(logs["loss"]), tokens_per_s=self.tokens_per_s)
             if "eval_loss" in logs:
                 best = state.best_metric
@@ -122,9 +140,12 @@ def make_callbacks(store: JobStore, job_id: int, writer: ProgressWriter):
                 best_value = min(best, logs["eval_loss"]) if best is not None else logs["eval_loss"]
                 writer.write("eval", step=state.global_step, eval_loss=logs["eval_loss"])
                 writer.log(f"step {state.global_step}: validation loss {logs['eval_loss']:.4f}")
-                store.update(job_id, eval_loss=float(logs["eval_loss"]), best_eval_loss=float(best_value),
-                             best_step=best_step if best is not None and best <= logs["eval_loss"]
-                             else state.global_step)
+                store.update(
+                    job_id,
+                    eval_loss=float(logs["eval_loss"]),
+                    best_eval_loss=float(best_value),
+                    best_step=best_step if best is not None and best <= logs["eval_loss"] else state.global_step,
+                )
             if "train_loss" in logs:
                 writer.write("summary", **{k: v for k, v in logs.items() if isinstance(v, (int, float))})
 
@@ -157,8 +178,11 @@ def run(job_dir: Path) -> int:
     # workspace (a restored backup) must never train on, or write to, the original's database.
     root = Path(spec["workspace"]).expanduser().resolve()
     if root not in job_dir.parents:
-        print(f"tuning.worker: {job_dir} is not inside the workspace its job.json names ({root}); "
-              "start jobs with `tailor jobs resume`", file=sys.stderr)
+        print(
+            f"tuning.worker: {job_dir} is not inside the workspace its job.json names ({root}); "
+            "start jobs with `tailor jobs resume`",
+            file=sys.stderr,
+        )
         return 2
     workspace = Workspace(root)
     store = JobStore(workspace)
@@ -181,20 +205,35 @@ def run(job_dir: Path) -> int:
         resume_from = last_checkpoint(output_dir)
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(job_dir / "tensorboard")
         if main:
-            store.update(job.id, status="running", pid=os.getpid(), started_at=job.started_at or utcnow(),
-                         message="loading the base model")
+            store.update(
+                job.id,
+                status="running",
+                pid=os.getpid(),
+                started_at=job.started_at or utcnow(),
+                message="loading the base model",
+            )
             if resume_from is not None:
                 writer.write("resume", from_step=int(resume_from.name.split("-")[1]))
-            writer.log(f"job {job.id}: {job.base_model} + dataset version {job.dataset_version} on {hw.device} "
-                       f"({hw.dtype}, {torch.get_num_threads()} threads"
-                       f"{', gradient checkpointing' if hw.gradient_checkpointing else ''})")
-        trainer, the_plan = build_trainer(config, hw, Path(job.base_model_path), Path(job.dataset_path), output_dir,
-                                          callbacks=make_callbacks(store, job.id, writer))
+            writer.log(
+                f"job {job.id}: {job.base_model} + dataset version {job.dataset_version} on {hw.device} "
+                f"({hw.dtype}, {torch.get_num_threads()} threads"
+                f"{', gradient checkpointing' if hw.gradient_checkpointing else ''})"
+            )
+        trainer, the_plan = build_trainer(
+            config,
+            hw,
+            Path(job.base_model_path),
+            Path(job.dataset_path),
+            output_dir,
+            callbacks=make_callbacks(store, job.id, writer),
+        )
         if main:
             store.update(job.id, total_steps=the_plan.total_steps)
-            writer.log(f"{the_plan.train_examples} training / {the_plan.validation_examples} validation examples; "
-                       f"{the_plan.total_steps} steps, evaluation every {the_plan.eval_steps or '-'} steps"
-                       + (f"; resuming from {resume_from.name}" if resume_from else ""))
+            writer.log(
+                f"{the_plan.train_examples} training / {the_plan.validation_examples} validation examples; "
+                f"{the_plan.total_steps} steps, evaluation every {the_plan.eval_steps or '-'} steps"
+                + (f"; resuming from {resume_from.name}" if resume_from else "")
+            )
         if _stop.is_set():
             raise _Cancelled()
         result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
@@ -224,23 +263,45 @@ def run(job_dir: Path) -> int:
             "tokens_per_s": tokens_per_s,
             "train_examples": the_plan.train_examples,
             "validation_examples": the_plan.validation_examples,
-            "device": hw.device, "dtype": hw.dtype, "threads": hw.threads,
+            "device": hw.device,
+            "dtype": hw.dtype,
+            "threads": hw.threads,
         }
         registry = AdapterRegistry(workspace)
         name, version = registry.next_name(job.family)
-        writer.log(f"publishing adapter {name} (best validation loss "
-                   f"{_fmt(state.best_metric)} at step {best_step})" if best_step else f"publishing adapter {name}")
+        writer.log(
+            f"publishing adapter {name} (best validation loss {_fmt(state.best_metric)} at step {best_step})"
+            if best_step
+            else f"publishing adapter {name}"
+        )
         trainer.model.eval()
-        registry.publish(name, lambda tmp: trainer.model.save_pretrained(tmp), family=job.family, version=version,
-                         base_model=job.base_model, dataset_version=job.dataset_version,
-                         dataset_hash=job.dataset_hash, job_id=job.id, config=config.to_dict(), metrics=metrics)
+        registry.publish(
+            name,
+            lambda tmp: trainer.model.save_pretrained(tmp),
+            family=job.family,
+            version=version,
+            base_model=job.base_model,
+            dataset_version=job.dataset_version,
+            dataset_hash=job.dataset_hash,
+            job_id=job.id,
+            config=config.to_dict(),
+            metrics=metrics,
+        )
         if job.activate:
             registry.activate(name)
-        store.finish(job.id, "succeeded", adapter_name=name, best_step=best_step,
-                     best_eval_loss=state.best_metric, message=f"published {name}"
-                     + (" (now active in the chat)" if job.activate else ""))
+        store.finish(
+            job.id,
+            "succeeded",
+            adapter_name=name,
+            best_step=best_step,
+            best_eval_loss=state.best_metric,
+            message=f"published {name}" + (" (now active in the chat)" if job.activate else ""),
+        )
         writer.write("done", adapter=name, metrics=metrics)
-        writer.log(f"done in {duration:.0f} s ({metrics['cpu_s']:.0f} CPU s): adapter {name}" + (" is active" if job.activate else ""))
+        writer.log(
+            f"done in {duration:.0f} s ({metrics['cpu_s']:.0f} CPU s): adapter {name}"
+            + (" is active" if job.activate else "")
+        )
         return 0
     except _Cancelled:
         if main:

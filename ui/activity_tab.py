@@ -34,14 +34,28 @@ def summary_markdown(r: ActivityReport) -> str:
 def frames(r: ActivityReport) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     per_day = pd.DataFrame(
         [{"day": d.day, "kind": "conversations", "count": d.conversations} for d in r.days]
-        + [{"day": d.day, "kind": "messages", "count": d.user_messages + d.assistant_messages} for d in r.days])
-    ratings = pd.DataFrame([{"period": p.period, "adapter": p.adapter, "thumbs-up rate": round(p.up_rate, 3),
-                             "rated": p.rated} for p in r.ratings],
-                           columns=["period", "adapter", "thumbs-up rate", "rated"])
-    latency = pd.DataFrame([{"day": s.label, "replies": s.replies, "p50 (s)": _round(s.p50_ms),
-                             "p95 (s)": _round(s.p95_ms), "first token p50 (s)": _round(s.ttft_p50_ms),
-                             "first token p95 (s)": _round(s.ttft_p95_ms)}
-                            for s in [r.latency, *reversed(r.latency_by_day)]])
+        + [{"day": d.day, "kind": "messages", "count": d.user_messages + d.assistant_messages} for d in r.days]
+    )
+    ratings = pd.DataFrame(
+        [
+            {"period": p.period, "adapter": p.adapter, "thumbs-up rate": round(p.up_rate, 3), "rated": p.rated}
+            for p in r.ratings
+        ],
+        columns=["period", "adapter", "thumbs-up rate", "rated"],
+    )
+    latency = pd.DataFrame(
+        [
+            {
+                "day": s.label,
+                "replies": s.replies,
+                "p50 (s)": _round(s.p50_ms),
+                "p95 (s)": _round(s.p95_ms),
+                "first token p50 (s)": _round(s.ttft_p50_ms),
+                "first token p95 (s)": _round(s.ttft_p95_ms),
+            }
+            for s in [r.latency, *reversed(r.latency_by_day)]
+        ]
+    )
     return per_day, ratings, latency
 
 
@@ -56,12 +70,14 @@ def build_activity_tab(activity: Activity) -> dict:
         refresh_btn = gr.Button("Refresh", scale=1)
     summary = gr.Markdown("")
     # Slanted day labels: level ones ran into each other from about 20 days up.
-    per_day_plot = gr.BarPlot(x="day", y="count", color="kind", title="Conversations and messages per day",
-                              height=260, x_label_angle=-45)
+    per_day_plot = gr.BarPlot(
+        x="day", y="count", color="kind", title="Conversations and messages per day", height=260, x_label_angle=-45
+    )
     # Points, not lines: a line needs two periods, so on a first day (or a first week of
     # votes) a line plot stayed empty. The top of the scale leaves room for a 100% point.
-    rating_plot = gr.ScatterPlot(x="period", y="thumbs-up rate", color="adapter", title="Thumbs-up rate per adapter",
-                                 y_lim=[0, 1.05], height=260)
+    rating_plot = gr.ScatterPlot(
+        x="period", y="thumbs-up rate", color="adapter", title="Thumbs-up rate per adapter", y_lim=[0, 1.05], height=260
+    )
     with gr.Accordion("Numbers", open=False):
         rating_table = gr.Dataframe(label="Thumbs-up rate per adapter", interactive=False)
         latency_table = gr.Dataframe(label="Reply latency (all, then per day, newest first)", interactive=False)

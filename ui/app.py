@@ -46,8 +46,12 @@ def build_ui(core: Core) -> gr.Blocks:
             with gr.Tab("Dataset", id="dataset") as dataset_tab:
                 dataset = build_dataset_tab(curation, tokenizer=core.engine.tokenizer)
             with gr.Tab("Tune", id="tune") as tune_tab_obj:
-                tune = build_tune_tab(tuning, chat_models=core.chat.models, chat_model_dropdown=chat["model"],
-                                      chat_default=core.chat.default_model)
+                tune = build_tune_tab(
+                    tuning,
+                    chat_models=core.chat.models,
+                    chat_model_dropdown=chat["model"],
+                    chat_default=core.chat.default_model,
+                )
             with gr.Tab("Evaluate", id="evaluate") as eval_tab_obj:
                 evaluate = build_eval_tab_for_core(core)
             with gr.Tab("Activity", id="activity"):
@@ -56,18 +60,30 @@ def build_ui(core: Core) -> gr.Blocks:
         # by another browser, the CLI or a training job since the app started.
         demo.load(chat["list_models"], None, [chat["model"]], api_name="page_load_models")
         # The dataset changes from the chat (saved replies), the CLI and other browsers.
-        dataset_tab.select(dataset["on_open"], dataset["filters"],
-                           dataset["refresh_outputs"] + [dataset["versions_table"]], api_name="dataset_on_open")
-        demo.load(chat["list_conversations"], [chat["search"]], [chat["conversations"]],
-                  api_name="page_load_conversations")
-        demo.load(knowledge_tab["listing"], None, [knowledge_tab["table"], knowledge_tab["picked"],
-                                                   knowledge_tab["status"]], api_name="page_load_knowledge")
+        dataset_tab.select(
+            dataset["on_open"],
+            dataset["filters"],
+            dataset["refresh_outputs"] + [dataset["versions_table"]],
+            api_name="dataset_on_open",
+        )
+        demo.load(
+            chat["list_conversations"], [chat["search"]], [chat["conversations"]], api_name="page_load_conversations"
+        )
+        demo.load(
+            knowledge_tab["listing"],
+            None,
+            [knowledge_tab["table"], knowledge_tab["picked"], knowledge_tab["status"]],
+            api_name="page_load_knowledge",
+        )
         demo.load(tune["refresh"], tune["inputs"], tune["outputs"], api_name="page_load_tune")
         # Documents and datasets also change from the demo button, the CLI and other browsers:
         # refresh a tab's lists whenever it is opened.
-        knowledge_tab_obj.select(knowledge_tab["listing"], None, [knowledge_tab["table"], knowledge_tab["picked"],
-                                                                  knowledge_tab["status"]],
-                                 api_name="knowledge_on_open")
+        knowledge_tab_obj.select(
+            knowledge_tab["listing"],
+            None,
+            [knowledge_tab["table"], knowledge_tab["picked"], knowledge_tab["status"]],
+            api_name="knowledge_on_open",
+        )
         tune_tab_obj.select(tune["refresh"], tune["inputs"], tune["outputs"], api_name="tune_on_open")
         demo.load(evaluate["list_runs"], None, [evaluate["runs"]], api_name="page_load_eval_runs")
         demo.load(activity["refresh"], activity["inputs"], activity["outputs"], api_name="page_load_activity")

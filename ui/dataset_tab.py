@@ -12,8 +12,15 @@ import gradio as gr
 from assistant.conversations import ConversationLog
 from assistant.db import utcnow
 from assistant.errors import TailorError, ValidationError
-from tuning.cleaning import (DEFAULT_MAX_TOKENS, DEFAULT_NEAR_THRESHOLD, KINDS, apply_fixes, build_report, keep_one,
-                             token_counter)
+from tuning.cleaning import (
+    DEFAULT_MAX_TOKENS,
+    DEFAULT_NEAR_THRESHOLD,
+    KINDS,
+    apply_fixes,
+    build_report,
+    keep_one,
+    token_counter,
+)
 from tuning.curation import Curation
 from tuning.examples import Example, ExampleFilter, make_example, preview_text
 from tuning.importexport import export_examples, import_file
@@ -29,28 +36,43 @@ ANY = "(any)"
 # ---- formatting (plain functions) -------------------------------------------------------------
 def _short(text: str, n: int = 120) -> str:
     text = " ".join((text or "").split())
-    return text if len(text) <= n else text[:n - 1] + "…"
+    return text if len(text) <= n else text[: n - 1] + "…"
 
 
 def provenance_text(ex: Example) -> str:
     p = ex.provenance or {}
     if not p.get("message_id"):
         return ex.source
-    return (f"chat {p.get('conversation_id')} · message {p.get('message_id')} · {str(p.get('message_time', ''))[:19]}"
-            f"{' · edited' if p.get('edited') else ''}")
+    return (
+        f"chat {p.get('conversation_id')} · message {p.get('message_id')} · {str(p.get('message_time', ''))[:19]}"
+        f"{' · edited' if p.get('edited') else ''}"
+    )
 
 
 def table_rows(examples: list[Example]) -> list[list]:
-    return [[ex.id, ex.split or "", ex.status, ex.source, ex.label or "", ", ".join(ex.tags), _short(ex.prompt),
-             _short(ex.answer), provenance_text(ex)] for ex in examples]
+    return [
+        [
+            ex.id,
+            ex.split or "",
+            ex.status,
+            ex.source,
+            ex.label or "",
+            ", ".join(ex.tags),
+            _short(ex.prompt),
+            _short(ex.answer),
+            provenance_text(ex),
+        ]
+        for ex in examples
+    ]
 
 
 def counts_text(store) -> str:
     c = store.counts_by_split()
     total = sum(c.values())
     excluded = store.count(ExampleFilter(status="excluded"))
-    return (f"**{total} active examples** · train {c['train']} · validation {c['validation']} · test {c['test']}"
-            + (f" · {excluded} excluded" if excluded else ""))
+    return f"**{total} active examples** · train {c['train']} · validation {c['validation']} · test {c['test']}" + (
+        f" · {excluded} excluded" if excluded else ""
+    )
 
 
 def _opt(value):
@@ -79,8 +101,14 @@ def build_dataset_tab(curation: Curation, tokenizer=None) -> dict:
         f_status = gr.Dropdown(label="Status", choices=[ANY, "active", "excluded"], value=ANY, scale=1)
         refresh_btn = gr.Button("Search", variant="primary", scale=1)
     counts = gr.Markdown("")
-    table = gr.Dataframe(headers=TABLE_HEADERS, value=[], interactive=False, wrap=True, max_height=420,
-                         label="Examples (click a row to edit it)")
+    table = gr.Dataframe(
+        headers=TABLE_HEADERS,
+        value=[],
+        interactive=False,
+        wrap=True,
+        max_height=420,
+        label="Examples (click a row to edit it)",
+    )
     with gr.Row():
         bulk_tag = gr.Textbox(label="Tag", placeholder="a tag for every example shown", scale=3)
         bulk_add_btn = gr.Button("Tag all shown", scale=1)
@@ -104,8 +132,12 @@ def build_dataset_tab(curation: Curation, tokenizer=None) -> dict:
                 undo_btn = gr.Button("Undo last change")
             edit_status = gr.Markdown("")
         with gr.Column(scale=2):
-            preview = gr.Code(label="Exactly what the trainer sees (chat template applied)", language=None,
-                              interactive=False, lines=18)
+            preview = gr.Code(
+                label="Exactly what the trainer sees (chat template applied)",
+                language=None,
+                interactive=False,
+                lines=18,
+            )
 
     with gr.Accordion("Import and export", open=False):
         with gr.Row():
@@ -123,13 +155,17 @@ def build_dataset_tab(curation: Curation, tokenizer=None) -> dict:
     with gr.Accordion("Cleaning report", open=False):
         with gr.Row():
             checks = gr.CheckboxGroup(list(KINDS), value=list(KINDS), label="Checks")
-            threshold = gr.Slider(0.8, 1.0, value=DEFAULT_NEAR_THRESHOLD, step=0.005,
-                                  label="Near-duplicate similarity")
+            threshold = gr.Slider(0.8, 1.0, value=DEFAULT_NEAR_THRESHOLD, step=0.005, label="Near-duplicate similarity")
             max_tokens = gr.Number(value=DEFAULT_MAX_TOKENS, precision=0, label="Training max length (tokens)")
         clean_btn = gr.Button("Run cleaning report", variant="primary")
         report_md = gr.Markdown("")
-        near_table = gr.Dataframe(headers=["similarity", "left id", "left", "right id", "right"], value=[],
-                                  interactive=False, wrap=True, label="Near-duplicates side by side")
+        near_table = gr.Dataframe(
+            headers=["similarity", "left id", "left", "right id", "right"],
+            value=[],
+            interactive=False,
+            wrap=True,
+            label="Near-duplicates side by side",
+        )
         with gr.Row():
             keep_id = gr.Number(label="Keep example", precision=0)
             drop_id = gr.Number(label="Delete example", precision=0)
@@ -148,8 +184,12 @@ def build_dataset_tab(curation: Curation, tokenizer=None) -> dict:
         with gr.Row():
             note = gr.Textbox(label="Note", max_lines=1, scale=3)
             snapshot_btn = gr.Button("Snapshot a version", variant="primary", scale=1)
-        versions_table = gr.Dataframe(headers=["version", "created", "train", "validation", "test", "hash", "note"],
-                                      value=[], interactive=False, label="Dataset versions")
+        versions_table = gr.Dataframe(
+            headers=["version", "created", "train", "validation", "test", "hash", "note"],
+            value=[],
+            interactive=False,
+            label="Dataset versions",
+        )
         with gr.Row():
             diff_a = gr.Number(label="From version", precision=0)
             diff_b = gr.Number(label="To version", precision=0)
@@ -160,8 +200,9 @@ def build_dataset_tab(curation: Curation, tokenizer=None) -> dict:
     filters = [search, f_tag, f_source, f_split, f_label, f_status]
 
     def _filter(q, tag, source, split, lab, stat) -> ExampleFilter:
-        return ExampleFilter(query=q or "", tag=_opt(tag), source=_opt(source), split=_opt(split), label=_opt(lab),
-                             status=_opt(stat))
+        return ExampleFilter(
+            query=q or "", tag=_opt(tag), source=_opt(source), split=_opt(split), label=_opt(lab), status=_opt(stat)
+        )
 
     def refresh(q, tag, source, split, lab, stat):
         flt = _filter(q, tag, source, split, lab, stat)
@@ -169,8 +210,12 @@ def build_dataset_tab(curation: Curation, tokenizer=None) -> dict:
         shown = store.list(flt, limit=PAGE)
         total = store.count(flt)
         more = f" · showing {len(shown)} of {total} matches" if total > len(shown) else f" · {total} match(es)"
-        return (table_rows(shown), counts_text(store) + more,
-                gr.update(choices=[ANY] + facets["tag"]), gr.update(choices=[ANY] + facets["label"]))
+        return (
+            table_rows(shown),
+            counts_text(store) + more,
+            gr.update(choices=[ANY] + facets["tag"]),
+            gr.update(choices=[ANY] + facets["label"]),
+        )
 
     refresh_outputs = [table, counts, f_tag, f_label]
 
@@ -179,12 +224,25 @@ def build_dataset_tab(curation: Curation, tokenizer=None) -> dict:
             return "", "", "", "", "", "", "active", "", "", ""
         ctx = f"{len(ex.context)} earlier turn(s) of context" if ex.context else ""
         if ex.passages:
-            ctx += (" · " if ctx else "") + f"{len(ex.passages)} passage(s): " + ", ".join(
-                p.get("source", "") for p in ex.passages)
+            ctx += (
+                (" · " if ctx else "")
+                + f"{len(ex.passages)} passage(s): "
+                + ", ".join(p.get("source", "") for p in ex.passages)
+            )
         prov = f"Provenance: {provenance_text(ex)} · created {ex.created_at[:19]} · split {ex.split}"
         text = preview_text(ex, tokenizer) if tokenizer is not None else "(no tokenizer loaded)"
-        return (str(ex.id), ex.system, ctx, ex.prompt, ex.answer, ex.label or "", ", ".join(ex.tags), ex.status,
-                prov, text)
+        return (
+            str(ex.id),
+            ex.system,
+            ctx,
+            ex.prompt,
+            ex.answer,
+            ex.label or "",
+            ", ".join(ex.tags),
+            ex.status,
+            prov,
+            text,
+        )
 
     editor_outputs = [ex_id, system, context_md, prompt, answer, label, tags, status, provenance, preview]
 
@@ -218,9 +276,12 @@ def build_dataset_tab(curation: Curation, tokenizer=None) -> dict:
                 if not (user_text or "").strip() or not (answer_text or "").strip():
                     raise ValidationError("write a user message and an answer first")
                 messages = ([{"role": "system", "content": sys_text.strip()}] if (sys_text or "").strip() else []) + [
-                    {"role": "user", "content": user_text}, {"role": "assistant", "content": answer_text}]
-                ex = store.add(make_example(messages, label=lab, tags=tag_text, status=stat or "active",
-                                            source="manual"))
+                    {"role": "user", "content": user_text},
+                    {"role": "assistant", "content": answer_text},
+                ]
+                ex = store.add(
+                    make_example(messages, label=lab, tags=tag_text, status=stat or "active", source="manual")
+                )
                 msg = f"Added example {ex.id} ({ex.split})."
         except (TailorError, ValueError) as exc:
             _fail(exc)
@@ -266,14 +327,20 @@ def build_dataset_tab(curation: Curation, tokenizer=None) -> dict:
         # Only a file this server received as an upload (a web request can name any path).
         path = Path(uploaded_path(file))
         try:
-            result = import_file(store, path, tags=extra_tags,
-                                 progress=lambda done, total: progress((done, total), desc="Importing", unit="bytes"))
-        except Exception as exc:  # noqa: BLE001 - an import that stopped part-way says so, whatever stopped it
+            result = import_file(
+                store,
+                path,
+                tags=extra_tags,
+                progress=lambda done, total: progress((done, total), desc="Importing", unit="bytes"),
+            )
+        except Exception as exc:
             op = getattr(exc, "partial_import", None)
             if op is not None:
-                raise gr.Error(f"{exc}. The import is PARTIAL: {op['examples']} examples from {op['file_name']} "
-                               "landed before it stopped. “Undo last change” removes exactly those; importing the "
-                               "file again adds only the rest.") from exc
+                raise gr.Error(
+                    f"{exc}. The import is PARTIAL: {op['examples']} examples from {op['file_name']} "
+                    "landed before it stopped. “Undo last change” removes exactly those; importing the "
+                    "file again adds only the rest."
+                ) from exc
             if isinstance(exc, TailorError):
                 _fail(exc)
             raise
@@ -289,8 +356,13 @@ def build_dataset_tab(curation: Curation, tokenizer=None) -> dict:
         stamp = utcnow()[:19].replace(":", "").replace("-", "")
         name = f"examples-{stamp}" + ("" if fmt == "hf" else ".jsonl")
         try:
-            dest = export_examples(examples, curation.workspace.exports_dir / name, fmt, rendered=rendered,
-                                   progress=lambda d, t: progress((d, t), desc="Exporting"))
+            dest = export_examples(
+                examples,
+                curation.workspace.exports_dir / name,
+                fmt,
+                rendered=rendered,
+                progress=lambda d, t: progress((d, t), desc="Exporting"),
+            )
         except TailorError as exc:
             _fail(exc)
         return _download_copy(dest)
@@ -302,10 +374,15 @@ def build_dataset_tab(curation: Curation, tokenizer=None) -> dict:
 
             embedder = get_embedder()
         try:
-            report = build_report(store, embedder=embedder,
-                                  count_tokens=token_counter(tokenizer) if tokenizer is not None else None,
-                                  max_tokens=int(max_len or DEFAULT_MAX_TOKENS), near_threshold=float(thr),
-                                  checks=kinds or [], progress=lambda msg, frac: progress(frac, desc=msg))
+            report = build_report(
+                store,
+                embedder=embedder,
+                count_tokens=token_counter(tokenizer) if tokenizer is not None else None,
+                max_tokens=int(max_len or DEFAULT_MAX_TOKENS),
+                near_threshold=float(thr),
+                checks=kinds or [],
+                progress=lambda msg, frac: progress(frac, desc=msg),
+            )
         except TailorError as exc:
             _fail(exc)
         lines = [report.summary(), ""]
@@ -317,11 +394,16 @@ def build_dataset_tab(curation: Curation, tokenizer=None) -> dict:
             if f.kind == "pii":
                 extra = "<br>redacted: " + " / ".join(_short(t, 200) for t in f.preview["after"])
             lines.append(f"- **{f.kind}** examples {', '.join(map(str, f.example_ids))}: {f.detail}{keep}{extra}")
-        near = [[round(f.score, 3), f.preview["left"]["id"],
-                 f"Q: {_short(f.preview['left']['prompt'], 200)}\nA: {_short(f.preview['left']['answer'], 300)}",
-                 f.preview["right"]["id"],
-                 f"Q: {_short(f.preview['right']['prompt'], 200)}\nA: {_short(f.preview['right']['answer'], 300)}"]
-                for f in report.of("near_duplicate")]
+        near = [
+            [
+                round(f.score, 3),
+                f.preview["left"]["id"],
+                f"Q: {_short(f.preview['left']['prompt'], 200)}\nA: {_short(f.preview['left']['answer'], 300)}",
+                f.preview["right"]["id"],
+                f"Q: {_short(f.preview['right']['prompt'], 200)}\nA: {_short(f.preview['right']['answer'], 300)}",
+            ]
+            for f in report.of("near_duplicate")
+        ]
         return "\n".join(lines), near
 
     def fix(kinds, thr, max_len):
@@ -331,10 +413,14 @@ def build_dataset_tab(curation: Curation, tokenizer=None) -> dict:
 
             embedder = get_embedder()
         try:
-            report = build_report(store, embedder=embedder,
-                                  count_tokens=token_counter(tokenizer) if tokenizer is not None else None,
-                                  max_tokens=int(max_len or DEFAULT_MAX_TOKENS), near_threshold=float(thr),
-                                  checks=kinds or [])
+            report = build_report(
+                store,
+                embedder=embedder,
+                count_tokens=token_counter(tokenizer) if tokenizer is not None else None,
+                max_tokens=int(max_len or DEFAULT_MAX_TOKENS),
+                near_threshold=float(thr),
+                checks=kinds or [],
+            )
             result = apply_fixes(store, report, kinds=kinds or [])
         except TailorError as exc:
             _fail(exc)
@@ -358,8 +444,18 @@ def build_dataset_tab(curation: Curation, tokenizer=None) -> dict:
         return f"Newly assigned: {added}. {counts_text(store)}"
 
     def version_rows():
-        return [[v.id, v.created_at[:19], v.counts.get("train", 0), v.counts.get("validation", 0),
-                 v.counts.get("test", 0), v.content_hash[:12], v.note] for v in reversed(versions.list())]
+        return [
+            [
+                v.id,
+                v.created_at[:19],
+                v.counts.get("train", 0),
+                v.counts.get("validation", 0),
+                v.counts.get("test", 0),
+                v.content_hash[:12],
+                v.note,
+            ]
+            for v in reversed(versions.list())
+        ]
 
     def snapshot(note_text):
         try:
@@ -387,34 +483,53 @@ def build_dataset_tab(curation: Curation, tokenizer=None) -> dict:
     table.select(on_select, None, editor_outputs, api_name="dataset_select_row")
     open_hidden = gr.Button(visible=False)
     open_hidden.click(open_example, [ex_id], editor_outputs, api_name="dataset_open_example")
-    save_btn.click(save, [ex_id, system, prompt, answer, label, tags, status], editor_outputs + [edit_status],
-                   api_name="dataset_save").then(refresh, filters, refresh_outputs, api_name="dataset_after_save")
+    save_btn.click(
+        save,
+        [ex_id, system, prompt, answer, label, tags, status],
+        editor_outputs + [edit_status],
+        api_name="dataset_save",
+    ).then(refresh, filters, refresh_outputs, api_name="dataset_after_save")
     new_btn.click(new_example, None, editor_outputs + [edit_status], api_name="dataset_new")
     delete_btn.click(delete, [ex_id], editor_outputs + [edit_status], api_name="dataset_delete").then(
-        refresh, filters, refresh_outputs, api_name="dataset_after_delete")
+        refresh, filters, refresh_outputs, api_name="dataset_after_delete"
+    )
     undo_btn.click(undo, None, [edit_status], api_name="dataset_undo").then(
-        refresh, filters, refresh_outputs, api_name="dataset_after_undo")
-    bulk_add_btn.click(lambda t, *f: bulk(t, False, *f), [bulk_tag, *filters], [edit_status],
-                       api_name="dataset_bulk_tag").then(refresh, filters, refresh_outputs,
-                                                         api_name="dataset_after_bulk_tag")
-    bulk_remove_btn.click(lambda t, *f: bulk(t, True, *f), [bulk_tag, *filters], [edit_status],
-                          api_name="dataset_bulk_untag").then(refresh, filters, refresh_outputs,
-                                                              api_name="dataset_after_bulk_untag")
+        refresh, filters, refresh_outputs, api_name="dataset_after_undo"
+    )
+    bulk_add_btn.click(
+        lambda t, *f: bulk(t, False, *f), [bulk_tag, *filters], [edit_status], api_name="dataset_bulk_tag"
+    ).then(refresh, filters, refresh_outputs, api_name="dataset_after_bulk_tag")
+    bulk_remove_btn.click(
+        lambda t, *f: bulk(t, True, *f), [bulk_tag, *filters], [edit_status], api_name="dataset_bulk_untag"
+    ).then(refresh, filters, refresh_outputs, api_name="dataset_after_bulk_untag")
     import_btn.click(do_import, [upload, import_tags], [import_result], api_name="dataset_import").then(
-        refresh, filters, refresh_outputs, api_name="dataset_after_import")
+        refresh, filters, refresh_outputs, api_name="dataset_after_import"
+    )
     export_btn.click(do_export, [export_format, export_rendered], [export_file], api_name="dataset_export")
-    clean_btn.click(run_report, [checks, threshold, max_tokens], [report_md, near_table], api_name="dataset_clean_report")
+    clean_btn.click(
+        run_report, [checks, threshold, max_tokens], [report_md, near_table], api_name="dataset_clean_report"
+    )
     fix_btn.click(fix, [fix_kinds, threshold, max_tokens], [fix_md], api_name="dataset_clean_fix").then(
-        refresh, filters, refresh_outputs, api_name="dataset_after_fix")
+        refresh, filters, refresh_outputs, api_name="dataset_after_fix"
+    )
     keep_btn.click(keep, [keep_id, drop_id], [fix_md], api_name="dataset_keep_one").then(
-        refresh, filters, refresh_outputs, api_name="dataset_after_keep_one")
+        refresh, filters, refresh_outputs, api_name="dataset_after_keep_one"
+    )
     split_btn.click(do_split, [ratios, reassign], [split_md], api_name="dataset_assign_splits").then(
-        refresh, filters, refresh_outputs, api_name="dataset_after_splits")
+        refresh, filters, refresh_outputs, api_name="dataset_after_splits"
+    )
     snapshot_btn.click(snapshot, [note], [versions_table, split_md], api_name="dataset_snapshot")
     diff_btn.click(diff, [diff_a, diff_b], [diff_json], api_name="dataset_diff")
 
-    return {"table": table, "counts": counts, "filters": filters, "refresh": refresh, "on_open": on_open,
-            "refresh_outputs": refresh_outputs, "versions_table": versions_table}
+    return {
+        "table": table,
+        "counts": counts,
+        "filters": filters,
+        "refresh": refresh,
+        "on_open": on_open,
+        "refresh_outputs": refresh_outputs,
+        "versions_table": versions_table,
+    }
 
 
 # ---- curation controls under the chat ---------------------------------------------------------
@@ -460,8 +575,9 @@ def attach_curation(chat: dict, curation: Curation, log: ConversationLog) -> dic
     def _reply_state(m) -> str:
         saved = store.find_by_message(m.id)
         rating = {1: "👍", -1: "👎"}.get(m.rating, "not rated")
-        return (f"Reply #{m.id}: {rating}" + (f" · saved as example {', '.join(str(e.id) for e in saved)}"
-                                              if saved else ""))
+        return f"Reply #{m.id}: {rating}" + (
+            f" · saved as example {', '.join(str(e.id) for e in saved)}" if saved else ""
+        )
 
     def pick(msg_id):
         if msg_id in (None, ""):
@@ -499,13 +615,16 @@ def attach_curation(chat: dict, curation: Curation, log: ConversationLog) -> dic
         if msg_id in (None, ""):
             raise gr.Error("Pick a reply first (press “Load replies” after chatting).")
         try:
-            ex = store.from_message(log, int(msg_id), edited_text=text if use_edit else None, label=lab or None,
-                                    tags=tag_text or None)
+            ex = store.from_message(
+                log, int(msg_id), edited_text=text if use_edit else None, label=lab or None, tags=tag_text or None
+            )
         except (TailorError, ValueError) as exc:
             _fail(exc)
         kind = "edited reply" if ex.edited else "reply"
-        return (f"Saved the {kind} as example {ex.id} ({ex.split}) · from conversation {ex.conversation_id}, "
-                f"message {ex.message_id}. It is in the Dataset tab.")
+        return (
+            f"Saved the {kind} as example {ex.id} ({ex.split}) · from conversation {ex.conversation_id}, "
+            f"message {ex.message_id}. It is in the Dataset tab."
+        )
 
     conv = chat["conversation_id"]
     load_btn.click(load, [conv], [reply, edited, cur_status], api_name="curate_load_replies")
@@ -516,8 +635,16 @@ def attach_curation(chat: dict, curation: Curation, log: ConversationLog) -> dic
     up_btn.click(lambda m, r: rate(m, r, 1), [reply, reason], [cur_status], api_name="curate_thumbs_up")
     down_btn.click(lambda m, r: rate(m, r, -1), [reply, reason], [cur_status], api_name="curate_thumbs_down")
     chat["chatbot"].like(like, [conv], [cur_status], api_name="curate_like")
-    save_btn.click(lambda m, t, tg, lb: save(m, t, tg, lb, False), [reply, edited, cur_tags, cur_label], [cur_status],
-                   api_name="curate_save_reply")
-    save_edit_btn.click(lambda m, t, tg, lb: save(m, t, tg, lb, True), [reply, edited, cur_tags, cur_label],
-                        [cur_status], api_name="curate_save_edited")
+    save_btn.click(
+        lambda m, t, tg, lb: save(m, t, tg, lb, False),
+        [reply, edited, cur_tags, cur_label],
+        [cur_status],
+        api_name="curate_save_reply",
+    )
+    save_edit_btn.click(
+        lambda m, t, tg, lb: save(m, t, tg, lb, True),
+        [reply, edited, cur_tags, cur_label],
+        [cur_status],
+        api_name="curate_save_edited",
+    )
     return {"reply": reply, "edited": edited, "status": cur_status}

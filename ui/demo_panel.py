@@ -11,16 +11,17 @@ from cli.demo import load_demo
 
 def build_demo_panel(workspace, curation, knowledge) -> dict:
     with gr.Accordion("New here? Load the Lantern Bay Bikes demo", open=False):
-        gr.Markdown("Loads 180+ tuning pairs in the shop's voice, grounding examples and 13 shop documents "
-                    "(prices, hours, policies). Then: **Tune → Train on current dataset**, chat with the new adapter, tick "
-                    "*Use my documents*, and compare everything in **Evaluate**.")
+        gr.Markdown(
+            "Loads 180+ tuning pairs in the shop's voice, grounding examples and 13 shop documents "
+            "(prices, hours, policies). Then: **Tune → Train on current dataset**, chat with the new adapter, tick "
+            "*Use my documents*, and compare everything in **Evaluate**."
+        )
         button = gr.Button("Load the demo", variant="secondary")
         status = gr.Markdown("")
 
     def load(progress=gr.Progress()):
         try:
-            result = load_demo(workspace, curation, knowledge,
-                               progress=lambda frac, msg: progress(frac, desc=msg))
+            result = load_demo(workspace, curation, knowledge, progress=lambda frac, msg: progress(frac, desc=msg))
         except TailorError as exc:
             raise gr.Error(str(exc)) from exc
         return result.summary().replace("\n", "  \n")

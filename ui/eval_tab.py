@@ -19,8 +19,17 @@ import pandas as pd
 from assistant.errors import TailorError, ValidationError
 from evals import Evals
 from evals.charts import interval_chart_svg
-from evals.reports import (METRIC_LABELS, METRICS, PER_ITEM, aggregate_run, all_comparisons, history_rows,
-                           metrics_table, side_by_side, training_example)
+from evals.reports import (
+    METRIC_LABELS,
+    METRICS,
+    PER_ITEM,
+    aggregate_run,
+    all_comparisons,
+    history_rows,
+    metrics_table,
+    side_by_side,
+    training_example,
+)
 from evals.runner import TUNED, RunOptions
 from evals.sets import EvalSet, load_facts, load_reference_file, subsample
 from evals.votes import CHOICES
@@ -39,8 +48,14 @@ def _err(exc: Exception) -> gr.Error:
 
 
 def run_choices(evals: Evals) -> list[tuple[str, str]]:
-    return [(f"{r.created_at[:16].replace('T', ' ')} · {r.set_kind}:{r.set_name} · {', '.join(r.arm_keys)} · "
-             f"{r.status} {r.done}/{r.total}", r.id) for r in evals.store.list_runs()]
+    return [
+        (
+            f"{r.created_at[:16].replace('T', ' ')} · {r.set_kind}:{r.set_name} · {', '.join(r.arm_keys)} · "
+            f"{r.status} {r.done}/{r.total}",
+            r.id,
+        )
+        for r in evals.store.list_runs()
+    ]
 
 
 def status_line(evals: Evals, run_id: str) -> str:
@@ -53,9 +68,13 @@ def status_line(evals: Evals, run_id: str) -> str:
     return text
 
 
-def build_eval_tab(evals: Evals, *, test_split: Callable[[], EvalSet] | None = None,
-                   facts_path: Path | None = None,
-                   save_example: Callable[[list[dict], str, dict], str] | None = None) -> dict:
+def build_eval_tab(
+    evals: Evals,
+    *,
+    test_split: Callable[[], EvalSet] | None = None,
+    facts_path: Path | None = None,
+    save_example: Callable[[list[dict], str, dict], str] | None = None,
+) -> dict:
     """Build the tab inside the current gr.Blocks.
 
     test_split: returns the current dataset version's test split (composed by ui/app.py from
@@ -68,8 +87,12 @@ def build_eval_tab(evals: Evals, *, test_split: Callable[[], EvalSet] | None = N
 
     with gr.Accordion("New evaluation run", open=True):
         with gr.Row():
-            arms = gr.CheckboxGroup(model_choices(), value=["base", TUNED], label="Models",
-                                    info=f"'{TUNED}' is the active adapter (or the newest)")
+            arms = gr.CheckboxGroup(
+                model_choices(),
+                value=["base", TUNED],
+                label="Models",
+                info=f"'{TUNED}' is the active adapter (or the newest)",
+            )
             rag = gr.CheckboxGroup(["off", "on"], value=["off", "on"], label="Retrieval")
             set_kind = gr.Radio([SET_TEST, SET_FACTS, SET_FILE], value=SET_TEST, label="Evaluation set")
         with gr.Row():
@@ -82,8 +105,9 @@ def build_eval_tab(evals: Evals, *, test_split: Callable[[], EvalSet] | None = N
         run_status = gr.Markdown("")
 
     with gr.Row():
-        runs_dd = gr.Dropdown(label="Evaluation runs", choices=run_choices(evals), value=None, interactive=True,
-                              scale=4)
+        runs_dd = gr.Dropdown(
+            label="Evaluation runs", choices=run_choices(evals), value=None, interactive=True, scale=4
+        )
         refresh_btn = gr.Button("Refresh", size="sm", scale=1)
         metric = gr.Dropdown(_METRIC_CHOICES, value="semantic", label="Chart metric", scale=2)
     run_id = gr.Textbox(label="Run id", max_lines=1, visible=False)
@@ -108,8 +132,10 @@ def build_eval_tab(evals: Evals, *, test_split: Callable[[], EvalSet] | None = N
 
     # elem_id: the browser test checks that nothing in this panel names an arm before a vote.
     with gr.Accordion("Blind votes", open=False, elem_id="blind-votes"):
-        gr.Markdown("Two replies to the same prompt from two arms, sides drawn at random. Which model wrote "
-                    "which is shown only after you vote.")
+        gr.Markdown(
+            "Two replies to the same prompt from two arms, sides drawn at random. Which model wrote "
+            "which is shown only after you vote."
+        )
         with gr.Row():
             vote_x = gr.Dropdown(label="Compare", choices=[ANY], value=ANY, interactive=True)
             vote_y = gr.Dropdown(label="with", choices=[ANY], value=ANY, interactive=True)
@@ -131,8 +157,9 @@ def build_eval_tab(evals: Evals, *, test_split: Callable[[], EvalSet] | None = N
             hist_metric = gr.Dropdown(_METRIC_CHOICES, value="semantic", label="Metric")
             hist_set = gr.Dropdown(["all", "test", "facts", "file"], value="all", label="Set")
             hist_btn = gr.Button("Show")
-        hist_plot = gr.LinePlot(x="time", y="mean", color="arm", title="Metric per arm across runs",
-                                x_title="run time", y_title="mean")
+        hist_plot = gr.LinePlot(
+            x="time", y="mean", color="arm", title="Metric per arm across runs", x_title="run time", y_title="mean"
+        )
         hist_df = gr.Dataframe(label="Runs", interactive=False)
 
     # ---- handlers -----------------------------------------------------------------------
@@ -198,17 +225,29 @@ def build_eval_tab(evals: Evals, *, test_split: Callable[[], EvalSet] | None = N
         cls_md = ""
         for arm, rep in summary.classification.items():
             cols = list(next(iter(rep.confusion.values())).keys()) if rep.confusion else []
-            lines = [f"**{arm}** — accuracy {rep.accuracy:.3f}, macro P/R/F1 {rep.macro_precision:.3f} / "
-                     f"{rep.macro_recall:.3f} / {rep.macro_f1:.3f}", "",
-                     "| gold \\ predicted | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+            lines = [
+                f"**{arm}** — accuracy {rep.accuracy:.3f}, macro P/R/F1 {rep.macro_precision:.3f} / "
+                f"{rep.macro_recall:.3f} / {rep.macro_f1:.3f}",
+                "",
+                "| gold \\ predicted | " + " | ".join(cols) + " |",
+                "|---" * (len(cols) + 1) + "|",
+            ]
             lines += [f"| {g} | " + " | ".join(str(row[c]) for c in cols) + " |" for g, row in rep.confusion.items()]
             cls_md += "\n".join(lines) + "\n\n"
         keys = run.arm_keys
         a = gr.update(choices=keys, value=keys[-1] if keys else None)
         b = gr.update(choices=keys, value=keys[0] if keys else None)
         vx = gr.update(choices=[ANY] + keys, value=ANY)
-        return (pd.DataFrame(rows, columns=header), interval_chart_svg(summary, chart_metric or "semantic"),
-                status_line(evals, rid) + ("\n\n" + cls_md if cls_md else ""), a, b, vx, vx, rid)
+        return (
+            pd.DataFrame(rows, columns=header),
+            interval_chart_svg(summary, chart_metric or "semantic"),
+            status_line(evals, rid) + ("\n\n" + cls_md if cls_md else ""),
+            a,
+            b,
+            vx,
+            vx,
+            rid,
+        )
 
     def redraw(rid, chart_metric):
         rid = (rid or "").strip()
@@ -230,18 +269,35 @@ def build_eval_tab(evals: Evals, *, test_split: Callable[[], EvalSet] | None = N
             rows = side_by_side(evals.store, rid, a, b, m, ORDERS.get(order_label, "a_worse"))
         except TailorError as exc:
             raise _err(exc) from exc
-        lines = [f"Paired permutation test (random sign flips of per-item differences, 10,000 draws) on "
-                 f"**{METRIC_LABELS.get(m, m)}**; interval: bootstrap 95% of the mean difference.", "",
-                 "| A | B | mean A − B | 95% interval | p | n | |", "|---|---|---|---|---|---|---|"]
+        lines = [
+            f"Paired permutation test (random sign flips of per-item differences, 10,000 draws) on "
+            f"**{METRIC_LABELS.get(m, m)}**; interval: bootstrap 95% of the mean difference.",
+            "",
+            "| A | B | mean A − B | 95% interval | p | n | |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for x, y, t in tests:
             if t.n == 0:
                 continue
             mark = "significant" if t.significant else ""
-            lines.append(f"| {x} | {y} | {t.mean_diff:+.3f} | [{t.lo:+.3f}, {t.hi:+.3f}] | {t.p_value:.4f} | {t.n} "
-                         f"| {mark} |")
-        df = pd.DataFrame([{"item": r.item_id, "prompt": r.prompt, "reference": r.reference, f"A: {a}": r.reply_a,
-                            f"B: {b}": r.reply_b, "A value": r.value_a, "B value": r.value_b, "A − B": r.diff}
-                           for r in rows])
+            lines.append(
+                f"| {x} | {y} | {t.mean_diff:+.3f} | [{t.lo:+.3f}, {t.hi:+.3f}] | {t.p_value:.4f} | {t.n} | {mark} |"
+            )
+        df = pd.DataFrame(
+            [
+                {
+                    "item": r.item_id,
+                    "prompt": r.prompt,
+                    "reference": r.reference,
+                    f"A: {a}": r.reply_a,
+                    f"B: {b}": r.reply_b,
+                    "A value": r.value_a,
+                    "B value": r.value_b,
+                    "A − B": r.diff,
+                }
+                for r in rows
+            ]
+        )
         return "\n".join(lines), df
 
     def save(rid, a, b, item, side):
@@ -272,14 +328,30 @@ def build_eval_tab(evals: Evals, *, test_split: Callable[[], EvalSet] | None = N
 
     def standings():
         rates = votes.win_rates()
-        win_df = pd.DataFrame([{"player": r.player, "against": r.opponent, "votes": r.n, "wins": r.wins,
-                                "losses": r.losses, "ties": r.ties, "both bad": r.both_bad,
-                                "win rate": round(r.win_rate, 3), "95% low": round(r.lo, 3),
-                                "95% high": round(r.hi, 3),
-                                "wins of decided": None if r.wins + r.losses == 0 else round(r.decisive_rate, 3)}
-                               for r in rates])
-        bt_df = pd.DataFrame([{"player": r.player, "rating": round(r.elo, 1), "strength": round(r.strength, 4),
-                               "games": r.games} for r in votes.ratings()])
+        win_df = pd.DataFrame(
+            [
+                {
+                    "player": r.player,
+                    "against": r.opponent,
+                    "votes": r.n,
+                    "wins": r.wins,
+                    "losses": r.losses,
+                    "ties": r.ties,
+                    "both bad": r.both_bad,
+                    "win rate": round(r.win_rate, 3),
+                    "95% low": round(r.lo, 3),
+                    "95% high": round(r.hi, 3),
+                    "wins of decided": None if r.wins + r.losses == 0 else round(r.decisive_rate, 3),
+                }
+                for r in rates
+            ]
+        )
+        bt_df = pd.DataFrame(
+            [
+                {"player": r.player, "rating": round(r.elo, 1), "strength": round(r.strength, 4), "games": r.games}
+                for r in votes.ratings()
+            ]
+        )
         return win_df, bt_df
 
     def make_vote(choice):
@@ -291,10 +363,15 @@ def build_eval_tab(evals: Evals, *, test_split: Callable[[], EvalSet] | None = N
                 out = votes.vote(pid, choice)
             except TailorError as exc:
                 raise _err(exc) from exc
-            verdict = {"a": f"you preferred **{out.arm_a}**", "b": f"you preferred **{out.arm_b}**",
-                       "tie": "a tie", "both_bad": "both bad"}[out.choice]
+            verdict = {
+                "a": f"you preferred **{out.arm_a}**",
+                "b": f"you preferred **{out.arm_b}**",
+                "tie": "a tie",
+                "both_bad": "both bad",
+            }[out.choice]
             win_df, bt_df = standings()
             return "", f"Reply A was **{out.arm_a}**, reply B was **{out.arm_b}**: {verdict}.", win_df, bt_df
+
         return vote
 
     def history(m, kind):
@@ -308,24 +385,37 @@ def build_eval_tab(evals: Evals, *, test_split: Callable[[], EvalSet] | None = N
         return plot, table
 
     # ---- events -------------------------------------------------------------------------
-    start_btn.click(start, [arms, rag, set_kind, upload, limit, max_new], [run_id, run_status],
-                    api_name="eval_start").success(
-        watch, [run_id], [run_status], api_name="eval_watch").then(
-        list_runs, [run_id], [runs_dd], api_name="eval_runs_after_start").then(
-        open_run, [run_id, metric], [table, chart, classification, arm_a, arm_b, vote_x, vote_y, run_id],
-        api_name="eval_open_after_start")
+    start_btn.click(
+        start, [arms, rag, set_kind, upload, limit, max_new], [run_id, run_status], api_name="eval_start"
+    ).success(watch, [run_id], [run_status], api_name="eval_watch").then(
+        list_runs, [run_id], [runs_dd], api_name="eval_runs_after_start"
+    ).then(
+        open_run,
+        [run_id, metric],
+        [table, chart, classification, arm_a, arm_b, vote_x, vote_y, run_id],
+        api_name="eval_open_after_start",
+    )
     cancel_btn.click(cancel, [run_id], [run_status], api_name="eval_cancel", queue=False)
     refresh_btn.click(list_runs, [runs_dd], [runs_dd], api_name="eval_list_runs")
-    runs_dd.input(open_run, [runs_dd, metric], [table, chart, classification, arm_a, arm_b, vote_x, vote_y, run_id],
-                  api_name="eval_pick_run")
+    runs_dd.input(
+        open_run,
+        [runs_dd, metric],
+        [table, chart, classification, arm_a, arm_b, vote_x, vote_y, run_id],
+        api_name="eval_pick_run",
+    )
     open_hidden = gr.Button(visible=False)
-    open_hidden.click(open_run, [run_id, metric], [table, chart, classification, arm_a, arm_b, vote_x, vote_y, run_id],
-                      api_name="eval_open_run")
+    open_hidden.click(
+        open_run,
+        [run_id, metric],
+        [table, chart, classification, arm_a, arm_b, vote_x, vote_y, run_id],
+        api_name="eval_open_run",
+    )
     metric.change(redraw, [run_id, metric], [chart], api_name="eval_chart")
     compare_btn.click(compare, [run_id, arm_a, arm_b, test_metric, order], [tests_md, sbs], api_name="eval_compare")
     save_btn.click(save, [run_id, arm_a, arm_b, save_item, save_side], [save_status], api_name="eval_save_example")
-    pair_btn.click(next_pair, [run_id, vote_x, vote_y], [pair_id, prompt_md, reply_a, reply_b, reveal],
-                   api_name="eval_next_pair")
+    pair_btn.click(
+        next_pair, [run_id, vote_x, vote_y], [pair_id, prompt_md, reply_a, reply_b, reveal], api_name="eval_next_pair"
+    )
     vote_handlers = {}
     for key, button in vote_buttons.items():
         vote_handlers[key] = make_vote(key)
@@ -333,10 +423,22 @@ def build_eval_tab(evals: Evals, *, test_split: Callable[[], EvalSet] | None = N
     board_btn.click(standings, None, [win_table, bt_table], api_name="eval_standings")
     hist_btn.click(history, [hist_metric, hist_set], [hist_plot, hist_df], api_name="eval_history")
 
-    return {"run_id": run_id, "runs": runs_dd, "arms": arms, "list_runs": list_runs, "start": start,
-            "open_run": open_run, "compare": compare, "save": save, "next_pair": next_pair, "vote": vote_handlers,
-            "standings": standings, "history": history, "model_choices": model_choices,
-            "refresh_models": lambda: gr.update(choices=model_choices())}
+    return {
+        "run_id": run_id,
+        "runs": runs_dd,
+        "arms": arms,
+        "list_runs": list_runs,
+        "start": start,
+        "open_run": open_run,
+        "compare": compare,
+        "save": save,
+        "next_pair": next_pair,
+        "vote": vote_handlers,
+        "standings": standings,
+        "history": history,
+        "model_choices": model_choices,
+        "refresh_models": lambda: gr.update(choices=model_choices()),
+    }
 
 
 def build_eval_tab_for_core(core) -> dict:
@@ -347,5 +449,9 @@ def build_eval_tab_for_core(core) -> dict:
     from evals import open_evals
 
     evals = open_evals(core.workspace, core.chat)
-    return build_eval_tab(evals, test_split=lambda: latest_test_split(core.workspace), facts_path=DEMO_FACTS,
-                          save_example=example_saver(core.workspace))
+    return build_eval_tab(
+        evals,
+        test_split=lambda: latest_test_split(core.workspace),
+        facts_path=DEMO_FACTS,
+        save_example=example_saver(core.workspace),
+    )

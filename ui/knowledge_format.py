@@ -24,16 +24,27 @@ def _when(ts: str) -> str:
 
 
 def document_rows(docs: Sequence) -> list[list]:
-    return [[d.name, d.title, d.kind, human_size(d.size_bytes), d.chunk_count, _when(d.added_at), _when(d.updated_at)]
-            for d in docs]
+    return [
+        [d.name, d.title, d.kind, human_size(d.size_bytes), d.chunk_count, _when(d.added_at), _when(d.updated_at)]
+        for d in docs
+    ]
 
 
 def search_rows(passages: Sequence) -> list[list]:
     rows = []
     for rank, p in enumerate(passages, start=1):
         s = p.scores or {}
-        rows.append([rank, p.source, p.heading, round(s.get("dense", 0.0), 3), round(s.get("bm25", 0.0), 2),
-                     round(s.get("fused", 0.0), 4), snippet(p.text, 400)])
+        rows.append(
+            [
+                rank,
+                p.source,
+                p.heading,
+                round(s.get("dense", 0.0), 3),
+                round(s.get("bm25", 0.0), 2),
+                round(s.get("fused", 0.0), 4),
+                snippet(p.text, 400),
+            ]
+        )
     return rows
 
 
@@ -46,7 +57,8 @@ def ingest_report(results: Sequence) -> str:
     lines = [f"- {icon.get(r.status, '')} **{r.status}** · {r.message}" for r in ordered]
     ok = sum(r.ok for r in results)
     head = f"**{ok} of {len(results)} file(s) in the knowledge base**" + (
-        f", {len(results) - ok} failed" if ok < len(results) else "")
+        f", {len(results) - ok} failed" if ok < len(results) else ""
+    )
     return head + "\n\n" + "\n".join(lines)
 
 
@@ -54,8 +66,12 @@ def document_preview(doc) -> str:
     """Markdown preview of a document: metadata, its chunks with heading paths, then the text."""
     if doc is None:
         return ""
-    out = [f"### {doc.title}", f"`{doc.name}` · {doc.kind} · {human_size(doc.size_bytes)} · {doc.chunk_count} chunks · "
-           f"added {_when(doc.added_at)} · updated {_when(doc.updated_at)}", ""]
+    out = [
+        f"### {doc.title}",
+        f"`{doc.name}` · {doc.kind} · {human_size(doc.size_bytes)} · {doc.chunk_count} chunks · "
+        f"added {_when(doc.added_at)} · updated {_when(doc.updated_at)}",
+        "",
+    ]
     for c in doc.chunks:
         out.append(f"**Chunk {c.position + 1}** · {c.heading or doc.title} · {c.token_count} tokens · id {c.id}")
         out.append("> " + c.text.replace("\n", "\n> "))
@@ -78,8 +94,9 @@ def citations_markdown(retrieval: dict | None) -> str:
     # Replies stored before the "answer" policy existed have no "declined": they all declined.
     if retrieval.get("abstained") and not retrieval.get("declined", True):
         # The model answered without sources: say so, so nobody mistakes it for a document fact.
-        lines.append("*No document supports an answer to this, so the reply above is the model's own, "
-                     "not from your documents.*")
+        lines.append(
+            "*No document supports an answer to this, so the reply above is the model's own, not from your documents.*"
+        )
     if retrieval.get("passages"):
         lines.append("**Closest passages (not used to answer)**" if retrieval.get("abstained") else "**Sources**")
     else:
@@ -99,4 +116,4 @@ def with_citations(history: list[dict], messages: Sequence[StoredMessage]) -> li
     for item, msg in zip(history, shown):
         cites = citations_markdown(msg.retrieval) if msg.role == "assistant" else ""
         out.append({**item, "content": f"{item['content']}\n\n---\n{cites}"} if cites else item)
-    return out + history[len(shown):]
+    return out + history[len(shown) :]

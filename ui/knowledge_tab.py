@@ -10,8 +10,14 @@ import gradio as gr
 from assistant.errors import TailorError
 from retrieval.service import KnowledgeService
 
-from .knowledge_format import (DOCUMENT_COLUMNS, SEARCH_COLUMNS, document_preview, document_rows, ingest_report,
-                               search_rows)
+from .knowledge_format import (
+    DOCUMENT_COLUMNS,
+    SEARCH_COLUMNS,
+    document_preview,
+    document_rows,
+    ingest_report,
+    search_rows,
+)
 from .uploads import uploaded_paths
 
 
@@ -28,8 +34,7 @@ def build_knowledge_tab(kb: KnowledgeService) -> dict:
             # No file_types filter: Gradio would refuse the whole upload for one .docx among
             # ten .md files; without it each unsupported file gets its own message and the
             # others still go in (the label says what is supported).
-            files = gr.File(label="Add documents (.txt, .md, .html, .pdf)", file_count="multiple",
-                            type="filepath")
+            files = gr.File(label="Add documents (.txt, .md, .html, .pdf)", file_count="multiple", type="filepath")
             with gr.Row():
                 add_btn = gr.Button("Add files", variant="primary")
             with gr.Accordion("Add a whole folder", open=False):
@@ -38,8 +43,13 @@ def build_knowledge_tab(kb: KnowledgeService) -> dict:
             report = gr.Markdown("")
         with gr.Column(scale=3):
             status = gr.Markdown(_status(kb))
-            table = gr.Dataframe(headers=DOCUMENT_COLUMNS, value=document_rows(kb.documents()), interactive=False,
-                                 label="Documents", wrap=True)
+            table = gr.Dataframe(
+                headers=DOCUMENT_COLUMNS,
+                value=document_rows(kb.documents()),
+                interactive=False,
+                label="Documents",
+                wrap=True,
+            )
             with gr.Row():
                 picked = gr.Dropdown(label="Document", choices=_names(kb), value=None, interactive=True, scale=3)
                 refresh_btn = gr.Button("Refresh", size="sm", scale=1)
@@ -49,8 +59,13 @@ def build_knowledge_tab(kb: KnowledgeService) -> dict:
     with gr.Row():
         query = gr.Textbox(label="Query", placeholder="e.g. how long is the frame warranty?", scale=5)
         k = gr.Slider(1, 20, value=5, step=1, label="Results", scale=1)
-        mode = gr.Radio(["hybrid", "dense", "bm25"], value="hybrid", label="Ranking", scale=2,
-                        info="hybrid = reciprocal rank fusion of dense and BM25")
+        mode = gr.Radio(
+            ["hybrid", "dense", "bm25"],
+            value="hybrid",
+            label="Ranking",
+            scale=2,
+            info="hybrid = reciprocal rank fusion of dense and BM25",
+        )
     search_btn = gr.Button("Search")
     results = gr.Dataframe(headers=SEARCH_COLUMNS, interactive=False, wrap=True, label="Ranked chunks")
 
@@ -62,8 +77,10 @@ def build_knowledge_tab(kb: KnowledgeService) -> dict:
         # the document name is that file name, so re-uploading an edited file replaces it.
         results_ = []
         for i, path in enumerate(paths):
+
             def cb(frac, msg, i=i):
                 progress((i + frac) / len(paths), desc=msg)
+
             results_.append(kb.add_file(path, name=Path(path).name, progress=cb))
         return (ingest_report(results_), None, *listing())
 
@@ -95,7 +112,12 @@ def build_knowledge_tab(kb: KnowledgeService) -> dict:
         except TailorError as exc:
             raise gr.Error(str(exc)) from exc
         rows, choices, stat = listing()
-        return rows, gr.update(choices=_names(kb), value=None), stat, f"Deleted **{info.name}** ({info.chunk_count} chunks)."
+        return (
+            rows,
+            gr.update(choices=_names(kb), value=None),
+            stat,
+            f"Deleted **{info.name}** ({info.chunk_count} chunks).",
+        )
 
     def search(q, k_, mode_):
         try:
@@ -121,6 +143,8 @@ def _names(kb: KnowledgeService) -> list[str]:
 def _status(kb: KnowledgeService) -> str:
     s = kb.stats()
     check = kb.last_check
-    repaired = (f" · index repaired at start ({'; '.join(check.problems)})" if check and check.rebuilt else "")
-    return (f"**{s['documents']} documents · {s['chunks']} chunks** · index {s['index_kind'] or 'empty'} · "
-            f"embeddings {s['embedding_model']} · answers need support ≥ {s['min_score']:.2f}{repaired}")
+    repaired = f" · index repaired at start ({'; '.join(check.problems)})" if check and check.rebuilt else ""
+    return (
+        f"**{s['documents']} documents · {s['chunks']} chunks** · index {s['index_kind'] or 'empty'} · "
+        f"embeddings {s['embedding_model']} · answers need support ≥ {s['min_score']:.2f}{repaired}"
+    )

@@ -16,8 +16,15 @@ from tuning.jobs import Job, Progress, TuneService
 
 from .formatting import plot_value
 
-STATUS_ICONS = {"queued": "⏳", "starting": "⏳", "running": "🏃", "succeeded": "✅", "failed": "❌",
-                "cancelled": "⏹", "interrupted": "⚠️"}
+STATUS_ICONS = {
+    "queued": "⏳",
+    "starting": "⏳",
+    "running": "🏃",
+    "succeeded": "✅",
+    "failed": "❌",
+    "cancelled": "⏹",
+    "interrupted": "⚠️",
+}
 
 
 # ---- pure formatting (no gradio) --------------------------------------------------------------
@@ -31,8 +38,10 @@ def _secs(s: float | None) -> str:
 def job_summary(job: Job | None) -> str:
     if job is None:
         return "No training job yet. Press **Train on current dataset**."
-    lines = [f"### {STATUS_ICONS.get(job.status, '')} Job {job.id}: {job.status}"
-             + (f" → `{job.adapter_name}`" if job.adapter_name else "")]
+    lines = [
+        f"### {STATUS_ICONS.get(job.status, '')} Job {job.id}: {job.status}"
+        + (f" → `{job.adapter_name}`" if job.adapter_name else "")
+    ]
     if job.message:
         lines.append(job.message)
     facts = []
@@ -53,8 +62,10 @@ def job_summary(job: Job | None) -> str:
         facts.append(f"best validation {job.best_eval_loss:.3f} at step **{job.best_step}**")
     if facts:
         lines.append(" · ".join(facts))
-    lines.append(f"dataset version {job.dataset_version} · base {job.base_model} · "
-                 f"{job.threads or '-'} threads" + (f" · resumed {job.resumes}×" if job.resumes else ""))
+    lines.append(
+        f"dataset version {job.dataset_version} · base {job.base_model} · "
+        f"{job.threads or '-'} threads" + (f" · resumed {job.resumes}×" if job.resumes else "")
+    )
     if job.error:
         lines.append(f"**Error:** {job.error}")
     if job.status == "succeeded" and job.best_step is not None:
@@ -71,12 +82,28 @@ def loss_frame(progress: Progress | None) -> pd.DataFrame:
 
 
 def job_choices(jobs: list[Job]) -> list[tuple[str, str]]:
-    return [(f"#{j.id} {j.status} · {j.created_at[:16].replace('T', ' ')}"
-             + (f" · {j.adapter_name}" if j.adapter_name else ""), str(j.id)) for j in jobs]
+    return [
+        (
+            f"#{j.id} {j.status} · {j.created_at[:16].replace('T', ' ')}"
+            + (f" · {j.adapter_name}" if j.adapter_name else ""),
+            str(j.id),
+        )
+        for j in jobs
+    ]
 
 
-ADAPTER_COLUMNS = ["active", "name", "dataset version", "val loss", "train loss", "best step", "tokens/s",
-                   "duration", "size MB", "created"]
+ADAPTER_COLUMNS = [
+    "active",
+    "name",
+    "dataset version",
+    "val loss",
+    "train loss",
+    "best step",
+    "tokens/s",
+    "duration",
+    "size MB",
+    "created",
+]
 
 
 def adapter_rows(records) -> pd.DataFrame:
@@ -84,58 +111,88 @@ def adapter_rows(records) -> pd.DataFrame:
     for r in records:
         m = r.metrics or {}
 
-        def num(key, fmt="{:.3f}"):
+        def num(key, fmt="{:.3f}", m=m):
             v = m.get(key)
             return fmt.format(v) if isinstance(v, (int, float)) else "-"
 
-        rows.append(["●" if r.active else "", r.name, r.dataset_version or "-", num("validation_loss"),
-                     num("train_loss"), m.get("best_step", "-"), num("tokens_per_s", "{:.0f}"),
-                     _secs(m.get("duration_s")), f"{r.size_bytes / 1e6:.1f}", r.created_at[:16].replace("T", " ")])
+        rows.append(
+            [
+                "●" if r.active else "",
+                r.name,
+                r.dataset_version or "-",
+                num("validation_loss"),
+                num("train_loss"),
+                m.get("best_step", "-"),
+                num("tokens_per_s", "{:.0f}"),
+                _secs(m.get("duration_s")),
+                f"{r.size_bytes / 1e6:.1f}",
+                r.created_at[:16].replace("T", " "),
+            ]
+        )
     return pd.DataFrame(rows, columns=ADAPTER_COLUMNS)
 
 
 def config_from_inputs(epochs, lr, rank, batch, max_length, patience, threads) -> TrainConfig:
     default = TrainConfig()
     rank = int(rank)
-    return TrainConfig.from_dict({
-        **default.to_dict(), "epochs": float(epochs), "learning_rate": float(lr), "lora_r": rank,
-        "lora_alpha": 2 * rank, "batch_size": int(batch), "max_length": int(max_length),
-        "early_stopping_patience": int(patience), "threads": int(threads) if threads else None})
+    return TrainConfig.from_dict(
+        {
+            **default.to_dict(),
+            "epochs": float(epochs),
+            "learning_rate": float(lr),
+            "lora_r": rank,
+            "lora_alpha": 2 * rank,
+            "batch_size": int(batch),
+            "max_length": int(max_length),
+            "early_stopping_patience": int(patience),
+            "threads": int(threads) if threads else None,
+        }
+    )
 
 
 # ---- the tab ----------------------------------------------------------------------------------
-def build_tune_tab(service: TuneService, chat_models: Callable[[], list[str]] | None = None,
-                   chat_model_dropdown: gr.Dropdown | None = None,
-                   chat_default: Callable[[], str] | None = None) -> dict:
+def build_tune_tab(
+    service: TuneService,
+    chat_models: Callable[[], list[str]] | None = None,
+    chat_model_dropdown: gr.Dropdown | None = None,
+    chat_default: Callable[[], str] | None = None,
+) -> dict:
     """chat_models / chat_default: the chat's model choices and the model it answers with by
     default (the active adapter or the base); the chat's dropdown follows both."""
     d = TrainConfig()
-    gr.Markdown("Train a LoRA adapter on the current dataset (a snapshot is taken at start). The job runs in "
-                "its own process: closing or reloading this page does not stop it, and the chat keeps working.")
+    gr.Markdown(
+        "Train a LoRA adapter on the current dataset (a snapshot is taken at start). The job runs in "
+        "its own process: closing or reloading this page does not stop it, and the chat keeps working."
+    )
     with gr.Row():
-        family = gr.Textbox(label="Adapter name", value="tailor", max_lines=1, scale=2,
-                            info="Each run publishes NAME-v1, NAME-v2, …")
+        family = gr.Textbox(
+            label="Adapter name", value="tailor", max_lines=1, scale=2, info="Each run publishes NAME-v1, NAME-v2, …"
+        )
         activate = gr.Checkbox(label="Use it in the chat when done", value=True, scale=1)
         start_btn = gr.Button("Train on current dataset", variant="primary", scale=2)
     with gr.Accordion("Advanced", open=False):
         with gr.Row():
             epochs = gr.Number(label="Epochs", value=d.epochs, minimum=0.1, maximum=100, step=0.5)
             lr = gr.Number(label="Learning rate", value=d.learning_rate, minimum=1e-6, maximum=1e-2)
-            rank = gr.Dropdown(label="LoRA rank", choices=[4, 8, 16, 32, 64], value=d.lora_r,
-                               info="alpha = 2 × rank")
+            rank = gr.Dropdown(label="LoRA rank", choices=[4, 8, 16, 32, 64], value=d.lora_r, info="alpha = 2 × rank")
             batch = gr.Slider(1, 32, value=d.batch_size, step=1, label="Batch size")
         with gr.Row():
             max_length = gr.Number(label="Max tokens per example", value=d.max_length, minimum=16, step=64)
-            patience = gr.Number(label="Early-stopping patience (evaluations, 0 = off)",
-                                 value=d.early_stopping_patience, minimum=0, step=1)
+            patience = gr.Number(
+                label="Early-stopping patience (evaluations, 0 = off)",
+                value=d.early_stopping_patience,
+                minimum=0,
+                step=1,
+            )
             threads = gr.Number(label="CPU threads (0 = cores − 1)", value=0, minimum=0, step=1)
     with gr.Row():
         job_pick = gr.Dropdown(label="Job", choices=[], value=None, interactive=True, scale=3)
         cancel_btn = gr.Button("Cancel", variant="stop", scale=1)
         resume_btn = gr.Button("Resume", scale=1)
     summary = gr.Markdown(job_summary(None))
-    plot = gr.LinePlot(None, x="step", y="loss", color="series", title="Loss", height=300,
-                       x_title="step", y_title="loss")
+    plot = gr.LinePlot(
+        None, x="step", y="loss", color="series", title="Loss", height=300, x_title="step", y_title="loss"
+    )
     log_box = gr.Textbox(label="Job log", lines=10, max_lines=10, interactive=False, autoscroll=True)
     adapters_table = gr.Dataframe(adapter_rows([]), interactive=False, wrap=True, label="Published adapters")
     with gr.Row():
@@ -174,10 +231,16 @@ def build_tune_tab(service: TuneService, chat_models: Callable[[], list[str]] | 
         records = service.registry.list()
         names = [r.name for r in records]
         seen = {"names": names, "active": next((r.name for r in records if r.active), None)}
-        return (job_summary(progress.job if progress else None), plot_value(loss_frame(progress)),
-                "\n".join(progress.log) if progress else "",
-                gr.update(choices=job_choices(jobs), value=str(job_id) if job_id else None),
-                adapter_rows(records), gr.update(choices=names), seen, _chat_update(seen, known))
+        return (
+            job_summary(progress.job if progress else None),
+            plot_value(loss_frame(progress)),
+            "\n".join(progress.log) if progress else "",
+            gr.update(choices=job_choices(jobs), value=str(job_id) if job_id else None),
+            adapter_rows(records),
+            gr.update(choices=names),
+            seen,
+            _chat_update(seen, known),
+        )
 
     def start(fam, act, ep, rate, r, bs, ml, pat, th, known):
         try:
@@ -216,6 +279,7 @@ def build_tune_tab(service: TuneService, chat_models: Callable[[], list[str]] | 
             except TailorError as exc:
                 raise gr.Error(str(exc)) from exc
             return (text,) + refresh(job_value, known)
+
         return handler
 
     def _activate(name, new):
@@ -235,6 +299,7 @@ def build_tune_tab(service: TuneService, chat_models: Callable[[], list[str]] | 
         outputs.append(chat_model_dropdown)
         refresh_fn, start_fn, cancel_fn, resume_fn = refresh, start, cancel, resume
     else:  # no chat to update: drop the last output
+
         def refresh_fn(*a):
             return refresh(*a)[:-1]
 
@@ -260,12 +325,28 @@ def build_tune_tab(service: TuneService, chat_models: Callable[[], list[str]] | 
     timer.tick(refresh_fn, [job_pick, known_adapters], outputs, api_name="tune_refresh", show_progress="hidden")
     action_inputs = [adapter_pick, new_name, job_pick, known_adapters]
     action_outputs = [adapter_status] + outputs
-    activate_btn.click(wrap_action(_adapter_action(_activate, lambda n: f"The chat now answers with `{n}`.")),
-                       action_inputs, action_outputs, api_name="tune_activate_adapter")
-    base_btn.click(wrap_action(_adapter_action(_use_base, lambda n: "The chat now answers with the base model.")),
-                   action_inputs, action_outputs, api_name="tune_use_base")
-    rename_btn.click(wrap_action(_adapter_action(_rename, lambda n: f"Renamed to `{n}`.")),
-                     action_inputs, action_outputs, api_name="tune_rename_adapter")
-    delete_btn.click(wrap_action(_adapter_action(_delete, lambda n: f"Deleted `{n}`.")),
-                     action_inputs, action_outputs, api_name="tune_delete_adapter")
+    activate_btn.click(
+        wrap_action(_adapter_action(_activate, lambda n: f"The chat now answers with `{n}`.")),
+        action_inputs,
+        action_outputs,
+        api_name="tune_activate_adapter",
+    )
+    base_btn.click(
+        wrap_action(_adapter_action(_use_base, lambda n: "The chat now answers with the base model.")),
+        action_inputs,
+        action_outputs,
+        api_name="tune_use_base",
+    )
+    rename_btn.click(
+        wrap_action(_adapter_action(_rename, lambda n: f"Renamed to `{n}`.")),
+        action_inputs,
+        action_outputs,
+        api_name="tune_rename_adapter",
+    )
+    delete_btn.click(
+        wrap_action(_adapter_action(_delete, lambda n: f"Deleted `{n}`.")),
+        action_inputs,
+        action_outputs,
+        api_name="tune_delete_adapter",
+    )
     return {"refresh": refresh_fn, "inputs": [job_pick, known_adapters], "outputs": outputs, "timer": timer}

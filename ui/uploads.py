@@ -107,8 +107,10 @@ def check_uploaded(value, folder: Path | str, uploaded: Collection[str] | None =
     Gradio never writes one, so one there was planted."""
     raw = _raw_path(value)
     name = os.path.basename(raw.rstrip("/\\")) or raw
-    refused = NotUploaded(f"Refused: {name} was not uploaded to this server (only files sent with the upload "
-                          "button can be read; upload it again).")
+    refused = NotUploaded(
+        f"Refused: {name} was not uploaded to this server (only files sent with the upload "
+        "button can be read; upload it again)."
+    )
     folder_real = os.path.realpath(folder)
     lexical = os.path.abspath(raw)
     real = os.path.realpath(raw)

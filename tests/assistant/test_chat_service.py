@@ -107,8 +107,7 @@ def test_retrieval_passages_reach_prompt_and_log(chat, prompts_seen):
 
 def test_abstention_with_decline_does_not_guess(chat):
     chat.retriever = _FakeRetriever(abstain=True)
-    turn, reply = chat.chat(ChatRequest("what is the meaning of life?", rag=True, options=GREEDY,
-                                        no_source="decline"))
+    turn, reply = chat.chat(ChatRequest("what is the meaning of life?", rag=True, options=GREEDY, no_source="decline"))
     assert reply.content == NO_SOURCE_REPLY and reply.finish_reason == "no_source"
     assert reply.retrieval["abstained"] is True and reply.retrieval["declined"] is True
     assert reply.retrieval["passages"]  # the closest passages are kept to show the user

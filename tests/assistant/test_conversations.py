@@ -8,17 +8,33 @@ def test_messages_are_logged_with_their_figures(workspace):
     log = ConversationLog(workspace.db)
     conv = log.create(system_prompt="Be brief.", model="m")
     log.add_message(conv.id, "user", "Hello there, how are you doing today?")
-    reply = log.add_message(conv.id, "assistant", "Fine.", model="m", adapter="a1",
-                            settings={"temperature": 0.3}, latency_ms=120.5, ttft_ms=40.0,
-                            prompt_tokens=12, completion_tokens=3, finish_reason="stop",
-                            retrieval={"passages": [{"id": 1}]})
+    reply = log.add_message(
+        conv.id,
+        "assistant",
+        "Fine.",
+        model="m",
+        adapter="a1",
+        settings={"temperature": 0.3},
+        latency_ms=120.5,
+        ttft_ms=40.0,
+        prompt_tokens=12,
+        completion_tokens=3,
+        finish_reason="stop",
+        retrieval={"passages": [{"id": 1}]},
+    )
     got = log.get(conv.id)
     assert [m.role for m in got.messages] == ["user", "assistant"]
     assert got.title.startswith("Hello there")
     assert got.system_prompt == "Be brief."
     m = got.messages[1]
     assert (m.id, m.adapter, m.settings, m.latency_ms, m.prompt_tokens, m.completion_tokens) == (
-        reply.id, "a1", {"temperature": 0.3}, 120.5, 12, 3)
+        reply.id,
+        "a1",
+        {"temperature": 0.3},
+        120.5,
+        12,
+        3,
+    )
     assert m.retrieval == {"passages": [{"id": 1}]}
 
 

@@ -12,7 +12,9 @@ def test_wal_and_migrations_apply_once(tmp_path):
 
     def m001_items(conn):
         calls.append(1)
-        execute_script(conn, "CREATE TABLE items(id INTEGER PRIMARY KEY, name TEXT);\nCREATE INDEX items_name ON items(name);")
+        execute_script(
+            conn, "CREATE TABLE items(id INTEGER PRIMARY KEY, name TEXT);\nCREATE INDEX items_name ON items(name);"
+        )
 
     def m002_add_col(conn):
         calls.append(2)

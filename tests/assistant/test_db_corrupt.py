@@ -37,7 +37,7 @@ def _damaged_page(root: Path) -> Path:
     data = bytearray(ws.db.path.read_bytes())
     page = 4096
     for n in range(5, 12):
-        data[n * page + 8:(n + 1) * page - 8] = b"\xa5" * (page - 16)
+        data[n * page + 8 : (n + 1) * page - 8] = b"\xa5" * (page - 16)
     ws.db.path.write_bytes(bytes(data))
     Database._checked.clear()  # a new process would check it again
     return ws.db.path
@@ -61,8 +61,9 @@ def test_opening_a_damaged_database_says_how_to_recover(tmp_path, damage):
 
 
 def _run(*args, cwd=REPO_ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", *args], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.mark.parametrize("command", [["examples", "list"], ["adapters", "list"], ["serve", "--port", "0"]])

@@ -60,7 +60,7 @@ def test_history_trimming_keeps_system_and_newest(tiny_engine):
     assert kept[-1]["content"] == "the newest question"
     assert kept[1]["role"] == "user"  # history restarts at a user turn
     assert tiny_engine.count_tokens(kept) <= tiny_engine.context_window - 64
-    assert kept[1:] == turns[-(len(kept) - 1):]  # what is kept is the newest, unchanged
+    assert kept[1:] == turns[-(len(kept) - 1) :]  # what is kept is the newest, unchanged
 
 
 def test_overlong_single_message_keeps_its_end(tiny_engine):
@@ -74,8 +74,12 @@ def test_overlong_single_message_keeps_its_end(tiny_engine):
 
 def test_invalid_options_are_rejected(tiny_engine):
     msgs = [{"role": "user", "content": "hi"}]
-    for bad in (GenerationOptions(temperature=-1), GenerationOptions(top_p=0), GenerationOptions(max_new_tokens=0),
-                GenerationOptions(max_new_tokens=10_000)):
+    for bad in (
+        GenerationOptions(temperature=-1),
+        GenerationOptions(top_p=0),
+        GenerationOptions(max_new_tokens=0),
+        GenerationOptions(max_new_tokens=10_000),
+    ):
         with pytest.raises(ValidationError):
             tiny_engine.stream(msgs, bad)
     with pytest.raises(ValidationError):

@@ -72,11 +72,14 @@ def tiny_adapter(workspace, tiny_model_dir) -> str:
 
 @pytest.fixture(scope="session")
 def retriever():
-    return EmbeddingRetriever([
-        ("bikes.md", "The Harbour Cruiser city bike costs 499 euro and weighs 14.6 kg."),
-        ("hours.md", "The shop opens at 9 in the morning and closes at 6 in the evening, Monday to Saturday."),
-        ("dog.md", "Bosun, a retired racing greyhound, is the shop dog and sleeps by the door."),
-    ], threshold=0.35)
+    return EmbeddingRetriever(
+        [
+            ("bikes.md", "The Harbour Cruiser city bike costs 499 euro and weighs 14.6 kg."),
+            ("hours.md", "The shop opens at 9 in the morning and closes at 6 in the evening, Monday to Saturday."),
+            ("dog.md", "Bosun, a retired racing greyhound, is the shop dog and sleeps by the door."),
+        ],
+        threshold=0.35,
+    )
 
 
 @pytest.fixture
@@ -89,12 +92,27 @@ def chat(workspace, eval_engine, retriever):
 
 
 FACTS = [
-    {"id": "f1", "question": "What is the name of the shop dog?", "answer": "Bosun", "aliases": ["greyhound"],
-     "document": "dog.md"},
-    {"id": "f2", "question": "How much does the Harbour Cruiser cost?", "answer": "499 euro", "aliases": ["€499"],
-     "document": "bikes.md"},
-    {"id": "f3", "question": "Who won the 1966 football world cup?", "answer": "England", "aliases": [],
-     "document": "none"},
+    {
+        "id": "f1",
+        "question": "What is the name of the shop dog?",
+        "answer": "Bosun",
+        "aliases": ["greyhound"],
+        "document": "dog.md",
+    },
+    {
+        "id": "f2",
+        "question": "How much does the Harbour Cruiser cost?",
+        "answer": "499 euro",
+        "aliases": ["€499"],
+        "document": "bikes.md",
+    },
+    {
+        "id": "f3",
+        "question": "Who won the 1966 football world cup?",
+        "answer": "England",
+        "aliases": [],
+        "document": "none",
+    },
 ]
 
 

@@ -12,15 +12,37 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def tailor(*args):
-    return subprocess.run([sys.executable, "-m", "cli.main", *map(str, args)], cwd=REPO, capture_output=True,
-                          text=True, timeout=300, env={**os.environ, "TAILOR_THREADS": "1"})
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", *map(str, args)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TAILOR_THREADS": "1"},
+    )
 
 
 def test_eval_prints_json_and_a_stored_run_can_be_shown(tiny_model_dir, facts_file, tmp_path):
     ws = tmp_path / "ws"
     make_lora(tiny_model_dir, ws / "adapters" / "tiny-lora")
-    r = tailor("eval", "--arms", "base,tuned", "--rag", "off", "--set", facts_file, "--max-new-tokens", "8",
-               "--no-source", "decline", "--json", "--workspace", ws, "--model", tiny_model_dir)
+    r = tailor(
+        "eval",
+        "--arms",
+        "base,tuned",
+        "--rag",
+        "off",
+        "--set",
+        facts_file,
+        "--max-new-tokens",
+        "8",
+        "--no-source",
+        "decline",
+        "--json",
+        "--workspace",
+        ws,
+        "--model",
+        tiny_model_dir,
+    )
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["run"]["no_source"] == "decline"  # recorded with the run

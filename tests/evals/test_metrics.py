@@ -1,6 +1,5 @@
 """Each metric against values worked out by hand."""
 
-
 import pytest
 
 from evals import metrics as M

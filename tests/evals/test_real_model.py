@@ -21,15 +21,15 @@ DEMO = Path(__file__).resolve().parents[2] / "examples" / "lantern_bay"
 
 @pytest.mark.real
 def test_real_model_facts_with_and_without_retrieval(real_engine, workspace):
-    paragraphs = [p.strip() for p in (DEMO / "docs" / "about.md").read_text().split("\n\n")
-                  if len(p.strip()) > 80]
+    paragraphs = [p.strip() for p in (DEMO / "docs" / "about.md").read_text().split("\n\n") if len(p.strip()) > 80]
     retriever = EmbeddingRetriever([("about.md", p) for p in paragraphs], threshold=0.2)
     chat = ChatService(real_engine, ConversationLog(workspace.db), AdapterCatalog(workspace.adapters_dir), retriever)
     evals = open_evals(workspace, chat)
     facts = load_facts(DEMO / "facts.jsonl")
     facts.items = [i for i in facts.items if i.id in ("f002", "f009")]  # founder, shop dog
-    run = evals.runs.start(facts, evals.runs.resolve_arms("base", "off,on"), RunOptions(max_new_tokens=32),
-                           background=False)
+    run = evals.runs.start(
+        facts, evals.runs.resolve_arms("base", "off,on"), RunOptions(max_new_tokens=32), background=False
+    )
     assert run.status == "done", run.error
     results = {(r.arm, r.item_id): r for r in evals.store.results(run.id)}
     assert len(results) == 4

@@ -12,8 +12,15 @@ from assistant.engine import GenerationOptions
 from assistant.errors import NotFoundError, ValidationError
 from assistant.prompting import build_messages
 from evals import open_evals
-from evals.reports import (aggregate_run, all_comparisons, compare, history_rows, metrics_table, side_by_side,
-                           training_example)
+from evals.reports import (
+    aggregate_run,
+    all_comparisons,
+    compare,
+    history_rows,
+    metrics_table,
+    side_by_side,
+    training_example,
+)
 from evals.runner import RunOptions
 from evals.sets import load_facts, load_reference_file
 from evals.store import EvalStore
@@ -62,8 +69,7 @@ def test_background_run_end_to_end(workspace, chat, tiny_adapter, facts_file, re
     evalset = load_facts(facts_file)
     arms = evals.runs.resolve_arms("base,tuned", "off,on")
     seen = []
-    run = evals.runs.start(evalset, arms, replace(OPTS, no_source="decline"),
-                           progress=lambda d, t: seen.append((d, t)))
+    run = evals.runs.start(evalset, arms, replace(OPTS, no_source="decline"), progress=lambda d, t: seen.append((d, t)))
     assert run.status == "queued" and run.total == 3 * 4 and run.options["no_source"] == "decline"
     run = evals.runs.wait(run.id, timeout=300)
     assert run.status == "done", run.error
@@ -75,15 +81,18 @@ def test_background_run_end_to_end(workspace, chat, tiny_adapter, facts_file, re
     assert len(results) == 12
     # the base arm's reply is exactly what the chat's prompt building + greedy decoding gives
     item = evalset.items[0]
-    direct = chat.engine.generate(build_messages([], item.question, "", None),
-                                  GenerationOptions(temperature=0, max_new_tokens=8))
+    direct = chat.engine.generate(
+        build_messages([], item.question, "", None), GenerationOptions(temperature=0, max_new_tokens=8)
+    )
     assert results[("base", "f1")].reply == direct.text
     # retrieval arms: the off-topic question abstains with the chat's no-source reply
     assert results[("base+rag", "f3")].reply == NO_SOURCE_REPLY and results[("base+rag", "f3")].abstained
     assert results[("base+rag", "f1")].passages[0]["source"] == "dog.md"
     assert not results[("base+rag", "f1")].abstained
     # the adapter was really applied: the reference loss differs from the base model's
-    assert results[("tiny-lora", "f1")].metrics["ref_loss"] != pytest.approx(results[("base", "f1")].metrics["ref_loss"])
+    assert results[("tiny-lora", "f1")].metrics["ref_loss"] != pytest.approx(
+        results[("base", "f1")].metrics["ref_loss"]
+    )
     for r in results.values():
         m = r.metrics
         assert 0 <= m["rouge_l"] <= 1 and 0 <= m["f1"] <= 1 and m["exact_match"] in (0.0, 1.0)
@@ -95,7 +104,7 @@ def test_background_run_end_to_end(workspace, chat, tiny_adapter, facts_file, re
 
     summary = aggregate_run(evals.store, run.id)
     assert summary.arms == ["base", "base+rag", "tiny-lora", "tiny-lora+rag"]
-    for arm, per in summary.metrics.items():
+    for per in summary.metrics.values():
         for key in ("semantic", "fact", "rouge_l", "f1", "exact_match"):
             e = per[key]
             assert e.n == 3 and e.lo <= e.mean <= e.hi
@@ -122,8 +131,7 @@ def test_retrieval_arm_without_a_source_answers_like_the_plain_arm(workspace, ch
     prompt has no sources, so its greedy reply is exactly the plain arm's, and the item still
     counts toward the no-source rate."""
     evals = open_evals(workspace, chat)
-    run = evals.runs.start(load_facts(facts_file), evals.runs.resolve_arms("base", "off,on"), OPTS,
-                           background=False)
+    run = evals.runs.start(load_facts(facts_file), evals.runs.resolve_arms("base", "off,on"), OPTS, background=False)
     assert run.status == "done" and run.options["no_source"] == "answer"
     results = {(r.arm, r.item_id): r for r in evals.store.results(run.id)}
     off_topic = results[("base+rag", "f3")]
@@ -137,11 +145,19 @@ def test_side_by_side_sorts_by_difference_and_gives_training_examples(workspace,
     ws = workspace
     evals = open_evals(ws, chat)
     ref = tmp_path / "ref.jsonl"
-    ref.write_text("".join(json.dumps({"prompt": p, "completion": c}) + "\n" for p, c in [
-        ("hello", "Ahoy, rider! Hello there."), ("What is the capital of France?", "Paris."),
-        ("Tell me about bikes", "Bikes are great. Fair winds!")]))
-    run = evals.runs.start(load_reference_file(ref), evals.runs.resolve_arms("base,tuned", "off"), OPTS,
-                           background=False)
+    ref.write_text(
+        "".join(
+            json.dumps({"prompt": p, "completion": c}) + "\n"
+            for p, c in [
+                ("hello", "Ahoy, rider! Hello there."),
+                ("What is the capital of France?", "Paris."),
+                ("Tell me about bikes", "Bikes are great. Fair winds!"),
+            ]
+        )
+    )
+    run = evals.runs.start(
+        load_reference_file(ref), evals.runs.resolve_arms("base,tuned", "off"), OPTS, background=False
+    )
     assert run.status == "done"
     rows = side_by_side(evals.store, run.id, "tiny-lora", "base", "ref_loss", order="a_worse")
     diffs = [r.diff for r in rows]
@@ -158,10 +174,18 @@ def test_labelled_items_get_classification_metrics(workspace, chat, tmp_path):
     chat.retriever = None
     evals = open_evals(workspace, chat)
     ref = tmp_path / "labels.jsonl"
-    ref.write_text("".join(json.dumps({"prompt": f"Is this good? {i}", "completion": lab, "label": lab}) + "\n"
-                           for i, lab in enumerate(["good", "bad", "good", "bad"])))
-    run = evals.runs.start(load_reference_file(ref), evals.runs.resolve_arms("base", "off"),
-                           RunOptions(max_new_tokens=4, semantic=False, score_references=False), background=False)
+    ref.write_text(
+        "".join(
+            json.dumps({"prompt": f"Is this good? {i}", "completion": lab, "label": lab}) + "\n"
+            for i, lab in enumerate(["good", "bad", "good", "bad"])
+        )
+    )
+    run = evals.runs.start(
+        load_reference_file(ref),
+        evals.runs.resolve_arms("base", "off"),
+        RunOptions(max_new_tokens=4, semantic=False, score_references=False),
+        background=False,
+    )
     summary = aggregate_run(evals.store, run.id)
     report = summary.classification["base"]
     assert report.labels == ["bad", "good"] and report.n == 4
@@ -186,8 +210,12 @@ def test_cancel_stops_a_run_and_keeps_its_results(workspace, chat, facts_file):
     evalset = load_facts(facts_file)
     ids = []
     # cancel from the progress callback, i.e. right after the first item was stored
-    run = evals.runs.start(evalset, evals.runs.resolve_arms("base", "off"), OPTS,
-                           progress=lambda done, total: evals.runs.cancel(ids[0]) if ids else None)
+    run = evals.runs.start(
+        evalset,
+        evals.runs.resolve_arms("base", "off"),
+        OPTS,
+        progress=lambda done, total: evals.runs.cancel(ids[0]) if ids else None,
+    )
     ids.append(run.id)
     final = evals.runs.wait(run.id, timeout=120)
     if final.done == final.total:  # the run beat the append; cancelling a finished run is a no-op
@@ -212,9 +240,16 @@ def test_interrupted_runs_are_marked_failed_on_restart(workspace, chat, facts_fi
     try:
         runs = {}
         for name, pid in (("dead", int(dead.stdout)), ("live", live.pid)):
-            run = evals.store.create_run(set_kind="facts", set_name=name, set_fingerprint=evalset.fingerprint,
-                                         dataset_version=None, base_model="tiny", arms=arms, options={},
-                                         items=evalset.items)
+            run = evals.store.create_run(
+                set_kind="facts",
+                set_name=name,
+                set_fingerprint=evalset.fingerprint,
+                dataset_version=None,
+                base_model="tiny",
+                arms=arms,
+                options={},
+                items=evalset.items,
+            )
             evals.store.set_status(run.id, "running")
             with ws.db.transaction() as conn:
                 conn.execute("UPDATE eval_runs SET pid=? WHERE id=?", (pid, run.id))

@@ -21,7 +21,7 @@ def test_score_matches_the_models_own_masked_loss(eval_engine):
     assert n == len(full) - len(prompt) > 0
     ids = torch.tensor([full])
     labels = ids.clone()
-    labels[0, :len(prompt)] = -100  # transformers ignores these positions in its loss
+    labels[0, : len(prompt)] = -100  # transformers ignores these positions in its loss
     with torch.inference_mode(), engine._use(None):
         expected = engine.model(input_ids=ids, labels=labels).loss.item()
     assert loss == pytest.approx(expected, rel=1e-5)

@@ -12,7 +12,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def write(path, lines):
-    path.write_text("".join((l if isinstance(l, str) else json.dumps(l)) + "\n" for l in lines), encoding="utf-8")
+    path.write_text(
+        "".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines), encoding="utf-8"
+    )
     return path
 
 
@@ -26,13 +28,17 @@ def test_demo_facts_set_loads():
 
 
 def test_facts_bad_lines_are_reported_and_good_kept(tmp_path):
-    path = write(tmp_path / "f.jsonl", [
-        {"id": "a", "question": "Q1?", "answer": "A1", "aliases": ["one"]},
-        "{not json",
-        {"id": "b", "question": "", "answer": "x"},
-        {"id": "c", "question": "Q3?", "answer": "A3", "aliases": "oops"},
-        "", {"question": "Q5?", "answer": "A5"},
-    ])
+    path = write(
+        tmp_path / "f.jsonl",
+        [
+            {"id": "a", "question": "Q1?", "answer": "A1", "aliases": ["one"]},
+            "{not json",
+            {"id": "b", "question": "", "answer": "x"},
+            {"id": "c", "question": "Q3?", "answer": "A3", "aliases": "oops"},
+            "",
+            {"question": "Q5?", "answer": "A5"},
+        ],
+    )
     s = load_facts(path)
     assert [i.id for i in s.items] == ["a", "line-6"]
     assert s.items[0].answers == ["A1", "one"]
@@ -40,14 +46,23 @@ def test_facts_bad_lines_are_reported_and_good_kept(tmp_path):
 
 
 def test_reference_file_formats(tmp_path):
-    path = write(tmp_path / "ref.jsonl", [
-        {"prompt": "Hi?", "completion": "Ahoy!", "label": "greeting"},
-        {"messages": [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Q?"},
-                      {"role": "assistant", "content": "A."}], "id": "m1"},
-        {"question": "Dog?", "answer": "Bosun", "aliases": ["the dog"]},
-        {"messages": [{"role": "user", "content": "no answer"}]},
-        {"prompt": "p", "completion": "  "},
-    ])
+    path = write(
+        tmp_path / "ref.jsonl",
+        [
+            {"prompt": "Hi?", "completion": "Ahoy!", "label": "greeting"},
+            {
+                "messages": [
+                    {"role": "system", "content": "Be kind."},
+                    {"role": "user", "content": "Q?"},
+                    {"role": "assistant", "content": "A."},
+                ],
+                "id": "m1",
+            },
+            {"question": "Dog?", "answer": "Bosun", "aliases": ["the dog"]},
+            {"messages": [{"role": "user", "content": "no answer"}]},
+            {"prompt": "p", "completion": "  "},
+        ],
+    )
     s = load_reference_file(path)
     assert len(s.items) == 3 and len(s.skipped) == 2
     a, b, c = s.items
@@ -59,13 +74,26 @@ def test_reference_file_formats(tmp_path):
 def test_test_split_from_a_version_folder(tmp_path):
     v = tmp_path / "datasets" / "v3"
     v.mkdir(parents=True)
-    write(v / "test.jsonl", [
-        {"example_id": 7, "messages": [{"role": "user", "content": "one"}, {"role": "assistant", "content": "1"},
-                                       {"role": "user", "content": "two"}, {"role": "assistant", "content": "2"}],
-         "label": None},
-        {"example_id": 9, "messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}],
-         "label": "pos"},
-    ])
+    write(
+        v / "test.jsonl",
+        [
+            {
+                "example_id": 7,
+                "messages": [
+                    {"role": "user", "content": "one"},
+                    {"role": "assistant", "content": "1"},
+                    {"role": "user", "content": "two"},
+                    {"role": "assistant", "content": "2"},
+                ],
+                "label": None,
+            },
+            {
+                "example_id": 9,
+                "messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}],
+                "label": "pos",
+            },
+        ],
+    )
     (tmp_path / "datasets" / "v2").mkdir()
     write(tmp_path / "datasets" / "v2" / "test.jsonl", [{"example_id": 1, "messages": []}])
     assert latest_version_dir(tmp_path / "datasets") == v
@@ -108,10 +136,13 @@ def test_grounded_test_lines_are_split_back_into_the_question(tmp_path):
 
     v = tmp_path / "v1"
     v.mkdir()
-    rendered = build_messages([], "Until when is breakfast served?", "Be kind.",
-                              [Passage(id=1, source="Menu", text="Breakfast until 11:30.")])
-    write(v / "test.jsonl", [{"example_id": 1, "label": None,
-                              "messages": rendered + [{"role": "assistant", "content": "Until 11:30."}]}])
+    rendered = build_messages(
+        [], "Until when is breakfast served?", "Be kind.", [Passage(id=1, source="Menu", text="Breakfast until 11:30.")]
+    )
+    write(
+        v / "test.jsonl",
+        [{"example_id": 1, "label": None, "messages": rendered + [{"role": "assistant", "content": "Until 11:30."}]}],
+    )
     [item] = load_test_split(v).items
     assert item.question == "Until when is breakfast served?" and item.system_prompt == "Be kind."
     assert "Breakfast until 11:30." in item.passages[0]["text"]

@@ -66,8 +66,9 @@ def test_paired_test_detects_a_real_difference_and_not_noise():
     same = paired_test(base, base)
     assert same.p_value == 1.0 and not same.significant
     # under the null (differences symmetric around 0) the test rejects about 5% of the time
-    rejections = sum(paired_test(rng.normal(0, 1, 30), np.zeros(30), permutations=2000, seed=s).significant
-                     for s in range(100))
+    rejections = sum(
+        paired_test(rng.normal(0, 1, 30), np.zeros(30), permutations=2000, seed=s).significant for s in range(100)
+    )
     assert rejections <= 12
 
 

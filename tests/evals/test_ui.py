@@ -2,9 +2,8 @@
 test split of a real dataset version (tuning's snapshot) and the curation store for "save as
 training example"."""
 
-import pytest
-
 import gradio as gr
+import pytest
 
 from cli.eval_cmds import example_saver, latest_test_split
 from evals import open_evals
@@ -18,8 +17,12 @@ def tab(workspace, chat, tiny_adapter, facts_file):
     chat.retriever = None
     evals = open_evals(workspace, chat)
     with gr.Blocks():
-        t = build_eval_tab(evals, test_split=lambda: latest_test_split(workspace), facts_path=facts_file,
-                           save_example=example_saver(workspace))
+        t = build_eval_tab(
+            evals,
+            test_split=lambda: latest_test_split(workspace),
+            facts_path=facts_file,
+            save_example=example_saver(workspace),
+        )
     return evals, t
 
 

@@ -22,8 +22,9 @@ SECRETS = ("tiny-lora", "+rag")  # arm names that must not appear before a vote
 def voted_run(workspace, chat, tiny_adapter, facts_file):
     chat.retriever = None
     evals = open_evals(workspace, chat)
-    run = evals.runs.start(load_facts(facts_file), evals.runs.resolve_arms("base,tuned", "off"), QUICK,
-                           background=False)
+    run = evals.runs.start(
+        load_facts(facts_file), evals.runs.resolve_arms("base,tuned", "off"), QUICK, background=False
+    )
     assert run.status == "done"
     return evals, run
 

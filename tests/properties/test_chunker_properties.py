@@ -44,12 +44,12 @@ COUNTERS = {"approx_tokens": approx_tokens, "pieces": pieces}
 
 # ---- generated input -----------------------------------------------------------------------------
 
+
 def _chars(alphabet: str, lo: int, hi: int):
     return st.text(st.sampled_from(alphabet), min_size=lo, max_size=hi)
 
 
-_no_space_unicode = st.text(st.characters(blacklist_categories=("Cs", "Zs", "Zl", "Zp", "Cc")), min_size=1,
-                            max_size=12)
+_no_space_unicode = st.text(st.characters(blacklist_categories=("Cs", "Zs", "Zl", "Zp", "Cc")), min_size=1, max_size=12)
 words = st.one_of(
     _chars("abcdefghijklmnopqrstuvwxyzABCXYZ0123456789", 1, 12),  # ordinary words
     _chars("中文字本日語かなカナ", 1, 40),  # CJK runs: no spaces between words
@@ -83,6 +83,7 @@ sizes = st.tuples(st.integers(16, 120), st.integers(0, 60))
 
 
 # ---- the contract ---------------------------------------------------------------------------------
+
 
 def _squash(text: str) -> str:
     return "".join(text.split())
@@ -123,8 +124,11 @@ def _covers_in_order(section: str, pieces_: list[str]) -> bool:
     ends it. Checked over every placement, so repeated text cannot fool it either way."""
     starts = [0] if section.startswith(pieces_[0]) else []
     for prev, piece in zip(pieces_, pieces_[1:]):
-        starts = sorted(s for s in _occurrences(section, piece)
-                        if bisect.bisect_left(starts, s) > bisect.bisect_left(starts, s - len(prev)))
+        starts = sorted(
+            s
+            for s in _occurrences(section, piece)
+            if bisect.bisect_left(starts, s) > bisect.bisect_left(starts, s - len(prev))
+        )
         if not starts:
             return False
     return any(s + len(pieces_[-1]) == len(section) for s in starts)
@@ -160,6 +164,7 @@ def assert_contract(doc: ParsedDocument, chunks, count, target: int) -> None:
 
 # ---- properties ---------------------------------------------------------------------------------
 
+
 @SETTINGS
 @given(documents(), sizes, st.sampled_from(sorted(COUNTERS)))
 def test_chunks_keep_all_text_in_order_within_size_and_heading(doc, size, counter):
@@ -173,8 +178,9 @@ def test_chunks_keep_all_text_in_order_within_size_and_heading(doc, size, counte
 @given(documents(), sizes)
 def test_same_input_same_chunks(doc, size):
     first = chunk_document(doc, pieces, *size)
-    again = chunk_document(ParsedDocument(doc.title, doc.kind, [Block(b.headings, b.text) for b in doc.blocks]),
-                           pieces, *size)
+    again = chunk_document(
+        ParsedDocument(doc.title, doc.kind, [Block(b.headings, b.text) for b in doc.blocks]), pieces, *size
+    )
     assert first == again
 
 
@@ -196,7 +202,7 @@ def test_markdown_heading_paths_follow_the_hash_headings(items, size, counter):
             lines.append("#" * level + " " + text)
             title = title or (text if level == 1 else None)
             # What a reader sees: a heading replaces its level and everything below it.
-            del stack[level - 1:]
+            del stack[level - 1 :]
             stack += [""] * (level - 1 - len(stack)) + [text]
         else:
             lines.append(text)
@@ -229,6 +235,7 @@ def test_any_text_file_chunks_or_is_refused_by_name(text, name, size):
 
 
 # ---- the examples hypothesis found, kept as plain regression tests ------------------------------
+
 
 def _one_block(text: str) -> ParsedDocument:
     return ParsedDocument("Guide", "md", [Block(("Guide",), text)])

@@ -22,11 +22,13 @@ from tuning.importexport import export_examples, import_file
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # Printable text without surrogates (not encodable) and with at least one visible character.
-texts = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), min_size=1,
-                max_size=80).filter(lambda s: s.strip())
+texts = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), min_size=1, max_size=80
+).filter(lambda s: s.strip())
 # Distinct pairs: an import skips an example already present (same text once normalised).
-pairs = st.lists(st.tuples(texts, texts), min_size=1, max_size=8,
-                 unique_by=lambda t: (normalised_text(t[0]), normalised_text(t[1])))
+pairs = st.lists(
+    st.tuples(texts, texts), min_size=1, max_size=8, unique_by=lambda t: (normalised_text(t[0]), normalised_text(t[1]))
+)
 
 
 def fresh_store() -> tuple[ExampleStore, Path]:
@@ -71,10 +73,16 @@ def test_csv_with_quotes_commas_and_newlines(items):
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | texts,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
-        st.sampled_from(["prompt", "completion", "messages", "role", "content", "tags", "label", "x"]), inner,
-        max_size=4),
-    max_leaves=8)
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(["prompt", "completion", "messages", "role", "content", "tags", "label", "x"]),
+            inner,
+            max_size=4,
+        )
+    ),
+    max_leaves=8,
+)
 
 
 @SETTINGS
@@ -113,8 +121,10 @@ def test_arbitrary_bytes_never_crash(data):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.text(st.sampled_from(list("ab \t\r\n\u00a0\u3000\u200b\u00ad\u2028\x0be\u0301\u00e9")), max_size=40)
-       | st.text(max_size=40))
+@given(
+    st.text(st.sampled_from(list("ab \t\r\n\u00a0\u3000\u200b\u00ad\u2028\x0be\u0301\u00e9")), max_size=40)
+    | st.text(max_size=40)
+)
 def test_import_dedup_normalises_exactly_like_the_cleaning_fix(text):
     """An example rewritten by the cleaning report's normalise fix must keep its dedup hash,
     or re-importing the original file would bring the unnormalised copy back."""

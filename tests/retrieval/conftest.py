@@ -56,21 +56,24 @@ Bring photo ID. Umbrellas are never kept longer than 10 days.
 
 def make_pdf(pages: list[list[str]]) -> bytes:
     """A minimal valid PDF: one Helvetica text line per string, one list per page."""
+
     def esc(s: str) -> str:
         return s.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
 
-    bodies = {1: b"<< /Type /Catalog /Pages 2 0 R >>",
-              3: b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"}
+    bodies = {1: b"<< /Type /Catalog /Pages 2 0 R >>", 3: b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"}
     page_ids = []
     for i, lines in enumerate(pages):
         pid, cid = 4 + 2 * i, 5 + 2 * i
         page_ids.append(pid)
         stream = ("BT /F1 12 Tf 72 720 Td 14 TL " + " ".join(f"({esc(x)}) '" for x in lines) + " ET").encode("latin-1")
-        bodies[pid] = (f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 3 0 R >> >>"
-                       f" /Contents {cid} 0 R >>").encode()
+        bodies[pid] = (
+            f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 3 0 R >> >>"
+            f" /Contents {cid} 0 R >>"
+        ).encode()
         bodies[cid] = b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream"
-    bodies[2] = ("<< /Type /Pages /Kids [" + " ".join(f"{p} 0 R" for p in page_ids)
-                 + f"] /Count {len(pages)} >>").encode()
+    bodies[2] = (
+        "<< /Type /Pages /Kids [" + " ".join(f"{p} 0 R" for p in page_ids) + f"] /Count {len(pages)} >>"
+    ).encode()
     out = io.BytesIO()
     out.write(b"%PDF-1.4\n")
     offsets = {}
@@ -95,8 +98,10 @@ def encrypt_pdf(data: bytes, password: str = "secret") -> bytes:
     return out.getvalue()
 
 
-RULES_PDF_PAGES = [["Onboard rules", "Dogs must stay on a lead on the car deck."],
-                   ["Smoking is not allowed anywhere on the Brightwater ferry."]]
+RULES_PDF_PAGES = [
+    ["Onboard rules", "Dogs must stay on a lead on the car deck."],
+    ["Smoking is not allowed anywhere on the Brightwater ferry."],
+]
 
 
 @pytest.fixture(scope="session")

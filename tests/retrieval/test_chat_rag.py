@@ -28,8 +28,9 @@ def test_rag_turn_puts_sources_in_the_prompt_and_stores_chunk_ids(rag_chat, tiny
         return real(messages, options, adapter)
 
     monkeypatch.setattr(tiny_engine, "stream", spy)
-    turn, reply = rag_chat.chat(ChatRequest("When does the first weekday summer ferry leave?", rag=True, k=3,
-                                            options=GREEDY))
+    turn, reply = rag_chat.chat(
+        ChatRequest("When does the first weekday summer ferry leave?", rag=True, k=3, options=GREEDY)
+    )
     prompt = seen["messages"][-1]["content"]
     assert "07:10" in prompt and "[1] timetable.md" in prompt
     stored = rag_chat.log.message(reply.id).retrieval
@@ -37,8 +38,9 @@ def test_rag_turn_puts_sources_in_the_prompt_and_stores_chunk_ids(rag_chat, tiny
     ids = [p["id"] for p in stored["passages"]]
     assert set(ids) <= set(kb.store.chunk_ids().tolist())
     assert rag_chat.log.get(turn.conversation_id).rag is True
-    history = with_citations(chat_history(rag_chat.log.get(turn.conversation_id).messages),
-                             rag_chat.log.get(turn.conversation_id).messages)
+    history = with_citations(
+        chat_history(rag_chat.log.get(turn.conversation_id).messages), rag_chat.log.get(turn.conversation_id).messages
+    )
     assert "**Sources**" in history[-1]["content"] and "[1] *timetable.md" in history[-1]["content"]
     assert history[0]["content"] == "When does the first weekday summer ferry leave?"
 
@@ -48,8 +50,9 @@ def test_unsupported_question_abstains_without_generating(rag_chat, tiny_engine,
         raise AssertionError("the model must not be asked")
 
     monkeypatch.setattr(tiny_engine, "stream", boom)
-    turn, reply = rag_chat.chat(ChatRequest("Who painted the Mona Lisa?", rag=True, options=GREEDY,
-                                            no_source="decline"))
+    turn, reply = rag_chat.chat(
+        ChatRequest("Who painted the Mona Lisa?", rag=True, options=GREEDY, no_source="decline")
+    )
     assert reply.content == NO_SOURCE_REPLY and reply.finish_reason == "no_source"
     assert reply.retrieval["abstained"] is True and reply.retrieval["passages"]
     shown = citations_markdown(reply.retrieval)

@@ -25,8 +25,7 @@ def test_docs_commands_end_to_end(tmp_path, docs_dir, capsys, embedder):
 
     code, out, _ = _run(capsys, "docs", "list", "--json", *ws)
     listed = json.loads(out)
-    assert code == 0 and {d["name"] for d in listed} == {"timetable.md", "fares.html", "lost_property.txt",
-                                                        "rules.pdf"}
+    assert code == 0 and {d["name"] for d in listed} == {"timetable.md", "fares.html", "lost_property.txt", "rules.pdf"}
     assert all(d["chunk_count"] >= 1 and d["size_bytes"] > 0 for d in listed)
 
     code, out, _ = _run(capsys, "search", "how much is a car single ticket", "--k", "2", "--json", *ws)

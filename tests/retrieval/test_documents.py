@@ -54,15 +54,18 @@ def test_utf8_bom_and_utf16_are_read():
     assert "Café" in parse_document("b.txt", "Café opens at nine.".encode("utf-16")).blocks[0].text
 
 
-@pytest.mark.parametrize("name,data,expected", [
-    ("notes.docx", b"PK\x03\x04 something", "unsupported file type .docx"),
-    ("latin1.txt", "Caf\u00e9 cr\u00e8me".encode("latin-1"), "not valid UTF-8"),
-    ("empty.md", b"   \n\n", "empty"),
-    ("binary.txt", b"abc\x00\x01\x02def", "binary"),
-    ("broken.pdf", b"%PDF-1.4\nthis is not really a pdf", "could not be read as a PDF"),
-    ("blank.pdf", make_pdf([[]]), "no extractable text"),
-    ("locked.pdf", encrypt_pdf(make_pdf(RULES_PDF_PAGES)), "encrypted"),
-])
+@pytest.mark.parametrize(
+    "name,data,expected",
+    [
+        ("notes.docx", b"PK\x03\x04 something", "unsupported file type .docx"),
+        ("latin1.txt", "Caf\u00e9 cr\u00e8me".encode("latin-1"), "not valid UTF-8"),
+        ("empty.md", b"   \n\n", "empty"),
+        ("binary.txt", b"abc\x00\x01\x02def", "binary"),
+        ("broken.pdf", b"%PDF-1.4\nthis is not really a pdf", "could not be read as a PDF"),
+        ("blank.pdf", make_pdf([[]]), "no extractable text"),
+        ("locked.pdf", encrypt_pdf(make_pdf(RULES_PDF_PAGES)), "encrypted"),
+    ],
+)
 def test_unusable_files_raise_a_clear_error_naming_the_file(name, data, expected):
     with pytest.raises(DocumentError) as err:
         parse_document(name, data)

@@ -32,16 +32,16 @@ def test_answer_follows_an_edited_document_without_retuning(real_engine, workspa
     kb = open_knowledge(workspace, embedder)
     results = kb.add_paths([docs])
     assert all(r.ok for r in results) and len(results) >= 10
-    chat = ChatService(real_engine, ConversationLog(workspace.db), AdapterCatalog(workspace.adapters_dir),
-                       retriever=kb)
+    chat = ChatService(real_engine, ConversationLog(workspace.db), AdapterCatalog(workspace.adapters_dir), retriever=kb)
 
     turn, reply = chat.chat(ChatRequest(QUESTION, rag=True, options=GREEDY))
     assert "150" in reply.content, reply.content
     cited = reply.retrieval["passages"]
     assert not reply.retrieval["abstained"]
     assert any(p["source"] == "rentals.md" and "€150" in p["text"] for p in cited)
-    shown = with_citations(chat_history(chat.log.get(turn.conversation_id).messages),
-                           chat.log.get(turn.conversation_id).messages)[-1]["content"]
+    shown = with_citations(
+        chat_history(chat.log.get(turn.conversation_id).messages), chat.log.get(turn.conversation_id).messages
+    )[-1]["content"]
     assert "rentals.md" in shown and "[1]" in shown
 
     rentals = docs / "rentals.md"

@@ -4,8 +4,15 @@ import gradio as gr
 
 from ui.knowledge_tab import build_knowledge_tab
 
-EXPECTED = {"knowledge_add_files", "knowledge_add_folder", "knowledge_list", "knowledge_preview",
-            "knowledge_delete", "knowledge_search", "knowledge_search_on_enter"}
+EXPECTED = {
+    "knowledge_add_files",
+    "knowledge_add_folder",
+    "knowledge_list",
+    "knowledge_preview",
+    "knowledge_delete",
+    "knowledge_search",
+    "knowledge_search_on_enter",
+}
 
 
 def _fns(demo):
@@ -26,7 +33,8 @@ def test_tab_events_and_handlers(kb, docs_dir):
     assert all(name and isinstance(name, str) for name in fns)
 
     report, cleared, rows, choices, status = fns["knowledge_add_files"](
-        [str(docs_dir / "fares.html"), str(docs_dir / "timetable.md")], progress=_NoProgress())
+        [str(docs_dir / "fares.html"), str(docs_dir / "timetable.md")], progress=_NoProgress()
+    )
     assert "2 of 2 file(s)" in report and cleared is None
     assert {r[0] for r in rows} == {"fares.html", "timetable.md"} and "2 documents" in status
 

@@ -1,19 +1,27 @@
 """How retrieved passages are shown to the model (assistant/prompting.py, owned by retrieval)."""
 
-from assistant.prompting import (ANSWER_INSTRUCTION, Passage, build_messages, grounded_user_message,
-                                 split_grounded_user_message)
+from assistant.prompting import (
+    ANSWER_INSTRUCTION,
+    Passage,
+    build_messages,
+    grounded_user_message,
+    split_grounded_user_message,
+)
 
-PASSAGES = [Passage(id=7, source="rentals.md", heading="Bike Rentals > Deposit and ID",
-                    text="We take a deposit of €150.\n"),
-            Passage(id=9, source="warranty.md", text="Frames: 7 years.")]
+PASSAGES = [
+    Passage(id=7, source="rentals.md", heading="Bike Rentals > Deposit and ID", text="We take a deposit of €150.\n"),
+    Passage(id=9, source="warranty.md", text="Frames: 7 years."),
+]
 
 
 def test_instruction_then_sources_best_last_then_question():
     text = grounded_user_message("How big is the deposit?", PASSAGES)
-    assert text == (ANSWER_INSTRUCTION + "\n\n"
-                    "[2] warranty.md\nFrames: 7 years.\n\n"
-                    "[1] rentals.md — Bike Rentals > Deposit and ID\nWe take a deposit of €150.\n\n"
-                    "Question: How big is the deposit?")
+    assert text == (
+        ANSWER_INSTRUCTION + "\n\n"
+        "[2] warranty.md\nFrames: 7 years.\n\n"
+        "[1] rentals.md — Bike Rentals > Deposit and ID\nWe take a deposit of €150.\n\n"
+        "Question: How big is the deposit?"
+    )
     assert "say you could not find it" in ANSWER_INSTRUCTION
     assert grounded_user_message("hi", []) == "hi"
 

@@ -26,7 +26,11 @@ def test_folder_add_reports_each_file_and_keeps_the_good_ones(kb, docs_dir, monk
     results = kb.add_paths([docs_dir, docs_dir / "missing.md"], progress=lambda f, m: steps.append(f))
     by_name = {r.name: r for r in results}
     assert {n for n, r in by_name.items() if r.status == "added"} == {
-        "timetable.md", "fares.html", "lost_property.txt", "rules.pdf"}
+        "timetable.md",
+        "fares.html",
+        "lost_property.txt",
+        "rules.pdf",
+    }
     assert "unsupported" in by_name["notes.docx"].message
     assert "encrypted" in by_name["locked.pdf"].message
     assert "UTF-8" in by_name["latin1.txt"].message

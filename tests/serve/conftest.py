@@ -20,8 +20,15 @@ def publish_lora(adapters_dir: Path, name: str, model_dir: Path, seed: int = 1) 
 
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     torch.manual_seed(seed)
-    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=16, init_lora_weights=False,
-                                                  target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "down_proj"]))
+    peft_model = get_peft_model(
+        model,
+        LoraConfig(
+            r=4,
+            lora_alpha=16,
+            init_lora_weights=False,
+            target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "down_proj"],
+        ),
+    )
     with publish_dir(Path(adapters_dir) / name) as tmp:
         peft_model.save_pretrained(tmp)
         (tmp / "tailor.json").write_text('{"note": "test adapter"}')
@@ -37,7 +44,7 @@ def make_adapter():
 def openai_for():
     import openai
 
-    def make(server, key: str = "unused") -> "openai.OpenAI":
+    def make(server, key: str = "unused") -> openai.OpenAI:
         # max_retries=0: the tests look at 429/503 answers themselves
         return openai.OpenAI(base_url=server.url + "v1", api_key=key, max_retries=0, timeout=120)
 

@@ -26,15 +26,25 @@ def log_with_history(workspace):
     with the adapter "tone". Ratings: base 1 up 1 down on Mar 8; tone 2 up on Mar 10."""
     log = ConversationLog(workspace.db)
     latencies = iter([100, 200, 300, 400, 1000])
-    plan = [("2026-03-08", None, "chat", [1]), ("2026-03-08", None, "chat", [-1]),
-            ("2026-03-10", "tone", "api", [1, 1, None])]
+    plan = [
+        ("2026-03-08", None, "chat", [1]),
+        ("2026-03-08", None, "chat", [-1]),
+        ("2026-03-10", "tone", "api", [1, 1, None]),
+    ]
     for day, adapter, source, ratings in plan:
         conv = log.create(adapter=adapter)
         _at(workspace, "conversations", conv.id, day)
         for rating in ratings:
             u = log.add_message(conv.id, "user", "q", source=source)
-            a = log.add_message(conv.id, "assistant", "a", adapter=adapter, source=source,
-                                latency_ms=float(next(latencies)), ttft_ms=50.0)
+            a = log.add_message(
+                conv.id,
+                "assistant",
+                "a",
+                adapter=adapter,
+                source=source,
+                latency_ms=float(next(latencies)),
+                ttft_ms=50.0,
+            )
             for m in (u, a):
                 _at(workspace, "messages", m.id, day)
             if rating is not None:
@@ -49,8 +59,12 @@ def test_report_counts_rates_and_latency(log_with_history):
     report = Activity(log_with_history.db).report(days=7, today=TODAY)
     assert report.since == "2026-03-04" and report.until == "2026-03-10" and len(report.days) == 7
     by_day = {d.day: d for d in report.days}
-    assert (by_day["2026-03-08"].conversations, by_day["2026-03-08"].user_messages,
-            by_day["2026-03-08"].assistant_messages, by_day["2026-03-08"].api_messages) == (2, 2, 2, 0)
+    assert (
+        by_day["2026-03-08"].conversations,
+        by_day["2026-03-08"].user_messages,
+        by_day["2026-03-08"].assistant_messages,
+        by_day["2026-03-08"].api_messages,
+    ) == (2, 2, 2, 0)
     assert (by_day["2026-03-10"].conversations, by_day["2026-03-10"].api_messages) == (1, 6)
     assert by_day["2026-03-09"].conversations == 0
     assert report.totals["conversations"] == 3  # the January one is outside the window

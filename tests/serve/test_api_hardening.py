@@ -53,10 +53,12 @@ def _old_fit(engine, messages, max_new_tokens):
 
 # ---- 1. history fitting ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("n,first", [(1, "user"), (3, "user"), (40, "user"), (41, "assistant"), (300, "user"),
-                                     (301, "assistant")])
+
+@pytest.mark.parametrize(
+    "n,first", [(1, "user"), (3, "user"), (40, "user"), (41, "assistant"), (300, "user"), (301, "assistant")]
+)
 def test_fit_agrees_with_the_old_algorithm(tiny_engine, n, first):
-    turns = _turns(n + (first == "assistant"))[1 if first == "assistant" else 0:]
+    turns = _turns(n + (first == "assistant"))[1 if first == "assistant" else 0 :]
     turns[-1] = {"role": "user", "content": "the last question, kept whatever happens"}
     messages = [{"role": "system", "content": "be brief"}, *turns]
     assert tiny_engine.fit_messages(messages, 64) == _old_fit(tiny_engine, messages, 64)
@@ -91,7 +93,8 @@ def test_too_many_messages_are_refused_up_front(chat):
 
 def test_a_long_history_under_the_cap_is_answered(chat):
     r = _client(chat, max_messages=2000).post(
-        "/v1/chat/completions", json={"model": "base", "messages": _turns(1999), "max_tokens": 2})
+        "/v1/chat/completions", json={"model": "base", "messages": _turns(1999), "max_tokens": 2}
+    )
     assert r.status_code == 200, r.text
 
 
@@ -112,8 +115,9 @@ def test_a_post_must_be_json(chat, ctype):
 
 
 def test_json_with_a_charset_is_json(chat):
-    r = _client(chat).post("/v1/chat/completions", content=json.dumps(BODY),
-                           headers={"content-type": "application/json; charset=utf-8"})
+    r = _client(chat).post(
+        "/v1/chat/completions", content=json.dumps(BODY), headers={"content-type": "application/json; charset=utf-8"}
+    )
     assert r.status_code == 200, r.text
 
 
@@ -130,8 +134,10 @@ def test_same_origin_and_allowed_origins_pass(chat):
     client = _client(chat, allowed_origins=("https://tools.example.org",))
     # TestClient's Host is "testserver": the web app itself calling its own /v1
     assert client.post("/v1/chat/completions", json=BODY, headers={"origin": "http://testserver"}).status_code == 200
-    assert client.post("/v1/chat/completions", json=BODY,
-                       headers={"origin": "https://tools.example.org"}).status_code == 200
+    assert (
+        client.post("/v1/chat/completions", json=BODY, headers={"origin": "https://tools.example.org"}).status_code
+        == 200
+    )
     assert client.post("/v1/chat/completions", json=BODY, headers={"sec-fetch-site": "cross-site"}).status_code == 403
 
 
@@ -142,9 +148,13 @@ def test_allowed_origins_setting(monkeypatch):
 
 # ---- 7. bodies that were 500s ------------------------------------------------------------------
 
+
 def _raw(chat, text: str):
-    return _client(chat).post("/v1/chat/completions", content=text.encode("utf-8", "surrogatepass"),
-                              headers={"content-type": "application/json"})
+    return _client(chat).post(
+        "/v1/chat/completions",
+        content=text.encode("utf-8", "surrogatepass"),
+        headers={"content-type": "application/json"},
+    )
 
 
 MESSAGES = '[{"role": "user", "content": "hi"}]'
@@ -155,10 +165,10 @@ BAD_BODIES = {
     "temperature 10**400": '{"model": "base", "messages": %s, "temperature": 1%s}' % (MESSAGES, "0" * 400),
     "lone surrogate": '{"model": "base", "messages": [{"role": "user", "content": "a\\ud800b"}]}',
     "lone surrogate in system": '{"model": "base", "messages": [{"role": "system", "content": "\\udfff"},'
-                                ' {"role": "user", "content": "hi"}]}',
+    ' {"role": "user", "content": "hi"}]}',
     "50,000-deep nesting": '{"model": "base", "messages": %s, "x": %s%s}' % (MESSAGES, "[" * 50_000, "]" * 50_000),
-    "deep nesting in tailor": '{"model": "base", "messages": %s, "tailor": %s1%s}' % (
-        MESSAGES, '{"a":' * 100, "}" * 100),
+    "deep nesting in tailor": '{"model": "base", "messages": %s, "tailor": %s1%s}'
+    % (MESSAGES, '{"a":' * 100, "}" * 100),
     "seed 2**70": '{"model": "base", "messages": %s, "seed": %d}' % (MESSAGES, 2**70),
     "seed -2**64": '{"model": "base", "messages": %s, "seed": %d}' % (MESSAGES, -(2**64)),
 }
@@ -191,10 +201,25 @@ def test_a_64_bit_seed_still_works(chat):
 
 # ---- loopback and names ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("host,loopback", [
-    ("127.0.0.1", True), ("127.1.2.3", True), ("localhost", True), ("::1", True), ("[::1]", True),
-    ("LOCALHOST", True), ("127.evil.example", False), ("127.0.0.1.nip.io", False), ("0.0.0.0", False),
-    ("::", False), ("192.168.1.10", False), ("", False), ("example.com", False)])
+
+@pytest.mark.parametrize(
+    "host,loopback",
+    [
+        ("127.0.0.1", True),
+        ("127.1.2.3", True),
+        ("localhost", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("LOCALHOST", True),
+        ("127.evil.example", False),
+        ("127.0.0.1.nip.io", False),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("192.168.1.10", False),
+        ("", False),
+        ("example.com", False),
+    ],
+)
 def test_loopback_is_parsed_not_prefix_matched(host, loopback):
     """Before: any host starting with "127." counted as loopback (so no auth was required)."""
     assert is_loopback_host(host) is loopback
@@ -215,8 +240,10 @@ def test_rename_to_a_name_with_a_newline_is_refused_by_the_cli(workspace, tiny_m
     from cli.main import main
     from tuning.registry import AdapterRegistry
 
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
-                           LoraConfig(r=2, target_modules=["q_proj"], task_type="CAUSAL_LM"))
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+        LoraConfig(r=2, target_modules=["q_proj"], task_type="CAUSAL_LM"),
+    )
     AdapterRegistry(workspace).publish("shop-v1", lambda tmp: model.save_pretrained(tmp))
     code = main(["adapters", "rename", "shop-v1", "renamed\n", "--workspace", str(workspace.root)])
     err = capsys.readouterr().err

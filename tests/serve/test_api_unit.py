@@ -68,10 +68,18 @@ def test_body_limit_checks_declared_and_actual_size(chat):
 
 def test_chat_completion_in_process_logs_with_source_api(chat):
     client = _client(chat)
-    r = client.post("/v1/chat/completions", json={
-        "model": "base", "temperature": 0, "max_completion_tokens": 5,
-        "messages": [{"role": "developer", "content": "Be kind."},
-                     {"role": "user", "content": [{"type": "text", "text": "hel"}, {"type": "text", "text": "lo"}]}]})
+    r = client.post(
+        "/v1/chat/completions",
+        json={
+            "model": "base",
+            "temperature": 0,
+            "max_completion_tokens": 5,
+            "messages": [
+                {"role": "developer", "content": "Be kind."},
+                {"role": "user", "content": [{"type": "text", "text": "hel"}, {"type": "text", "text": "lo"}]},
+            ],
+        },
+    )
     assert r.status_code == 200, r.text
     out = r.json()
     assert out["usage"]["completion_tokens"] == 5 and out["choices"][0]["finish_reason"] == "length"
@@ -83,9 +91,18 @@ def test_chat_completion_in_process_logs_with_source_api(chat):
 
 def test_stream_in_process_ends_with_done(chat):
     client = _client(chat)
-    with client.stream("POST", "/v1/chat/completions", json={
-            "model": "base", "stream": True, "temperature": 1.0, "seed": 3, "max_tokens": 12,
-            "messages": [{"role": "user", "content": "hello"}]}) as r:
+    with client.stream(
+        "POST",
+        "/v1/chat/completions",
+        json={
+            "model": "base",
+            "stream": True,
+            "temperature": 1.0,
+            "seed": 3,
+            "max_tokens": 12,
+            "messages": [{"role": "user", "content": "hello"}],
+        },
+    ) as r:
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
         lines = [line for line in r.iter_lines() if line.startswith("data: ")]
     assert lines[-1] == "data: [DONE]"
@@ -98,18 +115,21 @@ def test_stream_in_process_ends_with_done(chat):
     assert text == chat.log.message(events[-1]["tailor"]["message_id"]).content
 
 
-@pytest.mark.parametrize("body,match", [
-    ([], "JSON object"),
-    ({"messages": [{"role": "user", "content": "x"}]}, "model is required"),
-    ({"model": "base", "messages": []}, "non-empty"),
-    ({"model": "base", "messages": [{"role": "tool", "content": "x"}]}, "not supported"),
-    ({"model": "base", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "only text"),
-    ({"model": "base", "messages": [{"role": "user", "content": "x"}], "n": 2}, "n must be 1"),
-    ({"model": "base", "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]}, "tools"),
-    ({"model": "base", "messages": [{"role": "user", "content": "x"}], "max_tokens": "10"}, "integer"),
-    ({"model": "base", "messages": [{"role": "user", "content": "x"}], "tailor": {"k": 99}}, "between 1 and 20"),
-    ({"model": "base", "messages": [{"role": "user", "content": "x"}], "tailor": {"rag": "yes"}}, "true or false"),
-])
+@pytest.mark.parametrize(
+    "body,match",
+    [
+        ([], "JSON object"),
+        ({"messages": [{"role": "user", "content": "x"}]}, "model is required"),
+        ({"model": "base", "messages": []}, "non-empty"),
+        ({"model": "base", "messages": [{"role": "tool", "content": "x"}]}, "not supported"),
+        ({"model": "base", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "only text"),
+        ({"model": "base", "messages": [{"role": "user", "content": "x"}], "n": 2}, "n must be 1"),
+        ({"model": "base", "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]}, "tools"),
+        ({"model": "base", "messages": [{"role": "user", "content": "x"}], "max_tokens": "10"}, "integer"),
+        ({"model": "base", "messages": [{"role": "user", "content": "x"}], "tailor": {"k": 99}}, "between 1 and 20"),
+        ({"model": "base", "messages": [{"role": "user", "content": "x"}], "tailor": {"rag": "yes"}}, "true or false"),
+    ],
+)
 def test_bad_requests_are_explained(body, match):
     with pytest.raises(ApiError, match=match) as err:
         parse_chat_request(body)
@@ -117,18 +137,33 @@ def test_bad_requests_are_explained(body, match):
 
 
 def test_options_map_onto_generation_options():
-    req = parse_chat_request({"model": "m", "messages": [{"role": "user", "content": "q"}], "temperature": 0,
-                              "top_p": 0.5, "max_tokens": 7, "seed": 1, "stream": True,
-                              "stream_options": {"include_usage": True}, "tailor": {"rag": True, "k": 3}})
+    req = parse_chat_request(
+        {
+            "model": "m",
+            "messages": [{"role": "user", "content": "q"}],
+            "temperature": 0,
+            "top_p": 0.5,
+            "max_tokens": 7,
+            "seed": 1,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "tailor": {"rag": True, "k": 3},
+        }
+    )
     assert req.options == GenerationOptions(temperature=0.0, top_p=0.5, max_new_tokens=7, seed=1)
     assert req.stream and req.include_usage and req.rag is True and req.k == 3 and req.system == ""
 
 
 def test_history_only_for_new_conversations(chat):
     greedy = GenerationOptions(temperature=0, max_new_tokens=3)
-    turn, _ = chat.chat(ChatRequest("q2", history=[{"role": "user", "content": "q1"},
-                                                   {"role": "assistant", "content": "a1"}],
-                                    options=greedy, source="api"))
+    turn, _ = chat.chat(
+        ChatRequest(
+            "q2",
+            history=[{"role": "user", "content": "q1"}, {"role": "assistant", "content": "a1"}],
+            options=greedy,
+            source="api",
+        )
+    )
     conv = chat.log.get(turn.conversation_id)
     assert [m.content for m in conv.messages[:3]] == ["q1", "a1", "q2"]
     with pytest.raises(ValidationError, match="new conversation"):

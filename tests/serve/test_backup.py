@@ -20,16 +20,23 @@ from assistant.workspace import Workspace
 def _dump(db_path) -> dict:
     conn = sqlite3.connect(db_path)
     try:
-        tables = [r[0] for r in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+        tables = [
+            r[0]
+            for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
+            )
+        ]
         return {t: sorted(map(repr, conn.execute(f'SELECT * FROM "{t}"').fetchall())) for t in tables}
     finally:
         conn.close()
 
 
 def _files(root) -> dict:
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in root.rglob("*") if p.is_file() and not p.name.startswith("tailor.db")}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in root.rglob("*")
+        if p.is_file() and not p.name.startswith("tailor.db")
+    }
 
 
 @pytest.fixture
@@ -40,8 +47,14 @@ def filled(workspace, make_adapter, tiny_model_dir):
     for i in range(3):
         conv = log.create(system_prompt=f"system {i}", rag=bool(i % 2))
         log.add_message(conv.id, "user", f"question {i} — ünïcode ✓", source="api" if i else "chat")
-        reply = log.add_message(conv.id, "assistant", f"answer {i}", latency_ms=100.0 * (i + 1), ttft_ms=10.0,
-                                retrieval={"abstained": False, "reason": "", "passages": []})
+        reply = log.add_message(
+            conv.id,
+            "assistant",
+            f"answer {i}",
+            latency_ms=100.0 * (i + 1),
+            ttft_ms=10.0,
+            retrieval={"abstained": False, "reason": "", "passages": []},
+        )
         log.set_feedback(reply.id, 1 if i else -1, reason="test")
 
     def m1(conn):
@@ -49,8 +62,10 @@ def filled(workspace, make_adapter, tiny_model_dir):
 
     workspace.db.migrate("otherpkg", [m1])
     with workspace.db.transaction() as conn:
-        conn.executemany("INSERT INTO other_pkg_items(blob, note) VALUES (?, ?)",
-                         [(bytes(range(256)) * 4, f"row {i}") for i in range(50)])
+        conn.executemany(
+            "INSERT INTO other_pkg_items(blob, note) VALUES (?, ?)",
+            [(bytes(range(256)) * 4, f"row {i}") for i in range(50)],
+        )
     make_adapter(workspace.adapters_dir, "pirate", tiny_model_dir)
     (workspace.adapters_dir / "ACTIVE").write_text("pirate\n")
     (workspace.indexes_dir / "faiss-1.index").write_bytes(bytes(range(256)) * 100)
@@ -91,7 +106,9 @@ def test_round_trip_loses_nothing(filled, tmp_path):
     restored = restore_workspace(archive, target)
     assert restored.tables == result.tables
     assert _dump(target / "tailor.db") == _dump(filled.db.path)
-    expected = {k: v for k, v in _files(filled.root).items() if not k.startswith(("models/", "adapters/.pirate", "tmp/"))}
+    expected = {
+        k: v for k, v in _files(filled.root).items() if not k.startswith(("models/", "adapters/.pirate", "tmp/"))
+    }
     assert _files(target) == expected
 
     # the restored workspace works: it reads, continues and accepts new writes
@@ -210,6 +227,7 @@ def test_backup_while_the_app_writes(filled, tmp_path):
 
 # ---- checks made before anything is unpacked -------------------------------------------------
 
+
 def _with_manifest(archive, out, manifest_bytes: bytes):
     def change(member, data):
         if member.name == MANIFEST:
@@ -248,19 +266,27 @@ def no_extraction(monkeypatch):
     assert calls == [], "restore unpacked members before refusing the archive"
 
 
-@pytest.mark.parametrize("manifest, words", [
-    (b"[1, 2, 3]", "is a list, not an object"),
-    (b'"a string"', "is a string, not an object"),
-    (b'{"format": 1}', "has no 'files' list"),
-    (b'{"format": 1, "files": {"a": 1}}', "'files' as an object, not a list"),
-    (b'{"format": 1, "files": ["tailor.db"]}', "files[0] as a string"),
-    (b'{"format": 1, "files": [{"path": "../up.txt", "size": 1, "sha256": "' + b"0" * 64 + b'"}]}',
-     "not a relative path inside the workspace"),
-    (b'{"format": 1, "files": [{"path": "a.txt", "size": -1, "sha256": "' + b"0" * 64 + b'"}]}', "not a byte count"),
-    (b'{"format": 1, "files": [{"path": "a.txt", "size": 1}]}', "without a sha256"),
-    (b'{"format": 1, "files": []}', "'database' as null"),
-    (b'{"format": 2, "files": []}', "format 2"),
-])
+@pytest.mark.parametrize(
+    "manifest, words",
+    [
+        (b"[1, 2, 3]", "is a list, not an object"),
+        (b'"a string"', "is a string, not an object"),
+        (b'{"format": 1}', "has no 'files' list"),
+        (b'{"format": 1, "files": {"a": 1}}', "'files' as an object, not a list"),
+        (b'{"format": 1, "files": ["tailor.db"]}', "files[0] as a string"),
+        (
+            b'{"format": 1, "files": [{"path": "../up.txt", "size": 1, "sha256": "' + b"0" * 64 + b'"}]}',
+            "not a relative path inside the workspace",
+        ),
+        (
+            b'{"format": 1, "files": [{"path": "a.txt", "size": -1, "sha256": "' + b"0" * 64 + b'"}]}',
+            "not a byte count",
+        ),
+        (b'{"format": 1, "files": [{"path": "a.txt", "size": 1}]}', "without a sha256"),
+        (b'{"format": 1, "files": []}', "'database' as null"),
+        (b'{"format": 2, "files": []}', "format 2"),
+    ],
+)
 def test_malformed_manifests_are_refused_in_words(small_backup, tmp_path, manifest, words, no_extraction):
     bad = _with_manifest(small_backup, tmp_path / "bad.tar", manifest)
     with pytest.raises(ValidationError) as info:

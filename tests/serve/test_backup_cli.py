@@ -41,9 +41,15 @@ def _replace_manifest(archive: Path, out: Path, data: bytes) -> Path:
 
 def test_a_manifest_that_is_a_list_gives_one_line_and_exit_2(archive, tmp_path):
     bad = _replace_manifest(archive, tmp_path / "list.tar", b'[{"path": "tailor.db"}]')
-    r = subprocess.run([sys.executable, "-m", "cli.main", "import", "workspace", str(bad), "--workspace",
-                        str(tmp_path / "restored")], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
-                       check=False, env={**os.environ, "TAILOR_THREADS": "1"})
+    r = subprocess.run(
+        [sys.executable, "-m", "cli.main", "import", "workspace", str(bad), "--workspace", str(tmp_path / "restored")],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "TAILOR_THREADS": "1"},
+    )
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr
     lines = r.stderr.strip().splitlines()
@@ -52,11 +58,14 @@ def test_a_manifest_that_is_a_list_gives_one_line_and_exit_2(archive, tmp_path):
     assert not (tmp_path / "restored").exists()
 
 
-@pytest.mark.parametrize("manifest, words", [
-    ({"format": 1, "database": {}}, "has no 'files' list"),
-    ({"format": 1, "files": [{"path": "exports/a.txt"}], "database": {}}, "with size None, not a byte count"),
-    ({"format": 1, "files": "everything"}, "'files' as a string, not a list"),
-])
+@pytest.mark.parametrize(
+    "manifest, words",
+    [
+        ({"format": 1, "database": {}}, "has no 'files' list"),
+        ({"format": 1, "files": [{"path": "exports/a.txt"}], "database": {}}, "with size None, not a byte count"),
+        ({"format": 1, "files": "everything"}, "'files' as a string, not a list"),
+    ],
+)
 def test_a_manifest_without_usable_files_gives_one_line_and_exit_2(archive, tmp_path, capsys, manifest, words):
     bad = _replace_manifest(archive, tmp_path / "bad.tar", json.dumps(manifest).encode())
     code = tailor_main(["import", "workspace", str(bad), "--workspace", str(tmp_path / "restored")])

@@ -16,8 +16,14 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def tailor(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "cli.main", *map(str, args)], cwd=REPO_ROOT, capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, "TAILOR_THREADS": "1"})
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", *map(str, args)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "TAILOR_THREADS": "1"},
+    )
 
 
 def test_export_adapter_merged_and_workspace_round_trip(tmp_path, tiny_model_dir, make_adapter):

@@ -70,8 +70,9 @@ def test_merged_model_answers_like_base_plus_adapter(workspace, tiny_model_dir, 
     adapter_dir = make_adapter(workspace.adapters_dir, "pirate", tiny_model_dir)
     serving = _engine(tiny_model_dir)
     serving.load_adapter("pirate", adapter_dir)
-    result = export_merged(tiny_model_dir, AdapterCatalog(workspace.adapters_dir), "pirate", tmp_path / "merged",
-                           base_name="tiny")
+    result = export_merged(
+        tiny_model_dir, AdapterCatalog(workspace.adapters_dir), "pirate", tmp_path / "merged", base_name="tiny"
+    )
     files = {p.name for p in result.path.iterdir()}
     assert "config.json" in files and any(f.endswith(".safetensors") for f in files)
     assert not any(f.endswith((".bin", ".pt")) for f in files)
@@ -88,8 +89,10 @@ def test_merged_model_answers_like_base_plus_adapter(workspace, tiny_model_dir, 
         differs |= serving.generate(messages, GREEDY).text != tuned.text
     assert differs, "the adapter must change the answers, or this test could not fail"
     # exporting did not touch the running engine's base weights
-    assert serving.generate([{"role": "user", "content": "hello"}], GREEDY).text == \
-        _engine(tiny_model_dir).generate([{"role": "user", "content": "hello"}], GREEDY).text
+    assert (
+        serving.generate([{"role": "user", "content": "hello"}], GREEDY).text
+        == _engine(tiny_model_dir).generate([{"role": "user", "content": "hello"}], GREEDY).text
+    )
 
 
 @pytest.mark.real

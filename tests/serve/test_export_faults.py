@@ -43,6 +43,7 @@ FILLER = ".filler"  # what fills the small disk; not part of the workspace
 
 # ---- a workspace with something of everything ------------------------------------------------
 
+
 def _publish_adapter(adapters_dir: Path, name: str, model_dir: Path) -> None:
     """A real PEFT LoRA adapter (random weights, ~40 KB: bigger than the space left on the disks
     below) where the chat finds adapters."""
@@ -53,8 +54,10 @@ def _publish_adapter(adapters_dir: Path, name: str, model_dir: Path) -> None:
     from assistant.workspace import publish_dir
 
     torch.manual_seed(3)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir),
-                           LoraConfig(r=16, init_lora_weights=False, target_modules=["q_proj", "v_proj", "down_proj"]))
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(model_dir),
+        LoraConfig(r=16, init_lora_weights=False, target_modules=["q_proj", "v_proj", "down_proj"]),
+    )
     with publish_dir(adapters_dir / name) as tmp:
         model.save_pretrained(tmp)
         (tmp / "tailor.json").write_text('{"note": "fault test"}')
@@ -77,8 +80,12 @@ def filled(tmp_path_factory, tiny_model_dir) -> Path:
         log.add_message(conv.id, "assistant", f"answer {i}")
     store = open_curation(ws).store
     for i in range(N_EXAMPLES):
-        store.add(chat_example(f"How do I fix puncture number {i}?",
-                               f"Ahoy, rider! Patch number {i}: " + "lever, patch, pump, ride. " * 8))
+        store.add(
+            chat_example(
+                f"How do I fix puncture number {i}?",
+                f"Ahoy, rider! Patch number {i}: " + "lever, patch, pump, ride. " * 8,
+            )
+        )
     _publish_adapter(ws.adapters_dir, "pirate", tiny_model_dir)
     result = KnowledgeService(ws).add_bytes("hours.md", b"# Hours\n\nWe open at nine and close at six, every day.\n")
     assert result.ok, result
@@ -91,14 +98,20 @@ def _state(root: Path) -> dict:
     conn = sqlite3.connect(root / "tailor.db", timeout=30)
     try:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        tables = [r[0] for r in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+        tables = [
+            r[0]
+            for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
+            )
+        ]
         rows = {t: sorted(map(repr, conn.execute(f'SELECT * FROM "{t}"').fetchall())) for t in tables}
     finally:
         conn.close()
-    files = {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-             for p in sorted(root.rglob("*"))
-             if p.is_file() and not p.name.startswith("tailor.db") and p.name != FILLER}
+    files = {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.name.startswith("tailor.db") and p.name != FILLER
+    }
     return {"rows": rows, "files": files}
 
 
@@ -123,6 +136,7 @@ def _listing(folder: Path) -> list[str]:
 
 
 # ---- the exporters -----------------------------------------------------------------------------
+
 
 def _examples(root: Path):
     from tuning import open_curation
@@ -163,11 +177,24 @@ def _export(kind: str, root: Path, dest_dir: Path, model_dir: Path) -> Path:
     return dest
 
 
-KINDS = ["workspace backup", "adapter folder", "adapter zip", "dataset jsonl", "dataset parquet", "dataset folder",
-         "merged model"]
-DEST_NAMES = {"workspace backup": "backup.tar.gz", "adapter folder": "pirate", "adapter zip": "pirate.zip",
-              "dataset jsonl": "data.jsonl", "dataset parquet": "data.parquet", "dataset folder": "data",
-              "merged model": "merged"}
+KINDS = [
+    "workspace backup",
+    "adapter folder",
+    "adapter zip",
+    "dataset jsonl",
+    "dataset parquet",
+    "dataset folder",
+    "merged model",
+]
+DEST_NAMES = {
+    "workspace backup": "backup.tar.gz",
+    "adapter folder": "pirate",
+    "adapter zip": "pirate.zip",
+    "dataset jsonl": "data.jsonl",
+    "dataset parquet": "data.parquet",
+    "dataset folder": "data",
+    "merged model": "merged",
+}
 
 
 def _assert_clear_failure(exc_info, dest: Path, code: int) -> None:
@@ -177,6 +204,7 @@ def _assert_clear_failure(exc_info, dest: Path, code: int) -> None:
 
 
 # ---- injected failures: always run ---------------------------------------------------------------
+
 
 class _Disk:
     """What the write boundary sees under `root`: `free` bytes left (ENOSPC past them), or a
@@ -205,7 +233,7 @@ class _FullFile:
         size = len(data) if isinstance(data, str) else memoryview(data).nbytes
         if size > self._disk.free:
             if not isinstance(data, str):
-                self._f.write(bytes(memoryview(data).cast("B")[:self._disk.free]))
+                self._f.write(bytes(memoryview(data).cast("B")[: self._disk.free]))
                 self._f.flush()
             self._disk.free = 0
             raise self._disk.error(self._path)
@@ -324,11 +352,15 @@ def test_injected_failure_in_the_workspace_exports_folder(code, filled, tmp_path
 
 
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS], ids=["disk-full", "read-only"])
-@pytest.mark.parametrize("argv, name", [
-    (["export", "workspace"], "backup.tar.gz"),
-    (["export", "adapter", "pirate", "--zip"], "pirate.zip"),
-    (["export", "dataset"], "data.jsonl"),
-], ids=["workspace", "adapter", "dataset"])
+@pytest.mark.parametrize(
+    "argv, name",
+    [
+        (["export", "workspace"], "backup.tar.gz"),
+        (["export", "adapter", "pirate", "--zip"], "pirate.zip"),
+        (["export", "dataset"], "data.jsonl"),
+    ],
+    ids=["workspace", "adapter", "dataset"],
+)
 def test_cli_in_process_with_injected_failure(argv, name, code, filled, tmp_path, failing_disk, capsys):
     from cli.main import main
 
@@ -349,6 +381,7 @@ def test_cli_in_process_with_injected_failure(argv, name, code, filled, tmp_path
 
 # ---- real failures: a tiny tmpfs, full or read-only ------------------------------------------------
 
+
 @pytest.fixture
 def small_disk(tmp_path):
     """`small_disk(name, size, copy_of=...)`: a real tmpfs mounted at tmp_path/name (holding a
@@ -360,11 +393,13 @@ def small_disk(tmp_path):
     def make(name: str, size: str = "256k", copy_of: Path | None = None) -> Path:
         where = tmp_path / name
         where.mkdir()
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tailor-test", str(where)],
-                           capture_output=True, text=True)
+        r = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tailor-test", str(where)],
+            capture_output=True,
+            text=True,
+        )
         if r.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip()}); the injected-error tests cover "
-                        "the same code")
+            pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip()}); the injected-error tests cover the same code")
         mounted.append(where)
         if copy_of is not None:
             shutil.copytree(copy_of, where, dirs_exist_ok=True)
@@ -435,15 +470,25 @@ def test_real_full_or_read_only_workspace_during_the_dataset_tab_export(read_onl
 
 
 def _tailor(*args):
-    return subprocess.run([sys.executable, "-m", "cli.main", *map(str, args)], cwd=REPO_ROOT, capture_output=True,
-                          text=True, timeout=300, env={**os.environ, "TAILOR_THREADS": "1"})
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", *map(str, args)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TAILOR_THREADS": "1"},
+    )
 
 
-@pytest.mark.parametrize("argv, name, read_only", [
-    (["export", "workspace"], "backup.tar.gz", False),
-    (["export", "dataset"], "data.jsonl", True),
-    (["export", "adapter", "pirate", "--zip"], "pirate.zip", False),
-], ids=["workspace-disk-full", "dataset-read-only", "adapter-zip-disk-full"])
+@pytest.mark.parametrize(
+    "argv, name, read_only",
+    [
+        (["export", "workspace"], "backup.tar.gz", False),
+        (["export", "dataset"], "data.jsonl", True),
+        (["export", "adapter", "pirate", "--zip"], "pirate.zip", False),
+    ],
+    ids=["workspace-disk-full", "dataset-read-only", "adapter-zip-disk-full"],
+)
 def test_cli_on_a_real_full_or_read_only_disk(argv, name, read_only, filled, small_disk):
     before = _state(filled)
     disk = small_disk("dest")

@@ -45,9 +45,12 @@ def test_the_idle_server_uses_no_measurable_cpu(tailor_server, tiny_model_dir, t
     time.sleep(10)
     used, seconds = _cpu_s(pid) - before, time.monotonic() - t0
     threads = _threads(pid)
-    busiest = sorted(((threads[t] - threads_before.get(t, 0.0), "main" if t == str(pid) else t) for t in threads),
-                     reverse=True)[:4]
+    busiest = sorted(
+        ((threads[t] - threads_before.get(t, 0.0), "main" if t == str(pid) else t) for t in threads), reverse=True
+    )[:4]
     share = used / seconds
-    assert share < 0.01, (f"the idle server used {used:.2f} CPU s in {seconds:.1f} s ({100 * share:.1f}% of a core); "
-                          f"busiest threads: {busiest}")
+    assert share < 0.01, (
+        f"the idle server used {used:.2f} CPU s in {seconds:.1f} s ({100 * share:.1f}% of a core); "
+        f"busiest threads: {busiest}"
+    )
     assert server.proc.poll() is None

@@ -77,14 +77,17 @@ def test_limiter_rejects_nonsense_settings():
         RequestLimiter(max_active=0)
 
 
-@pytest.mark.parametrize("name,expected", [
-    ("report.pdf", "report.pdf"),
-    ("../../etc/passwd", "passwd"),
-    ("/abs/path/notes.md", "notes.md"),
-    ("C:\\Users\\me\\evil.txt", "evil.txt"),
-    (".bashrc", "bashrc"),
-    ("a;rm -rf ~.txt", "a_rm -rf _.txt"),
-])
+@pytest.mark.parametrize(
+    "name,expected",
+    [
+        ("report.pdf", "report.pdf"),
+        ("../../etc/passwd", "passwd"),
+        ("/abs/path/notes.md", "notes.md"),
+        ("C:\\Users\\me\\evil.txt", "evil.txt"),
+        (".bashrc", "bashrc"),
+        ("a;rm -rf ~.txt", "a_rm -rf _.txt"),
+    ],
+)
 def test_safe_filename_keeps_only_a_plain_name(name, expected):
     assert safe_filename(name) == expected
 

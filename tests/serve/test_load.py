@@ -32,10 +32,23 @@ def _dataset_version(folder: Path, n_train: int = 16, n_validation: int = 4) -> 
         with open(folder / f"{split}.jsonl", "w", encoding="utf-8") as fh:
             for i in range(n):
                 p = next(rows)
-                fh.write(json.dumps({"example_id": i + 1, "label": None, "tags": [], "messages": [
-                    {"role": "user", "content": p["prompt"]}, {"role": "assistant", "content": p["completion"]}]}) + "\n")
-    (folder / "manifest.json").write_text(json.dumps({"id": 1, "content_hash": "load-test",
-                                                      "counts": {"train": n_train, "validation": n_validation}}))
+                fh.write(
+                    json.dumps(
+                        {
+                            "example_id": i + 1,
+                            "label": None,
+                            "tags": [],
+                            "messages": [
+                                {"role": "user", "content": p["prompt"]},
+                                {"role": "assistant", "content": p["completion"]},
+                            ],
+                        }
+                    )
+                    + "\n"
+                )
+    (folder / "manifest.json").write_text(
+        json.dumps({"id": 1, "content_hash": "load-test", "counts": {"train": n_train, "validation": n_validation}})
+    )
     return folder
 
 
@@ -58,10 +71,14 @@ def running_training_job(tmp_path, tiny_model_dir):
 
     ws = Workspace(tmp_path / "ws")
     manager = JobManager(ws)
-    job = manager.submit(base_model="tiny", base_model_path=tiny_model_dir, dataset_version=1,
-                         dataset_path=_dataset_version(tmp_path / "version"), dataset_hash="load-test",
-                         config=TrainConfig(threads=1, batch_size=4, max_length=128, max_steps=100000,
-                                            eval_steps=50000))
+    job = manager.submit(
+        base_model="tiny",
+        base_model_path=tiny_model_dir,
+        dataset_version=1,
+        dataset_path=_dataset_version(tmp_path / "version"),
+        dataset_hash="load-test",
+        config=TrainConfig(threads=1, batch_size=4, max_length=128, max_steps=100000, eval_steps=50000),
+    )
     _wait_for(lambda: manager.get(job.id).step >= 2, timeout=240)
     yield manager, job
     try:
@@ -73,11 +90,15 @@ def running_training_job(tmp_path, tiny_model_dir):
             os.killpg(pid, signal.SIGKILL)
 
 
-def test_queue_limit_under_concurrent_clients_while_training(tailor_server, tiny_model_dir, tmp_path, openai_for,
-                                                            running_training_job):
+def test_queue_limit_under_concurrent_clients_while_training(
+    tailor_server, tiny_model_dir, tmp_path, openai_for, running_training_job
+):
     manager, job = running_training_job
-    server = tailor_server(tmp_path / "ws", tiny_model_dir,
-                           env={"TAILOR_MAX_QUEUE": str(QUEUE), "TAILOR_QUEUE_TIMEOUT": "120", "TAILOR_THREADS": "1"})
+    server = tailor_server(
+        tmp_path / "ws",
+        tiny_model_dir,
+        env={"TAILOR_MAX_QUEUE": str(QUEUE), "TAILOR_QUEUE_TIMEOUT": "120", "TAILOR_THREADS": "1"},
+    )
     client = openai_for(server)
     step_before = manager.get(job.id).step
     barrier = threading.Barrier(CLIENTS)
@@ -87,12 +108,17 @@ def test_queue_limit_under_concurrent_clients_while_training(tailor_server, tiny
         started = time.perf_counter()
         try:
             # greedy on the tiny base model runs to max_tokens: each request holds the engine a while
-            r = client.chat.completions.create(model="base", messages=[{"role": "user", "content": f"client {i}"}],
-                                               temperature=0, max_tokens=256)
+            r = client.chat.completions.create(
+                model="base", messages=[{"role": "user", "content": f"client {i}"}], temperature=0, max_tokens=256
+            )
             return 200, r.usage.completion_tokens, time.perf_counter() - started, ""
         except openai.APIStatusError as exc:
-            return exc.status_code, 0, time.perf_counter() - started, (
-                f"{exc.message} retry-after={exc.response.headers.get('retry-after')}")
+            return (
+                exc.status_code,
+                0,
+                time.perf_counter() - started,
+                (f"{exc.message} retry-after={exc.response.headers.get('retry-after')}"),
+            )
 
     with ThreadPoolExecutor(CLIENTS) as pool:
         results = list(pool.map(one, range(CLIENTS), timeout=300))  # a time limit on the whole burst
@@ -105,8 +131,9 @@ def test_queue_limit_under_concurrent_clients_while_training(tailor_server, tiny
     assert all(r[1] == 256 for r in results if r[0] == 200)
 
     # The server is still healthy and answers the next request; the job kept training throughout.
-    after = client.chat.completions.create(model="base", messages=[{"role": "user", "content": "still there?"}],
-                                          max_tokens=4)
+    after = client.chat.completions.create(
+        model="base", messages=[{"role": "user", "content": "still there?"}], max_tokens=4
+    )
     assert after.choices[0].finish_reason in ("stop", "length")
     assert server.proc.poll() is None
     now = manager.get(job.id)

@@ -19,8 +19,9 @@ def test_conversation_survives_restart(tailor_server, tiny_model_dir, tmp_path):
     ws = tmp_path / "ws"
     server = tailor_server(ws, tiny_model_dir)
     client = Client(server.url, verbose=False)
-    history, conv_id, cleared, stats = client.predict("first message", "", "base", "Be brief.", *GREEDY,
-                                                      api_name="/send")
+    history, conv_id, cleared, stats = client.predict(
+        "first message", "", "base", "Be brief.", *GREEDY, api_name="/send"
+    )
     assert conv_id and cleared == ""
     assert [m["role"] for m in history] == ["user", "assistant"]
     assert "tokens" in stats
@@ -33,8 +34,7 @@ def test_conversation_survives_restart(tailor_server, tiny_model_dir, tmp_path):
     history, _, system, _, use_docs = client.predict(conv_id, api_name="/open_conversation")
     assert [_text(m) for m in history][0] == "first message" and system == "Be brief."
     assert use_docs is False
-    history, same_id, _, _ = client.predict("second message", conv_id, "base", "Be brief.", *GREEDY,
-                                            api_name="/send")
+    history, same_id, _, _ = client.predict("second message", conv_id, "base", "Be brief.", *GREEDY, api_name="/send")
     assert same_id == conv_id
     assert [m["role"] for m in history] == ["user", "assistant", "user", "assistant"]
     assert _text(history[2]) == "second message"
@@ -57,6 +57,5 @@ def test_default_model_answers_paris_through_gradio_client(tailor_server, linked
     linked_default_model(ws)
     server = tailor_server(ws, env={"TAILOR_MODEL": ""})
     client = Client(server.url, verbose=False)
-    history, _, _, _ = client.predict("What is the capital of France?", "", "base", "", 0.0, 0.9, 32,
-                                      api_name="/send")
+    history, _, _, _ = client.predict("What is the capital of France?", "", "base", "", 0.0, 0.9, 32, api_name="/send")
     assert "Paris" in _text(history[-1])

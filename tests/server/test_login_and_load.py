@@ -82,8 +82,12 @@ def test_password_guessing_against_the_real_server(tailor_server, tiny_model_dir
     server = tailor_server(tmp_path / "ws", tiny_model_dir, args=["--auth", "ann:pw-12345"])
     codes = []
     for _ in range(12):
-        request = urllib.request.Request(server.url + "login", data=b"username=ann&password=guess", method="POST",
-                                         headers={"Content-Type": "application/x-www-form-urlencoded"})
+        request = urllib.request.Request(
+            server.url + "login",
+            data=b"username=ann&password=guess",
+            method="POST",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
         try:
             with urllib.request.urlopen(request, timeout=10) as r:
                 codes.append(r.status)
@@ -94,8 +98,9 @@ def test_password_guessing_against_the_real_server(tailor_server, tiny_model_dir
 
 def _post(url: str, body: dict, timeout: float = 120) -> tuple[int, dict, float]:
     started = time.perf_counter()
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as r:
             return r.status, json.loads(r.read()), time.perf_counter() - started

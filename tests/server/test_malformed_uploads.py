@@ -68,8 +68,10 @@ def test_malformed_uploads_are_refused_clearly_and_lose_nothing(tailor_server, t
     # Datasets: not JSON at all, another encoding, a binary file, an empty file.
     bad_sets = {
         "garbage.jsonl": b"this is not json\n{also not\n",
-        "latin1.jsonl": json.dumps({"prompt": "Caf\u00e9?", "completion": "Cr\u00e8me."}, ensure_ascii=False)
-                        .encode("latin-1") + b"\n",
+        "latin1.jsonl": json.dumps({"prompt": "Caf\u00e9?", "completion": "Cr\u00e8me."}, ensure_ascii=False).encode(
+            "latin-1"
+        )
+        + b"\n",
         "binary.jsonl": bytes(range(256)) * 4,
         "empty.jsonl": b"",
     }

@@ -75,8 +75,7 @@ def test_server_stopped_mid_job_and_started_again(tailor_server, tiny_model_dir,
 
     server = tailor_server(ws, tiny_model_dir)
     client = Client(server.url, verbose=False)
-    _, conv_id, _, _ = client.predict("Remember me after the restart", "", "base", "", *GREEDY,
-                                      api_name="/send")
+    _, conv_id, _, _ = client.predict("Remember me after the restart", "", "base", "", *GREEDY, api_name="/send")
     # A long job (many epochs, early stopping off, one thread) so it is still running through
     # both restarts; it is cancelled at the end instead of being waited for.
     client.predict("restart", True, 100, 2e-4, 4, 4, 64, 0, 1, api_name="/tune_start")

@@ -90,8 +90,9 @@ def test_file_events_refuse_paths_that_were_not_uploaded(tailor_server, tiny_mod
     secret_doc = outside / "secret.txt"
     secret_doc.write_text(f"The vault code is {SECRET}. Nobody may read this.\n")
     secret_set = outside / "secret.jsonl"
-    secret_set.write_text(json.dumps({"prompt": f"What is the vault code? {SECRET}",
-                                      "completion": f"It is {SECRET}."}) + "\n")
+    secret_set.write_text(
+        json.dumps({"prompt": f"What is the vault code? {SECRET}", "completion": f"It is {SECRET}."}) + "\n"
+    )
 
     # A genuine upload works, and tells where the server's upload folder is.
     good = tmp_path / "hours.md"
@@ -110,9 +111,7 @@ def test_file_events_refuse_paths_that_were_not_uploaded(tailor_server, tiny_mod
         link = link_dir / secret.name
         if not link.is_symlink():
             link.symlink_to(secret)
-        return {"absolute": str(secret),
-                "dotdot": str(upload_root / ("../" * depth)) + str(secret),
-                "link": str(link)}
+        return {"absolute": str(secret), "dotdot": str(upload_root / ("../" * depth)) + str(secret), "link": str(link)}
 
     events = {
         "knowledge_add_files": lambda p: [[_meta(p)]],
@@ -120,8 +119,12 @@ def test_file_events_refuse_paths_that_were_not_uploaded(tailor_server, tiny_mod
         "dataset_import": lambda p: [_meta(p), "leaked"],
         "eval_start": lambda p: [["base"], ["off"], "uploaded file", _meta(p), 1, 16],
     }
-    secrets = {"knowledge_add_files": secret_doc, "knowledge_add_folder": secret_doc,
-               "dataset_import": secret_set, "eval_start": secret_set}
+    secrets = {
+        "knowledge_add_files": secret_doc,
+        "knowledge_add_folder": secret_doc,
+        "dataset_import": secret_set,
+        "eval_start": secret_set,
+    }
     failures = []
     for api_name, make in events.items():
         for how, path in variants(secrets[api_name]).items():
@@ -194,13 +197,12 @@ def test_uploads_and_exports_stay_private_in_the_workspace(tailor_server, tiny_m
             if parent == ws / "tmp":
                 break
     # Nothing under the workspace's tmp/ is readable by other users.
-    for dirpath, dirs, names in os.walk(ws / "tmp"):
+    for dirpath, _dirs, names in os.walk(ws / "tmp"):
         for name in names:
             assert not _mode(Path(dirpath) / name) & 0o044, Path(dirpath) / name
 
     # Nothing Tailor or Gradio wrote is in the system temp folder.
-    leftovers = sorted(p.name for p in systmp.iterdir()
-                       if p.name.startswith(("gradio", "tailor")) or _mode(p) & 0o004)
+    leftovers = sorted(p.name for p in systmp.iterdir() if p.name.startswith(("gradio", "tailor")) or _mode(p) & 0o004)
     assert leftovers == [], leftovers
 
 
@@ -343,8 +345,11 @@ def test_tab_handlers_refuse_before_reading(workspace, tmp_path, monkeypatch):
 
     token = LocalContext.blocks.set(FakeBlocks())
     try:
-        for api_name, args in {"knowledge_add_files": ([str(secret)],), "knowledge_add_folder": ([str(secret)],),
-                               "dataset_import": (str(secret), "")}.items():
+        for api_name, args in {
+            "knowledge_add_files": ([str(secret)],),
+            "knowledge_add_folder": ([str(secret)],),
+            "dataset_import": (str(secret), ""),
+        }.items():
             with pytest.raises(NotUploaded, match="not uploaded to this server"):
                 fns[api_name](*args, progress=lambda *a, **k: None)
     finally:

@@ -36,8 +36,12 @@ def cur_conversation(cur_log):
     first = cur_log.add_message(conv.id, "assistant", "Ahoy, rider! How can I help?")
     cur_log.add_message(conv.id, "user", "When do you open on Sundays?")
     passage = Passage(id=7, source="opening_hours.md", text="On Sundays we open from 10:00 to 16:00.", score=0.8)
-    second = cur_log.add_message(conv.id, "assistant", "We open at 9.", retrieval={
-        "abstained": False, "reason": "", "passages": [passage.as_dict()]})
+    second = cur_log.add_message(
+        conv.id,
+        "assistant",
+        "We open at 9.",
+        retrieval={"abstained": False, "reason": "", "passages": [passage.as_dict()]},
+    )
     return {"conversation": cur_log.get(conv.id), "first": first, "second": second, "passage": passage}
 
 
@@ -56,9 +60,20 @@ def _tune_write_version(folder, n_train: int = 24, n_validation: int = 6, n_test
     counts = {}
     for split, n in (("train", n_train), ("validation", n_validation), ("test", n_test)):
         lines = []
-        for i, p in enumerate(pairs[start:start + n], start=start + 1):
-            lines.append(json.dumps({"example_id": i, "label": None, "tags": [], "messages": [
-                {"role": "user", "content": p["prompt"]}, {"role": "assistant", "content": p["completion"]}]}))
+        for i, p in enumerate(pairs[start : start + n], start=start + 1):
+            lines.append(
+                json.dumps(
+                    {
+                        "example_id": i,
+                        "label": None,
+                        "tags": [],
+                        "messages": [
+                            {"role": "user", "content": p["prompt"]},
+                            {"role": "assistant", "content": p["completion"]},
+                        ],
+                    }
+                )
+            )
         start += n
         counts[split] = n
         (folder / f"{split}.jsonl").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
@@ -93,8 +108,14 @@ def _tune_submit(manager, model_dir, version_dir, **config):
     from tuning.config import TrainConfig
 
     base = dict(threads=1, batch_size=4, max_length=128)
-    return manager.submit(base_model="tiny", base_model_path=model_dir, dataset_version=1, dataset_path=version_dir,
-                          dataset_hash="test", config=TrainConfig(**{**base, **config}))
+    return manager.submit(
+        base_model="tiny",
+        base_model_path=model_dir,
+        dataset_version=1,
+        dataset_path=version_dir,
+        dataset_hash="test",
+        config=TrainConfig(**{**base, **config}),
+    )
 
 
 def _tune_wait_for(predicate, timeout: float = 120.0, interval: float = 0.1):

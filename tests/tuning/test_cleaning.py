@@ -5,8 +5,16 @@ every row exactly."""
 import pytest
 
 from assistant.errors import ValidationError
-from tuning.cleaning import (apply_fixes, build_report, find_pii, keep_one, luhn_ok, normalise_text, redact,
-                             token_counter)
+from tuning.cleaning import (
+    apply_fixes,
+    build_report,
+    find_pii,
+    keep_one,
+    luhn_ok,
+    normalise_text,
+    redact,
+    token_counter,
+)
 from tuning.examples import Example, ExampleFilter, chat_example
 
 CLEAN = [
@@ -25,28 +33,44 @@ def cur_planted(cur_store):
     for i, (q, a) in enumerate(CLEAN):
         ids[f"clean{i}"] = cur_store.add(chat_example(q, a)).id
     ids["dup"] = cur_store.add(chat_example(*CLEAN[0])).id  # exact duplicate of clean0
-    ids["near"] = cur_store.add(chat_example(  # a reworded copy of clean1
-        "What are your opening times?", "Ahoy rider! We are open from 9:00 to 17:30, Monday to Saturday.")).id
+    ids["near"] = cur_store.add(
+        chat_example(  # a reworded copy of clean1
+            "What are your opening times?", "Ahoy rider! We are open from 9:00 to 17:30, Monday to Saturday."
+        )
+    ).id
     ids["conflict"] = cur_store.add(chat_example("Do you rent electric bikes?", "No, we only sell them.")).id
-    ids["pii"] = cur_store.add(chat_example(
-        "My card 4111 1111 1111 1111 was charged twice, email me at jo.bloggs@example.com",
-        "Sorry! We will call you on +44 20 7946 0958. Our server is 192.168.10.4 / 2001:db8::7.")).id
+    ids["pii"] = cur_store.add(
+        chat_example(
+            "My card 4111 1111 1111 1111 was charged twice, email me at jo.bloggs@example.com",
+            "Sorry! We will call you on +44 20 7946 0958. Our server is 192.168.10.4 / 2001:db8::7.",
+        )
+    ).id
     ids["not_card"] = cur_store.add(chat_example("Order 4111 1111 1111 1112 status?", "It shipped on 2024-03-05.")).id
-    ids["empty"] = cur_store.add(Example(messages=[{"role": "user", "content": "Hello?"},
-                                                   {"role": "assistant", "content": ""}])).id
+    ids["empty"] = cur_store.add(
+        Example(messages=[{"role": "user", "content": "Hello?"}, {"role": "assistant", "content": ""}])
+    ).id
     ids["long"] = cur_store.add(chat_example("Tell me everything about bikes.", ("Bikes are great. " * 300).strip())).id
-    ids["messy"] = cur_store.add(chat_example("Caf\u0065\u0301 near\u00a0the shop?\r\n\r\n\r\n",
-                                              "Yes,\u200b the Salt Kettle.   ")).id
+    ids["messy"] = cur_store.add(
+        chat_example("Caf\u0065\u0301 near\u00a0the shop?\r\n\r\n\r\n", "Yes,\u200b the Salt Kettle.   ")
+    ).id
     return ids
 
 
 def test_pii_detection_and_redaction():
-    text = ("mail jo@example.org, call (555) 123-4567 or +353 87 123 4567, card 5555-5555-5555-4444, "
-            "host 10.0.0.1, v6 fe80::1ff:fe23:4567:890a. Not PII: 12:30:45, 2024-01-15, €12.90, 1.2.3, "
-            "order 1234 5678 9012 3456, version 3.10.4")
+    text = (
+        "mail jo@example.org, call (555) 123-4567 or +353 87 123 4567, card 5555-5555-5555-4444, "
+        "host 10.0.0.1, v6 fe80::1ff:fe23:4567:890a. Not PII: 12:30:45, 2024-01-15, €12.90, 1.2.3, "
+        "order 1234 5678 9012 3456, version 3.10.4"
+    )
     kinds = [(m.kind, m.text) for m in find_pii(text)]
-    assert kinds == [("email", "jo@example.org"), ("phone", "(555) 123-4567"), ("phone", "+353 87 123 4567"),
-                     ("card", "5555-5555-5555-4444"), ("ip", "10.0.0.1"), ("ip", "fe80::1ff:fe23:4567:890a")]
+    assert kinds == [
+        ("email", "jo@example.org"),
+        ("phone", "(555) 123-4567"),
+        ("phone", "+353 87 123 4567"),
+        ("card", "5555-5555-5555-4444"),
+        ("ip", "10.0.0.1"),
+        ("ip", "fe80::1ff:fe23:4567:890a"),
+    ]
     assert luhn_ok("4111111111111111") and not luhn_ok("4111111111111112")
     assert redact("write to a@b.io now") == "write to [EMAIL] now"
     assert normalise_text("  a\u00a0b\u200b  c \r\n\r\n\r\nd ") == "a b c\n\nd"
@@ -55,8 +79,13 @@ def test_pii_detection_and_redaction():
 def test_report_finds_every_planted_problem(cur_store, cur_planted, tiny_engine):
     from assistant.embeddings import get_embedder
 
-    report = build_report(cur_store, embedder=get_embedder(), count_tokens=token_counter(tiny_engine.tokenizer),
-                          max_tokens=400, near_threshold=0.9)
+    report = build_report(
+        cur_store,
+        embedder=get_embedder(),
+        count_tokens=token_counter(tiny_engine.tokenizer),
+        max_tokens=400,
+        near_threshold=0.9,
+    )
     ids = cur_planted
     got = {k: [sorted(f.example_ids) for f in report.of(k)] for k in report.counts}
     assert got["duplicate"] == [sorted([ids["clean0"], ids["dup"]])]
@@ -77,8 +106,9 @@ def test_report_finds_every_planted_problem(cur_store, cur_planted, tiny_engine)
 def test_fixes_apply_and_undo(cur_store, cur_planted):
     ids = cur_planted
     before = {e.id: e.as_dict() for e in cur_store.list()}
-    report = build_report(cur_store, count_tokens=lambda msgs: sum(len(m["content"].split()) for m in msgs),
-                          max_tokens=500)
+    report = build_report(
+        cur_store, count_tokens=lambda msgs: sum(len(m["content"].split()) for m in msgs), max_tokens=500
+    )
     assert report.skipped == {"near_duplicate": "no embedding model"}
     fix = apply_fixes(cur_store, report)
     assert sorted(fix.deleted) == sorted([ids["dup"], ids["empty"]])

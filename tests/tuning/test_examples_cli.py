@@ -11,19 +11,30 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def tailor(*args):
-    return subprocess.run([sys.executable, "-m", "cli.main", "examples", *map(str, args)], cwd=REPO,
-                          capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", "examples", *map(str, args)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
 
 
 def test_examples_commands(tmp_path):
     ws = ("--workspace", tmp_path / "ws")
     f = tmp_path / "in.jsonl"
-    f.write_text("\n".join([
-        json.dumps({"prompt": "Where are you?", "completion": "On the quay."}),
-        "{bad json",
-        json.dumps({"prompt": "Where are you?", "completion": "On the quay."}),
-        json.dumps({"prompt": "Email?", "completion": "Write to shop@lanternbay.example"}),
-    ]) + "\n")
+    f.write_text(
+        "\n".join(
+            [
+                json.dumps({"prompt": "Where are you?", "completion": "On the quay."}),
+                "{bad json",
+                json.dumps({"prompt": "Where are you?", "completion": "On the quay."}),
+                json.dumps({"prompt": "Email?", "completion": "Write to shop@lanternbay.example"}),
+            ]
+        )
+        + "\n"
+    )
     r = tailor("import", f, "--tags", "cli", *ws)
     assert r.returncode == 0, r.stderr
     assert "Imported 2 examples" in r.stdout and "1 already present" in r.stdout  # line 3 repeats line 1
@@ -35,8 +46,9 @@ def test_examples_commands(tmp_path):
     from tuning import open_curation
     from tuning.examples import chat_example
 
-    open_curation(Workspace(ws[1])).store.add(chat_example("Where are you?", "On the quay.", tags=["cli"],
-                                                            source="chat"))
+    open_curation(Workspace(ws[1])).store.add(
+        chat_example("Where are you?", "On the quay.", tags=["cli"], source="chat")
+    )
 
     r = tailor("list", "--json", *ws)
     rows = [json.loads(line) for line in r.stdout.splitlines()]

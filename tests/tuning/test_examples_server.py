@@ -13,8 +13,9 @@ def test_save_edited_reply_from_chat_shows_in_dataset_tab(tailor_server, tiny_mo
     ws = tmp_path / "ws"
     server = tailor_server(ws, tiny_model_dir)
     client = Client(server.url, verbose=False)
-    _, conv_id, _, _ = client.predict("When do you open on Sundays?", "", "base", "Be brief.", 0.0, 0.9, 16,
-                                      api_name="/send")
+    _, conv_id, _, _ = client.predict(
+        "When do you open on Sundays?", "", "base", "Be brief.", 0.0, 0.9, 16, api_name="/send"
+    )
     replies, reply_text, state = client.predict(conv_id, api_name="/curate_load_replies")
     [(label, message_id)] = replies["choices"]
     assert replies["value"] == message_id and "not rated" in state
@@ -24,8 +25,9 @@ def test_save_edited_reply_from_chat_shows_in_dataset_tab(tailor_server, tiny_mo
     status = client.predict(message_id, ideal, "hours, sunday", "", api_name="/curate_save_edited")
     assert "Saved the edited reply as example" in status and conv_id in status
 
-    table, counts, _, _ = client.predict("Sundays", "(any)", "(any)", "(any)", "(any)", "(any)",
-                                         api_name="/dataset_search")
+    table, counts, _, _ = client.predict(
+        "Sundays", "(any)", "(any)", "(any)", "(any)", "(any)", api_name="/dataset_search"
+    )
     rows = [dict(zip(table["headers"], row)) for row in table["data"]]
     [row] = rows
     assert row["answer"] == ideal and row["source"] == "chat" and row["tags"] == "hours, sunday"
@@ -33,7 +35,8 @@ def test_save_edited_reply_from_chat_shows_in_dataset_tab(tailor_server, tiny_mo
     assert "edited" in row["provenance"] and "1 active example" in counts
 
     (ex_id, system, _, prompt, answer, _, _, status_, provenance, preview) = client.predict(
-        str(row["id"]), api_name="/dataset_open_example")
+        str(row["id"]), api_name="/dataset_open_example"
+    )
     assert (system, prompt, answer, status_) == ("Be brief.", "When do you open on Sundays?", ideal, "active")
     assert f"message {message_id}" in provenance
     # The preview is the tiny model's ChatML template applied to what the trainer gets.
@@ -60,9 +63,17 @@ def test_dataset_tab_import_clean_undo_split_snapshot_export(tailor_server, tiny
     server = tailor_server(tmp_path / "ws", tiny_model_dir)
     client = Client(server.url, verbose=False)
     f = tmp_path / "upload.jsonl"
-    f.write_text("\n".join([json.dumps({"prompt": f"Question {i}?", "completion": f"Answer {i}."}) for i in range(20)]
-                           + ["not json", json.dumps({"prompt": "Question 0?", "completion": "Answer 0."}),
-                              json.dumps({"prompt": "Card?", "completion": "Paid with 4111 1111 1111 1111."})]) + "\n")
+    f.write_text(
+        "\n".join(
+            [json.dumps({"prompt": f"Question {i}?", "completion": f"Answer {i}."}) for i in range(20)]
+            + [
+                "not json",
+                json.dumps({"prompt": "Question 0?", "completion": "Answer 0."}),
+                json.dumps({"prompt": "Card?", "completion": "Paid with 4111 1111 1111 1111."}),
+            ]
+        )
+        + "\n"
+    )
     summary = client.predict(handle_file(str(f)), "uploaded", api_name="/dataset_import")
     assert "Imported 21 examples" in summary and "line 21: not valid JSON" in summary
     assert "1 already present" in summary and "“Undo last change” removes this import" in summary  # line 22
@@ -77,8 +88,9 @@ def test_dataset_tab_import_clean_undo_split_snapshot_export(tailor_server, tiny
     assert "[CARD]" in report and "examples over the max length: 0" in report  # counted with the chat tokenizer
     fixed = client.predict(checks, 0.95, 1024, api_name="/dataset_clean_fix")
     assert "Deleted 1" in fixed and "rewrote 1" in fixed
-    table, counts, _, _ = client.predict("Card", "uploaded", "(any)", "(any)", "(any)", "(any)",
-                                         api_name="/dataset_search")
+    table, counts, _, _ = client.predict(
+        "Card", "uploaded", "(any)", "(any)", "(any)", "(any)", api_name="/dataset_search"
+    )
     assert "[CARD]" in table["data"][0][7]
     assert "restored" in client.predict(api_name="/dataset_undo")
     table, counts, _, _ = client.predict("", "(any)", "(any)", "(any)", "(any)", "(any)", api_name="/dataset_search")
@@ -90,12 +102,14 @@ def test_dataset_tab_import_clean_undo_split_snapshot_export(tailor_server, tiny
     assert client.predict("", api_name="/dataset_snapshot")[1] == "Nothing changed since v1."
     exported = client.predict("prompt-completion", False, api_name="/dataset_export")
     lines = Path(exported).read_text().splitlines()
-    assert len(lines) == 22 and json.loads(lines[0]) == {"prompt": "Question 0?", "completion": "Answer 0.",
-                                                         "tags": ["uploaded"]}
+    assert len(lines) == 22 and json.loads(lines[0]) == {
+        "prompt": "Question 0?",
+        "completion": "Answer 0.",
+        "tags": ["uploaded"],
+    }
 
 
-def test_dataset_tab_import_killed_with_the_server_is_partial_after_restart(tailor_server, tiny_model_dir,
-                                                                            tmp_path):
+def test_dataset_tab_import_killed_with_the_server_is_partial_after_restart(tailor_server, tiny_model_dir, tmp_path):
     """The server is SIGKILLed while it imports an upload: after the restart the import is
     listed as partial, "Undo last change" removes exactly its rows, and importing the file
     again ends with every example once."""
@@ -120,8 +134,9 @@ def test_dataset_tab_import_killed_with_the_server_is_partial_after_restart(tail
     ws = tmp_path / "ws"
     n = 40_000
     f = tmp_path / "big.jsonl"
-    f.write_text("".join(json.dumps({"prompt": f"Question {i}?", "completion": f"Answer {i}."}) + "\n"
-                         for i in range(n)))
+    f.write_text(
+        "".join(json.dumps({"prompt": f"Question {i}?", "completion": f"Answer {i}."}) + "\n" for i in range(n))
+    )
     server = tailor_server(ws, tiny_model_dir)
     job = Client(server.url, verbose=False).submit(handle_file(str(f)), "", api_name="/dataset_import")
     deadline = time.monotonic() + 240

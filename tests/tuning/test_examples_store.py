@@ -47,8 +47,9 @@ def test_render_messages_formats_passages_like_the_chat(cur_store, cur_log, cur_
     # The chat's prompt for that turn, built the chat's way, then the (edited) answer.
     conv = cur_conversation["conversation"]
     history = [m.as_chat() for m in conv.messages[:2]]
-    expected = build_messages(history, "When do you open on Sundays?", conv.system_prompt,
-                              [cur_conversation["passage"]])
+    expected = build_messages(
+        history, "When do you open on Sundays?", conv.system_prompt, [cur_conversation["passage"]]
+    )
     assert rendered == expected + [{"role": "assistant", "content": "10:00 to 16:00."}]
     assert "opening_hours.md" in rendered[-2]["content"]
     text = preview_text(ex, tiny_engine.tokenizer)
@@ -66,8 +67,14 @@ def test_search_filters_edit_bulk_tag_delete_undo(cur_store):
     assert [e.id for e in cur_store.list(ExampleFilter(label="howto"))] == [a.id]
     assert cur_store.facets()["tag"] == ["maintenance", "shop"]
 
-    edited = cur_store.update(b.id, messages=[{"role": "user", "content": "Where is the shop?"},
-                                              {"role": "assistant", "content": "12 Quay Street."}], label="where")
+    edited = cur_store.update(
+        b.id,
+        messages=[
+            {"role": "user", "content": "Where is the shop?"},
+            {"role": "assistant", "content": "12 Quay Street."},
+        ],
+        label="where",
+    )
     assert edited.answer == "12 Quay Street." and edited.label == "where" and edited.split == b.split
     cur_store.bulk_tag([a.id, b.id], add=["reviewed"])
     assert "reviewed" in cur_store.get(a.id).tags and "reviewed" in cur_store.get(b.id).tags
@@ -90,8 +97,14 @@ def test_invalid_examples_are_refused(cur_store):
     with pytest.raises(ValidationError, match="system prompt may only come first"):
         from tuning.examples import make_example
 
-        make_example([{"role": "user", "content": "q"}, {"role": "system", "content": "s"},
-                      {"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}])
+        make_example(
+            [
+                {"role": "user", "content": "q"},
+                {"role": "system", "content": "s"},
+                {"role": "user", "content": "q"},
+                {"role": "assistant", "content": "a"},
+            ]
+        )
     with pytest.raises(NotFoundError):
         cur_store.delete([12345])
     assert cur_store.count() == 0

@@ -20,19 +20,26 @@ def _write(path: Path, lines, encoding="utf-8") -> Path:
 
 
 def test_good_and_bad_lines(cur_store, tmp_path):
-    f = _write(tmp_path / "mixed.jsonl", [
-        json.dumps({"prompt": "What is a derailleur?", "completion": "It moves the chain.", "tags": ["parts"]}),
-        '{"prompt": "broken json", ',
-        json.dumps({"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Ahoy!"}],
-                    "label": "greeting"}),
-        "",
-        json.dumps({"prompt": "no completion"}),
-        json.dumps({"messages": [{"role": "user", "content": "only a question"}]}),
-        json.dumps(["not", "an", "object"]),
-        json.dumps({"title": "unknown shape"}),
-        json.dumps({"prompt": "   ", "completion": "blank prompt"}),
-        json.dumps({"question": "When?", "answer": "At 10.", "passages": [{"source": "hours.md", "text": "10-4"}]}),
-    ])
+    f = _write(
+        tmp_path / "mixed.jsonl",
+        [
+            json.dumps({"prompt": "What is a derailleur?", "completion": "It moves the chain.", "tags": ["parts"]}),
+            '{"prompt": "broken json", ',
+            json.dumps(
+                {
+                    "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Ahoy!"}],
+                    "label": "greeting",
+                }
+            ),
+            "",
+            json.dumps({"prompt": "no completion"}),
+            json.dumps({"messages": [{"role": "user", "content": "only a question"}]}),
+            json.dumps(["not", "an", "object"]),
+            json.dumps({"title": "unknown shape"}),
+            json.dumps({"prompt": "   ", "completion": "blank prompt"}),
+            json.dumps({"question": "When?", "answer": "At 10.", "passages": [{"source": "hours.md", "text": "10-4"}]}),
+        ],
+    )
     result = import_file(cur_store, f)
     assert result.imported == 3
     assert result.formats == {"prompt-completion": 1, "messages": 1, "grounding": 1}
@@ -63,8 +70,11 @@ def test_demo_dataset_imports(cur_store):
 
 def test_csv_import(cur_store, tmp_path):
     f = tmp_path / "pairs.csv"
-    f.write_text('prompt,completion,label\n"Hi, there","Ahoy, rider!",greeting\n"",empty prompt,\n'
-                 '"Multi\nline",ok,\nonly,two,three,four\n', encoding="utf-8")
+    f.write_text(
+        'prompt,completion,label\n"Hi, there","Ahoy, rider!",greeting\n"",empty prompt,\n'
+        '"Multi\nline",ok,\nonly,two,three,four\n',
+        encoding="utf-8",
+    )
     result = import_file(cur_store, f)
     assert result.imported == 2
     assert [b.line for b in result.bad] == [3, 6]
@@ -132,8 +142,9 @@ def _same(a, b):
     return [key(e) for e in a] == [key(e) for e in b]
 
 
-@pytest.mark.parametrize("fmt,name", [("messages", "out.jsonl"), ("prompt-completion", "out.jsonl"),
-                                      ("hf", "out_hf"), ("hf", "out.parquet")])
+@pytest.mark.parametrize(
+    "fmt,name", [("messages", "out.jsonl"), ("prompt-completion", "out.jsonl"), ("hf", "out_hf"), ("hf", "out.parquet")]
+)
 def test_export_then_import_round_trip(cur_curation, workspace, tmp_path, fmt, name):
     from assistant.workspace import Workspace
     from tuning import open_curation
@@ -141,13 +152,25 @@ def test_export_then_import_round_trip(cur_curation, workspace, tmp_path, fmt, n
     store = cur_curation.store
     store.add(chat_example("Single turn?", "Yes.", label="a", tags=["t1", "t2"]))
     store.add(chat_example("With a system prompt?", "Yes, kept.", system="Be a pirate."))
-    store.add(chat_example("Grounded?", "From the source.",
-                           passages=[{"source": "doc.md", "text": "The source says so.", "id": 3}]))
+    store.add(
+        chat_example(
+            "Grounded?", "From the source.", passages=[{"source": "doc.md", "text": "The source says so.", "id": 3}]
+        )
+    )
     from tuning.examples import make_example
 
-    store.add(make_example([{"role": "system", "content": "sys"}, {"role": "user", "content": "first"},
-                            {"role": "assistant", "content": "one"}, {"role": "user", "content": "second"},
-                            {"role": "assistant", "content": "two"}], tags=["multi"]))
+    store.add(
+        make_example(
+            [
+                {"role": "system", "content": "sys"},
+                {"role": "user", "content": "first"},
+                {"role": "assistant", "content": "one"},
+                {"role": "user", "content": "second"},
+                {"role": "assistant", "content": "two"},
+            ],
+            tags=["multi"],
+        )
+    )
     original = store.list()
     dest = export_examples(original, tmp_path / name, fmt)
     other = open_curation(Workspace(tmp_path / "other-ws")).store

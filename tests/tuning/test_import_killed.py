@@ -20,9 +20,15 @@ LINES = 50_000
 
 
 def _tailor(ws: Path, *args, **kw):
-    return subprocess.run([sys.executable, "-m", "cli.main", "examples", *map(str, args), "--workspace", str(ws)],
-                          cwd=REPO, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"}, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", "examples", *map(str, args), "--workspace", str(ws)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        **kw,
+    )
 
 
 def _query(ws: Path, sql: str) -> list[tuple]:
@@ -47,9 +53,13 @@ def _count(ws: Path) -> int:
 def _import_and_kill(ws: Path, f: Path) -> int:
     """Start the CLI import, wait until some rows are committed, check that a reader sees it
     running (not partial), SIGKILL it. Returns how many rows had landed."""
-    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "examples", "import", str(f), "--batch-size", "500",
-                             "--workspace", str(ws)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "examples", "import", str(f), "--batch-size", "500", "--workspace", str(ws)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     try:
         deadline = time.monotonic() + 300
         while _count(ws) == 0:
@@ -77,8 +87,12 @@ def test_killed_import_is_partial_with_an_exact_undo_and_a_reimport_completes_it
     f = tmp_path / "big.jsonl"
     with open(f, "w", encoding="utf-8") as fh:
         for i in range(LINES):
-            fh.write(json.dumps({"prompt": f"Question {i}: which gear for hill {i % 97}?",
-                                 "completion": f"Answer {i}: a low one."}) + "\n")
+            fh.write(
+                json.dumps(
+                    {"prompt": f"Question {i}: which gear for hill {i % 97}?", "completion": f"Answer {i}: a low one."}
+                )
+                + "\n"
+            )
 
     # 1. Killed: every row that landed belongs to one import, still marked running (nothing
     #    could mark it otherwise); the next open shows it as partial, with an undo.
@@ -101,10 +115,11 @@ def test_killed_import_is_partial_with_an_exact_undo_and_a_reimport_completes_it
     assert f"Imported {LINES - landed} examples" in r.stdout and f"{landed} already present" in r.stdout, r.stdout
     assert "PARTIAL" in r.stdout and "already present and added the rest" in r.stdout, r.stdout
     assert _query(ws, "SELECT COUNT(*), COUNT(DISTINCT prompt_text), COUNT(DISTINCT dedup_hash) FROM examples") == [
-        (LINES, LINES, LINES)]
-    assert _query(ws, "SELECT id, status, imported, duplicates, note FROM example_imports"
-                      " WHERE undone_at IS NULL ORDER BY id") == [
-        (2, "partial", landed, 0, "completed by import #3"), (3, "done", LINES - landed, landed, None)]
+        (LINES, LINES, LINES)
+    ]
+    assert _query(
+        ws, "SELECT id, status, imported, duplicates, note FROM example_imports WHERE undone_at IS NULL ORDER BY id"
+    ) == [(2, "partial", landed, 0, "completed by import #3"), (3, "done", LINES - landed, landed, None)]
 
     # 3. And once more: nothing is added.
     r = _tailor(ws, "import", f, "--json")

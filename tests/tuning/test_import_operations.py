@@ -18,8 +18,12 @@ from tuning.importexport import detect_encoding, import_file
 
 
 def _pairs(path: Path, n: int, start: int = 0, encoding: str = "utf-8") -> Path:
-    path.write_bytes("".join(json.dumps({"prompt": f"Question {i}?", "completion": f"Answer {i}."}) + "\n"
-                             for i in range(start, start + n)).encode(encoding))
+    path.write_bytes(
+        "".join(
+            json.dumps({"prompt": f"Question {i}?", "completion": f"Answer {i}."}) + "\n"
+            for i in range(start, start + n)
+        ).encode(encoding)
+    )
     return path
 
 
@@ -40,26 +44,38 @@ def test_importing_the_same_file_again_adds_nothing(cur_store, tmp_path):
     # Both are recorded; only the first has rows, so only it can be undone.
     ops = cur_store.imports()
     assert [(o["id"], o["status"], o["imported"], o["duplicates"]) for o in ops] == [
-        (again.operation, "done", 0, 250), (first.operation, "done", 250, 0)]
+        (again.operation, "done", 0, 250),
+        (first.operation, "done", 250, 0),
+    ]
     assert [b["batch"] for b in cur_store.undo_batches() if b["kind"] == "import"] == [first.batch]
 
 
 def test_duplicates_within_a_file_and_whitespace_variants_are_already_present(cur_store, tmp_path):
     cur_store.add(chat_example("Where is the shop?", "On the quay."))  # saved by hand earlier
     f = tmp_path / "dups.jsonl"
-    f.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in [
-        {"prompt": "Where is the shop?", "completion": "On the quay."},        # already in the store
-        {"prompt": "Hours?", "completion": "Nine to five."},
-        {"prompt": "Hours?", "completion": "Nine to five.", "tags": ["x"]},    # same text, other tags
-        {"prompt": "  Hours?\r\n", "completion": "Nine  to five. "},            # whitespace differs only
-        {"prompt": "Cafe\u0301?", "completion": "Yes."},                        # decomposed é
-        {"prompt": "Caf\u00e9?", "completion": "Yes."},                         # composed é: the same
-        {"prompt": "Hours?", "completion": "Nine to six."},                     # a different answer
-    ]) + "\n", encoding="utf-8")
+    f.write_text(
+        "\n".join(
+            json.dumps(r, ensure_ascii=False)
+            for r in [
+                {"prompt": "Where is the shop?", "completion": "On the quay."},  # already in the store
+                {"prompt": "Hours?", "completion": "Nine to five."},
+                {"prompt": "Hours?", "completion": "Nine to five.", "tags": ["x"]},  # same text, other tags
+                {"prompt": "  Hours?\r\n", "completion": "Nine  to five. "},  # whitespace differs only
+                {"prompt": "Cafe\u0301?", "completion": "Yes."},  # decomposed é
+                {"prompt": "Caf\u00e9?", "completion": "Yes."},  # composed é: the same
+                {"prompt": "Hours?", "completion": "Nine to six."},  # a different answer
+            ]
+        )
+        + "\n",
+        encoding="utf-8",
+    )
     result = import_file(cur_store, f)
     assert (result.imported, result.duplicates, result.bad_total) == (3, 4, 0)
     assert sorted(e.answer for e in cur_store.list(ExampleFilter(source="import"))) == [
-        "Nine to five.", "Nine to six.", "Yes."]
+        "Nine to five.",
+        "Nine to six.",
+        "Yes.",
+    ]
 
 
 def test_a_cleaned_example_still_counts_as_imported(cur_store, tmp_path):
@@ -184,17 +200,36 @@ def test_migration_backfills_the_hash_of_rows_stored_before_it(tmp_path):
 
     db = Database(tmp_path / "old.db")
     db.migrate("tuning", MIGRATIONS[:1])
-    old_cols = ("messages_json", "passages_json", "label", "tags_json", "status", "split", "source",
-                "conversation_id", "message_id", "edited", "provenance_json", "content_hash", "prompt_text",
-                "answer_text", "created_at", "updated_at")
+    old_cols = (
+        "messages_json",
+        "passages_json",
+        "label",
+        "tags_json",
+        "status",
+        "split",
+        "source",
+        "conversation_id",
+        "message_id",
+        "edited",
+        "provenance_json",
+        "content_hash",
+        "prompt_text",
+        "answer_text",
+        "created_at",
+        "updated_at",
+    )
     exs = [chat_example(f"Old question {i}?", f"Old answer {i}.") for i in range(5)]
     with db.transaction() as conn:
-        conn.executemany(f"INSERT INTO examples({', '.join(old_cols)}) VALUES ({', '.join('?' * len(old_cols))})",
-                         [_row_values(ex, "2024-01-01T00:00:00+00:00")[:len(old_cols)] for ex in exs])
+        conn.executemany(
+            f"INSERT INTO examples({', '.join(old_cols)}) VALUES ({', '.join('?' * len(old_cols))})",
+            [_row_values(ex, "2024-01-01T00:00:00+00:00")[: len(old_cols)] for ex in exs],
+        )
         row = conn.execute("SELECT * FROM examples WHERE id=1").fetchone()
-        conn.execute("INSERT INTO example_undo(batch, description, example_id, before_json, created_at)"
-                     " VALUES ('old', 'edit', 1, ?, '2024-01-02T00:00:00+00:00')",
-                     (json.dumps({k: row[k] for k in row.keys()}),))
+        conn.execute(
+            "INSERT INTO example_undo(batch, description, example_id, before_json, created_at)"
+            " VALUES ('old', 'edit', 1, ?, '2024-01-02T00:00:00+00:00')",
+            (json.dumps({k: row[k] for k in row.keys()}),),
+        )
         conn.execute("UPDATE examples SET answer_text='changed' WHERE id=1")
 
     store = ExampleStore(Database(tmp_path / "old.db"))
@@ -203,8 +238,9 @@ def test_migration_backfills_the_hash_of_rows_stored_before_it(tmp_path):
         hashes = [r[0] for r in conn.execute("SELECT dedup_hash FROM examples ORDER BY id")]
     assert hashes == [dedup_hash(ex.messages, ex.passages) for ex in exs]
     f = tmp_path / "old.jsonl"
-    f.write_text("".join(json.dumps({"prompt": f"Old question {i}?", "completion": f"Old answer {i}."}) + "\n"
-                         for i in range(6)))
+    f.write_text(
+        "".join(json.dumps({"prompt": f"Old question {i}?", "completion": f"Old answer {i}."}) + "\n" for i in range(6))
+    )
     result = import_file(store, f)
     assert (result.imported, result.duplicates) == (1, 5)
     assert store.undo("old") == 1  # a pre-migration undo entry: restored, with its hash filled in
@@ -218,8 +254,18 @@ def test_deeply_nested_line_is_a_bad_line(cur_store, tmp_path):
     good = json.dumps({"prompt": "Fine?", "completion": "Fine."})
     deep_tags = json.dumps({"prompt": "Tags?", "completion": "Deep.", "tags": [[["x"]]]})
     deep_tags = deep_tags.replace('[[["x"]]]', "[" * 5000 + '"x"' + "]" * 5000)
-    f.write_text("\n".join([good, "[" * 50_000 + "]" * 50_000, '{"prompt": ' + "{" * 0 + "[" * 50_000,
-                            json.dumps({"prompt": "Still?", "completion": "Yes."}), deep_tags]) + "\n")
+    f.write_text(
+        "\n".join(
+            [
+                good,
+                "[" * 50_000 + "]" * 50_000,
+                '{"prompt": ' + "{" * 0 + "[" * 50_000,
+                json.dumps({"prompt": "Still?", "completion": "Yes."}),
+                deep_tags,
+            ]
+        )
+        + "\n"
+    )
     result = import_file(cur_store, f)
     assert result.imported == 2
     bad = {b.line: b.reason for b in result.bad}
@@ -230,9 +276,11 @@ def test_deeply_nested_line_is_a_bad_line(cur_store, tmp_path):
 
 def test_unpaired_surrogate_is_a_bad_line(cur_store, tmp_path):
     f = tmp_path / "surrogate.jsonl"
-    f.write_text('{"prompt": "\\ud800", "completion": "x"}\n'
-                 '{"prompt": "ok", "completion": "y", "tags": ["\\udfff"]}\n'
-                 '{"prompt": "emoji \\ud83d\\ude00", "completion": "z"}\n')
+    f.write_text(
+        '{"prompt": "\\ud800", "completion": "x"}\n'
+        '{"prompt": "ok", "completion": "y", "tags": ["\\udfff"]}\n'
+        '{"prompt": "emoji \\ud83d\\ude00", "completion": "z"}\n'
+    )
     result = import_file(cur_store, f)
     assert result.imported == 1 and [b.line for b in result.bad] == [1, 2]
     assert "surrogate" in result.bad[0].reason
@@ -243,8 +291,10 @@ def test_unpaired_surrogate_is_a_bad_line(cur_store, tmp_path):
 @pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be"])
 def test_utf16_without_bom_is_decoded(cur_store, tmp_path, codec):
     f = tmp_path / f"{codec}.jsonl"
-    lines = [json.dumps({"prompt": f"Café {i}?", "completion": "Oui — €3.10 \u2028 ok"}, ensure_ascii=False)
-             for i in range(3)]
+    lines = [
+        json.dumps({"prompt": f"Café {i}?", "completion": "Oui — €3.10 \u2028 ok"}, ensure_ascii=False)
+        for i in range(3)
+    ]
     data = "".join(line + "\r\n" for line in lines).encode(codec)
     assert not data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
     f.write_bytes(data)

@@ -16,10 +16,28 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 def test_accelerate_command_for_several_gpus_and_machines(tmp_path):
     cmd = accelerate_command(tmp_path / "job-0001", 4, accelerate="accelerate")
-    assert cmd == ["accelerate", "launch", "--num_processes", "4", "--num_machines", "1", "--multi_gpu",
-                   "-m", "tuning.worker", str(tmp_path / "job-0001")]
-    cmd = accelerate_command("J", 16, num_machines=2, machine_rank=1, main_process_ip="10.0.0.1",
-                             main_process_port=29500, mixed_precision="bf16", accelerate="accelerate")
+    assert cmd == [
+        "accelerate",
+        "launch",
+        "--num_processes",
+        "4",
+        "--num_machines",
+        "1",
+        "--multi_gpu",
+        "-m",
+        "tuning.worker",
+        str(tmp_path / "job-0001"),
+    ]
+    cmd = accelerate_command(
+        "J",
+        16,
+        num_machines=2,
+        machine_rank=1,
+        main_process_ip="10.0.0.1",
+        main_process_port=29500,
+        mixed_precision="bf16",
+        accelerate="accelerate",
+    )
     assert cmd[cmd.index("--machine_rank") + 1] == "1" and cmd[cmd.index("--main_process_ip") + 1] == "10.0.0.1"
     assert cmd[cmd.index("--main_process_port") + 1] == "29500" and cmd[cmd.index("--mixed_precision") + 1] == "bf16"
     assert cmd[-3:] == ["-m", "tuning.worker", "J"]
@@ -33,20 +51,33 @@ def test_manager_uses_accelerate_for_several_processes(workspace, tiny_model_dir
     from tuning.config import TrainConfig
 
     manager = JobManager(workspace)
-    job = manager.submit(base_model="tiny", base_model_path=tiny_model_dir, dataset_version=1,
-                         dataset_path=tune_version_dir, config=TrainConfig(num_processes=2), start=False)
+    job = manager.submit(
+        base_model="tiny",
+        base_model_path=tiny_model_dir,
+        dataset_version=1,
+        dataset_path=tune_version_dir,
+        config=TrainConfig(num_processes=2),
+        start=False,
+    )
     cmd = manager.command(job)
     assert cmd[1:3] == ["launch", "--num_processes"] and cmd[-2:] == ["tuning.worker", str(job.job_dir)]
-    single = manager.submit(base_model="tiny", base_model_path=tiny_model_dir, dataset_version=1,
-                            dataset_path=tune_version_dir, start=False)
+    single = manager.submit(
+        base_model="tiny", base_model_path=tiny_model_dir, dataset_version=1, dataset_path=tune_version_dir, start=False
+    )
     assert manager.command(single) == [sys.executable, "-m", "tuning.worker", str(single.job_dir)]
     for j in (job, single):
         manager.cancel(j.id)
 
 
 def tailor(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "cli.main", *map(str, args)], cwd=REPO_ROOT, capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", *map(str, args)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
 
 
 def test_cli_tune_wait_then_adapters_and_jobs(tmp_path, tiny_model_dir):
@@ -56,10 +87,20 @@ def test_cli_tune_wait_then_adapters_and_jobs(tmp_path, tiny_model_dir):
     small.write_text("".join(pairs.read_text().splitlines(keepends=True)[:30]))
     r = tailor("examples", "import", small, "--workspace", ws, "--model", tiny_model_dir)
     assert r.returncode == 0, r.stderr
-    (tmp_path / "cfg.json").write_text(json.dumps({"max_steps": 3, "eval_steps": 1, "threads": 1,
-                                                  "max_length": 128}))
-    r = tailor("tune", "--config", tmp_path / "cfg.json", "--wait", "--json", "--name", "cli",
-               "--workspace", ws, "--model", tiny_model_dir)
+    (tmp_path / "cfg.json").write_text(json.dumps({"max_steps": 3, "eval_steps": 1, "threads": 1, "max_length": 128}))
+    r = tailor(
+        "tune",
+        "--config",
+        tmp_path / "cfg.json",
+        "--wait",
+        "--json",
+        "--name",
+        "cli",
+        "--workspace",
+        ws,
+        "--model",
+        tiny_model_dir,
+    )
     assert r.returncode == 0, r.stderr
     job = json.loads(r.stdout)
     assert job["status"] == "succeeded" and job["adapter_name"] == "cli-v1"

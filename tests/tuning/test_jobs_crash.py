@@ -13,21 +13,26 @@ def _publish_previous(manager, tiny_model_dir):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
-                           LoraConfig(r=4, target_modules=["q_proj"], task_type="CAUSAL_LM"))
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+        LoraConfig(r=4, target_modules=["q_proj"], task_type="CAUSAL_LM"),
+    )
     manager.registry.publish("previous-v1", lambda tmp: model.save_pretrained(tmp), base_model="tiny")
     manager.registry.activate("previous-v1")
     return (manager.registry.dir / "previous-v1" / "adapter_model.safetensors").read_bytes()
 
 
-def test_sigkill_marks_failed_and_keeps_the_previous_adapter(workspace, tune_manager, tiny_model_dir,
-                                                            tune_version_dir, tune_helpers):
+def test_sigkill_marks_failed_and_keeps_the_previous_adapter(
+    workspace, tune_manager, tiny_model_dir, tune_version_dir, tune_helpers
+):
     weights = _publish_previous(tune_manager, tiny_model_dir)
     job = tune_helpers.submit(tune_manager, tiny_model_dir, tune_version_dir, max_steps=100000, eval_steps=50000)
     tune_helpers.wait_for(lambda: tune_manager.get(job.id).step >= 2, timeout=180)
     os.kill(tune_manager.get(job.id).pid, signal.SIGKILL)
-    dead = tune_helpers.wait_for(lambda: (tune_manager.pump(), tune_manager.get(job.id))[1].status == "failed"
-                                 and tune_manager.get(job.id), timeout=30)
+    dead = tune_helpers.wait_for(
+        lambda: (tune_manager.pump(), tune_manager.get(job.id))[1].status == "failed" and tune_manager.get(job.id),
+        timeout=30,
+    )
     assert "killed by signal 9" in dead.error
     assert tune_manager.registry.active() == "previous-v1"
     assert [a.name for a in tune_manager.registry.list()] == ["previous-v1"]
@@ -36,11 +41,11 @@ def test_sigkill_marks_failed_and_keeps_the_previous_adapter(workspace, tune_man
     assert any("killed by signal 9" in line or "failed" in line for line in [dead.message, dead.error])
 
 
-def test_app_restart_marks_interrupted_and_resume_continues_from_checkpoint(workspace, tiny_model_dir,
-                                                                            tune_version_dir, tune_helpers):
+def test_app_restart_marks_interrupted_and_resume_continues_from_checkpoint(
+    workspace, tiny_model_dir, tune_version_dir, tune_helpers
+):
     app = JobManager(workspace)
-    job = tune_helpers.submit(app, tiny_model_dir, tune_version_dir, max_steps=150, eval_steps=10,
-                              save_total_limit=3)
+    job = tune_helpers.submit(app, tiny_model_dir, tune_version_dir, max_steps=150, eval_steps=10, save_total_limit=3)
     ckpt_dir = job.job_dir / "checkpoints"
     tune_helpers.wait_for(lambda: list(ckpt_dir.glob("checkpoint-*/trainer_state.json")), timeout=180)
     pid = app.get(job.id).pid
@@ -66,7 +71,7 @@ def test_app_restart_marks_interrupted_and_resume_continues_from_checkpoint(work
     records = read_progress(done.job_dir)
     marker = [r for r in records if r["kind"] == "resume"]
     assert marker and marker[-1]["from_step"] == from_step
-    after = records[records.index(marker[-1]):]
+    after = records[records.index(marker[-1]) :]
     begin = next(r for r in after if r["kind"] == "begin")
     assert begin["step"] == from_step  # the Trainer restored step, optimizer and scheduler from the checkpoint
     first_trained = next(r for r in after if r["kind"] == "train")

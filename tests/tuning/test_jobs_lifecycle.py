@@ -8,10 +8,12 @@ from assistant.adapters import AdapterCatalog
 from tuning.jobs import read_progress
 
 
-def test_job_runs_in_a_subprocess_and_publishes_the_best_checkpoint(workspace, tune_manager, tiny_model_dir,
-                                                                    tune_version_dir, tune_helpers):
-    first = tune_helpers.submit(tune_manager, tiny_model_dir, tune_version_dir, max_steps=8, eval_steps=2,
-                                learning_rate=3e-3)
+def test_job_runs_in_a_subprocess_and_publishes_the_best_checkpoint(
+    workspace, tune_manager, tiny_model_dir, tune_version_dir, tune_helpers
+):
+    first = tune_helpers.submit(
+        tune_manager, tiny_model_dir, tune_version_dir, max_steps=8, eval_steps=2, learning_rate=3e-3
+    )
     second = tune_helpers.submit(tune_manager, tiny_model_dir, tune_version_dir, max_steps=2, eval_steps=1)
     assert tune_manager.get(first.id).status in ("starting", "running")
     assert tune_manager.get(second.id).status == "queued"  # one at a time
@@ -53,8 +55,9 @@ def test_job_runs_in_a_subprocess_and_publishes_the_best_checkpoint(workspace, t
     assert len(progress.train) == 8 and any("publishing adapter tailor-v1" in line for line in progress.log)
 
 
-def test_failed_job_records_its_error_and_publishes_nothing(workspace, tune_manager, tiny_model_dir,
-                                                           tune_version_dir, tune_helpers):
+def test_failed_job_records_its_error_and_publishes_nothing(
+    workspace, tune_manager, tiny_model_dir, tune_version_dir, tune_helpers
+):
     (tune_version_dir / "train.jsonl").write_text('{"messages": [{"role": "user", "content": "only a prompt"}]}\n')
     job = tune_helpers.submit(tune_manager, tiny_model_dir, tune_version_dir, max_steps=2)
     done = tune_manager.wait(job.id, poll=0.2, timeout=180)
@@ -64,8 +67,9 @@ def test_failed_job_records_its_error_and_publishes_nothing(workspace, tune_mana
     assert any("failed" in line for line in tune_manager.progress(job.id).log)
 
 
-def test_cancel_stops_gracefully_with_a_checkpoint_and_resume_finishes(workspace, tune_manager, tiny_model_dir,
-                                                                      tune_version_dir, tune_helpers):
+def test_cancel_stops_gracefully_with_a_checkpoint_and_resume_finishes(
+    workspace, tune_manager, tiny_model_dir, tune_version_dir, tune_helpers
+):
     job = tune_helpers.submit(tune_manager, tiny_model_dir, tune_version_dir, max_steps=100000, eval_steps=50000)
     tune_helpers.wait_for(lambda: tune_manager.get(job.id).step >= 3, timeout=180)
     cancelled = tune_manager.cancel(job.id, wait=True, timeout=60)

@@ -36,11 +36,13 @@ def _raw(ws_root: Path, sql: str, *args):
         conn.close()
 
 
-def test_cancel_in_a_restored_copy_leaves_the_original_training(workspace, tune_manager, tiny_model_dir,
-                                                               tune_version_dir, tune_helpers, tmp_path):
+def test_cancel_in_a_restored_copy_leaves_the_original_training(
+    workspace, tune_manager, tiny_model_dir, tune_version_dir, tune_helpers, tmp_path
+):
     job = tune_helpers.submit(tune_manager, tiny_model_dir, tune_version_dir, max_steps=100000, eval_steps=50000)
-    tune_helpers.wait_for(lambda: tune_manager.get(job.id).status == "running"
-                          and tune_manager.get(job.id).step >= 1, timeout=180)
+    tune_helpers.wait_for(
+        lambda: tune_manager.get(job.id).status == "running" and tune_manager.get(job.id).step >= 1, timeout=180
+    )
     pid = tune_manager.get(job.id).pid
     archive = tmp_path / "mid-job.tar"
     backup_workspace(workspace, archive)
@@ -78,8 +80,11 @@ def test_cancel_in_a_restored_copy_leaves_the_original_training(workspace, tune_
 
 def _fake_worker(job_dir: Path, cwd: Path | None = None) -> subprocess.Popen:
     """A process whose command line looks like a worker's (`... -m tuning.worker JOB_DIR`)."""
-    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "-m", "tuning.worker",
-                             str(job_dir)], cwd=cwd, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(120)", "-m", "tuning.worker", str(job_dir)],
+        cwd=cwd,
+        start_new_session=True,
+    )
 
 
 def _insert_running(ws: Workspace, pid: int, job_dir: str = "jobs/job-0001") -> int:
@@ -89,7 +94,8 @@ def _insert_running(ws: Workspace, pid: int, job_dir: str = "jobs/job-0001") -> 
         cur = conn.execute(
             "INSERT INTO tune_jobs(status, family, base_model, base_model_path, dataset_version, dataset_path,"
             " config_json, job_dir, pid, created_at, updated_at) VALUES ('running','t','m','m','1','d','{}',?,?,?,?)",
-            (job_dir, pid, now, now))
+            (job_dir, pid, now, now),
+        )
         return cur.lastrowid
 
 
@@ -159,9 +165,12 @@ def test_old_absolute_job_rows_become_relative(tmp_path):
     ]
     with ws.db.transaction() as conn:
         for job_dir, dataset, base in rows:
-            conn.execute("INSERT INTO tune_jobs(status, family, base_model, base_model_path, dataset_version,"
-                         " dataset_path, config_json, job_dir, created_at, updated_at)"
-                         " VALUES ('failed','t','m',?,'1',?,'{}',?,?,?)", (base, dataset, job_dir, now, now))
+            conn.execute(
+                "INSERT INTO tune_jobs(status, family, base_model, base_model_path, dataset_version,"
+                " dataset_path, config_json, job_dir, created_at, updated_at)"
+                " VALUES ('failed','t','m',?,'1',?,'{}',?,?,?)",
+                (base, dataset, job_dir, now, now),
+            )
     store = JobStore(Workspace(root))  # migrates
     assert _raw(root, "SELECT job_dir, dataset_path, base_model_path FROM tune_jobs ORDER BY id") == [
         ("jobs/job-0001", "datasets/v1", "/opt/models/base"),
@@ -182,21 +191,35 @@ def test_submit_stores_paths_relative_to_the_workspace(workspace, tune_version_d
     inside = workspace.root / "datasets" / "v1"
     shutil.copytree(tune_version_dir, inside)
     manager = JobManager(workspace)
-    job = manager.submit(base_model="tiny", base_model_path=tiny_model_dir, dataset_version=1, dataset_path=inside,
-                         config=TrainConfig(max_steps=1), start=False)
+    job = manager.submit(
+        base_model="tiny",
+        base_model_path=tiny_model_dir,
+        dataset_version=1,
+        dataset_path=inside,
+        config=TrainConfig(max_steps=1),
+        start=False,
+    )
     assert _raw(workspace.root, "SELECT job_dir, dataset_path, base_model_path FROM tune_jobs") == [
-        (f"jobs/job-{job.id:04d}", "datasets/v1", str(tiny_model_dir))]
+        (f"jobs/job-{job.id:04d}", "datasets/v1", str(tiny_model_dir))
+    ]
     assert job.job_dir == workspace.jobs_dir / f"job-{job.id:04d}" and job.dataset_path == str(inside)
     assert json.loads((job.job_dir / "job.json").read_text())["workspace"] == str(workspace.root)
 
 
-def test_a_worker_refuses_a_job_folder_copied_from_another_workspace(workspace, tune_version_dir, tiny_model_dir,
-                                                                    tmp_path):
+def test_a_worker_refuses_a_job_folder_copied_from_another_workspace(
+    workspace, tune_version_dir, tiny_model_dir, tmp_path
+):
     from tuning import worker
     from tuning.config import TrainConfig
 
-    job = JobManager(workspace).submit(base_model="tiny", base_model_path=tiny_model_dir, dataset_version=1,
-                                       dataset_path=tune_version_dir, config=TrainConfig(max_steps=1), start=False)
+    job = JobManager(workspace).submit(
+        base_model="tiny",
+        base_model_path=tiny_model_dir,
+        dataset_version=1,
+        dataset_path=tune_version_dir,
+        config=TrainConfig(max_steps=1),
+        start=False,
+    )
     # a copy of the folder whose job.json still names the original workspace
     copied = tmp_path / "copy" / "jobs" / job.job_dir.name
     copied.mkdir(parents=True)

@@ -7,8 +7,9 @@ from assistant.errors import ValidationError
 from tuning.jobs import Progress
 
 
-def test_summary_plot_and_config_from_a_finished_job(workspace, tune_manager, tiny_model_dir, tune_version_dir,
-                                                     tune_helpers):
+def test_summary_plot_and_config_from_a_finished_job(
+    workspace, tune_manager, tiny_model_dir, tune_version_dir, tune_helpers
+):
     from ui.tune_tab import adapter_rows, config_from_inputs, job_summary, loss_frame
 
     assert "No training job yet" in job_summary(None)

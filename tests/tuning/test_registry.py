@@ -15,16 +15,26 @@ def tune_lora_writer(tiny_model_dir):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
-                           LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+        LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"),
+    )
     return lambda tmp: model.save_pretrained(tmp)
 
 
 def test_publish_records_lineage_and_versions(workspace, tune_lora_writer):
     reg = AdapterRegistry(workspace)
     assert reg.next_name("shop") == ("shop-v1", 1)
-    rec = reg.publish("shop-v1", tune_lora_writer, base_model="tiny", dataset_version=3, dataset_hash="abc",
-                      job_id=7, config={"lora_r": 4}, metrics={"validation_loss": 1.5, "best_step": 4})
+    rec = reg.publish(
+        "shop-v1",
+        tune_lora_writer,
+        base_model="tiny",
+        dataset_version=3,
+        dataset_hash="abc",
+        job_id=7,
+        config={"lora_r": 4},
+        metrics={"validation_loss": 1.5, "best_step": 4},
+    )
     assert (rec.family, rec.version, rec.dataset_version, rec.job_id) == ("shop", 1, "3", 7)
     assert rec.metrics["best_step"] == 4 and rec.size_bytes > 0 and rec.status == "ready"
     meta = json.loads((rec.path / "tailor.json").read_text())
@@ -94,10 +104,12 @@ def test_chat_offers_a_new_adapter_without_restart(workspace, tiny_engine, tune_
     reg.publish("fresh-v1", tune_lora_writer)
     reg.activate("fresh-v1")
     assert chat.models() == ["base", "fresh-v1"] and chat.default_model() == "fresh-v1"
-    _, reply = chat.chat(ChatRequest(text="hi", model="fresh-v1",
-                                     options=GenerationOptions(temperature=0, max_new_tokens=4)))
+    _, reply = chat.chat(
+        ChatRequest(text="hi", model="fresh-v1", options=GenerationOptions(temperature=0, max_new_tokens=4))
+    )
     assert reply.adapter == "fresh-v1"
-    _, reply = chat.chat(ChatRequest(text="hi", model="base", options=GenerationOptions(temperature=0,
-                                                                                         max_new_tokens=4)))
+    _, reply = chat.chat(
+        ChatRequest(text="hi", model="base", options=GenerationOptions(temperature=0, max_new_tokens=4))
+    )
     assert reply.adapter is None and tiny_engine.base_model is base_model_before  # no base reload
     tiny_engine.unload_adapter("fresh-v1")

@@ -16,9 +16,20 @@ def test_defaults_are_valid_and_documented_choices():
     assert c.early_stopping_patience >= 1
 
 
-@pytest.mark.parametrize("bad", [{"lora_r": 0}, {"learning_rate": 2}, {"epochs": 0}, {"batch_size": 0},
-                                 {"lora_dropout": 1.0}, {"dtype": "int8"}, {"max_length": 4},
-                                 {"lr_scheduler": "zigzag"}, {"threads": 0}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"lora_r": 0},
+        {"learning_rate": 2},
+        {"epochs": 0},
+        {"batch_size": 0},
+        {"lora_dropout": 1.0},
+        {"dtype": "int8"},
+        {"max_length": 4},
+        {"lr_scheduler": "zigzag"},
+        {"threads": 0},
+    ],
+)
 def test_bad_values_are_refused(bad):
     with pytest.raises(ValidationError):
         TrainConfig.from_dict(bad)
@@ -90,8 +101,14 @@ def test_dataset_lines_become_prompt_completion(tune_version_dir):
     assert rows[0]["prompt"][-1]["role"] == "user"
     assert rows[0]["completion"] == [{"role": "assistant", "content": rows[0]["completion"][0]["content"]}]
     assert rows[0]["completion"][0]["content"].startswith("Ahoy, rider!")
-    system = {"example_id": 1, "messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "Q"},
-                                            {"role": "assistant", "content": "A"}]}
+    system = {
+        "example_id": 1,
+        "messages": [
+            {"role": "system", "content": "S"},
+            {"role": "user", "content": "Q"},
+            {"role": "assistant", "content": "A"},
+        ],
+    }
     assert to_prompt_completion(system)["prompt"] == system["messages"][:2]
     with pytest.raises(ValidationError, match="last message"):
         to_prompt_completion({"messages": [{"role": "assistant", "content": "A"}, {"role": "user", "content": "Q"}]})

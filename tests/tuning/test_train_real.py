@@ -10,17 +10,20 @@ from tuning.trainer import build_trainer
 
 
 @pytest.mark.real
-def test_short_real_training_changes_only_lora_and_loads_into_engine(real_model, real_engine, tmp_path,
-                                                                     tune_helpers):
+def test_short_real_training_changes_only_lora_and_loads_into_engine(real_model, real_engine, tmp_path, tune_helpers):
     version = tune_helpers.write_version(tmp_path / "v", n_train=8, n_validation=4)
-    config = TrainConfig(max_steps=3, batch_size=4, max_length=128, eval_steps=2, threads=2, device="cpu",
-                         learning_rate=1e-3)
+    config = TrainConfig(
+        max_steps=3, batch_size=4, max_length=128, eval_steps=2, threads=2, device="cpu", learning_rate=1e-3
+    )
     hw = resolve_hardware(config)
     trainer, the_plan = build_trainer(config, hw, real_model.path, version, tmp_path / "out")
     model = trainer.model
     lora_before = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
-    base_before = {n: p.detach().clone() for n, p in model.named_parameters()
-                   if "lora_" not in n and ("q_proj" in n or "down_proj" in n)}
+    base_before = {
+        n: p.detach().clone()
+        for n, p in model.named_parameters()
+        if "lora_" not in n and ("q_proj" in n or "down_proj" in n)
+    }
     assert lora_before and base_before
     assert all(not p.requires_grad for n, p in model.named_parameters() if "lora_" not in n)
 
@@ -44,8 +47,11 @@ def test_short_real_training_changes_only_lora_and_loads_into_engine(real_model,
     try:
         from assistant.engine import GenerationOptions
 
-        result = real_engine.generate([{"role": "user", "content": "My chain squeaks. What should I do?"}],
-                                      GenerationOptions(temperature=0, max_new_tokens=12), adapter="test-real-lora")
+        result = real_engine.generate(
+            [{"role": "user", "content": "My chain squeaks. What should I do?"}],
+            GenerationOptions(temperature=0, max_new_tokens=12),
+            adapter="test-real-lora",
+        )
         assert result.error is None and result.text and result.adapter == "test-real-lora"
     finally:
         real_engine.unload_adapter("test-real-lora")

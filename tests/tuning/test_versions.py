@@ -15,14 +15,17 @@ def test_snapshot_files_hash_and_reuse(cur_curation, workspace):
     with pytest.raises(ValidationError, match="no active examples"):
         versions.snapshot()
     assert versions.latest() is None
-    ids = store.add_many([chat_example(f"q{i}", f"a{i}", label="x" if i % 2 else None, tags=["t"])
-                          for i in range(30)])
+    ids = store.add_many([chat_example(f"q{i}", f"a{i}", label="x" if i % 2 else None, tags=["t"]) for i in range(30)])
     store.set_status([ids[0]], "excluded")
     v1 = versions.snapshot("first")
     assert v1.id == 1 and v1.note == "first" and v1.path == workspace.root / "datasets" / "v1"
     assert sum(v1.counts.values()) == 29 and set(v1.counts) == {"train", "validation", "test"}
-    assert sorted(p.name for p in v1.path.iterdir()) == ["manifest.json", "test.jsonl", "train.jsonl",
-                                                          "validation.jsonl"]
+    assert sorted(p.name for p in v1.path.iterdir()) == [
+        "manifest.json",
+        "test.jsonl",
+        "train.jsonl",
+        "validation.jsonl",
+    ]
     line = v1.records("train")[0]
     ex = store.get(line["example_id"])
     assert line == {"example_id": ex.id, "messages": render_messages(ex), "label": ex.label, "tags": ["t"]}
