@@ -41,10 +41,13 @@ browser:
 run: setup
 	$(OFFLINE) $(BIN)/tailor serve $(ARGS)
 
-# Lint before the tests: style and likely bugs (ruff), formatting (ruff format).
+# Lint before the tests: style and likely bugs (ruff), formatting (ruff format), the import
+# arrows between packages (lint-imports, contracts in pyproject.toml) and types (mypy).
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 test: setup browser lint
 	$(OFFLINE) $(BIN)/python -m pytest -q -rs $(PYTEST_ARGS)

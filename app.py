@@ -9,6 +9,7 @@ them without a restart.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 
@@ -62,8 +63,9 @@ def build_server(core: Core, settings: Settings):
     import gradio as gr
     from fastapi import FastAPI
 
-    from assistant.api import ApiConfig, install_api
-    from assistant.limits import LoginThrottle, RequestLimiter
+    from serving.api import ApiConfig, install_api
+    from serving.middleware import LoginThrottle
+    from serving.queue import RequestLimiter
     from ui.quiet_queue import quiet_gradio_queue
 
     auth = check_binding(settings)
@@ -133,10 +135,37 @@ def serve(settings: Settings, *, block: bool = True):
     return core, demo
 
 
-def main(argv: list[str] | None = None) -> int:
-    from cli.main import main as cli_main
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """The server's own options, shared by `python app.py` and `tailor serve` (cli/ calls this;
+    the server never imports the CLI, so the layers point one way: cli -> app -> ui)."""
+    parser.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (default 7860)")
+    parser.add_argument("--auth", metavar="USER:PASSWORD", help="credentials for the web UI (default $TAILOR_AUTH)")
 
-    return cli_main(["serve", *(sys.argv[1:] if argv is None else argv)])
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    return Settings.from_env(
+        home=getattr(args, "workspace", None),
+        model=getattr(args, "model", None),
+        host=args.host,
+        port=args.port,
+        auth=args.auth,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python app.py [--host] [--port] [--workspace] [--model] [--auth]`, as `tailor serve`."""
+    parser = argparse.ArgumentParser(prog="app.py", description="Start Tailor's web app and /v1 API.")
+    parser.add_argument("--workspace", metavar="DIR", help="workspace folder (default: $TAILOR_HOME or ./workspace)")
+    parser.add_argument("--model", metavar="ID_OR_PATH", help="model (default: $TAILOR_MODEL or the embedded one)")
+    add_serve_arguments(parser)
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        serve(settings_from_args(args))
+    except TailorError as exc:
+        print(f"tailor: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":

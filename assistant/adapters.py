@@ -12,6 +12,7 @@ that exists under its final name is complete."""
 
 from __future__ import annotations
 
+import builtins
 import json
 import re
 from dataclasses import dataclass, field
@@ -44,7 +45,7 @@ class AdapterCatalog:
         self.dir = Path(adapters_dir)
 
     def list(self) -> list[AdapterInfo]:
-        found = []
+        found: list[AdapterInfo] = []
         if not self.dir.is_dir():
             return found
         for folder in sorted(self.dir.iterdir()):
@@ -59,7 +60,7 @@ class AdapterCatalog:
             found.append(AdapterInfo(folder.name, folder, version, meta))
         return found
 
-    def names(self) -> list[str]:
+    def names(self) -> builtins.list[str]:  # `list` is the method above in this class
         return [a.name for a in self.list()]
 
     def get(self, name: str) -> AdapterInfo:

@@ -82,6 +82,7 @@ class Turn:
             raise TimeoutError("the reply did not finish in time")
         if self.error is not None:
             raise self.error
+        assert self.reply is not None  # set before _stored is, unless error is
         return self.reply
 
 
@@ -148,7 +149,7 @@ class ChatService:
         if rag and self.retriever is None:
             raise ValidationError("retrieval is not available: add documents in the Knowledge tab first")
         no_source = check_no_source(request.no_source or self.no_source)
-        retrieval = self.retriever.retrieve(text, k=request.k) if rag else None
+        retrieval = self.retriever.retrieve(text, k=request.k) if rag and self.retriever is not None else None
         declined = retrieval is not None and retrieval.abstain and no_source == "decline"
         system_prompt = (
             request.system_prompt if request.system_prompt is not None else (conv.system_prompt if conv else "")
@@ -162,8 +163,7 @@ class ChatService:
         generation = None if declined else self.engine.stream(messages, request.options, adapter=adapter)
         if conv is None:
             conv = self.log.create(system_prompt=system_prompt, model=self.engine.name, adapter=adapter, rag=rag)
-            for m in history:
-                self.log.add_message(conv.id, m["role"], m["content"], source=request.source)
+            self.log.add_history(conv.id, history, source=request.source)
         else:
             updates = {k: v for k, v in {"system_prompt": system_prompt, "rag": rag}.items() if v != getattr(conv, k)}
             if updates:

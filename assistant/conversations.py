@@ -7,6 +7,7 @@ import json
 import secrets
 import sqlite3
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .db import Database, execute_script, utcnow
@@ -187,6 +188,26 @@ class ConversationLog:
         with self.db.transaction() as conn:
             conn.execute("DELETE FROM conversations WHERE id=?", (conversation_id,))
 
+    def add_history(self, conversation_id: str, messages: Sequence[dict], *, source: str = "chat") -> int:
+        """Log earlier turns that came with a request (`{"role", "content"}` each) in one
+        transaction: a /v1 client re-sends its whole history, and one transaction per message
+        made a 999-turn request hold the engine's queue slot for seconds. Returns how many."""
+        if not messages:
+            return 0
+        now = utcnow()
+        with self.db.transaction() as conn:
+            conv = conn.execute("SELECT title FROM conversations WHERE id=?", (conversation_id,)).fetchone()
+            if conv is None:
+                raise NotFoundError(f"conversation {conversation_id!r} does not exist")
+            conn.executemany(
+                "INSERT INTO messages(conversation_id, role, content, created_at, source) VALUES (?,?,?,?,?)",
+                [(conversation_id, m["role"], m["content"], now, source) for m in messages],
+            )
+            first_user = next((m["content"] for m in messages if m["role"] == "user"), "")
+            title = conv["title"] or _title_from(first_user)
+            conn.execute("UPDATE conversations SET updated_at=?, title=? WHERE id=?", (now, title, conversation_id))
+        return len(messages)
+
     def add_message(
         self,
         conversation_id: str,
@@ -233,6 +254,7 @@ class ConversationLog:
             title = conv["title"] or (_title_from(content) if role == "user" else "")
             conn.execute("UPDATE conversations SET updated_at=?, title=? WHERE id=?", (now, title, conversation_id))
             message_id = cur.lastrowid
+        assert message_id is not None  # an INSERT always sets it
         return self.message(message_id)
 
     def message(self, message_id: int) -> StoredMessage:

@@ -8,13 +8,13 @@ be configured with TAILOR_EMBEDDING_MODEL."""
 from __future__ import annotations
 
 import importlib.util
-import os
 import threading
 from pathlib import Path
 
 import numpy as np
 
 from .errors import ModelError
+from .settings import env_str
 
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 _cache: dict[tuple[str, str], Embedder] = {}
@@ -47,11 +47,14 @@ class Embedder:
             self.model = SentenceTransformer(str(path), device=device)
         except Exception as exc:
             raise ModelError(f"Could not load embedding model {name} from {path}: {exc}") from exc
-        self.dim = int(
+        dim = (
             self.model.get_embedding_dimension()
             if hasattr(self.model, "get_embedding_dimension")
             else self.model.get_sentence_embedding_dimension()
         )
+        if dim is None:
+            raise ModelError(f"The embedding model {name} in {path} does not say how long its vectors are.")
+        self.dim = int(dim)
         self.max_tokens = int(self.model.max_seq_length or 256)
         self.tokenizer = self.model.tokenizer
         self._lock = threading.Lock()
@@ -79,7 +82,7 @@ class Embedder:
 
 def get_embedder(name: str | None = None, device: str = "cpu") -> Embedder:
     """The process-wide embedder for `name` (default: $TAILOR_EMBEDDING_MODEL or MiniLM)."""
-    name = name or os.environ.get("TAILOR_EMBEDDING_MODEL") or DEFAULT_EMBEDDING_MODEL
+    name = name or env_str("TAILOR_EMBEDDING_MODEL") or DEFAULT_EMBEDDING_MODEL
     key = (name, device)
     with _cache_lock:
         if key not in _cache:

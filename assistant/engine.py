@@ -196,7 +196,7 @@ class ChatEngine:
                 "default model, delete that folder and start again to re-convert it; otherwise check "
                 "TAILOR_MODEL / --model."
             ) from exc
-        model.to(hardware.device)
+        model.to(hardware.device)  # type: ignore[arg-type]  # a device string is accepted
         model.eval()  # generation in training mode (dropout, checkpointing) produces garbage
         log.info("Loaded %s on %s", resolved.name, hardware.describe())
         return cls(model, tokenizer, name=resolved.name, hardware=hardware, max_context=max_context)

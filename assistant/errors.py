@@ -42,13 +42,17 @@ def write_failed(dest, exc: BaseException) -> StorageError:
         elif "readonly" in lowered or "read-only" in lowered:
             code = errno.EROFS
     reason = os.strerror(code).lower() if code else (text or type(exc).__name__)
-    hint = {
-        errno.ENOSPC: "free some space or choose another destination",
-        errno.EDQUOT: "free some space or choose another destination",
-        errno.EROFS: "that place is read-only; choose another destination",
-        errno.EACCES: "no permission to write there; choose another destination",
-        errno.EPERM: "no permission to write there; choose another destination",
-    }.get(code)
+    hint = (
+        {
+            errno.ENOSPC: "free some space or choose another destination",
+            errno.EDQUOT: "free some space or choose another destination",
+            errno.EROFS: "that place is read-only; choose another destination",
+            errno.EACCES: "no permission to write there; choose another destination",
+            errno.EPERM: "no permission to write there; choose another destination",
+        }.get(code)
+        if code is not None
+        else None
+    )
     return StorageError(
         f"could not write {dest}: {reason}"
         + (f" ({hint})" if hint else "")

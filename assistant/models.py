@@ -96,7 +96,7 @@ def convert_gguf(gguf: Path, target: Path, progress: Progress = log.info) -> Pat
         # Trainer refuses a model that claims to be quantized.
         model.config.quantization_config = None
         if hasattr(model, "hf_quantizer"):
-            model.hf_quantizer = None
+            model.hf_quantizer = None  # type: ignore[assignment]  # transformers types it as always set
         with publish_dir(target) as tmp:
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
@@ -113,6 +113,7 @@ def resolve_model(
         gguf = find_embedded_gguf()
         folder = convert_gguf(gguf, models_dir / DEFAULT_MODEL_NAME, progress)
         return ResolvedModel(DEFAULT_MODEL_NAME, folder, "embedded")
+    assert spec is not None  # None is one of DEFAULT_ALIASES
     path = Path(spec).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
@@ -131,7 +132,7 @@ def resolve_model(
     from huggingface_hub import snapshot_download
 
     try:
-        folder = snapshot_download(spec, local_files_only=not allow_downloads)
+        snapshot = snapshot_download(spec, local_files_only=not allow_downloads)
     except Exception as exc:
         hint = (
             f"Download it first (for example `hf download {spec}`) or set TAILOR_ALLOW_DOWNLOADS=1."
@@ -139,4 +140,4 @@ def resolve_model(
             else "Check the id and your network."
         )
         raise ModelError(f"Model {spec!r} is not available locally: {exc.__class__.__name__}. {hint}") from exc
-    return ResolvedModel(spec, Path(folder), "hub-cache")
+    return ResolvedModel(spec, Path(snapshot), "hub-cache")

@@ -1,7 +1,12 @@
-"""Settings: one dataclass read from environment variables, overridable from the CLI.
+"""Settings: the one module that reads TAILOR_* environment variables.
 
 Every setting has a TAILOR_* variable so that an engineer running Tailor for a team can
-configure it without touching code (documented in the README)."""
+configure it without touching code; each is listed in `ENV_VARS` and documented in the
+README's table (tests/assistant/test_settings_doc.py checks both ways). The server's own
+settings are one dataclass, `Settings.from_env()`, overridable from the CLI; the settings of
+other packages (retrieval's index, the embedding model, the demo folder) are read one at a time
+with `env_str` / `env_number`, so that a bad value of one does not break commands that do not
+use it."""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import ipaddress
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any, overload
 
 LOOPBACK_NAMES = {"localhost"}
 
@@ -26,8 +32,68 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
-def _env_int(name: str, default: int | None) -> int | None:
+# Every variable Tailor reads. The README's configuration table lists the same names.
+ENV_VARS = (
+    "TAILOR_HOME",
+    "TAILOR_MODEL",
+    "TAILOR_ALLOW_DOWNLOADS",
+    "TAILOR_HOST",
+    "TAILOR_PORT",
+    "TAILOR_AUTH",
+    "TAILOR_MAX_CONTEXT",
+    "TAILOR_THREADS",
+    "TAILOR_DEVICE",
+    "TAILOR_DTYPE",
+    "TAILOR_API_KEYS",
+    "TAILOR_MAX_QUEUE",
+    "TAILOR_QUEUE_TIMEOUT",
+    "TAILOR_MAX_REQUEST_KB",
+    "TAILOR_MAX_UPLOAD_MB",
+    "TAILOR_MAX_MESSAGES",
+    "TAILOR_ALLOWED_ORIGINS",
+    "TAILOR_NO_SOURCE",
+    "TAILOR_EMBEDDING_MODEL",
+    "TAILOR_MAX_DOCUMENT_MB",
+    "TAILOR_INDEX_KIND",
+    "TAILOR_HNSW_THRESHOLD",
+    "TAILOR_RAG_MIN_SCORE",
+    "TAILOR_DEMO_DIR",
+)
+
+
+def _check_name(name: str) -> None:
+    if name not in ENV_VARS:
+        raise KeyError(f"{name} is not one of Tailor's settings (assistant.settings.ENV_VARS)")
+
+
+@overload
+def env_str(name: str, default: str) -> str: ...
+@overload
+def env_str(name: str, default: None = None) -> str | None: ...
+def env_str(name: str, default: str | None = None) -> str | None:
+    """The variable's value, stripped; `default` when unset or empty."""
+    _check_name(name)
     raw = os.environ.get(name, "").strip()
+    return raw or default
+
+
+def env_number(name: str, default: float) -> float:
+    """A numeric setting; a value that is not a number raises ValueError naming the variable."""
+    raw = env_str(name)
+    if raw is None:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+
+
+@overload
+def _env_int(name: str, default: int) -> int: ...
+@overload
+def _env_int(name: str, default: None) -> int | None: ...
+def _env_int(name: str, default: int | None) -> int | None:
+    raw = env_str(name) or ""
     if not raw:
         return default
     try:
@@ -72,26 +138,25 @@ class Settings:
 
     @classmethod
     def from_env(cls, **overrides) -> Settings:
-        env = os.environ
-        values = dict(
-            home=Path(env.get("TAILOR_HOME") or "workspace"),
-            model=env.get("TAILOR_MODEL") or None,
-            host=env.get("TAILOR_HOST") or "127.0.0.1",
+        values: dict[str, Any] = dict(
+            home=Path(env_str("TAILOR_HOME", "workspace")),
+            model=env_str("TAILOR_MODEL"),
+            host=env_str("TAILOR_HOST", "127.0.0.1"),
             port=_env_int("TAILOR_PORT", 7860),
-            auth=env.get("TAILOR_AUTH") or None,
+            auth=env_str("TAILOR_AUTH"),
             max_context=_env_int("TAILOR_MAX_CONTEXT", 2048),
             threads=_env_int("TAILOR_THREADS", None),
-            device=env.get("TAILOR_DEVICE") or None,
-            dtype=env.get("TAILOR_DTYPE") or None,
-            allow_downloads=env.get("TAILOR_ALLOW_DOWNLOADS", "") in {"1", "true", "yes"},
-            api_keys=env.get("TAILOR_API_KEYS") or None,
+            device=env_str("TAILOR_DEVICE"),
+            dtype=env_str("TAILOR_DTYPE"),
+            allow_downloads=(env_str("TAILOR_ALLOW_DOWNLOADS") or "").lower() in {"1", "true", "yes"},
+            api_keys=env_str("TAILOR_API_KEYS"),
             max_queue=_env_int("TAILOR_MAX_QUEUE", 16),
             queue_timeout=float(_env_int("TAILOR_QUEUE_TIMEOUT", 120)),
             max_request_kb=_env_int("TAILOR_MAX_REQUEST_KB", 1024),
             max_upload_mb=_env_int("TAILOR_MAX_UPLOAD_MB", 50),
             max_messages=_env_int("TAILOR_MAX_MESSAGES", 1000),
-            allowed_origins=env.get("TAILOR_ALLOWED_ORIGINS") or None,
-            no_source=env.get("TAILOR_NO_SOURCE") or "answer",
+            allowed_origins=env_str("TAILOR_ALLOWED_ORIGINS"),
+            no_source=env_str("TAILOR_NO_SOURCE", "answer"),
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
         values["home"] = Path(values["home"]).expanduser()

@@ -33,12 +33,15 @@ import numpy as np
 
 from assistant.workspace import Workspace
 from tuning import open_curation
-from tuning.cleaning import _example_text, build_report, near_duplicate_pairs
-from tuning.examples import chat_example
-from tuning.importexport import import_file, record_to_example
+from tuning.cleaning import build_report
+from tuning.dataset_import import import_file
+from tuning.example import chat_example
+from tuning.near_duplicates import near_duplicate_pairs
+from tuning.near_duplicates import near_duplicate_text as _example_text
+from tuning.records import record_to_example
 
 REPO = Path(__file__).resolve().parent.parent
-PAIRS = REPO / "examples" / "lantern_bay" / "pairs.jsonl"
+PAIRS = REPO / "demo" / "lantern_bay" / "pairs.jsonl"
 
 
 def synthetic_records(n: int, seed: int = 0):

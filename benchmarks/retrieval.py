@@ -4,7 +4,7 @@ latency at 10k / 100k / 1M chunks.
     .venv/bin/python benchmarks/retrieval.py [--sizes 10000,100000,1000000] [--queries 200]
                                              [--chat N]
 
-1. Quality: every question of examples/lantern_bay/facts.jsonl is searched in the demo
+1. Quality: every question of demo/lantern_bay/facts.jsonl is searched in the demo
    documents; a chunk is relevant when it comes from the fact's document and contains the
    gold answer (or an alias). recall@1, recall@5 and MRR for dense, BM25 and hybrid (RRF);
    BM25 is the baseline the others are compared with.
@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-DEMO = ROOT / "examples" / "lantern_bay"
+DEMO = ROOT / "demo" / "lantern_bay"
 
 
 def load_jsonl(path: Path) -> list[dict]:

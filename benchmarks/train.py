@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
-PAIRS = Path(__file__).resolve().parents[1] / "examples" / "lantern_bay" / "pairs.jsonl"
+PAIRS = Path(__file__).resolve().parents[1] / "demo" / "lantern_bay" / "pairs.jsonl"
 
 
 def matmul_peak(threads: int, n: int = 2048, reps: int = 5) -> float:

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from app import add_serve_arguments, serve, settings_from_args
 from assistant.settings import Settings
 
 
@@ -20,9 +21,7 @@ def register(sub, common) -> None:
         help="start the web app (same as python app.py)",
         description="Start the web app. Off 127.0.0.1 it requires --auth or TAILOR_AUTH.",
     )
-    p.add_argument("--host", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, help="port (default 7860)")
-    p.add_argument("--auth", metavar="USER:PASSWORD", help="credentials for the web UI (default $TAILOR_AUTH)")
+    add_serve_arguments(p)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser(
@@ -73,10 +72,7 @@ def register(sub, common) -> None:
 
 
 def cmd_serve(args) -> int:
-    from app import serve
-
-    settings = settings_from(args, host=args.host, port=args.port, auth=args.auth)
-    serve(settings)
+    serve(settings_from_args(args))
     return 0
 
 

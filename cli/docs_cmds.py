@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
+from assistant.progress import Progress, no_progress
+
 from .chat_cmds import settings_from
 
 
@@ -64,13 +66,14 @@ def _knowledge(args):
     return open_knowledge(Workspace(settings_from(args).home))
 
 
-def _progress():
+def _progress() -> Progress:
     """A one-line progress display on stderr (only when it is a terminal)."""
     if not sys.stderr.isatty():
-        return None
+        return no_progress
 
-    def show(frac: float, msg: str) -> None:
-        sys.stderr.write(f"\r[{int(frac * 100):3d}%] {msg[:70]:<70}")
+    def show(done: float, total: float | None = None, message: str = "") -> None:
+        frac = done / total if total else 0.0
+        sys.stderr.write(f"\r[{int(frac * 100):3d}%] {message[:70]:<70}")
         sys.stderr.flush()
 
     return show

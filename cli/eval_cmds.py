@@ -1,46 +1,30 @@
 """`tailor eval`: run an A/B evaluation and print the metrics table (or re-show a stored run).
 
-This module is also where evaluation meets its sibling packages (the dataset version's test
-split from tuning, the knowledge retriever, the example store for "save as training
-example"); ui/eval_tab.py uses the same composition helpers. evals itself imports neither."""
+Choosing the set is evals' own workflow (evals/selection.py, shared with the Evaluate tab);
+this module composes it with the sibling packages evals does not import: the dataset version
+registry from tuning and the knowledge retriever."""
 
 from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 from assistant.errors import ValidationError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEMO_FACTS = REPO_ROOT / "examples" / "lantern_bay" / "facts.jsonl"
 HEADLINE = {"test": "semantic", "facts": "fact", "file": "semantic"}  # the metric each set is about
 
 
-# ---- composition with tuning / retrieval (gradio-free; shared with the UI) ------------------
+# ---- composition with tuning / retrieval ------------------------------------------------------
 
 
-def latest_test_split(workspace):
-    """The newest dataset version's frozen test split, as an EvalSet."""
-    from evals.sets import latest_version_dir, load_test_split
-
+def _versions(workspace):
+    """The dataset version registry, or None without the tuning package (evals then reads the
+    newest version folder directly)."""
     try:
         from tuning.versions import DatasetVersions
-    except ImportError:  # tuning not installed: read the newest version folder directly
-        folder = latest_version_dir(Path(workspace.root) / "datasets")
-        if folder is None:
-            raise ValidationError(
-                "there is no dataset version yet: curate examples and take a snapshot "
-                "(or start training) first, or evaluate on the facts set or a file"
-            ) from None
-        return load_test_split(folder, folder.name.lstrip("v"))
-    version = DatasetVersions(workspace).latest()
-    if version is None:
-        raise ValidationError(
-            "there is no dataset version yet: curate examples and take a snapshot (or start "
-            "training) first, or evaluate on the facts set or a file"
-        )
-    return load_test_split(version.path, str(version.id))
+    except ImportError:
+        return None
+    return DatasetVersions(workspace)
 
 
 def attach_retriever(core) -> None:
@@ -57,55 +41,18 @@ def attach_retriever(core) -> None:
         core.chat.retriever = knowledge
 
 
-def example_saver(workspace):
-    """save_example(messages, reply, provenance) -> message, storing a curation example; None
-    when the curation store is not available."""
-    try:
-        from tuning.examples import ExampleStore, make_example
-    except ImportError:
-        return None
-    store = ExampleStore(workspace.db)
-
-    def save(messages: list[dict], reply: str, provenance: dict) -> str:
-        example = make_example(
-            list(messages) + [{"role": "assistant", "content": reply}],
-            source="manual",
-            tags=["from-eval"],
-            provenance={**provenance, "edited": False},
-        )
-        saved = store.add(example)
-        return f"Saved as training example {saved.id} (tag from-eval)."
-
-    return save
-
-
 def load_set(spec: str, workspace, limit: int | None = None, seed: int = 0):
-    from evals.sets import load_facts, load_reference_file, subsample
+    """The set named by `--set` (test, facts or a file); see evals.selection.set_from_spec."""
+    from demo import demo_facts
+    from evals.selection import latest_test_split, set_from_spec
 
-    if spec == "test":
-        evalset = latest_test_split(workspace)
-    elif spec == "facts":
-        if not DEMO_FACTS.is_file():
-            raise ValidationError(f"the demo facts set {DEMO_FACTS} is missing; pass a facts JSONL file instead")
-        evalset = load_facts(DEMO_FACTS)
-    else:
-        path = Path(spec).expanduser()
-        if not path.is_file():
-            raise ValidationError(f"--set must be test, facts or a JSONL file; {spec} is none of those")
-        evalset = load_facts(path) if _looks_like_facts(path) else load_reference_file(path)
-    return subsample(evalset, limit, seed)
-
-
-def _looks_like_facts(path: Path) -> bool:
-    try:
-        with open(path, encoding="utf-8-sig") as fh:
-            for line in fh:
-                if line.strip():
-                    obj = json.loads(line)
-                    return isinstance(obj, dict) and "question" in obj and "answer" in obj and "messages" not in obj
-    except (OSError, ValueError):
-        return False
-    return False
+    return set_from_spec(
+        spec,
+        test_split=lambda: latest_test_split(workspace, _versions(workspace)),
+        facts_path=demo_facts(),
+        limit=limit,
+        seed=seed,
+    )
 
 
 # ---- the command ----------------------------------------------------------------------------
@@ -157,7 +104,7 @@ def register(sub, common) -> None:
 
 
 def _progress(label: str):
-    def report(done: int, total: int) -> None:
+    def report(done: float, total: float | None = None, message: str = "") -> None:
         print(f"\r{label}: {done}/{total} replies", end="" if done < total else "\n", file=sys.stderr, flush=True)
 
     return report

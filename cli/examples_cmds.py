@@ -133,30 +133,19 @@ def _partial_note(op: dict) -> str:
 
 
 def cmd_import(args) -> int:
-    from tqdm import tqdm
-
     from assistant.errors import ValidationError
-    from tuning.importexport import import_file
+    from tuning.dataset_import import import_file
+
+    from .progress import tqdm_progress
 
     if not args.file.exists():
         raise ValidationError(f"{args.file} does not exist")
     cur = _curation(args)
     size = args.file.stat().st_size if args.file.is_file() else None
     try:
-        with tqdm(
-            total=size,
-            unit="B",
-            unit_scale=True,
-            desc=f"importing {args.file.name}",
-            file=sys.stderr,
-            disable=args.json,
-        ) as bar:
-
-            def progress(done, total):
-                bar.total = total
-                bar.n = done
-                bar.refresh()
-
+        with tqdm_progress(
+            f"importing {args.file.name}", total=size, unit="B", unit_scale=True, disable=args.json
+        ) as progress:
             result = import_file(cur.store, args.file, batch_size=args.batch_size, progress=progress, tags=args.tags)
     except BaseException as exc:
         op = getattr(exc, "partial_import", None)
@@ -212,8 +201,8 @@ def cmd_import(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from tuning.examples import ExampleFilter
-    from tuning.importexport import export_examples
+    from tuning.dataset_export import export_examples
+    from tuning.example_table import ExampleFilter
 
     cur = _curation(args)
     if args.version is not None:
@@ -228,7 +217,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from tuning.examples import ExampleFilter
+    from tuning.example_table import ExampleFilter
 
     cur = _curation(args)
     flt = ExampleFilter(

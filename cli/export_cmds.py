@@ -111,7 +111,7 @@ def _workspace(args):
 
 def cmd_export_adapter(args) -> int:
     from assistant.adapters import AdapterCatalog
-    from assistant.export import export_adapter
+    from tuning.export import export_adapter
 
     ws = _workspace(args)
     result = export_adapter(
@@ -123,8 +123,8 @@ def cmd_export_adapter(args) -> int:
 
 def cmd_export_merged(args) -> int:
     from assistant.adapters import AdapterCatalog
-    from assistant.export import export_merged
     from assistant.models import resolve_model
+    from tuning.export import export_merged
 
     settings = settings_from(args)
     ws = _workspace(args)
@@ -148,8 +148,8 @@ def cmd_export_dataset(args) -> int:
 
     try:
         from tuning import open_curation
-        from tuning.examples import ExampleFilter
-        from tuning.importexport import export_examples
+        from tuning.dataset_export import export_examples
+        from tuning.example_table import ExampleFilter
     except ImportError as exc:  # the tuning package is optional for the core
         raise ValidationError(f"dataset export needs the tuning package: {exc}") from exc
     fmt = args.format or {".jsonl": "jsonl", ".parquet": "parquet"}.get(args.dest.suffix.lower(), "hf")
@@ -178,7 +178,7 @@ def cmd_export_workspace(args) -> int:
 
 
 def cmd_import_workspace(args) -> int:
-    from assistant.backup import restore_workspace
+    from assistant.restore import restore_workspace
 
     # Not Workspace(...): opening it would create the folder and database we must restore into.
     result = restore_workspace(args.archive, settings_from(args).home, progress=_say)

@@ -64,7 +64,7 @@ def _workspace(args):
 
 def _service(args):
     from assistant.models import resolve_model
-    from tuning.jobs import open_tuning
+    from tuning.service import open_tuning
 
     settings = settings_from(args)
     workspace = _workspace(args)

@@ -52,7 +52,7 @@ def aggregate_results(
     for arm, rows in by_arm.items():
         per: dict[str, Estimate] = {}
         for key in PER_ITEM:
-            values = [r.metrics.get(key) for r in rows if r.metrics.get(key) is not None]
+            values: list[float] = [r.metrics[key] for r in rows if r.metrics.get(key) is not None]
             if values:
                 per[key] = bootstrap_ci(values, seed=seed)
         if "ref_loss" in per:  # exp is monotone, so the interval maps through it
@@ -137,7 +137,7 @@ def summary_json(summary: RunSummary) -> dict:
 
 
 def _values(results: list[ItemResult], arm: str, metric: str) -> dict[str, float]:
-    return {r.item_id: r.metrics.get(metric) for r in results if r.arm == arm and r.metrics.get(metric) is not None}
+    return {r.item_id: r.metrics[metric] for r in results if r.arm == arm and r.metrics.get(metric) is not None}
 
 
 def compare(store: EvalStore, run_id: str, arm_a: str, arm_b: str, metric: str = "semantic") -> PairedTest:

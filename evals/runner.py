@@ -22,6 +22,7 @@ from assistant.adapters import BASE, AdapterInfo
 from assistant.chat import NO_SOURCE_REPLY, ChatService, check_no_source
 from assistant.engine import GenerationOptions
 from assistant.errors import TailorError, ValidationError
+from assistant.progress import Progress, no_progress
 from assistant.prompting import build_messages
 
 from . import metrics as M
@@ -81,7 +82,9 @@ class EvalService:
         self.store = store
         self.chat = chat
         if embedder_factory is None:
-            from assistant.embeddings import get_embedder as embedder_factory
+            from assistant.embeddings import get_embedder
+
+            embedder_factory = get_embedder
         self._embedder_factory = embedder_factory
         self._threads: dict[str, threading.Thread] = {}
         self._cancel: dict[str, threading.Event] = {}
@@ -102,7 +105,7 @@ class EvalService:
         explicit_rag = rag not in (None, "", [])
         if isinstance(models, str):
             models = [m.strip() for m in models.split(",") if m.strip()]
-        models = list(models) if explicit_models else [BASE, TUNED]
+        models = list(models) if explicit_models and models is not None else [BASE, TUNED]
         rags = parse_rag(rag)
         adapters = self.chat.adapters.list()
         if not explicit_rag and not self._has_knowledge():
@@ -156,10 +159,11 @@ class EvalService:
         arms: list[Arm],
         options: RunOptions = RunOptions(),
         background: bool = True,
-        progress: Callable[[int, int], None] | None = None,
+        progress: Progress = no_progress,
     ) -> RunInfo:
         """Create a run and answer every item with every arm. In the background (default) it
-        returns at once; watch `store.get_run(id)` for progress. Otherwise it returns when done."""
+        returns at once; watch `store.get_run(id)` for progress. Otherwise it returns when done.
+        `progress(done, total)` counts replies, after each item (called from the run's thread)."""
         if not arms:
             raise ValidationError("choose at least one arm")
         if not evalset.items:
@@ -222,7 +226,7 @@ class EvalService:
         items: list[EvalItem],
         options: RunOptions,
         cancel: threading.Event,
-        progress: Callable[[int, int], None] | None,
+        progress: Progress,
     ) -> None:
         self.store.set_status(run.id, "running")
         total, done = len(items) * len(run.arms), 0
@@ -241,8 +245,7 @@ class EvalService:
                 for r in results:
                     self.store.add_result(run.id, r)
                 done += len(results)
-                if progress is not None:
-                    progress(done, total)
+                progress(done, total)
             self._finalise(run.id)
             self.store.set_status(run.id, "done")
         except TailorError as exc:
@@ -275,9 +278,13 @@ class EvalService:
         out = []
         for arm in arms:
             adapter = adapters[arm.key]
-            passages = retrieval.passages if arm.rag and not retrieval.abstain else None
+            if arm.rag:
+                assert retrieval is not None  # retrieved above: this arm uses retrieval
+                passages = retrieval.passages if not retrieval.abstain else None
+                abstained = bool(retrieval.abstain)  # no source good enough: none in the prompt
+            else:
+                passages, abstained = None, False
             messages = build_messages(item.history, item.question, system, passages)
-            abstained = bool(arm.rag and retrieval.abstain)  # no source good enough: none in the prompt
             declined = abstained and options.no_source == "decline"
             if declined:
                 reply, latency, n_tokens, finish = NO_SOURCE_REPLY, 0.0, 0, "no_source"

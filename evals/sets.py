@@ -1,7 +1,7 @@
 """Evaluation sets as plain data, and loaders for the three kinds Tailor evaluates on:
 
 - a facts set: JSONL lines `{"id", "question", "answer", "aliases", "document"}` (e.g.
-  examples/lantern_bay/facts.jsonl); the reply is right when it contains the answer or an alias;
+  demo/lantern_bay/facts.jsonl); the reply is right when it contains the answer or an alias;
 - an uploaded JSONL with reference answers, as `{"prompt", "completion"}` or chat
   `{"messages": [...]}` lines (the last message, from the assistant, is the reference), with
   an optional `"label"` and `"id"`;
@@ -90,7 +90,7 @@ def _read_jsonl(path: Path) -> list[tuple[int, dict | None, str]]:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ValidationError(f"{path.name} is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
-    rows = []
+    rows: list[tuple[int, dict | None, str]] = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue

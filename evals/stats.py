@@ -26,7 +26,7 @@ class Estimate:
 
 
 def bootstrap_ci(
-    values: Sequence[float], *, confidence: float = 0.95, resamples: int = 2000, seed: int = 0
+    values: Sequence[float] | np.ndarray, *, confidence: float = 0.95, resamples: int = 2000, seed: int = 0
 ) -> Estimate:
     """Mean of `values` with a percentile-bootstrap interval: resample the items with
     replacement `resamples` times and take the (1±confidence)/2 quantiles of the means.

@@ -95,7 +95,9 @@ class VoteService:
             raise ValidationError("blind votes need a run with at least two arms")
         if (arm_x is None) != (arm_y is None):
             raise ValidationError("choose both arms, or neither")
+        arm_pairs: list[tuple[str, str]]
         if arm_x is not None:
+            assert arm_y is not None  # both or neither, checked above
             for arm in (arm_x, arm_y):
                 if arm not in arms:
                     raise ValidationError(f"run {run_id} has no arm {arm!r}")
@@ -149,23 +151,23 @@ class VoteService:
                     t[2] += c == "tie"
                     t[3] += c == "both_bad"
         out = []
-        for (player, opponent), (w, lost, t, bb) in tally.items():
-            n = w + lost + t + bb
+        for (player, opponent), (w, losses, ties, bb) in tally.items():
+            n = w + losses + ties + bb
             lo, hi = wilson_interval(w, n)
-            dlo, dhi = wilson_interval(w, w + lost) if w + lost else (float("nan"), float("nan"))
+            dlo, dhi = wilson_interval(w, w + losses) if w + losses else (float("nan"), float("nan"))
             out.append(
                 WinRate(
                     player,
                     opponent,
                     n,
                     w,
-                    lost,
-                    t,
+                    losses,
+                    ties,
                     bb,
                     w / n if n else float("nan"),
                     lo,
                     hi,
-                    w / (w + lost) if w + lost else float("nan"),
+                    w / (w + losses) if w + losses else float("nan"),
                     dlo,
                     dhi,
                 )

@@ -11,12 +11,12 @@ reports it for that file and goes on with the others."""
 from __future__ import annotations
 
 import io
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from assistant.errors import ValidationError
+from assistant.settings import env_number
 
 SUPPORTED = {
     ".txt": "txt",
@@ -33,13 +33,12 @@ DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 
 
 def max_document_bytes() -> int:
-    raw = os.environ.get("TAILOR_MAX_DOCUMENT_MB", "").strip()
-    if not raw:
-        return DEFAULT_MAX_BYTES
+    """The per-file limit in bytes: TAILOR_MAX_DOCUMENT_MB megabytes, or DEFAULT_MAX_BYTES."""
     try:
-        return int(float(raw) * 1024 * 1024)
-    except ValueError:
-        raise ValidationError(f"TAILOR_MAX_DOCUMENT_MB must be a number, got {raw!r}") from None
+        mb = env_number("TAILOR_MAX_DOCUMENT_MB", DEFAULT_MAX_BYTES / (1024 * 1024))
+    except ValueError as exc:  # the message names the variable and the value
+        raise ValidationError(str(exc)) from None
+    return int(mb * 1024 * 1024)
 
 
 class DocumentError(ValidationError):
@@ -392,7 +391,7 @@ def _parse_pdf(name: str, data: bytes, stem: str) -> ParsedDocument:
         if reader.is_encrypted:
             # An empty user password opens many "protected" PDFs (printing/copy restrictions only).
             try:
-                opened = reader.decrypt("")
+                opened: int = reader.decrypt("")  # a PasswordType (an IntEnum); 0 means not opened
             except Exception:  # noqa: BLE001 - unsupported cipher, missing crypto library
                 opened = 0
             if not opened:

@@ -20,6 +20,7 @@ import math
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
+from typing import cast
 
 import faiss
 import numpy as np
@@ -52,19 +53,22 @@ class VectorIndex:
             # remove by id. Inverted lists need a trained quantizer: `add` trains on the first
             # batch. (faiss's Python wrapper keeps the quantizer alive with its index.)
             return faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, n_lists, faiss.METRIC_INNER_PRODUCT)
+        inner: faiss.Index
         if kind == HNSW:
-            inner = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
-            inner.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+            hnsw = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+            hnsw.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+            inner = hnsw
         else:
             inner = faiss.IndexFlatIP(dim)
         return faiss.IndexIDMap2(inner)
 
     def _set_ef(self, ef: int) -> None:
         if self.kind == HNSW:
-            faiss.downcast_index(self.index.index).hnsw.efSearch = int(ef)
+            inner = faiss.downcast_index(cast(faiss.IndexIDMap2, self.index).index)
+            cast(faiss.IndexHNSW, inner).hnsw.efSearch = int(ef)
 
     def _nprobe(self) -> int:
-        n_lists = self.index.nlist  # probe ~3% of the lists, at least 16
+        n_lists = cast(faiss.IndexIVF, self.index).nlist  # probe ~3% of the lists, at least 16
         return int(min(n_lists, max(16, n_lists // 32)))
 
     # ---- contents ---------------------------------------------------------------------------
@@ -75,14 +79,16 @@ class VectorIndex:
 
     def all_ids(self) -> np.ndarray:
         if self.kind == IVF:
-            lists = self.index.invlists
+            ivf = cast(faiss.IndexIVF, self.index)
+            lists = ivf.invlists
+            assert lists is not None  # a trained or empty IVF index always has its lists
             parts = [
                 faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
-                for i in range(self.index.nlist)
+                for i in range(ivf.nlist)
                 if lists.list_size(i)
             ]
             return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
-        return faiss.vector_to_array(self.index.id_map).astype(np.int64)
+        return faiss.vector_to_array(cast(faiss.IndexIDMap2, self.index).id_map).astype(np.int64)
 
     def ids(self) -> np.ndarray:
         ids = self.all_ids()
@@ -91,16 +97,17 @@ class VectorIndex:
         return ids
 
     def reconstruct(self, chunk_id: int) -> np.ndarray:
-        return self.index.reconstruct(int(chunk_id))
+        # the stubs' first overload (key, x: Tensor | None) returns a Tensor; without x faiss returns numpy
+        return cast(np.ndarray, self.index.reconstruct(int(chunk_id)))
 
-    def vectors(self, ids: Sequence[int]) -> np.ndarray:
+    def vectors(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
         out = np.zeros((len(ids), self.dim), dtype=np.float32)
         for row, i in enumerate(ids):
             out[row] = self.index.reconstruct(int(i))
         return out
 
     # ---- changes ----------------------------------------------------------------------------
-    def add(self, ids: Sequence[int], vectors: np.ndarray) -> None:
+    def add(self, ids: Sequence[int] | np.ndarray, vectors: np.ndarray) -> None:
         if len(ids) == 0:
             return
         vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(ids), self.dim)
@@ -115,7 +122,8 @@ class VectorIndex:
                 rows = np.random.default_rng(0).choice(len(vectors), 40 * n_lists, replace=False)
                 sample = vectors[np.sort(rows)]
             self.index.train(sample)
-            self.index.set_direct_map_type(faiss.DirectMap.Hashtable)
+            # faiss's stubs omit DirectMap (the SWIG class exists at runtime)
+            cast(faiss.IndexIVF, self.index).set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]
         stale = [int(i) for i in ids_arr if int(i) in self.deleted]
         if stale:  # an id that was tombstoned comes back: drop the tombstone's vector first
             self._compact()
@@ -126,7 +134,8 @@ class VectorIndex:
         if not ids:
             return
         if self.kind in (FLAT, IVF):
-            self.index.remove_ids(np.asarray(ids, dtype=np.int64))
+            # faiss's wrapper accepts an id array (it builds the IDSelectorBatch); the stubs say IDSelector only
+            self.index.remove_ids(np.asarray(ids, dtype=np.int64))  # type: ignore[arg-type]
             return
         present = set(self.all_ids().tolist())
         self.deleted.update(i for i in ids if i in present)
@@ -161,7 +170,7 @@ class VectorIndex:
             return (np.full((len(queries), k), -np.inf, dtype=np.float32), np.full((len(queries), k), -1, np.int64))
         params = batch = selector = None  # the C++ selectors hold raw pointers: keep them alive here
         if self.kind == HNSW:
-            params = faiss.SearchParametersHNSW()
+            params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]  # present at runtime, missing from faiss's stubs
             params.efSearch = int(max(ef_search or HNSW_EF_SEARCH, k))
             if self.deleted:
                 batch = faiss.IDSelectorBatch(np.fromiter(self.deleted, dtype=np.int64))

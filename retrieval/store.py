@@ -255,13 +255,13 @@ class KnowledgeStore:
                 ).lastrowid
             new_ids = []
             for chunk, vec in zip(chunks, vectors):
-                new_ids.append(
-                    conn.execute(
-                        "INSERT INTO chunks(document_id, position, heading, text, token_count, embedding,"
-                        " embedding_model) VALUES (?,?,?,?,?,?,?)",
-                        (doc_id, chunk.position, chunk.heading, chunk.text, chunk.token_count, _blob(vec), model),
-                    ).lastrowid
-                )
+                chunk_id = conn.execute(
+                    "INSERT INTO chunks(document_id, position, heading, text, token_count, embedding,"
+                    " embedding_model) VALUES (?,?,?,?,?,?,?)",
+                    (doc_id, chunk.position, chunk.heading, chunk.text, chunk.token_count, _blob(vec), model),
+                ).lastrowid
+                assert chunk_id is not None  # set by a successful INSERT
+                new_ids.append(chunk_id)
             _bump(conn)
             row = conn.execute("SELECT * FROM documents WHERE id=?", (doc_id,)).fetchone()
         return _doc(row), new_ids, removed

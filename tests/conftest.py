@@ -6,18 +6,24 @@
 - `real_model_dir`: the embedded default model (SmolLM2-135M-Instruct), converted once per
   test session into a cache shared by the real-model tests (marked `real`).
 - `workspace`: a fresh Workspace in a temporary folder (TAILOR_HOME points at it).
+- `wait_until` / `random_lora`: fixtures giving the functions of the same names, which a
+  conftest or a helper function can also import (`from ..conftest import wait_until`):
+  poll until something is true, and make a LoRA adapter with random non-zero weights.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -129,6 +135,79 @@ def real_engine(real_model):
     return ChatEngine.load(real_model, pick_hardware(), max_context=2048)
 
 
+# ---- waiting for something, and random LoRA adapters ------------------------------------------
+
+
+def wait_until(
+    predicate: Callable[[], Any],
+    timeout: float = 60.0,
+    interval: float = 0.1,
+    message: str | Callable[[], str] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+):
+    """Call `predicate()` every `interval` seconds until it returns something truthy, and return
+    that. After `timeout` seconds, fail with an AssertionError naming `message` (a callable is
+    called then, so it can tell the last state). An exception from `predicate` (an assert
+    that the thing waited for can still happen) goes straight to the caller. `sleep` waits
+    between calls (a browser test passes Playwright's `page.wait_for_timeout`)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            break
+        sleep(interval)
+    what = message() if callable(message) else message
+    raise AssertionError(f"{what or 'timed out waiting'} (gave up waiting after {timeout:g} s)")
+
+
+@pytest.fixture(name="wait_until", scope="session")
+def wait_until_fixture():
+    """`wait_until(predicate, timeout=..., interval=..., message=...)`: see the function."""
+    return wait_until
+
+
+LORA_DEFAULTS = dict(r=4, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "down_proj"])
+
+
+def random_lora(model_dir: Path, dest: Path | None = None, *, seed: int = 1, meta: dict | None = None, **config):
+    """A PEFT LoRA adapter on the model at `model_dir` with random, non-zero weights: PEFT's
+    default init makes B zero (the adapter would answer exactly like the base), so
+    `init_lora_weights=False` unless `config` says otherwise. `config` goes to LoraConfig, over
+    LORA_DEFAULTS; `seed` seeds torch just before the LoRA weights are made.
+
+    With `dest` (e.g. `<workspace>/adapters/<name>`, where the chat finds adapters): saved there
+    in PEFT's format, atomically (publish_dir), with `meta` (default: a note) as tailor.json;
+    returns `dest`. Without: returns `write(folder)`, which saves the adapter into `folder`
+    (for AdapterRegistry.publish, which writes its own tailor.json)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    torch.manual_seed(seed)
+    peft_model = get_peft_model(model, LoraConfig(**{**LORA_DEFAULTS, "init_lora_weights": False, **config}))
+
+    def write(folder: Path) -> None:
+        peft_model.save_pretrained(folder)
+
+    if dest is None:
+        return write
+    from assistant.workspace import publish_dir
+
+    with publish_dir(Path(dest)) as tmp:
+        write(tmp)
+        (tmp / "tailor.json").write_text(json.dumps({"note": "test adapter"} if meta is None else meta))
+    return Path(dest)
+
+
+@pytest.fixture(name="random_lora", scope="session")
+def random_lora_fixture():
+    """`random_lora(model_dir, dest=None, *, seed=1, meta=None, **lora_config)`: see the function."""
+    return random_lora
+
+
 # ---- running the real server in a subprocess ------------------------------------------------
 
 
@@ -182,18 +261,22 @@ def start_server_process(
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=full_env)
     server = ServerProcess(f"http://127.0.0.1:{port}/", port, proc, log_path)
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+
+    def answers() -> bool:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}:\n{server.log()[-4000:]}")
         try:
             with urllib.request.urlopen(server.url, timeout=2) as r:
-                if r.status == 200:
-                    return server
+                return r.status == 200
         except OSError:
-            time.sleep(0.5)
-    server.stop()
-    raise RuntimeError(f"server did not answer within {timeout}s:\n{server.log()[-4000:]}")
+            return False
+
+    try:
+        wait_until(answers, timeout=timeout, interval=0.5)
+    except AssertionError:
+        server.stop()
+        raise RuntimeError(f"server did not answer within {timeout}s:\n{server.log()[-4000:]}") from None
+    return server
 
 
 @pytest.fixture

@@ -1,119 +1,33 @@
 """Cleaning: a report on the dataset before training, and one-click fixes for it.
 
-Checks (on active examples): exact duplicates, near-duplicates (embedding similarity),
-private data (emails, phone numbers, payment cards that pass the Luhn check, IPv4/IPv6
-addresses), conflicts (same prompt, different answers), empty examples, examples longer
-than the training max length in tokens, and text that whitespace/Unicode normalisation
-would change. Every fix of one `apply_fixes` call shares one undo batch, so one `undo`
-puts the whole cleaning run back.
+Checks (on active examples): exact duplicates, near-duplicates (embedding similarity,
+tuning/near_duplicates.py), private data (tuning/pii.py), conflicts (same prompt, different
+answers), empty examples, examples longer than the training max length in tokens, and text
+that the one normalisation (`normalised_text`, tuning/example.py) would change. Every fix of
+one `apply_fixes` call shares one undo batch, so one `undo` puts the whole cleaning run back.
 """
 
 from __future__ import annotations
 
-import hashlib
-import ipaddress
-import re
 import time
-import unicodedata
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from assistant.errors import ValidationError
+from assistant.progress import Progress, no_progress
 
-from .examples import Example, ExampleFilter, ExampleStore, new_batch_id, render_messages
+from .example import Example, normalised_text, render_messages
+from .example_store import ExampleStore
+from .example_table import ExampleFilter
+from .near_duplicates import embed_texts, near_duplicate_pairs, near_duplicate_text
+from .pii import find_pii, redact
+from .undo import new_batch_id
 
 KINDS = ("duplicate", "near_duplicate", "pii", "conflict", "empty", "too_long", "normalise")
 DEFAULT_NEAR_THRESHOLD = 0.95
 DEFAULT_MAX_TOKENS = 1024
 TokenCounter = Callable[[list[dict]], int]
-
-
-# ---- normalisation --------------------------------------------------------------------------
-_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"), None)
-_SPACES = dict.fromkeys(map(ord, "\u00a0\u2007\u202f\u2009\u200a\u3000\t"), " ")
-
-
-def normalise_text(text: str) -> str:
-    """NFC, plain newlines, no invisible characters, ordinary spaces, no trailing blanks on a
-    line, at most one empty line in a row, no leading/trailing blank space."""
-    text = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n")
-    text = text.translate(_INVISIBLE).translate(_SPACES)
-    text = "\n".join(re.sub(r" {2,}", " ", line).rstrip() for line in text.split("\n"))
-    return re.sub(r"\n{3,}", "\n\n", text).strip()
-
-
-# ---- private data ---------------------------------------------------------------------------
-EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
-CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
-IPV4 = re.compile(r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\d.])")
-IPV6 = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{0,4}|\d+\.\d+\.\d+\.\d+)(?![\w:])")
-PHONE = re.compile(
-    r"(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,5}(?:[ .-]\d{2,5}){1,4}(?![\w])"
-    r"|(?<![\w+])\+\d{8,14}(?!\w)"
-)
-REDACTIONS = {"email": "[EMAIL]", "card": "[CARD]", "ip": "[IP]", "phone": "[PHONE]"}
-
-
-def luhn_ok(digits: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = int(ch)
-        if i % 2 == 1:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return total % 10 == 0
-
-
-@dataclass
-class PiiMatch:
-    kind: str  # email | phone | card | ip
-    start: int
-    end: int
-    text: str
-
-
-def find_pii(text: str) -> list[PiiMatch]:
-    found: list[PiiMatch] = []
-
-    def free(a: int, b: int) -> bool:
-        return all(b <= m.start or a >= m.end for m in found)
-
-    for m in EMAIL.finditer(text):
-        found.append(PiiMatch("email", m.start(), m.end(), m.group()))
-    for m in CARD.finditer(text):
-        digits = re.sub(r"\D", "", m.group())
-        if 13 <= len(digits) <= 19 and luhn_ok(digits) and free(m.start(), m.end()):
-            found.append(PiiMatch("card", m.start(), m.end(), m.group()))
-    for m in IPV4.finditer(text):
-        if free(m.start(), m.end()):
-            found.append(PiiMatch("ip", m.start(), m.end(), m.group()))
-    for m in IPV6.finditer(text):
-        candidate = m.group()
-        if sum(c.isalnum() for c in candidate) < 2 or not free(m.start(), m.end()):
-            continue
-        try:
-            ipaddress.IPv6Address(candidate)
-        except ValueError:
-            continue
-        found.append(PiiMatch("ip", m.start(), m.end(), candidate))
-    for m in PHONE.finditer(text):
-        digits = re.sub(r"\D", "", m.group())
-        # 9-15 digits (E.164 allows 15); fewer are prices, times, years and dates.
-        if 9 <= len(digits) <= 15 and free(m.start(), m.end()):
-            found.append(PiiMatch("phone", m.start(), m.end(), m.group()))
-    return sorted(found, key=lambda m: m.start)
-
-
-def redact(text: str, matches: Sequence[PiiMatch] | None = None) -> str:
-    matches = find_pii(text) if matches is None else matches
-    out, pos = [], 0
-    for m in sorted(matches, key=lambda m: m.start):
-        out += [text[pos : m.start], REDACTIONS[m.kind]]
-        pos = m.end
-    return "".join(out) + text[pos:]
 
 
 # ---- the report -----------------------------------------------------------------------------
@@ -182,13 +96,14 @@ class CleaningReport:
         return "\n".join(lines)
 
 
-def _example_text(ex: Example) -> str:
-    """What near-duplicate search compares: the final user turn and the answer."""
-    return f"{ex.prompt}\n{ex.answer}"
+def _stored_id(ex: Example) -> int:
+    """The id of an example read from the store (those always have one)."""
+    assert ex.id is not None
+    return ex.id
 
 
 def _norm_key(text: str) -> str:
-    return " ".join(normalise_text(text).casefold().split())
+    return " ".join(normalised_text(text).casefold().split())
 
 
 def token_counter(tokenizer) -> TokenCounter:
@@ -201,61 +116,6 @@ def token_counter(tokenizer) -> TokenCounter:
     return count
 
 
-def embed_texts(store: ExampleStore, texts: list[str], embedder, progress=None) -> np.ndarray:
-    """Embeddings for `texts`, from the store's cache where present (keyed by text hash and
-    model): re-running the report only embeds what changed."""
-    hashes = [hashlib.sha256(t.encode("utf-8")).hexdigest() for t in texts]
-    vectors = np.zeros((len(texts), embedder.dim), dtype=np.float32)
-    have: dict[str, np.ndarray] = {}
-    unique = list(dict.fromkeys(hashes))
-    with store.db.read() as conn:
-        for start in range(0, len(unique), 500):
-            chunk = unique[start : start + 500]
-            for row in conn.execute(
-                f"SELECT text_hash, vector FROM example_embeddings WHERE model=? AND text_hash IN "
-                f"({','.join('?' * len(chunk))})",
-                [embedder.name, *chunk],
-            ):
-                have[row["text_hash"]] = np.frombuffer(row["vector"], dtype=np.float32)
-    missing = [h for h in unique if h not in have]
-    if missing:
-        first = {h: texts[i] for i, h in reversed(list(enumerate(hashes)))}
-        # Sorted by length, each batch pads to about its own length rather than the longest text's.
-        missing.sort(key=lambda h: len(first[h]))
-        fresh = embedder.encode([first[h] for h in missing], batch_size=64, progress=progress)
-        with store.db.transaction() as conn:
-            conn.executemany(
-                "INSERT OR REPLACE INTO example_embeddings(text_hash, model, vector) VALUES (?,?,?)",
-                [(h, embedder.name, v.astype(np.float32).tobytes()) for h, v in zip(missing, fresh)],
-            )
-        have.update(zip(missing, fresh))
-    for i, h in enumerate(hashes):
-        vectors[i] = have[h]
-    return vectors
-
-
-def near_duplicate_pairs(vectors: np.ndarray, threshold: float) -> list[tuple[int, int, float]]:
-    """(i, j, cosine) for every pair i < j of L2-normalised rows with cosine >= threshold.
-    One FAISS range search over a flat inner-product index: exact, and at 10,000 rows about
-    10^8 dot products, a fraction of a second."""
-    import faiss
-
-    n = len(vectors)
-    if n < 2:
-        return []
-    x = np.ascontiguousarray(vectors, dtype=np.float32)
-    index = faiss.IndexFlatIP(x.shape[1])
-    index.add(x)
-    lims, dist, ids = index.range_search(x, float(threshold))
-    pairs = []
-    for i in range(n):
-        for k in range(lims[i], lims[i + 1]):
-            j = int(ids[k])
-            if j > i:
-                pairs.append((i, j, float(dist[k])))
-    return pairs
-
-
 def build_report(
     store: ExampleStore,
     *,
@@ -264,15 +124,14 @@ def build_report(
     max_tokens: int = DEFAULT_MAX_TOKENS,
     near_threshold: float = DEFAULT_NEAR_THRESHOLD,
     checks: Sequence[str] = KINDS,
-    progress: Callable[[str, float], None] | None = None,
+    progress: Progress = no_progress,
 ) -> CleaningReport:
     """Run the checks over active examples. `embedder` (assistant.embeddings) is needed for
     near-duplicates and `count_tokens` for over-long examples; without them those checks are
-    reported as skipped."""
+    reported as skipped. `progress` gets the fraction done (of 1.0) and the check running."""
     unknown = set(checks) - set(KINDS)
     if unknown:
         raise ValidationError(f"unknown cleaning checks {sorted(unknown)}; choose from {', '.join(KINDS)}")
-    say = progress or (lambda msg, frac: None)
     examples = list(store.iter_all(ExampleFilter(status="active")))
     report = CleaningReport(examples=len(examples), findings=[])
     by_id = {ex.id: ex for ex in examples}
@@ -287,7 +146,7 @@ def build_report(
     def exact():
         groups: dict[str, list[int]] = defaultdict(list)
         for ex in examples:
-            groups[ex.content_hash].append(ex.id)
+            groups[ex.content_hash].append(_stored_id(ex))
         for ids in groups.values():
             if len(ids) > 1:
                 report.findings.append(
@@ -304,14 +163,14 @@ def build_report(
         if embedder is None:
             report.skipped["near_duplicate"] = "no embedding model"
             return
-        say("embedding examples", 0.2)
+        progress(0.2, 1.0, "embedding examples")
         vectors = embed_texts(
             store,
-            [_example_text(ex) for ex in examples],
+            [near_duplicate_text(ex) for ex in examples],
             embedder,
-            progress=lambda d, t: say(f"embedding {d}/{t}", 0.2 + 0.6 * d / max(t, 1)),
+            progress=lambda d, t=None, _="": progress(0.2 + 0.6 * d / max(t or 1, 1), 1.0, f"embedding {d}/{t}"),
         )
-        say("searching for near-duplicates", 0.85)
+        progress(0.85, 1.0, "searching for near-duplicates")
         for i, j, score in near_duplicate_pairs(vectors, near_threshold):
             a, b = examples[i], examples[j]
             if a.content_hash == b.content_hash:
@@ -319,9 +178,9 @@ def build_report(
             report.findings.append(
                 Finding(
                     "near_duplicate",
-                    [a.id, b.id],
+                    [_stored_id(a), _stored_id(b)],
                     f"similarity {score:.3f}",
-                    keep=min(a.id, b.id),
+                    keep=min(_stored_id(a), _stored_id(b)),
                     score=score,
                     preview={
                         "left": {"id": a.id, "prompt": a.prompt, "answer": a.answer},
@@ -343,7 +202,7 @@ def build_report(
                 report.findings.append(
                     Finding(
                         "pii",
-                        [ex.id],
+                        [_stored_id(ex)],
                         f"{len(hits)} match(es): {', '.join(kinds)}",
                         preview={
                             "matches": [{"kind": h.kind, "text": h.text} for h in hits],
@@ -369,7 +228,7 @@ def build_report(
                 report.findings.append(
                     Finding(
                         "conflict",
-                        [e.id for e in group],
+                        [_stored_id(e) for e in group],
                         f"{len(group)} examples, {len(answers)} different answers",
                         keep=keep.id,
                         preview={"prompt": group[0].prompt, "answers": {str(e.id): e.answer for e in group}},
@@ -380,46 +239,50 @@ def build_report(
         for ex in examples:
             blank = [m["role"] for m in ex.messages if m["role"] != "system" and not m["content"].strip()]
             if blank:
-                report.findings.append(Finding("empty", [ex.id], f"empty {', '.join(sorted(set(blank)))} message"))
+                report.findings.append(
+                    Finding("empty", [_stored_id(ex)], f"empty {', '.join(sorted(set(blank)))} message")
+                )
 
     def too_long():
         if count_tokens is None:
             report.skipped["too_long"] = "no tokenizer"
             return
-        say("counting tokens", 0.92)
+        progress(0.92, 1.0, "counting tokens")
         for ex in examples:
             n = count_tokens(render_messages(ex))
             if n > max_tokens:
                 report.findings.append(
-                    Finding("too_long", [ex.id], f"{n} tokens > max length {max_tokens}", preview={"tokens": n})
+                    Finding(
+                        "too_long", [_stored_id(ex)], f"{n} tokens > max length {max_tokens}", preview={"tokens": n}
+                    )
                 )
 
     def normalise():
         for ex in examples:
-            changed = [i for i, m in enumerate(ex.messages) if normalise_text(m["content"]) != m["content"]]
+            changed = [i for i, m in enumerate(ex.messages) if normalised_text(m["content"]) != m["content"]]
             if changed:
                 report.findings.append(
                     Finding(
                         "normalise",
-                        [ex.id],
+                        [_stored_id(ex)],
                         f"{len(changed)} message(s) change",
                         preview={
                             "before": [ex.messages[i]["content"] for i in changed],
-                            "after": [normalise_text(ex.messages[i]["content"]) for i in changed],
+                            "after": [normalised_text(ex.messages[i]["content"]) for i in changed],
                         },
                     )
                 )
 
-    say("exact duplicates", 0.05)
+    progress(0.05, 1.0, "exact duplicates")
     timed("duplicate", exact)
     timed("near_duplicate", near)
-    say("private data", 0.9)
+    progress(0.9, 1.0, "private data")
     timed("pii", pii)
     timed("conflict", conflicts)
     timed("empty", empty)
     timed("too_long", too_long)
     timed("normalise", normalise)
-    say("done", 1.0)
+    progress(1.0, 1.0, "done")
     return report
 
 
@@ -500,7 +363,7 @@ def apply_fixes(store: ExampleStore, report: CleaningReport, kinds: Sequence[str
         messages = [dict(m) for m in ex.messages]
         for m in messages:
             if "normalise" in kinds:
-                m["content"] = normalise_text(m["content"])
+                m["content"] = normalised_text(m["content"])
             if "pii" in kinds:
                 m["content"] = redact(m["content"])
         if messages != ex.messages:
@@ -508,7 +371,7 @@ def apply_fixes(store: ExampleStore, report: CleaningReport, kinds: Sequence[str
             rewritten.append(ex)
     if rewritten:
         store.replace_many(rewritten, "cleaning: rewrite", batch=batch)
-        result.rewritten = [ex.id for ex in rewritten]
+        result.rewritten = [_stored_id(ex) for ex in rewritten]
     ex_ids = sorted(exclude & existing.keys())
     if ex_ids:
         store.set_status(ex_ids, "excluded", "cleaning: exclude", batch=batch)

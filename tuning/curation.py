@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from assistant.workspace import Workspace
 
-from .examples import ExampleStore
+from .example_store import ExampleStore
 from .versions import DatasetVersions
 
 

@@ -24,14 +24,23 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Protocol, cast
 
-from assistant.db import utcnow
+from assistant.db import Database, utcnow
 from assistant.errors import ValidationError
 
-from .examples import SPLITS, ExampleStore
+from .curation_settings import CurationSettings
+from .example import SPLITS
 
 DEFAULT_RATIOS = (0.8, 0.1, 0.1)
 DEFAULT_SEED = "tailor"
+
+
+class ExampleDb(Protocol):
+    """What the split policy needs of an example store (tuning.example_store.ExampleStore,
+    which calls it for every new example): the database holding the examples table."""
+
+    db: Database
 
 
 @dataclass
@@ -44,7 +53,7 @@ class SplitConfig:
         if len(r) != 3 or any(x < 0 for x in r) or sum(r) <= 0:
             raise ValidationError("split ratios must be three non-negative numbers, e.g. 80,10,10")
         total = sum(r)
-        return SplitConfig(tuple(x / total for x in r), str(self.seed))
+        return SplitConfig(cast("tuple[float, float, float]", tuple(x / total for x in r)), str(self.seed))
 
 
 def parse_ratios(text: str) -> tuple[float, float, float]:
@@ -54,23 +63,23 @@ def parse_ratios(text: str) -> tuple[float, float, float]:
         raise ValidationError(f"split ratios must be numbers like 80,10,10, got {text!r}") from None
     if len(parts) != 3:
         raise ValidationError(f"give three split ratios (train,validation,test), got {text!r}")
-    return SplitConfig(tuple(parts)).validated().ratios
+    return SplitConfig(cast("tuple[float, float, float]", tuple(parts))).validated().ratios
 
 
 def id_hash(example_id: int, seed: str = DEFAULT_SEED) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{example_id}".encode()).digest()[:8], "big")
 
 
-def get_config(store: ExampleStore) -> SplitConfig:
-    saved = store.get_setting("split_config")
+def get_config(store: ExampleDb) -> SplitConfig:
+    saved = CurationSettings(store.db).get("split_config")
     if not saved:
         return SplitConfig()
     return SplitConfig(tuple(saved["ratios"]), saved.get("seed", DEFAULT_SEED)).validated()
 
 
-def set_config(store: ExampleStore, config: SplitConfig) -> SplitConfig:
+def set_config(store: ExampleDb, config: SplitConfig) -> SplitConfig:
     config = config.validated()
-    store.set_setting("split_config", {"ratios": list(config.ratios), "seed": config.seed})
+    CurationSettings(store.db).set("split_config", {"ratios": list(config.ratios), "seed": config.seed})
     return config
 
 
@@ -81,7 +90,7 @@ def _pick(counts: dict[str, int], ratios: tuple[float, ...]) -> str:
     return max(SPLITS, key=lambda s: (ratios[SPLITS.index(s)] * total - counts[s], -SPLITS.index(s)))
 
 
-def assign_splits(store: ExampleStore, config: SplitConfig | None = None, reassign: bool = False) -> dict:
+def assign_splits(store: ExampleDb, config: SplitConfig | None = None, reassign: bool = False) -> dict:
     """Give every example without a split one (see the module notes). Returns counts of
     newly assigned examples per split."""
     config = (config or get_config(store)).validated()
@@ -112,8 +121,8 @@ def assign_splits(store: ExampleStore, config: SplitConfig | None = None, reassi
     return added
 
 
-def reassign_all(store: ExampleStore, config: SplitConfig | None = None) -> dict:
+def reassign_all(store: ExampleDb, config: SplitConfig | None = None) -> dict:
     if config is not None:
         set_config(store, config)
-    store.set_setting("splits_reassigned_at", utcnow())
+    CurationSettings(store.db).set("splits_reassigned_at", utcnow())
     return assign_splits(store, config, reassign=True)

@@ -14,6 +14,7 @@ repeated training runs on the same data share one version.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 import sqlite3
@@ -22,9 +23,12 @@ from pathlib import Path
 
 from assistant.db import execute_script, utcnow
 from assistant.errors import NotFoundError, ValidationError
+from assistant.progress import Progress, no_progress
 from assistant.workspace import publish_dir
 
-from .examples import SPLITS, Example, ExampleFilter, ExampleStore, render_messages
+from .example import SPLITS, Example, render_messages
+from .example_store import ExampleStore
+from .example_table import ExampleFilter
 
 
 def _m001_versions(conn: sqlite3.Connection) -> None:
@@ -89,19 +93,25 @@ class DatasetVersions:
         self.root = Path(workspace.root) / "datasets"
         workspace.db.migrate("tuning_versions", VERSION_MIGRATIONS)
 
-    def snapshot(self, note: str = "") -> DatasetVersion:
+    def snapshot(self, note: str = "", progress: Progress = no_progress) -> DatasetVersion:
         """Freeze the active examples into a new version (or return the latest one unchanged
-        when its content hash equals the current content's)."""
+        when its content hash equals the current content's). `progress(done, total)` counts
+        the examples read."""
         self.store.assign_splits()
         lines: dict[str, list[str]] = {s: [] for s in SPLITS}
         per_example: dict[str, dict] = {}
-        for ex in self.store.iter_all(ExampleFilter(status="active")):
+        active = ExampleFilter(status="active")
+        total = self.store.count(active)
+        for n, ex in enumerate(self.store.iter_all(active), start=1):
+            if n % 2000 == 0:
+                progress(n, total, "reading examples")
             split = ex.split or "train"
             text = json.dumps(version_line(ex), ensure_ascii=False, sort_keys=True)
             lines[split].append(text)
             per_example[str(ex.id)] = {"split": split, "hash": hashlib.sha256(text.encode()).hexdigest()[:16]}
         if not per_example:
             raise ValidationError("the dataset has no active examples: add or import some first")
+        progress(len(per_example), len(per_example), "writing the version")
         digest = hashlib.sha256()
         for s in SPLITS:
             digest.update(f"#{s}\n".encode())
@@ -174,7 +184,7 @@ class DatasetVersions:
             "changed": sorted(int(i) for i in ea.keys() & eb.keys() if ea[i] != eb[i]),
         }
 
-    def examples(self, version_id: int) -> list[Example]:
+    def examples(self, version_id: int) -> builtins.list[Example]:
         """A version's lines as examples (messages already rendered), e.g. to export them."""
         v = self.get(version_id)
         out = []

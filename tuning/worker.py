@@ -1,8 +1,8 @@
 """The training process: `python -m tuning.worker JOB_DIR` (or under `accelerate launch`).
 
 It reads its job from the database, trains with TRL SFTTrainer + LoRA, writes progress as
-JSON lines to JOB_DIR/progress.jsonl and to the job's row, and on success publishes the
-best-validation adapter atomically into the registry. SIGTERM asks it to stop after the
+JSON lines to JOB_DIR/progress.jsonl (the format: tuning/progress.py) and to the job's row,
+and on success publishes the best-validation adapter atomically into the registry. SIGTERM asks it to stop after the
 current step (saving a checkpoint, so the job can be resumed); anything that goes wrong is
 recorded on the job as `failed` with the error, and nothing already published is touched.
 """
@@ -23,7 +23,9 @@ from assistant.db import utcnow
 from assistant.workspace import Workspace
 
 from .config import TrainConfig, resolve_hardware
-from .jobs import JobManager, JobStore
+from .job_store import JobStore
+from .jobs import JobManager
+from .progress import PROGRESS_FILE, ProgressWriter
 from .registry import AdapterRegistry
 from .trainer import build_trainer, last_checkpoint
 
@@ -38,31 +40,11 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-class ProgressWriter:
-    """Appends one JSON object per line (flushed at once: the app reads it while we write)."""
-
-    def __init__(self, path: Path, enabled: bool = True):
-        self.path = Path(path)
-        self.enabled = enabled
-
-    def write(self, kind: str, **data) -> None:
-        if not self.enabled:
-            return
-        record = {"time": utcnow(), "kind": kind, **data}
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-            fh.flush()
-
-    def log(self, message: str, **data) -> None:
-        print(message, flush=True)
-        self.write("log", message=message, **data)
-
-
 def make_callbacks(store: JobStore, job_id: int, writer: ProgressWriter):
     """TrainerCallbacks for progress (file + DB) and for a graceful stop."""
     from transformers import TrainerCallback
 
-    class Progress(TrainerCallback):
+    class ReportProgress(TrainerCallback):
         def __init__(self):
             self.started = None
             self.steps_done = 0
@@ -94,6 +76,7 @@ def make_callbacks(store: JobStore, job_id: int, writer: ProgressWriter):
             self.steps_done += 1
             if not state.is_world_process_zero:
                 return
+            assert self.started is not None  # set in on_train_begin
             elapsed = time.perf_counter() - self.started
             per_step = elapsed / max(1, self.steps_done)
             eta = per_step * max(0, state.max_steps - state.global_step)
@@ -168,7 +151,7 @@ def make_callbacks(store: JobStore, job_id: int, writer: ProgressWriter):
                 control.should_training_stop = True
                 control.should_save = True
 
-    return [Progress(), Stop()]
+    return [ReportProgress(), Stop()]
 
 
 def run(job_dir: Path) -> int:
@@ -191,7 +174,7 @@ def run(job_dir: Path) -> int:
         print(f"tuning.worker: job {job.id} of {root} runs in {job.job_dir}, not {job_dir}", file=sys.stderr)
         return 2
     main = is_main_process()
-    writer = ProgressWriter(job_dir / "progress.jsonl", enabled=main)
+    writer = ProgressWriter(job_dir / PROGRESS_FILE, enabled=main)
     signal.signal(signal.SIGTERM, _on_sigterm)
     started = time.perf_counter()
     try:

@@ -3,13 +3,23 @@ time, reply latency percentiles, and hints on when to curate and re-tune."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import gradio as gr
 import pandas as pd
 
-from assistant.activity import Activity, ActivityReport
-from assistant.errors import TailorError
+from evals.activity import Activity, ActivityReport
 
+from .errors import shows_errors
 from .formatting import plot_value
+
+
+@dataclass
+class ActivityTab:
+    refresh: Callable  # (days, bucket) -> the values of `outputs`
+    inputs: list
+    outputs: list
 
 
 def _ms(v: float | None) -> str:
@@ -63,7 +73,7 @@ def _round(v: float | None) -> float | None:
     return None if v is None else round(v / 1000, 3)
 
 
-def build_activity_tab(activity: Activity) -> dict:
+def build_activity_tab(activity: Activity) -> ActivityTab:
     with gr.Row():
         days = gr.Slider(7, 365, value=30, step=1, label="Days", scale=3)
         bucket = gr.Radio(["day", "week"], value="day", label="Thumbs-up rate per", scale=1)
@@ -82,15 +92,13 @@ def build_activity_tab(activity: Activity) -> dict:
         rating_table = gr.Dataframe(label="Thumbs-up rate per adapter", interactive=False)
         latency_table = gr.Dataframe(label="Reply latency (all, then per day, newest first)", interactive=False)
 
+    @shows_errors
     def refresh(n_days, per):
-        try:
-            report = activity.report(days=int(n_days), bucket=per)
-        except TailorError as exc:
-            raise gr.Error(str(exc)) from exc
+        report = activity.report(days=int(n_days), bucket=per)
         per_day, ratings, latency = frames(report)
         return summary_markdown(report), plot_value(per_day), plot_value(ratings), ratings, latency
 
     outputs = [summary, per_day_plot, rating_plot, rating_table, latency_table]
     refresh_btn.click(refresh, [days, bucket], outputs, api_name="activity_refresh")
     bucket.change(refresh, [days, bucket], outputs, api_name="activity_bucket")
-    return {"refresh": refresh, "inputs": [days, bucket], "outputs": outputs}
+    return ActivityTab(refresh=refresh, inputs=[days, bucket], outputs=outputs)

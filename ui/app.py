@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import gradio as gr
 
-from assistant.activity import Activity
 from assistant.runtime import Core
+from evals.activity import Activity
 from retrieval import open_knowledge
 from tuning import open_curation
-from tuning.jobs import open_tuning
+from tuning.service import open_tuning
 
 from .activity_tab import build_activity_tab
 from .chat_tab import build_chat_tab
-from .dataset_tab import attach_curation, build_dataset_tab
+from .curation_panel import attach_curation
+from .dataset_tab import build_dataset_tab
 from .demo_panel import build_demo_panel
 from .eval_tab import build_eval_tab_for_core
 from .knowledge_tab import build_knowledge_tab
@@ -49,47 +50,35 @@ def build_ui(core: Core) -> gr.Blocks:
                 tune = build_tune_tab(
                     tuning,
                     chat_models=core.chat.models,
-                    chat_model_dropdown=chat["model"],
+                    chat_model_dropdown=chat.model,
                     chat_default=core.chat.default_model,
                 )
             with gr.Tab("Evaluate", id="evaluate") as eval_tab_obj:
-                evaluate = build_eval_tab_for_core(core)
+                evaluate = build_eval_tab_for_core(core, curation)
             with gr.Tab("Activity", id="activity"):
                 activity = build_activity_tab(Activity(core.workspace.db))
         # Refresh lists whenever a page opens: adapters or conversations may have been added
         # by another browser, the CLI or a training job since the app started.
-        demo.load(chat["list_models"], None, [chat["model"]], api_name="page_load_models")
+        demo.load(chat.list_models, None, [chat.model], api_name="page_load_models")
         # The dataset changes from the chat (saved replies), the CLI and other browsers.
         dataset_tab.select(
-            dataset["on_open"],
-            dataset["filters"],
-            dataset["refresh_outputs"] + [dataset["versions_table"]],
+            dataset.on_open,
+            dataset.filters,
+            dataset.refresh_outputs + [dataset.versions_table],
             api_name="dataset_on_open",
         )
-        demo.load(
-            chat["list_conversations"], [chat["search"]], [chat["conversations"]], api_name="page_load_conversations"
-        )
-        demo.load(
-            knowledge_tab["listing"],
-            None,
-            [knowledge_tab["table"], knowledge_tab["picked"], knowledge_tab["status"]],
-            api_name="page_load_knowledge",
-        )
-        demo.load(tune["refresh"], tune["inputs"], tune["outputs"], api_name="page_load_tune")
+        demo.load(chat.list_conversations, [chat.search], [chat.conversations], api_name="page_load_conversations")
+        demo.load(knowledge_tab.listing, None, knowledge_tab.outputs, api_name="page_load_knowledge")
+        demo.load(tune.refresh, tune.inputs, tune.outputs, api_name="page_load_tune")
         # Documents and datasets also change from the demo button, the CLI and other browsers:
         # refresh a tab's lists whenever it is opened.
-        knowledge_tab_obj.select(
-            knowledge_tab["listing"],
-            None,
-            [knowledge_tab["table"], knowledge_tab["picked"], knowledge_tab["status"]],
-            api_name="knowledge_on_open",
-        )
-        tune_tab_obj.select(tune["refresh"], tune["inputs"], tune["outputs"], api_name="tune_on_open")
-        demo.load(evaluate["list_runs"], None, [evaluate["runs"]], api_name="page_load_eval_runs")
-        demo.load(activity["refresh"], activity["inputs"], activity["outputs"], api_name="page_load_activity")
-        demo.load(evaluate["refresh_models"], None, [evaluate["arms"]], api_name="page_load_eval_models")
+        knowledge_tab_obj.select(knowledge_tab.listing, None, knowledge_tab.outputs, api_name="knowledge_on_open")
+        tune_tab_obj.select(tune.refresh, tune.inputs, tune.outputs, api_name="tune_on_open")
+        demo.load(evaluate.list_runs, None, [evaluate.runs], api_name="page_load_eval_runs")
+        demo.load(activity.refresh, activity.inputs, activity.outputs, api_name="page_load_activity")
+        demo.load(evaluate.refresh_models, None, [evaluate.arms], api_name="page_load_eval_models")
         # A job may have published an adapter since the page opened: offer it as an arm.
-        eval_tab_obj.select(evaluate["refresh_models"], None, [evaluate["arms"]], api_name="eval_on_open")
+        eval_tab_obj.select(evaluate.refresh_models, None, [evaluate.arms], api_name="eval_on_open")
     # Mounted in FastAPI, Gradio would skip its own "was this file uploaded?" check and read
     # any server path a request names: turn it on (the handlers check again, ui/uploads.py).
     return enforce_upload_check(demo)

@@ -3,14 +3,33 @@ generation settings. Every event has an api_name so scripts can drive it with gr
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import gradio as gr
 
 from assistant.chat import ChatRequest, ChatService
 from assistant.engine import GenerationOptions
-from assistant.errors import TailorError
 
+from .errors import shows_errors
 from .formatting import chat_history, conversation_choices, reply_stats
 from .knowledge_format import with_citations
+
+
+@dataclass
+class ChatTab:
+    """What other tabs hook into (the curation panel, the Tune tab, the app's page-load events)."""
+
+    chatbot: gr.Chatbot
+    conversation_id: gr.Textbox
+    model: gr.Dropdown
+    status: gr.Markdown
+    conversations: gr.Dropdown
+    search: gr.Textbox
+    system_prompt: gr.Textbox
+    use_docs: gr.Checkbox
+    list_models: Callable  # () -> update of `model`: the chat's models and its default
+    list_conversations: Callable  # (search text) -> update of `conversations`
 
 
 def _shown(messages) -> list[dict]:
@@ -18,9 +37,8 @@ def _shown(messages) -> list[dict]:
     return with_citations(chat_history(messages), messages)
 
 
-def build_chat_tab(chat: ChatService) -> dict:
-    """Build the tab inside the current gr.Blocks; returns its components by name so other
-    tabs (curation, knowledge) can hook into them."""
+def build_chat_tab(chat: ChatService) -> ChatTab:
+    """Build the tab inside the current gr.Blocks."""
     defaults = GenerationOptions()
     with gr.Row():
         with gr.Column(scale=1, min_width=240):
@@ -72,23 +90,21 @@ def build_chat_tab(chat: ChatService) -> dict:
                     top_p = gr.Slider(0.05, 1, value=defaults.top_p, step=0.05, label="Top-p")
                     max_new_tokens = gr.Slider(16, 1024, value=defaults.max_new_tokens, step=16, label="Max new tokens")
 
+    @shows_errors
     def send(text, conv_id, model_name, system, temp, topp, max_new, rag=False, no_source_policy=None):
         text = (text or "").strip()
         if not text:
             raise gr.Error("Type a message first.")
-        try:
-            request = ChatRequest(
-                text=text,
-                conversation_id=(conv_id or "").strip() or None,
-                model=model_name or "base",
-                system_prompt=system or "",
-                options=GenerationOptions(temperature=float(temp), top_p=float(topp), max_new_tokens=int(max_new)),
-                rag=bool(rag),
-                no_source=no_source_policy or None,
-            )
-            turn = chat.send(request)
-        except TailorError as exc:
-            raise gr.Error(str(exc)) from exc
+        request = ChatRequest(
+            text=text,
+            conversation_id=(conv_id or "").strip() or None,
+            model=model_name or "base",
+            system_prompt=system or "",
+            options=GenerationOptions(temperature=float(temp), top_p=float(topp), max_new_tokens=int(max_new)),
+            rag=bool(rag),
+            no_source=no_source_policy or None,
+        )
+        turn = chat.send(request)
         history = _shown(chat.log.get(turn.conversation_id).messages)
         partial = ""
         for partial in turn:
@@ -107,14 +123,12 @@ def build_chat_tab(chat: ChatService) -> dict:
     def list_conversations(query):
         return gr.update(choices=conversation_choices(chat.log.list(query=(query or "").strip())))
 
+    @shows_errors
     def open_conversation(conv_id):
         conv_id = (conv_id or "").strip()
         if not conv_id:
             return [], "", gr.update(), "", gr.update()
-        try:
-            conv = chat.log.get(conv_id)
-        except TailorError as exc:
-            raise gr.Error(str(exc)) from exc
+        conv = chat.log.get(conv_id)
         return (_shown(conv.messages), conv.id, conv.system_prompt, f"Opened “{conv.title or conv.id}”.", conv.rag)
 
     def list_models():
@@ -158,15 +172,15 @@ def build_chat_tab(chat: ChatService) -> dict:
     refresh_models = gr.Button("Refresh models", size="sm", visible=False)
     refresh_models.click(list_models, None, [model], api_name="list_models")
 
-    return {
-        "chatbot": chatbot,
-        "conversation_id": conversation_id,
-        "model": model,
-        "status": status,
-        "conversations": conversations,
-        "search": search,
-        "list_models": list_models,
-        "list_conversations": list_conversations,
-        "system_prompt": system_prompt,
-        "use_docs": use_docs,
-    }
+    return ChatTab(
+        chatbot=chatbot,
+        conversation_id=conversation_id,
+        model=model,
+        status=status,
+        conversations=conversations,
+        search=search,
+        system_prompt=system_prompt,
+        use_docs=use_docs,
+        list_models=list_models,
+        list_conversations=list_conversations,
+    )

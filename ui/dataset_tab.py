@@ -1,17 +1,19 @@
-"""The Dataset tab (search, filter, edit, add, delete/undo, bulk tag, import/export, cleaning,
-splits, versions, and a preview of exactly what the trainer sees) and the curation controls
-under the chat (thumbs up/down, save a reply, edit and save). Handlers read widgets, call
-the tuning services and format the result."""
+"""The Dataset tab: search, filter, edit, add, delete/undo, bulk tag, import/export, cleaning,
+splits, versions, and a preview of exactly what the trainer sees. Handlers read widgets, call
+the tuning services and format the result (ui/dataset_format.py). The curation controls under
+the chat are ui/curation_panel.py."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
 
-from assistant.conversations import ConversationLog
 from assistant.db import utcnow
-from assistant.errors import TailorError, ValidationError
+from assistant.errors import ValidationError
+from assistant.progress import Progress, no_progress
 from tuning.cleaning import (
     DEFAULT_MAX_TOKENS,
     DEFAULT_NEAR_THRESHOLD,
@@ -22,65 +24,39 @@ from tuning.cleaning import (
     token_counter,
 )
 from tuning.curation import Curation
-from tuning.examples import Example, ExampleFilter, make_example, preview_text
-from tuning.importexport import export_examples, import_file
+from tuning.dataset_export import export_examples
+from tuning.dataset_import import import_file
+from tuning.editing import save_from_editor
+from tuning.example_table import ExampleFilter
 from tuning.splits import SplitConfig, assign_splits, get_config, parse_ratios, reassign_all, set_config
 
+from .dataset_format import (
+    ANY,
+    TABLE_HEADERS,
+    cleaning_markdown,
+    counts_text,
+    editor_values,
+    near_rows,
+    opt,
+    table_rows,
+    version_rows,
+)
+from .errors import shows_errors
+from .progress import on_bar
 from .uploads import download_copy, uploaded_path
 
-TABLE_HEADERS = ["id", "split", "status", "source", "label", "tags", "prompt", "answer", "provenance"]
-PAGE = 200
-ANY = "(any)"
+PAGE = 200  # examples shown at once
 
 
-# ---- formatting (plain functions) -------------------------------------------------------------
-def _short(text: str, n: int = 120) -> str:
-    text = " ".join((text or "").split())
-    return text if len(text) <= n else text[: n - 1] + "…"
-
-
-def provenance_text(ex: Example) -> str:
-    p = ex.provenance or {}
-    if not p.get("message_id"):
-        return ex.source
-    return (
-        f"chat {p.get('conversation_id')} · message {p.get('message_id')} · {str(p.get('message_time', ''))[:19]}"
-        f"{' · edited' if p.get('edited') else ''}"
-    )
-
-
-def table_rows(examples: list[Example]) -> list[list]:
-    return [
-        [
-            ex.id,
-            ex.split or "",
-            ex.status,
-            ex.source,
-            ex.label or "",
-            ", ".join(ex.tags),
-            _short(ex.prompt),
-            _short(ex.answer),
-            provenance_text(ex),
-        ]
-        for ex in examples
-    ]
-
-
-def counts_text(store) -> str:
-    c = store.counts_by_split()
-    total = sum(c.values())
-    excluded = store.count(ExampleFilter(status="excluded"))
-    return f"**{total} active examples** · train {c['train']} · validation {c['validation']} · test {c['test']}" + (
-        f" · {excluded} excluded" if excluded else ""
-    )
-
-
-def _opt(value):
-    return None if value in (None, "", ANY) else value
-
-
-def _fail(exc: Exception):
-    raise gr.Error(str(exc)) from exc
+@dataclass
+class DatasetTab:
+    table: gr.Dataframe
+    counts: gr.Markdown
+    versions_table: gr.Dataframe
+    filters: list  # search text, tag, source, split, label, status
+    refresh_outputs: list  # table, counts, tag and label choices
+    refresh: Callable  # (*filters) -> the values of `refresh_outputs`
+    on_open: Callable  # (*filters) -> refresh_outputs + versions_table: the tab was opened
 
 
 def _download_copy(path: Path) -> str:
@@ -90,7 +66,7 @@ def _download_copy(path: Path) -> str:
 
 
 # ---- the Dataset tab --------------------------------------------------------------------------
-def build_dataset_tab(curation: Curation, tokenizer=None) -> dict:
+def build_dataset_tab(curation: Curation, tokenizer=None) -> DatasetTab:
     store, versions = curation.store, curation.versions
     with gr.Row():
         search = gr.Textbox(label="Search", placeholder="words in the prompt or answer", scale=3)
@@ -201,8 +177,11 @@ def build_dataset_tab(curation: Curation, tokenizer=None) -> dict:
 
     def _filter(q, tag, source, split, lab, stat) -> ExampleFilter:
         return ExampleFilter(
-            query=q or "", tag=_opt(tag), source=_opt(source), split=_opt(split), label=_opt(lab), status=_opt(stat)
+            query=q or "", tag=opt(tag), source=opt(source), split=opt(split), label=opt(lab), status=opt(stat)
         )
+
+    def _counts() -> str:
+        return counts_text(store.counts_by_split(), store.count(ExampleFilter(status="excluded")))
 
     def refresh(q, tag, source, split, lab, stat):
         flt = _filter(q, tag, source, split, lab, stat)
@@ -212,45 +191,21 @@ def build_dataset_tab(curation: Curation, tokenizer=None) -> dict:
         more = f" · showing {len(shown)} of {total} matches" if total > len(shown) else f" · {total} match(es)"
         return (
             table_rows(shown),
-            counts_text(store) + more,
+            _counts() + more,
             gr.update(choices=[ANY] + facets["tag"]),
             gr.update(choices=[ANY] + facets["label"]),
         )
 
     refresh_outputs = [table, counts, f_tag, f_label]
 
-    def _editor(ex: Example | None):
-        if ex is None:
-            return "", "", "", "", "", "", "active", "", "", ""
-        ctx = f"{len(ex.context)} earlier turn(s) of context" if ex.context else ""
-        if ex.passages:
-            ctx += (
-                (" · " if ctx else "")
-                + f"{len(ex.passages)} passage(s): "
-                + ", ".join(p.get("source", "") for p in ex.passages)
-            )
-        prov = f"Provenance: {provenance_text(ex)} · created {ex.created_at[:19]} · split {ex.split}"
-        text = preview_text(ex, tokenizer) if tokenizer is not None else "(no tokenizer loaded)"
-        return (
-            str(ex.id),
-            ex.system,
-            ctx,
-            ex.prompt,
-            ex.answer,
-            ex.label or "",
-            ", ".join(ex.tags),
-            ex.status,
-            prov,
-            text,
-        )
+    def _editor(ex):
+        return editor_values(ex, tokenizer)
 
     editor_outputs = [ex_id, system, context_md, prompt, answer, label, tags, status, provenance, preview]
 
+    @shows_errors(also=(ValueError,))
     def open_example(example_id):
-        try:
-            return _editor(store.get(int(example_id)))
-        except (TailorError, ValueError) as exc:
-            _fail(exc)
+        return _editor(store.get(int(example_id)))
 
     def on_select(evt: gr.SelectData):
         row = evt.row_value or []
@@ -258,69 +213,50 @@ def build_dataset_tab(curation: Curation, tokenizer=None) -> dict:
             return gr.update()
         return open_example(row[0])
 
+    @shows_errors(also=(ValueError,))
     def save(example_id, sys_text, user_text, answer_text, lab, tag_text, stat):
-        try:
-            if (example_id or "").strip():
-                old = store.get(int(example_id))
-                messages = [dict(m) for m in old.messages]
-                if messages[0]["role"] == "system":
-                    messages = messages[1:]
-                messages[-2]["content"], messages[-1]["content"] = user_text or "", answer_text or ""
-                if (sys_text or "").strip():
-                    messages = [{"role": "system", "content": sys_text.strip()}] + messages
-                if not (user_text or "").strip() or not (answer_text or "").strip():
-                    raise ValidationError("the user message and the answer must not be empty")
-                ex = store.update(old.id, messages=messages, label=lab or None, tags=tag_text or [], status=stat)
-                msg = f"Saved example {ex.id}."
-            else:
-                if not (user_text or "").strip() or not (answer_text or "").strip():
-                    raise ValidationError("write a user message and an answer first")
-                messages = ([{"role": "system", "content": sys_text.strip()}] if (sys_text or "").strip() else []) + [
-                    {"role": "user", "content": user_text},
-                    {"role": "assistant", "content": answer_text},
-                ]
-                ex = store.add(
-                    make_example(messages, label=lab, tags=tag_text, status=stat or "active", source="manual")
-                )
-                msg = f"Added example {ex.id} ({ex.split})."
-        except (TailorError, ValueError) as exc:
-            _fail(exc)
+        ex, added = save_from_editor(
+            store,
+            example_id,
+            system=sys_text,
+            user=user_text,
+            answer=answer_text,
+            label=lab,
+            tags=tag_text,
+            status=stat,
+        )
+        msg = f"Added example {ex.id} ({ex.split})." if added else f"Saved example {ex.id}."
         return (*_editor(ex), msg)
 
     def new_example():
         return (*_editor(None), "New example: fill in the user message and the answer, then Save.")
 
+    @shows_errors(also=(ValueError,))
     def delete(example_id):
         if not (example_id or "").strip():
             raise gr.Error("Pick an example first (click a row).")
-        try:
-            store.delete([int(example_id)])
-        except (TailorError, ValueError) as exc:
-            _fail(exc)
+        store.delete([int(example_id)])
         return (*_editor(None), f"Deleted example {example_id}. “Undo last change” brings it back.")
 
+    @shows_errors
     def undo():
-        try:
-            recent = store.undo_batches(1)
-            n = store.undo()
-        except TailorError as exc:
-            _fail(exc)
+        recent = store.undo_batches(1)
+        n = store.undo()
         what = "removed" if recent and recent[0].get("kind") == "import" else "restored"
         return f"Undid “{recent[0]['description']}” ({n} example(s) {what})."
 
+    @shows_errors
     def bulk(tag, remove, q, t, source, split, lab, stat):
         ids = [ex.id for ex in store.list(_filter(q, t, source, split, lab, stat))]
-        try:
-            if not ids:
-                raise ValidationError("no examples are shown")
-            if remove:
-                store.bulk_tag(ids, remove=[tag])
-            else:
-                store.bulk_tag(ids, add=[tag])
-        except TailorError as exc:
-            _fail(exc)
+        if not ids:
+            raise ValidationError("no examples are shown")
+        if remove:
+            store.bulk_tag(ids, remove=[tag])
+        else:
+            store.bulk_tag(ids, add=[tag])
         return f"{'Removed' if remove else 'Added'} tag “{tag}” on {len(ids)} example(s). Undo is available."
 
+    @shows_errors
     def do_import(file, extra_tags, progress=gr.Progress()):
         if not file:
             raise gr.Error("Choose a file to import first.")
@@ -328,152 +264,94 @@ def build_dataset_tab(curation: Curation, tokenizer=None) -> dict:
         path = Path(uploaded_path(file))
         try:
             result = import_file(
-                store,
-                path,
-                tags=extra_tags,
-                progress=lambda done, total: progress((done, total), desc="Importing", unit="bytes"),
+                store, path, tags=extra_tags, progress=on_bar(progress, desc="Importing", unit="bytes")
             )
         except Exception as exc:
             op = getattr(exc, "partial_import", None)
-            if op is not None:
-                raise gr.Error(
-                    f"{exc}. The import is PARTIAL: {op['examples']} examples from {op['file_name']} "
-                    "landed before it stopped. “Undo last change” removes exactly those; importing the "
-                    "file again adds only the rest."
-                ) from exc
-            if isinstance(exc, TailorError):
-                _fail(exc)
-            raise
+            if op is None:
+                raise
+            raise gr.Error(
+                f"{exc}. The import is PARTIAL: {op['examples']} examples from {op['file_name']} "
+                "landed before it stopped. “Undo last change” removes exactly those; importing the "
+                "file again adds only the rest."
+            ) from exc
         text = result.summary()
         if result.imported:
             text += "\n“Undo last change” removes this import."
         return text.replace("\n", "\n\n")
 
+    @shows_errors
     def do_export(fmt, rendered, progress=gr.Progress()):
         examples = store.list(ExampleFilter(status="active"))
         if not examples:
             raise gr.Error("There are no active examples to export.")
         stamp = utcnow()[:19].replace(":", "").replace("-", "")
         name = f"examples-{stamp}" + ("" if fmt == "hf" else ".jsonl")
-        try:
-            dest = export_examples(
-                examples,
-                curation.workspace.exports_dir / name,
-                fmt,
-                rendered=rendered,
-                progress=lambda d, t: progress((d, t), desc="Exporting"),
-            )
-        except TailorError as exc:
-            _fail(exc)
+        dest = export_examples(
+            examples,
+            curation.workspace.exports_dir / name,
+            fmt,
+            rendered=rendered,
+            progress=on_bar(progress, desc="Exporting", unit="steps"),
+        )
         return _download_copy(dest)
 
+    def _cleaning_report(kinds, thr, max_len, progress: Progress = no_progress):
+        """The report with the tab's settings; the near-duplicate check needs the embedding
+        model, the length check the chat model's tokenizer (skipped without one)."""
+        embedder = None
+        if "near_duplicate" in (kinds or []):
+            from assistant.embeddings import get_embedder
+
+            embedder = get_embedder()
+        return build_report(
+            store,
+            embedder=embedder,
+            count_tokens=token_counter(tokenizer) if tokenizer is not None else None,
+            max_tokens=int(max_len or DEFAULT_MAX_TOKENS),
+            near_threshold=float(thr),
+            checks=kinds or [],
+            progress=progress,
+        )
+
+    @shows_errors
     def run_report(kinds, thr, max_len, progress=gr.Progress()):
-        embedder = None
-        if "near_duplicate" in (kinds or []):
-            from assistant.embeddings import get_embedder
+        report = _cleaning_report(kinds, thr, max_len, on_bar(progress))
+        return cleaning_markdown(report), near_rows(report)
 
-            embedder = get_embedder()
-        try:
-            report = build_report(
-                store,
-                embedder=embedder,
-                count_tokens=token_counter(tokenizer) if tokenizer is not None else None,
-                max_tokens=int(max_len or DEFAULT_MAX_TOKENS),
-                near_threshold=float(thr),
-                checks=kinds or [],
-                progress=lambda msg, frac: progress(frac, desc=msg),
-            )
-        except TailorError as exc:
-            _fail(exc)
-        lines = [report.summary(), ""]
-        for f in report.findings:
-            if f.kind == "near_duplicate":
-                continue
-            keep = f" — the fix keeps {f.keep}" if f.keep is not None else ""
-            extra = ""
-            if f.kind == "pii":
-                extra = "<br>redacted: " + " / ".join(_short(t, 200) for t in f.preview["after"])
-            lines.append(f"- **{f.kind}** examples {', '.join(map(str, f.example_ids))}: {f.detail}{keep}{extra}")
-        near = [
-            [
-                round(f.score, 3),
-                f.preview["left"]["id"],
-                f"Q: {_short(f.preview['left']['prompt'], 200)}\nA: {_short(f.preview['left']['answer'], 300)}",
-                f.preview["right"]["id"],
-                f"Q: {_short(f.preview['right']['prompt'], 200)}\nA: {_short(f.preview['right']['answer'], 300)}",
-            ]
-            for f in report.of("near_duplicate")
-        ]
-        return "\n".join(lines), near
-
+    @shows_errors
     def fix(kinds, thr, max_len):
-        embedder = None
-        if "near_duplicate" in (kinds or []):
-            from assistant.embeddings import get_embedder
-
-            embedder = get_embedder()
-        try:
-            report = build_report(
-                store,
-                embedder=embedder,
-                count_tokens=token_counter(tokenizer) if tokenizer is not None else None,
-                max_tokens=int(max_len or DEFAULT_MAX_TOKENS),
-                near_threshold=float(thr),
-                checks=kinds or [],
-            )
-            result = apply_fixes(store, report, kinds=kinds or [])
-        except TailorError as exc:
-            _fail(exc)
+        result = apply_fixes(store, _cleaning_report(kinds, thr, max_len), kinds=kinds or [])
         return result.summary() + (" Use “Undo last change” above to put it all back." if result.batch else "")
 
+    @shows_errors
     def keep(keep_, drop_):
-        try:
-            if keep_ is None or drop_ is None:
-                raise ValidationError("give the example to keep and the one to delete")
-            keep_one(store, int(keep_), [int(drop_)])
-        except TailorError as exc:
-            _fail(exc)
+        if keep_ is None or drop_ is None:
+            raise ValidationError("give the example to keep and the one to delete")
+        keep_one(store, int(keep_), [int(drop_)])
         return f"Kept {int(keep_)}, deleted {int(drop_)} (undoable)."
 
+    @shows_errors
     def do_split(ratio_text, re_all):
-        try:
-            config = set_config(store, SplitConfig(parse_ratios(ratio_text), get_config(store).seed))
-            added = reassign_all(store, config) if re_all else assign_splits(store, config)
-        except TailorError as exc:
-            _fail(exc)
-        return f"Newly assigned: {added}. {counts_text(store)}"
+        config = set_config(store, SplitConfig(parse_ratios(ratio_text), get_config(store).seed))
+        added = reassign_all(store, config) if re_all else assign_splits(store, config)
+        return f"Newly assigned: {added}. {_counts()}"
 
-    def version_rows():
-        return [
-            [
-                v.id,
-                v.created_at[:19],
-                v.counts.get("train", 0),
-                v.counts.get("validation", 0),
-                v.counts.get("test", 0),
-                v.content_hash[:12],
-                v.note,
-            ]
-            for v in reversed(versions.list())
-        ]
-
+    @shows_errors
     def snapshot(note_text):
-        try:
-            before = versions.latest()
-            v = versions.snapshot(note_text or "")
-        except TailorError as exc:
-            _fail(exc)
+        before = versions.latest()
+        v = versions.snapshot(note_text or "")
         same = before is not None and before.id == v.id
-        return version_rows(), (f"Nothing changed since v{v.id}." if same else f"Created v{v.id}: {v.counts}.")
+        return version_rows(versions.list()), (
+            f"Nothing changed since v{v.id}." if same else f"Created v{v.id}: {v.counts}."
+        )
 
+    @shows_errors(also=(TypeError, ValueError))
     def diff(a, b):
-        try:
-            return versions.diff(int(a), int(b))
-        except (TailorError, TypeError, ValueError) as exc:
-            _fail(exc)
+        return versions.diff(int(a), int(b))
 
     def on_open(*flt):
-        return (*refresh(*flt), version_rows())
+        return (*refresh(*flt), version_rows(versions.list()))
 
     # ---- events (each with its own api_name, for gradio_client scripts) ----
     refresh_btn.click(refresh, filters, refresh_outputs, api_name="dataset_search")
@@ -521,130 +399,12 @@ def build_dataset_tab(curation: Curation, tokenizer=None) -> dict:
     snapshot_btn.click(snapshot, [note], [versions_table, split_md], api_name="dataset_snapshot")
     diff_btn.click(diff, [diff_a, diff_b], [diff_json], api_name="dataset_diff")
 
-    return {
-        "table": table,
-        "counts": counts,
-        "filters": filters,
-        "refresh": refresh,
-        "on_open": on_open,
-        "refresh_outputs": refresh_outputs,
-        "versions_table": versions_table,
-    }
-
-
-# ---- curation controls under the chat ---------------------------------------------------------
-def _assistant_messages(log: ConversationLog, conversation_id: str):
-    return [m for m in log.get(conversation_id).messages if m.role == "assistant"]
-
-
-def attach_curation(chat: dict, curation: Curation, log: ConversationLog) -> dict:
-    """Thumbs up/down, "save as example" and "edit and save" for the chat tab's replies.
-    Call inside the chat tab, after build_chat_tab; `chat` is what that returned."""
-    store = curation.store
-    with gr.Accordion("Curate a reply: rate it, or save it (edited) as a training example", open=False):
-        with gr.Row():
-            reply = gr.Dropdown(label="Assistant reply", choices=[], value=None, scale=4, allow_custom_value=True)
-            load_btn = gr.Button("Load replies", size="sm", scale=1)
-        with gr.Row():
-            up_btn = gr.Button("👍 Good", scale=1)
-            down_btn = gr.Button("👎 Bad", scale=1)
-            reason = gr.Textbox(label="Reason (optional)", max_lines=1, scale=4)
-        edited = gr.Textbox(label="Ideal answer (edit the reply into what it should have said)", lines=4)
-        with gr.Row():
-            cur_tags = gr.Textbox(label="Tags", placeholder="comma,separated", max_lines=1)
-            cur_label = gr.Textbox(label="Label", max_lines=1)
-        with gr.Row():
-            save_btn = gr.Button("Save reply as example")
-            save_edit_btn = gr.Button("Save edited reply", variant="primary")
-        cur_status = gr.Markdown("")
-
-    def load(conv_id):
-        conv_id = (conv_id or "").strip()
-        if not conv_id:
-            return gr.update(choices=[], value=None), "", ""
-        try:
-            replies = _assistant_messages(log, conv_id)
-        except TailorError:
-            return gr.update(choices=[], value=None), "", ""
-        if not replies:
-            return gr.update(choices=[], value=None), "", ""
-        choices = [(f"#{m.id} {_short(m.content, 70)}", m.id) for m in replies]
-        last = replies[-1]
-        return gr.update(choices=choices, value=last.id), last.content, _reply_state(last)
-
-    def _reply_state(m) -> str:
-        saved = store.find_by_message(m.id)
-        rating = {1: "👍", -1: "👎"}.get(m.rating, "not rated")
-        return f"Reply #{m.id}: {rating}" + (
-            f" · saved as example {', '.join(str(e.id) for e in saved)}" if saved else ""
-        )
-
-    def pick(msg_id):
-        if msg_id in (None, ""):
-            return "", ""
-        try:
-            m = log.message(int(msg_id))
-        except (TailorError, ValueError) as exc:
-            _fail(exc)
-        return m.content, _reply_state(m)
-
-    def rate(msg_id, why, rating):
-        if msg_id in (None, ""):
-            raise gr.Error("Pick a reply first.")
-        try:
-            log.set_feedback(int(msg_id), rating, why or "")
-            return _reply_state(log.message(int(msg_id)))
-        except (TailorError, ValueError) as exc:
-            _fail(exc)
-
-    def like(conv_id, evt: gr.LikeData):
-        """The chatbot's own thumbs: its index counts user and assistant messages."""
-        conv_id = (conv_id or "").strip()
-        if not conv_id:
-            raise gr.Error("This chat has not been saved yet.")
-        index = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
-        shown = [m for m in log.get(conv_id).messages if m.role in ("user", "assistant")]
-        if not 0 <= int(index) < len(shown) or shown[int(index)].role != "assistant":
-            raise gr.Error("Only assistant replies can be rated.")
-        m = shown[int(index)]
-        rating = None if evt.liked is None or evt.liked == "" else (1 if evt.liked is True else -1)
-        log.set_feedback(m.id, rating)
-        return _reply_state(log.message(m.id))
-
-    def save(msg_id, text, tag_text, lab, use_edit):
-        if msg_id in (None, ""):
-            raise gr.Error("Pick a reply first (press “Load replies” after chatting).")
-        try:
-            ex = store.from_message(
-                log, int(msg_id), edited_text=text if use_edit else None, label=lab or None, tags=tag_text or None
-            )
-        except (TailorError, ValueError) as exc:
-            _fail(exc)
-        kind = "edited reply" if ex.edited else "reply"
-        return (
-            f"Saved the {kind} as example {ex.id} ({ex.split}) · from conversation {ex.conversation_id}, "
-            f"message {ex.message_id}. It is in the Dataset tab."
-        )
-
-    conv = chat["conversation_id"]
-    load_btn.click(load, [conv], [reply, edited, cur_status], api_name="curate_load_replies")
-    # The chat's status line changes when a reply has been stored (and when a conversation
-    # opens), so the reply list follows the chat without touching the chat tab's own events.
-    chat["status"].change(load, [conv], [reply, edited, cur_status], api_name="curate_follow_chat")
-    reply.input(pick, [reply], [edited, cur_status], api_name="curate_pick_reply")
-    up_btn.click(lambda m, r: rate(m, r, 1), [reply, reason], [cur_status], api_name="curate_thumbs_up")
-    down_btn.click(lambda m, r: rate(m, r, -1), [reply, reason], [cur_status], api_name="curate_thumbs_down")
-    chat["chatbot"].like(like, [conv], [cur_status], api_name="curate_like")
-    save_btn.click(
-        lambda m, t, tg, lb: save(m, t, tg, lb, False),
-        [reply, edited, cur_tags, cur_label],
-        [cur_status],
-        api_name="curate_save_reply",
+    return DatasetTab(
+        table=table,
+        counts=counts,
+        versions_table=versions_table,
+        filters=filters,
+        refresh_outputs=refresh_outputs,
+        refresh=refresh,
+        on_open=on_open,
     )
-    save_edit_btn.click(
-        lambda m, t, tg, lb: save(m, t, tg, lb, True),
-        [reply, edited, cur_tags, cur_label],
-        [cur_status],
-        api_name="curate_save_edited",
-    )
-    return {"reply": reply, "edited": edited, "status": cur_status}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import gradio as gr
 
 from assistant.errors import TailorError
-from cli.demo import load_demo
+from demo import load_demo
 
 
 def build_demo_panel(workspace, curation, knowledge) -> dict:

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 
-from assistant.errors import TailorError, ValidationError
 from evals import Evals
 from evals.charts import interval_chart_svg
 from evals.reports import (
@@ -28,57 +28,64 @@ from evals.reports import (
     history_rows,
     metrics_table,
     side_by_side,
-    training_example,
 )
 from evals.runner import TUNED, RunOptions
-from evals.sets import EvalSet, load_facts, load_reference_file, subsample
+from evals.selection import FACTS, FILE, TEST, SaveExample, TestSplit, save_item_as_example, set_from_choice
 from evals.votes import CHOICES
 
+from .errors import shows_errors
+from .eval_format import (
+    classification_markdown,
+    history_frames,
+    ratings_frame,
+    run_choices,
+    side_by_side_frame,
+    status_line,
+    tests_markdown,
+    vote_verdict,
+    win_frame,
+)
 from .uploads import uploaded_path
 
 SET_TEST, SET_FACTS, SET_FILE = "test split", "facts", "uploaded file"
+SET_KINDS = {SET_TEST: TEST, SET_FACTS: FACTS, SET_FILE: FILE}  # the radio's labels -> evals.selection
 ANY = "any two"
 ORDERS = {"A did worse first": "a_worse", "A did better first": "a_better", "set order": "position"}
 _METRIC_CHOICES = [(label, key) for key, label, _ in METRICS]
 _TEST_CHOICES = [(METRIC_LABELS[k], k) for k in PER_ITEM]
 
 
-def _err(exc: Exception) -> gr.Error:
-    return gr.Error(str(exc))
+@dataclass
+class EvalTab:
+    """The components the app refreshes and the handlers (tests call them directly)."""
 
-
-def run_choices(evals: Evals) -> list[tuple[str, str]]:
-    return [
-        (
-            f"{r.created_at[:16].replace('T', ' ')} · {r.set_kind}:{r.set_name} · {', '.join(r.arm_keys)} · "
-            f"{r.status} {r.done}/{r.total}",
-            r.id,
-        )
-        for r in evals.store.list_runs()
-    ]
-
-
-def status_line(evals: Evals, run_id: str) -> str:
-    r = evals.store.get_run(run_id)
-    text = f"Run `{r.id}`: **{r.status}**, {r.done}/{r.total} replies"
-    if r.dataset_version:
-        text += f", dataset version {r.dataset_version}"
-    if r.error:
-        text += f" — {r.error}"
-    return text
+    run_id: gr.Textbox  # the run shown
+    runs: gr.Dropdown  # the stored runs
+    arms: gr.CheckboxGroup  # the models to evaluate
+    list_runs: Callable  # (current run id=None) -> update of `runs`
+    refresh_models: Callable  # () -> update of `arms` (adapters published since the page opened)
+    model_choices: Callable  # () -> the models an arm can use
+    start: Callable
+    open_run: Callable
+    compare: Callable
+    save: Callable
+    next_pair: Callable
+    vote: dict[str, Callable]  # one handler per vote choice (evals.votes.CHOICES)
+    standings: Callable
+    history: Callable
 
 
 def build_eval_tab(
     evals: Evals,
     *,
-    test_split: Callable[[], EvalSet] | None = None,
+    test_split: TestSplit | None = None,
     facts_path: Path | None = None,
-    save_example: Callable[[list[dict], str, dict], str] | None = None,
-) -> dict:
+    save_example: SaveExample | None = None,
+) -> EvalTab:
     """Build the tab inside the current gr.Blocks.
 
-    test_split: returns the current dataset version's test split (composed by ui/app.py from
-    the tuning package); facts_path: the default facts set; save_example(messages, reply,
+    test_split: returns the current dataset version's test split (composed from the tuning
+    package by build_eval_tab_for_core); facts_path: the default facts set; save_example(messages, reply,
     provenance) stores a training example and returns a message (the curation store)."""
     runs, votes = evals.runs, evals.votes
 
@@ -106,7 +113,7 @@ def build_eval_tab(
 
     with gr.Row():
         runs_dd = gr.Dropdown(
-            label="Evaluation runs", choices=run_choices(evals), value=None, interactive=True, scale=4
+            label="Evaluation runs", choices=run_choices(evals.store.list_runs()), value=None, interactive=True, scale=4
         )
         refresh_btn = gr.Button("Refresh", size="sm", scale=1)
         metric = gr.Dropdown(_METRIC_CHOICES, value="semantic", label="Chart metric", scale=2)
@@ -163,46 +170,28 @@ def build_eval_tab(
         hist_df = gr.Dataframe(label="Runs", interactive=False)
 
     # ---- handlers -----------------------------------------------------------------------
-    def pick_set(kind: str, file, n: int) -> EvalSet:
-        if kind == SET_TEST:
-            if test_split is None:
-                raise ValidationError("no dataset test split is available here")
-            evalset = test_split()
-        elif kind == SET_FACTS:
-            if facts_path is None or not Path(facts_path).is_file():
-                raise ValidationError("no facts set is configured; upload one as a file instead")
-            evalset = load_facts(facts_path)
-        elif kind == SET_FILE:
-            if not file:
-                raise ValidationError("upload a JSONL file with reference answers first")
-            # Only a file this server received as an upload (a web request can name any path).
-            evalset = load_reference_file(uploaded_path(file))
-        else:
-            raise ValidationError(f"unknown set {kind!r}")
-        return subsample(evalset, int(n or 0) or None)
-
+    @shows_errors
     def start(models, rags, kind, file, n, max_tokens):
-        try:
-            evalset = pick_set(kind, file, n)
-            chosen = runs.resolve_arms(list(models or []) or None, list(rags or []) or None)
-            run = runs.start(evalset, chosen, RunOptions(max_new_tokens=int(max_tokens)))
-        except TailorError as exc:
-            raise _err(exc) from exc
+        # Only a file this server received as an upload (a web request can name any path).
+        path = uploaded_path(file) if kind == SET_FILE and file else None
+        evalset = set_from_choice(
+            SET_KINDS.get(kind, kind), test_split=test_split, facts_path=facts_path, path=path, limit=int(n or 0)
+        )
+        chosen = runs.resolve_arms(list(models or []) or None, list(rags or []) or None)
+        run = runs.start(evalset, chosen, RunOptions(max_new_tokens=int(max_tokens)))
         note = f" ({len(evalset.skipped)} lines skipped)" if evalset.skipped else ""
         return run.id, f"Started run `{run.id}` on {len(evalset.items)} items{note}."
 
+    @shows_errors
     def watch(rid, progress=gr.Progress()):
         rid = (rid or "").strip()
         if not rid:
             return ""
         while True:
-            try:
-                r = evals.store.get_run(rid)
-            except TailorError as exc:
-                raise _err(exc) from exc
+            r = evals.store.get_run(rid)
             progress(r.progress, desc=f"{r.done}/{r.total} replies")
             if r.status not in ("queued", "running"):
-                return status_line(evals, rid)
+                return status_line(r)
             time.sleep(1.0)
 
     def cancel(rid):
@@ -210,30 +199,17 @@ def build_eval_tab(
         return "Cancelling…" if rid and runs.cancel(rid) else "Nothing to cancel."
 
     def list_runs(current=None):
-        return gr.update(choices=run_choices(evals), value=current or None)
+        return gr.update(choices=run_choices(evals.store.list_runs()), value=current or None)
 
+    @shows_errors
     def open_run(rid, chart_metric):
         rid = (rid or "").strip()
         if not rid:
             return None, "", "", gr.update(), gr.update(), gr.update(), gr.update(), rid
-        try:
-            run = evals.store.get_run(rid)
-            summary = aggregate_run(evals.store, rid)
-        except TailorError as exc:
-            raise _err(exc) from exc
+        run = evals.store.get_run(rid)
+        summary = aggregate_run(evals.store, rid)
         header, rows = metrics_table(summary)
-        cls_md = ""
-        for arm, rep in summary.classification.items():
-            cols = list(next(iter(rep.confusion.values())).keys()) if rep.confusion else []
-            lines = [
-                f"**{arm}** — accuracy {rep.accuracy:.3f}, macro P/R/F1 {rep.macro_precision:.3f} / "
-                f"{rep.macro_recall:.3f} / {rep.macro_f1:.3f}",
-                "",
-                "| gold \\ predicted | " + " | ".join(cols) + " |",
-                "|---" * (len(cols) + 1) + "|",
-            ]
-            lines += [f"| {g} | " + " | ".join(str(row[c]) for c in cols) + " |" for g, row in rep.confusion.items()]
-            cls_md += "\n".join(lines) + "\n\n"
+        cls_md = classification_markdown(summary)
         keys = run.arm_keys
         a = gr.update(choices=keys, value=keys[-1] if keys else None)
         b = gr.update(choices=keys, value=keys[0] if keys else None)
@@ -241,7 +217,7 @@ def build_eval_tab(
         return (
             pd.DataFrame(rows, columns=header),
             interval_chart_svg(summary, chart_metric or "semantic"),
-            status_line(evals, rid) + ("\n\n" + cls_md if cls_md else ""),
+            status_line(run) + ("\n\n" + cls_md if cls_md else ""),
             a,
             b,
             vx,
@@ -249,57 +225,25 @@ def build_eval_tab(
             rid,
         )
 
+    @shows_errors
     def redraw(rid, chart_metric):
         rid = (rid or "").strip()
         if not rid:
             return ""
-        try:
-            return interval_chart_svg(aggregate_run(evals.store, rid), chart_metric or "semantic")
-        except TailorError as exc:
-            raise _err(exc) from exc
+        return interval_chart_svg(aggregate_run(evals.store, rid), chart_metric or "semantic")
 
+    @shows_errors
     def compare(rid, a, b, m, order_label):
         rid = (rid or "").strip()
         if not rid or not a or not b:
             raise gr.Error("Open a run and choose two arms first.")
         if a == b:
             raise gr.Error("Choose two different arms.")
-        try:
-            tests = all_comparisons(evals.store, rid, m)
-            rows = side_by_side(evals.store, rid, a, b, m, ORDERS.get(order_label, "a_worse"))
-        except TailorError as exc:
-            raise _err(exc) from exc
-        lines = [
-            f"Paired permutation test (random sign flips of per-item differences, 10,000 draws) on "
-            f"**{METRIC_LABELS.get(m, m)}**; interval: bootstrap 95% of the mean difference.",
-            "",
-            "| A | B | mean A − B | 95% interval | p | n | |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for x, y, t in tests:
-            if t.n == 0:
-                continue
-            mark = "significant" if t.significant else ""
-            lines.append(
-                f"| {x} | {y} | {t.mean_diff:+.3f} | [{t.lo:+.3f}, {t.hi:+.3f}] | {t.p_value:.4f} | {t.n} | {mark} |"
-            )
-        df = pd.DataFrame(
-            [
-                {
-                    "item": r.item_id,
-                    "prompt": r.prompt,
-                    "reference": r.reference,
-                    f"A: {a}": r.reply_a,
-                    f"B: {b}": r.reply_b,
-                    "A value": r.value_a,
-                    "B value": r.value_b,
-                    "A − B": r.diff,
-                }
-                for r in rows
-            ]
-        )
-        return "\n".join(lines), df
+        tests = all_comparisons(evals.store, rid, m)
+        rows = side_by_side(evals.store, rid, a, b, m, ORDERS.get(order_label, "a_worse"))
+        return tests_markdown(tests, m), side_by_side_frame(rows, a, b)
 
+    @shows_errors
     def save(rid, a, b, item, side):
         if save_example is None:
             raise gr.Error("Saving training examples needs the Dataset (curation) store.")
@@ -307,12 +251,9 @@ def build_eval_tab(
         arm = a if side == "A" else b
         if not rid or not arm or not item:
             raise gr.Error("Open a run, choose the arms and type an item id from the table.")
-        try:
-            messages, reply = training_example(evals.store, rid, arm, item)
-            return save_example(messages, reply, {"eval_run": rid, "arm": arm, "item_id": item})
-        except TailorError as exc:
-            raise _err(exc) from exc
+        return save_item_as_example(evals.store, rid, arm, item, save_example)
 
+    @shows_errors
     def next_pair(rid, x, y):
         """Returns only (pair id, prompt, reply A, reply B, status): nothing that names an arm."""
         rid = (rid or "").strip()
@@ -320,69 +261,26 @@ def build_eval_tab(
             raise gr.Error("Open an evaluation run first.")
         x = None if x in (None, "", ANY) else x
         y = None if y in (None, "", ANY) else y
-        try:
-            pair = votes.next_pair(rid, x, y)
-        except TailorError as exc:
-            raise _err(exc) from exc
+        pair = votes.next_pair(rid, x, y)
         return pair.pair_id, f"**Prompt:** {pair.prompt}", pair.reply_a, pair.reply_b, "Which reply is better?"
 
     def standings():
-        rates = votes.win_rates()
-        win_df = pd.DataFrame(
-            [
-                {
-                    "player": r.player,
-                    "against": r.opponent,
-                    "votes": r.n,
-                    "wins": r.wins,
-                    "losses": r.losses,
-                    "ties": r.ties,
-                    "both bad": r.both_bad,
-                    "win rate": round(r.win_rate, 3),
-                    "95% low": round(r.lo, 3),
-                    "95% high": round(r.hi, 3),
-                    "wins of decided": None if r.wins + r.losses == 0 else round(r.decisive_rate, 3),
-                }
-                for r in rates
-            ]
-        )
-        bt_df = pd.DataFrame(
-            [
-                {"player": r.player, "rating": round(r.elo, 1), "strength": round(r.strength, 4), "games": r.games}
-                for r in votes.ratings()
-            ]
-        )
-        return win_df, bt_df
+        return win_frame(votes.win_rates()), ratings_frame(votes.ratings())
 
     def make_vote(choice):
+        @shows_errors
         def vote(pid):
             pid = (pid or "").strip()
             if not pid:
                 raise gr.Error("Load a pair first.")
-            try:
-                out = votes.vote(pid, choice)
-            except TailorError as exc:
-                raise _err(exc) from exc
-            verdict = {
-                "a": f"you preferred **{out.arm_a}**",
-                "b": f"you preferred **{out.arm_b}**",
-                "tie": "a tie",
-                "both_bad": "both bad",
-            }[out.choice]
+            out = votes.vote(pid, choice)
             win_df, bt_df = standings()
-            return "", f"Reply A was **{out.arm_a}**, reply B was **{out.arm_b}**: {verdict}.", win_df, bt_df
+            return "", vote_verdict(out), win_df, bt_df
 
         return vote
 
     def history(m, kind):
-        rows = history_rows(evals.store, m or "semantic", None if kind in (None, "all") else kind)
-        df = pd.DataFrame(rows)
-        if df.empty:
-            return None, df
-        df["time"] = pd.to_datetime(df["created_at"])
-        plot = df[["time", "mean", "arm"]]
-        table = df[["created_at", "run_id", "set_kind", "set_name", "arm", "adapter_version", "mean", "lo", "hi", "n"]]
-        return plot, table
+        return history_frames(history_rows(evals.store, m or "semantic", None if kind in (None, "all") else kind))
 
     # ---- events -------------------------------------------------------------------------
     start_btn.click(
@@ -423,35 +321,38 @@ def build_eval_tab(
     board_btn.click(standings, None, [win_table, bt_table], api_name="eval_standings")
     hist_btn.click(history, [hist_metric, hist_set], [hist_plot, hist_df], api_name="eval_history")
 
-    return {
-        "run_id": run_id,
-        "runs": runs_dd,
-        "arms": arms,
-        "list_runs": list_runs,
-        "start": start,
-        "open_run": open_run,
-        "compare": compare,
-        "save": save,
-        "next_pair": next_pair,
-        "vote": vote_handlers,
-        "standings": standings,
-        "history": history,
-        "model_choices": model_choices,
-        "refresh_models": lambda: gr.update(choices=model_choices()),
-    }
+    return EvalTab(
+        run_id=run_id,
+        runs=runs_dd,
+        arms=arms,
+        list_runs=list_runs,
+        refresh_models=lambda: gr.update(choices=model_choices()),
+        model_choices=model_choices,
+        start=start,
+        open_run=open_run,
+        compare=compare,
+        save=save,
+        next_pair=next_pair,
+        vote=vote_handlers,
+        standings=standings,
+        history=history,
+    )
 
 
-def build_eval_tab_for_core(core) -> dict:
+def build_eval_tab_for_core(core, curation=None) -> EvalTab:
     """The tab composed from the app's core: the chat's engine/adapters/retriever, the latest
-    dataset version's test split and the curation store (through cli.eval_cmds' gradio-free
-    helpers, shared with `tailor eval`)."""
-    from cli.eval_cmds import DEMO_FACTS, example_saver, latest_test_split
+    dataset version's test split (tuning's version registry), the demo's facts set and the
+    curation store for "save as training example" (`curation`: the app's, else opened here)."""
+    from demo import demo_facts
     from evals import open_evals
+    from evals.selection import latest_test_split
+    from tuning import open_curation
+    from tuning.editing import example_saver
 
-    evals = open_evals(core.workspace, core.chat)
+    curation = curation or open_curation(core.workspace)
     return build_eval_tab(
-        evals,
-        test_split=lambda: latest_test_split(core.workspace),
-        facts_path=DEMO_FACTS,
-        save_example=example_saver(core.workspace),
+        open_evals(core.workspace, core.chat),
+        test_split=lambda: latest_test_split(core.workspace, curation.versions),
+        facts_path=demo_facts(),
+        save_example=example_saver(curation.store),
     )

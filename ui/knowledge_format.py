@@ -117,3 +117,13 @@ def with_citations(history: list[dict], messages: Sequence[StoredMessage]) -> li
         cites = citations_markdown(msg.retrieval) if msg.role == "assistant" else ""
         out.append({**item, "content": f"{item['content']}\n\n---\n{cites}"} if cites else item)
     return out + history[len(shown) :]
+
+
+def status_line(stats: dict, check=None) -> str:
+    """The knowledge base in one line: `stats` is KnowledgeService.stats(), `check` its last
+    index check (mentioned when it had to repair the index)."""
+    repaired = f" · index repaired at start ({'; '.join(check.problems)})" if check and check.rebuilt else ""
+    return (
+        f"**{stats['documents']} documents · {stats['chunks']} chunks** · index {stats['index_kind'] or 'empty'} · "
+        f"embeddings {stats['embedding_model']} · answers need support ≥ {stats['min_score']:.2f}{repaired}"
+    )

@@ -3,13 +3,15 @@ and search them with the dense, BM25 and fused scores side by side."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
 
-from assistant.errors import TailorError
 from retrieval.service import KnowledgeService
 
+from .errors import shows_errors
 from .knowledge_format import (
     DOCUMENT_COLUMNS,
     SEARCH_COLUMNS,
@@ -17,18 +19,26 @@ from .knowledge_format import (
     document_rows,
     ingest_report,
     search_rows,
+    status_line,
 )
+from .progress import on_bar
 from .uploads import uploaded_paths
 
 
-def _paths(files) -> list[str]:
-    """The files of an upload input, each checked to be one this server received as an
-    upload (a web request can name any server path: ui/uploads.py)."""
-    return uploaded_paths(files)
+@dataclass
+class KnowledgeTab:
+    table: gr.Dataframe  # the documents
+    picked: gr.Dropdown  # the document shown and deleted
+    status: gr.Markdown  # documents, chunks, index kind, embedding model
+    listing: Callable  # () -> (table rows, picked update, status): what `outputs` shows
+
+    @property
+    def outputs(self) -> list:
+        return [self.table, self.picked, self.status]
 
 
-def build_knowledge_tab(kb: KnowledgeService) -> dict:
-    """Build the tab inside the current gr.Blocks; returns its components by name."""
+def build_knowledge_tab(kb: KnowledgeService) -> KnowledgeTab:
+    """Build the tab inside the current gr.Blocks."""
     with gr.Row():
         with gr.Column(scale=2):
             # No file_types filter: Gradio would refuse the whole upload for one .docx among
@@ -75,42 +85,34 @@ def build_knowledge_tab(kb: KnowledgeService) -> dict:
     def ingest(paths, progress):
         # Uploaded files keep their own names (Gradio stores each in a folder of its own), and
         # the document name is that file name, so re-uploading an edited file replaces it.
-        results_ = []
-        for i, path in enumerate(paths):
-
-            def cb(frac, msg, i=i):
-                progress((i + frac) / len(paths), desc=msg)
-
-            results_.append(kb.add_file(path, name=Path(path).name, progress=cb))
+        results_ = kb.add_paths(paths, progress=on_bar(progress))
         return (ingest_report(results_), None, *listing())
 
+    # Uploads are checked to be files this server received (a web request can name any
+    # server path: ui/uploads.py) before the service sees them.
     def add(paths_in, progress=gr.Progress()):
-        paths = _paths(paths_in)
+        paths = uploaded_paths(paths_in)
         if not paths:
             raise gr.Error("Choose one or more files first.")
         return ingest(paths, progress)
 
     def add_folder(paths_in, progress=gr.Progress()):
-        paths = [p for p in _paths(paths_in) if not Path(p).name.startswith(".")]
+        paths = [p for p in uploaded_paths(paths_in) if not Path(p).name.startswith(".")]
         if not paths:
             raise gr.Error("Choose a folder first.")
         return ingest(paths, progress)
 
+    @shows_errors
     def show(name):
         if not name:
             return ""
-        try:
-            return document_preview(kb.document(name))
-        except TailorError as exc:
-            raise gr.Error(str(exc)) from exc
+        return document_preview(kb.document(name))
 
+    @shows_errors
     def delete(name):
         if not name:
             raise gr.Error("Pick a document to delete.")
-        try:
-            info = kb.remove(name)
-        except TailorError as exc:
-            raise gr.Error(str(exc)) from exc
+        info = kb.remove(name)
         rows, choices, stat = listing()
         return (
             rows,
@@ -119,11 +121,9 @@ def build_knowledge_tab(kb: KnowledgeService) -> dict:
             f"Deleted **{info.name}** ({info.chunk_count} chunks).",
         )
 
+    @shows_errors
     def search(q, k_, mode_):
-        try:
-            return search_rows(kb.search(q, int(k_), mode_))
-        except TailorError as exc:
-            raise gr.Error(str(exc)) from exc
+        return search_rows(kb.search(q, int(k_), mode_))
 
     list_outputs = [table, picked, status]
     add_btn.click(add, [files], [report, files, *list_outputs], api_name="knowledge_add_files")
@@ -133,7 +133,7 @@ def build_knowledge_tab(kb: KnowledgeService) -> dict:
     delete_btn.click(delete, [picked], [table, picked, status, preview], api_name="knowledge_delete")
     search_btn.click(search, [query, k, mode], [results], api_name="knowledge_search")
     query.submit(search, [query, k, mode], [results], api_name="knowledge_search_on_enter")
-    return {"table": table, "picked": picked, "status": status, "listing": listing}
+    return KnowledgeTab(table=table, picked=picked, status=status, listing=listing)
 
 
 def _names(kb: KnowledgeService) -> list[str]:
@@ -141,10 +141,4 @@ def _names(kb: KnowledgeService) -> list[str]:
 
 
 def _status(kb: KnowledgeService) -> str:
-    s = kb.stats()
-    check = kb.last_check
-    repaired = f" · index repaired at start ({'; '.join(check.problems)})" if check and check.rebuilt else ""
-    return (
-        f"**{s['documents']} documents · {s['chunks']} chunks** · index {s['index_kind'] or 'empty'} · "
-        f"embeddings {s['embedding_model']} · answers need support ≥ {s['min_score']:.2f}{repaired}"
-    )
+    return status_line(kb.stats(), kb.last_check)

@@ -1,6 +1,6 @@
 """Gradio's queue without idle polling (issue #12: the idle server used ~8% of a core).
 
-Measured with tests/serve/test_idle_cpu.py (CPU time of the real server over 10 s, no client):
+Measured with tests/server/test_idle_cpu.py (CPU time of the real server over 10 s, no client):
 7.6-8.2% of a core before, 0.25-0.35% after (the rest is uvicorn's 10 Hz tick). Response
 times through gradio_client were unchanged (170-300 ms a call, 1.4 s for 16 concurrent calls).
 test_idle_cpu fails if a gradio upgrade changes the queue so that this no longer applies."""

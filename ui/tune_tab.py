@@ -1,19 +1,23 @@
 """The Tune tab: one click trains a LoRA adapter on the current dataset; live progress
 (step/total, epoch, tokens/s, ETA), the train/validation loss curve and the job log, polled
 with a gr.Timer from the database and the job folder, so a browser reload loses nothing;
-cancel and resume; the adapter registry with activate / rename / delete."""
+cancel and resume; the adapter registry with activate / rename / delete. The timer only reads:
+the app's background job thread runs the queue (tuning's `start_background`)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import gradio as gr
 import pandas as pd
 
-from assistant.errors import TailorError
 from tuning.config import TrainConfig
-from tuning.jobs import Job, Progress, TuneService
+from tuning.job_store import Job
+from tuning.progress import TrainingProgress as Progress
+from tuning.service import TuneService
 
+from .errors import shows_errors
 from .formatting import plot_value
 
 STATUS_ICONS = {
@@ -151,12 +155,20 @@ def config_from_inputs(epochs, lr, rank, batch, max_length, patience, threads) -
 
 
 # ---- the tab ----------------------------------------------------------------------------------
+@dataclass
+class TuneTab:
+    refresh: Callable  # (*inputs) -> the values of `outputs`: everything the tab shows
+    inputs: list  # the job picked, the adapters the page last saw
+    outputs: list
+    timer: gr.Timer  # ticks `refresh` every 2 s
+
+
 def build_tune_tab(
     service: TuneService,
     chat_models: Callable[[], list[str]] | None = None,
     chat_model_dropdown: gr.Dropdown | None = None,
     chat_default: Callable[[], str] | None = None,
-) -> dict:
+) -> TuneTab:
     """chat_models / chat_default: the chat's model choices and the model it answers with by
     default (the active adapter or the base); the chat's dropdown follows both."""
     d = TrainConfig()
@@ -223,8 +235,8 @@ def build_tune_tab(
         return gr.update(choices=chat_models())
 
     def refresh(job_value, known):
-        """Everything the tab shows, from the DB and the job folder (the timer calls it)."""
-        service.jobs.pump()
+        """Everything the tab shows, from the DB and the job folder (the timer calls it). It
+        only reads: starting queued jobs and watching workers is the background thread's."""
         job_id = _job_id(job_value)
         progress = service.jobs.progress(job_id) if job_id else None
         jobs = service.jobs.list(limit=30)
@@ -242,42 +254,34 @@ def build_tune_tab(
             _chat_update(seen, known),
         )
 
+    @shows_errors
     def start(fam, act, ep, rate, r, bs, ml, pat, th, known):
-        try:
-            config = config_from_inputs(ep, rate, r, bs, ml, pat, th)
-            job = service.start(config=config, family=(fam or "").strip() or None, activate=bool(act))
-        except TailorError as exc:
-            raise gr.Error(str(exc)) from exc
+        config = config_from_inputs(ep, rate, r, bs, ml, pat, th)
+        job = service.start(config=config, family=(fam or "").strip() or None, activate=bool(act))
         return refresh(str(job.id), known)
 
+    @shows_errors
     def cancel(job_value, known):
         job_id = _job_id(job_value)
         if job_id is None:
             raise gr.Error("There is no job to cancel.")
-        try:
-            service.jobs.cancel(job_id)
-        except TailorError as exc:
-            raise gr.Error(str(exc)) from exc
+        service.jobs.cancel(job_id)
         return refresh(str(job_id), known)
 
+    @shows_errors
     def resume(job_value, known):
         job_id = _job_id(job_value)
         if job_id is None:
             raise gr.Error("There is no job to resume.")
-        try:
-            service.jobs.resume(job_id)
-        except TailorError as exc:
-            raise gr.Error(str(exc)) from exc
+        service.jobs.resume(job_id)
         return refresh(str(job_id), known)
 
     def _adapter_action(fn, message):
+        @shows_errors
         def handler(name, new, job_value, known):
             if not name and fn is not _use_base:
                 raise gr.Error("Pick an adapter first.")
-            try:
-                text = message(fn(name, new))
-            except TailorError as exc:
-                raise gr.Error(str(exc)) from exc
+            text = message(fn(name, new))
             return (text,) + refresh(job_value, known)
 
         return handler
@@ -349,4 +353,4 @@ def build_tune_tab(
         action_outputs,
         api_name="tune_delete_adapter",
     )
-    return {"refresh": refresh_fn, "inputs": [job_pick, known_adapters], "outputs": outputs, "timer": timer}
+    return TuneTab(refresh=refresh_fn, inputs=[job_pick, known_adapters], outputs=outputs, timer=timer)

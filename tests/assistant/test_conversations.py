@@ -107,3 +107,21 @@ def test_search_treats_percent_and_underscore_literally(workspace):
     assert [c.id for c in log.list(query="_")] == [ab.id]
     assert [c.id for c in log.list(query="C:\\temp")] == [back.id]
     assert axb.id in [c.id for c in log.list(query="axb")]
+
+
+def test_a_long_history_is_logged_in_one_transaction(workspace, monkeypatch):
+    """A /v1 request re-sends its history: 999 turns were 999 transactions while the request
+    held the engine's queue slot (issue #12)."""
+    from assistant.conversations import ConversationLog
+
+    log = ConversationLog(workspace.db)
+    conv = log.create(system_prompt="", model="m", adapter=None, rag=False)
+    opened = []
+    real = workspace.db.transaction
+    monkeypatch.setattr(workspace.db, "transaction", lambda: opened.append(1) or real())
+    turns = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"turn {i}"} for i in range(999)]
+    assert log.add_history(conv.id, turns, source="api") == 999
+    assert len(opened) == 1
+    stored = log.get(conv.id)
+    assert [m.content for m in stored.messages] == [t["content"] for t in turns]
+    assert stored.title == "turn 0" and {m.source for m in stored.messages} == {"api"}

@@ -102,24 +102,13 @@ def test_concurrent_generations_are_serialised(tiny_engine):
     assert len(results) == 3 and len({r.text for r in results}) == 1
 
 
-def test_adapter_hot_swap_without_reloading_base(tiny_model_dir, tmp_path):
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
+def test_adapter_hot_swap_without_reloading_base(tiny_model_dir, tmp_path, random_lora):
     from assistant.engine import ChatEngine
     from assistant.hardware import pick_hardware
     from assistant.models import ResolvedModel
 
-    # Build a LoRA adapter with non-zero weights so it changes the output.
-    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    peft_model = get_peft_model(base, LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj", "o_proj"]))
-    torch.manual_seed(3)
-    with torch.no_grad():
-        for name, p in peft_model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 1.0)
-    peft_model.save_pretrained(tmp_path / "ad1")
+    # A LoRA adapter with non-zero weights (a strong one: alpha 64) so it changes the output.
+    random_lora(tiny_model_dir, tmp_path / "ad1", seed=3, lora_alpha=64, target_modules=["q_proj", "v_proj", "o_proj"])
 
     engine = ChatEngine.load(ResolvedModel("tiny", tiny_model_dir, "folder"), pick_hardware("cpu"), max_context=512)
     base_weights = engine.base_model.model.embed_tokens.weight

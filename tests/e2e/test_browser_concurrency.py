@@ -9,7 +9,6 @@ would, through the Tune tab's `tune_start` API, on the tiny random model."""
 from __future__ import annotations
 
 import sqlite3
-import time
 import urllib.request
 from pathlib import Path
 
@@ -18,14 +17,14 @@ import pytest
 pytestmark = [pytest.mark.server, pytest.mark.browser]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PAIRS = REPO_ROOT / "examples" / "lantern_bay" / "pairs.jsonl"
+PAIRS = REPO_ROOT / "demo" / "lantern_bay" / "pairs.jsonl"
 MESSAGES = {"ana": "Ana asks: which saddle suits a long tour?", "ben": "Ben asks: how often should I oil the chain?"}
 
 
 def _import_pairs(ws: Path, n: int) -> None:
     from assistant.workspace import Workspace
     from tuning import open_curation
-    from tuning.importexport import import_file
+    from tuning.dataset_import import import_file
 
     small = ws.parent / "pairs.jsonl"
     small.write_text("".join(PAIRS.read_text(encoding="utf-8").splitlines(keepends=True)[:n]), encoding="utf-8")
@@ -47,16 +46,6 @@ def _job(ws: Path) -> tuple[str, int, int | None]:
     return status, step, total
 
 
-def _wait(what, timeout: float, poll: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = what()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"gave up waiting after {timeout:.0f} s")
-
-
 def _open_chat(browser, url: str):
     context = browser.new_context(viewport={"width": 1200, "height": 900})
     page = context.new_page()
@@ -66,7 +55,7 @@ def _open_chat(browser, url: str):
     return context, page
 
 
-def test_two_browsers_chat_while_a_job_trains(browser, tailor_server, tiny_model_dir, tmp_path):
+def test_two_browsers_chat_while_a_job_trains(browser, tailor_server, tiny_model_dir, tmp_path, wait_until):
     from gradio_client import Client
 
     ws = tmp_path / "ws"
@@ -81,7 +70,7 @@ def test_two_browsers_chat_while_a_job_trains(browser, tailor_server, tiny_model
         # replies), ~8 steps/s alone; so it is still training when the replies arrive.
         client = Client(server.url, verbose=False)
         client.predict("concurrency", True, 10, 2e-4, 4, 4, 128, 0, 1, api_name="/tune_start")
-        _wait(lambda: _job(ws)[1] >= 1, timeout=240)
+        wait_until(lambda: _job(ws)[1] >= 1, timeout=240, interval=0.5)
         status, step, total = _job(ws)
         assert status == "running" and step < total
 
@@ -95,7 +84,7 @@ def test_two_browsers_chat_while_a_job_trains(browser, tailor_server, tiny_model
         # The job is still training (or has just finished): its step moves on past where it was
         # when the messages were sent. (The server writes the step to the database every 2 s.)
         assert _job(ws)[0] in ("running", "succeeded")
-        _wait(lambda: _job(ws)[1] > step, timeout=120)
+        wait_until(lambda: _job(ws)[1] > step, timeout=120, interval=0.5)
 
         # Each reply landed in its own person's conversation, nothing from the other one.
         assert conv_ids["ana"] and conv_ids["ben"] and conv_ids["ana"] != conv_ids["ben"]
@@ -115,7 +104,9 @@ def test_two_browsers_chat_while_a_job_trains(browser, tailor_server, tiny_model
             context.close()
 
     # The job finishes its course and publishes its adapter.
-    done = _wait(lambda: (j := _job(ws))[0] not in ("queued", "starting", "running") and j, timeout=300, poll=1)
+    done = wait_until(
+        lambda: (j := _job(ws))[0] not in ("queued", "starting", "running") and j, timeout=300, interval=1
+    )
     assert done[0] == "succeeded" and done[1] == done[2] == total, (done, server.log()[-3000:])
     assert _query(ws, "SELECT name FROM adapters WHERE status='ready'") == [("concurrency-v1",)]
     # The server is still up and answers.

@@ -16,14 +16,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import time
 
 import pytest
 
 pytestmark = [pytest.mark.server, pytest.mark.browser]
 
 EDITED_ANSWER = "Ahoy, rider! Pump your tyres before every ride."
-# A fact question whose answer is in the demo's opening_hours.md (examples/lantern_bay/facts.jsonl
+# A fact question whose answer is in the demo's opening_hours.md (demo/lantern_bay/facts.jsonl
 # f013); hybrid search ranks that document first for it.
 FACT_QUESTION = "What are the shop hours on a Monday?"
 FACT_DOCUMENT = "opening_hours.md"
@@ -101,7 +100,9 @@ def _send(page, text: str) -> str:
     return stats.inner_text()
 
 
-def test_the_whole_loop_in_one_browser_page(request, page, tailor_server, flow_model_dir, tmp_path, screenshots):
+def test_the_whole_loop_in_one_browser_page(
+    request, page, tailor_server, flow_model_dir, tmp_path, screenshots, wait_until
+):
     expect = _expect()
     if flow_model_dir is None:  # TAILOR_FLOW_MODEL=default: skip the 30 s conversion
         request.getfixturevalue("linked_default_model")(tmp_path / "ws")
@@ -177,15 +178,21 @@ def test_the_whole_loop_in_one_browser_page(request, page, tailor_server, flow_m
     heading = tune.get_by_role("heading", name=re.compile(r"Job 1: "))
     expect(heading).to_be_visible()
     seen = []  # (status, step) as the page showed them, polled every half second
-    deadline = time.monotonic() + 300  # a generous cap, not a timing assertion
-    while time.monotonic() < deadline:
+
+    def job_ended() -> bool:
         status = heading.inner_text().split(": ", 1)[1].split(" ")[0]
         step_text = tune.get_by_text(re.compile(r"^step \d+/\d+")).all_inner_texts()
         step = re.match(r"step (\d+)/(\d+)", step_text[0]).groups() if step_text else None
         seen.append((status, step))
-        if status in ("succeeded", "failed", "cancelled", "interrupted"):
-            break
-        page.wait_for_timeout(500)
+        return status in ("succeeded", "failed", "cancelled", "interrupted")
+
+    wait_until(  # a generous cap, not a timing assertion
+        job_ended,
+        timeout=300,
+        interval=0.5,
+        sleep=lambda s: page.wait_for_timeout(s * 1000),
+        message=lambda: f"the job never ended; seen {seen}",
+    )
     assert seen[-1][0] == "succeeded", f"job ended as {seen[-1]}; seen {seen}"
     done, total = seen[-1][1]
     assert done == total and int(total) > 1

@@ -39,20 +39,9 @@ class EmbeddingRetriever:
         return Retrieval(found)
 
 
-def make_lora(model_dir: Path, out_dir: Path, seed: int = 1) -> Path:
-    """A LoRA adapter with random (non-zero) weights on the tiny model, saved in PEFT's format,
-    so the tuned arm really answers differently from the base."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
-    config = LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    peft_model = get_peft_model(model, config)
-    peft_model.save_pretrained(out_dir)
-    (out_dir / "tailor.json").write_text(json.dumps({"base_model": "tiny", "created_at": "2025-01-01T00:00:00"}))
-    return out_dir
+# How the evaluation tests' random LoRA (`random_lora`, tests/conftest.py) is made: random
+# non-zero weights, so the tuned arm really answers differently from the base.
+EVAL_LORA = dict(target_modules=["q_proj", "v_proj"], meta={"base_model": "tiny", "created_at": "2025-01-01T00:00:00"})
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +54,8 @@ def eval_engine(tiny_model_dir):
 
 
 @pytest.fixture
-def tiny_adapter(workspace, tiny_model_dir) -> str:
-    make_lora(tiny_model_dir, workspace.adapters_dir / "tiny-lora")
+def tiny_adapter(workspace, tiny_model_dir, random_lora) -> str:
+    random_lora(tiny_model_dir, workspace.adapters_dir / "tiny-lora", **EVAL_LORA)
     return "tiny-lora"
 
 

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .conftest import make_lora
+from .conftest import EVAL_LORA
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -22,9 +22,9 @@ def tailor(*args):
     )
 
 
-def test_eval_prints_json_and_a_stored_run_can_be_shown(tiny_model_dir, facts_file, tmp_path):
+def test_eval_prints_json_and_a_stored_run_can_be_shown(tiny_model_dir, facts_file, tmp_path, random_lora):
     ws = tmp_path / "ws"
-    make_lora(tiny_model_dir, ws / "adapters" / "tiny-lora")
+    random_lora(tiny_model_dir, ws / "adapters" / "tiny-lora", **EVAL_LORA)
     r = tailor(
         "eval",
         "--arms",

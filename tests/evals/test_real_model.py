@@ -16,7 +16,7 @@ from evals.sets import load_facts
 
 from .conftest import EmbeddingRetriever
 
-DEMO = Path(__file__).resolve().parents[2] / "examples" / "lantern_bay"
+DEMO = Path(__file__).resolve().parents[2] / "demo" / "lantern_bay"
 
 
 @pytest.mark.real

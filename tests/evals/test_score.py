@@ -7,7 +7,7 @@ import torch
 
 from assistant.errors import ValidationError
 
-from .conftest import make_lora
+from .conftest import EVAL_LORA
 
 MSGS = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is the capital of France?"}]
 
@@ -28,10 +28,10 @@ def test_score_matches_the_models_own_masked_loss(eval_engine):
     assert math.isfinite(loss) and loss > 0
 
 
-def test_score_under_an_adapter_differs_and_base_is_unchanged(eval_engine, tiny_model_dir, tmp_path):
+def test_score_under_an_adapter_differs_and_base_is_unchanged(eval_engine, tiny_model_dir, tmp_path, random_lora):
     reply = "Paris."
     base_before, _ = eval_engine.score(MSGS, reply)
-    make_lora(tiny_model_dir, tmp_path / "lora")
+    random_lora(tiny_model_dir, tmp_path / "lora", **EVAL_LORA)
     # left loaded: ChatEngine.unload_adapter of the last adapter breaks base generation (reported)
     eval_engine.load_adapter("score-lora", tmp_path / "lora")
     tuned, _ = eval_engine.score(MSGS, reply, adapter="score-lora")

@@ -19,7 +19,7 @@ def write(path, lines):
 
 
 def test_demo_facts_set_loads():
-    s = load_facts(REPO / "examples" / "lantern_bay" / "facts.jsonl")
+    s = load_facts(REPO / "demo" / "lantern_bay" / "facts.jsonl")
     assert s.kind == "facts" and len(s.items) >= 60 and not s.skipped
     first = s.items[0]
     assert first.messages == [{"role": "user", "content": first.question}]
@@ -124,7 +124,7 @@ def test_clear_errors_for_bad_files(tmp_path):
 
 
 def test_subsample_is_reproducible():
-    s = load_facts(REPO / "examples" / "lantern_bay" / "facts.jsonl")
+    s = load_facts(REPO / "demo" / "lantern_bay" / "facts.jsonl")
     a, b = subsample(s, 10, seed=1), subsample(s, 10, seed=1)
     assert [i.id for i in a.items] == [i.id for i in b.items] and len(a.items) == 10
     assert a.fingerprint == b.fingerprint != s.fingerprint

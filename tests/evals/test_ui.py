@@ -5,8 +5,10 @@ training example"."""
 import gradio as gr
 import pytest
 
-from cli.eval_cmds import example_saver, latest_test_split
 from evals import open_evals
+from evals.selection import latest_test_split
+from tuning import open_curation
+from tuning.editing import example_saver
 from ui.eval_tab import SET_FACTS, SET_TEST, build_eval_tab
 
 NO_PROGRESS = lambda *a, **k: None  # noqa: E731 - stands in for gr.Progress outside an event
@@ -16,58 +18,60 @@ NO_PROGRESS = lambda *a, **k: None  # noqa: E731 - stands in for gr.Progress out
 def tab(workspace, chat, tiny_adapter, facts_file):
     chat.retriever = None
     evals = open_evals(workspace, chat)
+    curation = open_curation(workspace)
     with gr.Blocks():
         t = build_eval_tab(
             evals,
-            test_split=lambda: latest_test_split(workspace),
+            test_split=lambda: latest_test_split(workspace, curation.versions),
             facts_path=facts_file,
-            save_example=example_saver(workspace),
+            save_example=example_saver(curation.store),
         )
     return evals, t
 
 
 def run_to_end(evals, t, models, kind, n=0):
-    rid, msg = t["start"](models, ["off"], kind, None, n, 16)
+    rid, msg = t.start(models, ["off"], kind, None, n, 16)
     assert rid in msg
     evals.runs.wait(rid, timeout=300)
     return rid
 
 
 def test_run_open_compare_and_save_an_example(workspace, tab):
-    from tuning.examples import ExampleStore
+    from tuning.example_store import ExampleStore
 
     evals, t = tab
     rid = run_to_end(evals, t, ["base", "tuned"], SET_FACTS, n=2)
-    df, svg, status, a, b, vx, vy, same = t["open_run"](rid, "rouge_l")
+    df, svg, status, a, b, vx, vy, same = t.open_run(rid, "rouge_l")
     assert same == rid and "done" in status
     assert list(df["Arm"]) == ["base", "tiny-lora"] and "ROUGE-L" in df.columns
     assert svg.startswith("<svg") and "tiny-lora" in svg and "95%" in svg
     assert a["choices"] == ["base", "tiny-lora"]
 
-    md, table = t["compare"](rid, "tiny-lora", "base", "ref_loss", "A did worse first")
+    md, table = t.compare(rid, "tiny-lora", "base", "ref_loss", "A did worse first")
     assert "permutation" in md and "| base | tiny-lora |" in md  # every pair of arms is tested
     assert len(table) == 2 and list(table["A − B"]) == sorted(table["A − B"], reverse=True)
 
     item = table["item"].iloc[0]
-    message = t["save"](rid, "tiny-lora", "base", item, "A")
+    message = t.save(rid, "tiny-lora", "base", item, "A")
     assert "Saved" in message
     [example] = ExampleStore(workspace.db).list()
     assert example.answer == evals.store.result(rid, "tiny-lora", item).reply
     assert example.provenance["eval_run"] == rid and "from-eval" in example.tags
 
-    plot, hist = t["history"]("rouge_l", "all")
+    plot, hist = t.history("rouge_l", "all")
     assert set(plot["arm"]) == {"base", "tiny-lora"} and len(hist) == 2
-    choices = t["list_runs"]()["choices"]
+    choices = t.list_runs()["choices"]
     assert choices[0][1] == rid
 
 
 def test_test_split_comes_from_the_latest_dataset_version(workspace, tab):
-    from tuning.examples import ExampleStore, chat_example
+    from tuning.example import chat_example
+    from tuning.example_store import ExampleStore
     from tuning.versions import DatasetVersions
 
     evals, t = tab
     with pytest.raises(gr.Error, match="no dataset version"):
-        t["start"](["base"], ["off"], SET_TEST, None, 0, 16)
+        t.start(["base"], ["off"], SET_TEST, None, 0, 16)
     store = ExampleStore(workspace.db)
     store.add_many([chat_example(f"question {i}?", f"answer {i}.") for i in range(30)])
     version = DatasetVersions(workspace, store).snapshot()
@@ -81,10 +85,10 @@ def test_test_split_comes_from_the_latest_dataset_version(workspace, tab):
 def test_handlers_turn_errors_into_gradio_errors(tab):
     evals, t = tab
     with pytest.raises(gr.Error, match="upload"):
-        t["start"](["base"], ["off"], "uploaded file", None, 0, 16)
+        t.start(["base"], ["off"], "uploaded file", None, 0, 16)
     with pytest.raises(gr.Error, match="does not exist"):
-        t["open_run"]("missing", "semantic")
+        t.open_run("missing", "semantic")
     with pytest.raises(gr.Error):
-        t["next_pair"]("", "any two", "any two")
+        t.next_pair("", "any two", "any two")
     with pytest.raises(gr.Error):
-        t["vote"]["a"]("")
+        t.vote["a"]("")

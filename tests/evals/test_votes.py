@@ -98,11 +98,11 @@ def test_gradio_handlers_hide_identities_until_the_vote(voted_run, workspace):
     evals, run = voted_run
     with gr.Blocks():
         tab = build_eval_tab(evals)
-    out = tab["next_pair"](run.id, "any two", "any two")
+    out = tab.next_pair(run.id, "any two", "any two")
     assert len(out) == 5
     assert not any(s in json.dumps(out) for s in SECRETS)
     pair_id = out[0]
-    cleared, reveal, win_df, bt_df = tab["vote"]["b"](pair_id)
+    cleared, reveal, win_df, bt_df = tab.vote["b"](pair_id)
     assert cleared == "" and "tiny-lora" in reveal and "base" in reveal
     assert set(win_df["player"]) == {"base", "tiny-lora"} and len(bt_df) == 2
 

@@ -16,8 +16,10 @@ from hypothesis import strategies as st
 
 from assistant.errors import ValidationError
 from assistant.workspace import Workspace
-from tuning.examples import ExampleStore, normalised_text
-from tuning.importexport import export_examples, import_file
+from tuning.dataset_export import export_examples
+from tuning.dataset_import import import_file
+from tuning.example import normalised_text
+from tuning.example_store import ExampleStore
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -128,6 +130,6 @@ def test_arbitrary_bytes_never_crash(data):
 def test_import_dedup_normalises_exactly_like_the_cleaning_fix(text):
     """An example rewritten by the cleaning report's normalise fix must keep its dedup hash,
     or re-importing the original file would bring the unnormalised copy back."""
-    from tuning.cleaning import normalise_text
+    from tuning.example import normalised_text as normalise_text
 
     assert normalised_text(text) == normalise_text(text)

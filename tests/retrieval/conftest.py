@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-DEMO_DOCS = REPO / "examples" / "lantern_bay" / "docs"
+DEMO_DOCS = REPO / "demo" / "lantern_bay" / "docs"
 
 HOURS_MD = """# Ferry Timetable
 

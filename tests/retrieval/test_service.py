@@ -23,7 +23,9 @@ def test_folder_add_reports_each_file_and_keeps_the_good_ones(kb, docs_dir, monk
     (docs_dir / "sub" / "big.md").write_text("# Big\n\n" + "lorem ipsum " * 400, encoding="utf-8")
     monkeypatch.setenv("TAILOR_MAX_DOCUMENT_MB", "0.004")  # ~4 KB: big.md is over, the others under
     steps = []
-    results = kb.add_paths([docs_dir, docs_dir / "missing.md"], progress=lambda f, m: steps.append(f))
+    results = kb.add_paths(
+        [docs_dir, docs_dir / "missing.md"], progress=lambda done, total=None, message="": steps.append(done / total)
+    )
     by_name = {r.name: r for r in results}
     assert {n for n, r in by_name.items() if r.status == "added"} == {
         "timetable.md",

@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
-import time
 from pathlib import Path
 
 import pytest
@@ -25,7 +24,7 @@ import pytest
 pytestmark = pytest.mark.server
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PAIRS = REPO_ROOT / "examples" / "lantern_bay" / "pairs.jsonl"
+PAIRS = REPO_ROOT / "demo" / "lantern_bay" / "pairs.jsonl"
 GREEDY = (0.0, 0.9, 16)  # temperature, top-p, max new tokens
 
 
@@ -42,16 +41,6 @@ def _job(ws: Path) -> dict:
     return dict(zip(("status", "step", "total", "pid", "message"), row))
 
 
-def _wait(what, timeout: float, poll: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = what()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"gave up waiting after {timeout:.0f} s")
-
-
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -60,13 +49,13 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def test_server_stopped_mid_job_and_started_again(tailor_server, tiny_model_dir, tmp_path):
+def test_server_stopped_mid_job_and_started_again(tailor_server, tiny_model_dir, tmp_path, wait_until):
     from gradio_client import Client
 
     from assistant.workspace import Workspace
     from tuning import open_curation
-    from tuning.importexport import import_file
-    from tuning.jobs import read_progress
+    from tuning.dataset_import import import_file
+    from tuning.progress import read_progress
 
     ws = tmp_path / "ws"
     small = tmp_path / "pairs.jsonl"
@@ -79,7 +68,7 @@ def test_server_stopped_mid_job_and_started_again(tailor_server, tiny_model_dir,
     # A long job (many epochs, early stopping off, one thread) so it is still running through
     # both restarts; it is cancelled at the end instead of being waited for.
     client.predict("restart", True, 100, 2e-4, 4, 4, 64, 0, 1, api_name="/tune_start")
-    _wait(lambda: _job(ws)["step"] >= 1, timeout=240)
+    wait_until(lambda: _job(ws)["step"] >= 1, timeout=240, interval=0.5)
     worker = _job(ws)["pid"]
 
     # 1. A normal stop: the worker is not the server's child in its process group, it trains on.
@@ -91,17 +80,19 @@ def test_server_stopped_mid_job_and_started_again(tailor_server, tiny_model_dir,
     summary = client.predict(None, api_name="/tune_refresh")[0]
     assert "running" in summary.lower(), summary
     before = _job(ws)["step"]
-    _wait(lambda: _job(ws)["step"] > before, timeout=120)  # adopted: its progress still arrives
+    wait_until(lambda: _job(ws)["step"] > before, timeout=120, interval=0.5)  # adopted: its progress still arrives
     assert _job(ws)["status"] == "running" and _job(ws)["pid"] == worker
 
     # 2. The machine goes down: the server and the worker die at once, no clean-up runs. Wait
     # for a checkpoint first, so there is something to resume from.
     job_dir = ws / _query(ws, "SELECT job_dir FROM tune_jobs")[0][0]  # stored relative to the workspace
-    _wait(lambda: list((job_dir / "checkpoints").glob("checkpoint-*/trainer_state.json")), timeout=240)
+    wait_until(
+        lambda: list((job_dir / "checkpoints").glob("checkpoint-*/trainer_state.json")), timeout=240, interval=0.5
+    )
     os.kill(server.proc.pid, signal.SIGKILL)
     os.killpg(worker, signal.SIGKILL)
     server.proc.wait(10)
-    _wait(lambda: not _alive(worker), timeout=30)
+    wait_until(lambda: not _alive(worker), timeout=30, interval=0.5)
     server = tailor_server(ws, tiny_model_dir)
     client = Client(server.url, verbose=False)
     job = _job(ws)
@@ -112,12 +103,12 @@ def test_server_stopped_mid_job_and_started_again(tailor_server, tiny_model_dir,
 
     checkpoint = max(int(p.name.split("-")[1]) for p in (job_dir / "checkpoints").glob("checkpoint-*"))
     client.predict(None, api_name="/tune_resume")
-    _wait(lambda: _job(ws)["status"] == "running" and _job(ws)["step"] > checkpoint, timeout=240)
+    wait_until(lambda: _job(ws)["status"] == "running" and _job(ws)["step"] > checkpoint, timeout=240, interval=0.5)
     # it went on from the last checkpoint, not from step 0
     resumed = [r for r in read_progress(job_dir) if r["kind"] == "resume"]
     assert resumed and resumed[-1]["from_step"] == checkpoint <= stopped_at
     client.predict(None, api_name="/tune_cancel")
-    _wait(lambda: _job(ws)["status"] == "cancelled", timeout=120)
+    wait_until(lambda: _job(ws)["status"] == "cancelled", timeout=120, interval=0.5)
 
     # The conversation from before both restarts is intact, and the server still chats.
     rows = _query(ws, "SELECT role, content FROM messages WHERE conversation_id=? ORDER BY id", conv_id)

@@ -46,7 +46,7 @@ def cur_conversation(cur_log):
 
 
 # ---- training fixtures (prefixed tune_) ---------------------------------------------------------
-DEMO_PAIRS = __import__("pathlib").Path(__file__).resolve().parents[2] / "examples" / "lantern_bay" / "pairs.jsonl"
+DEMO_PAIRS = __import__("pathlib").Path(__file__).resolve().parents[2] / "demo" / "lantern_bay" / "pairs.jsonl"
 
 
 def _tune_write_version(folder, n_train: int = 24, n_validation: int = 6, n_test: int = 0):
@@ -118,22 +118,11 @@ def _tune_submit(manager, model_dir, version_dir, **config):
     )
 
 
-def _tune_wait_for(predicate, timeout: float = 120.0, interval: float = 0.1):
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("timed out waiting")
-
-
 @pytest.fixture
 def tune_helpers():
     """Helpers for training tests: write_version(folder, n_train, n_validation),
-    submit(manager, model_dir, version_dir, **config), wait_for(predicate, timeout)."""
+    submit(manager, model_dir, version_dir, **config). (To wait for a job: `wait_until`, in
+    tests/conftest.py.)"""
     from types import SimpleNamespace
 
-    return SimpleNamespace(write_version=_tune_write_version, submit=_tune_submit, wait_for=_tune_wait_for)
+    return SimpleNamespace(write_version=_tune_write_version, submit=_tune_submit)

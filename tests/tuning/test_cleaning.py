@@ -5,17 +5,10 @@ every row exactly."""
 import pytest
 
 from assistant.errors import ValidationError
-from tuning.cleaning import (
-    apply_fixes,
-    build_report,
-    find_pii,
-    keep_one,
-    luhn_ok,
-    normalise_text,
-    redact,
-    token_counter,
-)
-from tuning.examples import Example, ExampleFilter, chat_example
+from tuning.cleaning import apply_fixes, build_report, keep_one, token_counter
+from tuning.example import Example, chat_example, normalised_text
+from tuning.example_table import ExampleFilter
+from tuning.pii import find_pii, luhn_ok, redact
 
 CLEAN = [
     ("How do I fix a puncture?", "Ahoy, rider! Take the wheel off, find the hole, patch the tube and pump it up."),
@@ -73,7 +66,7 @@ def test_pii_detection_and_redaction():
     ]
     assert luhn_ok("4111111111111111") and not luhn_ok("4111111111111112")
     assert redact("write to a@b.io now") == "write to [EMAIL] now"
-    assert normalise_text("  a\u00a0b\u200b  c \r\n\r\n\r\nd ") == "a b c\n\nd"
+    assert normalised_text("  a\u00a0b\u200b  c \r\n\r\n\r\nd ") == "a b c\n\nd"
 
 
 def test_report_finds_every_planted_problem(cur_store, cur_planted, tiny_engine):

@@ -44,7 +44,7 @@ def test_examples_commands(tmp_path):
     # An exact duplicate can still come from elsewhere (a reply saved from the chat twice, ...).
     from assistant.workspace import Workspace
     from tuning import open_curation
-    from tuning.examples import chat_example
+    from tuning.example import chat_example
 
     open_curation(Workspace(ws[1])).store.add(
         chat_example("Where are you?", "On the quay.", tags=["cli"], source="chat")

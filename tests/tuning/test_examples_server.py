@@ -109,7 +109,9 @@ def test_dataset_tab_import_clean_undo_split_snapshot_export(tailor_server, tiny
     }
 
 
-def test_dataset_tab_import_killed_with_the_server_is_partial_after_restart(tailor_server, tiny_model_dir, tmp_path):
+def test_dataset_tab_import_killed_with_the_server_is_partial_after_restart(
+    tailor_server, tiny_model_dir, tmp_path, wait_until
+):
     """The server is SIGKILLed while it imports an upload: after the restart the import is
     listed as partial, "Undo last change" removes exactly its rows, and importing the file
     again ends with every example once."""
@@ -117,7 +119,6 @@ def test_dataset_tab_import_killed_with_the_server_is_partial_after_restart(tail
     import os
     import signal
     import sqlite3
-    import time
 
     from gradio_client import handle_file
 
@@ -139,10 +140,13 @@ def test_dataset_tab_import_killed_with_the_server_is_partial_after_restart(tail
     )
     server = tailor_server(ws, tiny_model_dir)
     job = Client(server.url, verbose=False).submit(handle_file(str(f)), "", api_name="/dataset_import")
-    deadline = time.monotonic() + 240
-    while count() == 0:
-        assert time.monotonic() < deadline and not job.done(), "the upload was not imported"
-        time.sleep(0.02)
+
+    def rows_landed():
+        landed = count()
+        assert landed or not job.done(), "the upload was not imported"  # (the current `job`)
+        return landed
+
+    wait_until(rows_landed, timeout=240, interval=0.02, message="the upload was not imported")
     os.kill(server.proc.pid, signal.SIGKILL)
     server.proc.wait(30)
     landed = count()
@@ -156,9 +160,7 @@ def test_dataset_tab_import_killed_with_the_server_is_partial_after_restart(tail
 
     # Killed again, then the same file imported again through the UI: only the rest goes in.
     job = client.submit(handle_file(str(f)), "", api_name="/dataset_import")
-    while count() == 0:
-        assert time.monotonic() < deadline + 240 and not job.done()
-        time.sleep(0.02)
+    wait_until(rows_landed, timeout=240, interval=0.02, message="the upload was not imported")
     os.kill(server.proc.pid, signal.SIGKILL)
     server.proc.wait(30)
     landed = count()

@@ -5,7 +5,8 @@ import pytest
 
 from assistant.errors import NotFoundError, ValidationError
 from assistant.prompting import build_messages
-from tuning.examples import ExampleFilter, chat_example, preview_text, render_messages
+from tuning.example import chat_example, preview_text, render_messages
+from tuning.example_table import ExampleFilter
 
 
 def test_save_edited_reply_keeps_context_passages_and_provenance(cur_store, cur_log, cur_conversation):
@@ -95,7 +96,7 @@ def test_invalid_examples_are_refused(cur_store):
     with pytest.raises(ValidationError, match="end with a user message"):
         cur_store.add(chat_example("q", "a").__class__(messages=[{"role": "user", "content": "only a question"}]))
     with pytest.raises(ValidationError, match="system prompt may only come first"):
-        from tuning.examples import make_example
+        from tuning.example import make_example
 
         make_example(
             [

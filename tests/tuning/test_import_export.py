@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 
 from assistant.errors import ValidationError
-from tuning.examples import ExampleFilter, chat_example
-from tuning.importexport import export_examples, import_file
+from tuning.dataset_export import export_examples
+from tuning.dataset_import import import_file
+from tuning.example import chat_example
+from tuning.example_table import ExampleFilter
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -60,8 +62,8 @@ def test_good_and_bad_lines(cur_store, tmp_path):
 
 
 def test_demo_dataset_imports(cur_store):
-    pairs = import_file(cur_store, REPO / "examples/lantern_bay/pairs.jsonl")
-    grounding = import_file(cur_store, REPO / "examples/lantern_bay/grounding.jsonl")
+    pairs = import_file(cur_store, REPO / "demo/lantern_bay/pairs.jsonl")
+    grounding = import_file(cur_store, REPO / "demo/lantern_bay/grounding.jsonl")
     assert pairs.imported > 100 and pairs.bad_total == 0 and pairs.formats == {"prompt-completion": pairs.imported}
     assert grounding.imported > 20 and grounding.bad_total == 0
     grounded = cur_store.list(ExampleFilter(ids=grounding.ids))
@@ -157,7 +159,7 @@ def test_export_then_import_round_trip(cur_curation, workspace, tmp_path, fmt, n
             "Grounded?", "From the source.", passages=[{"source": "doc.md", "text": "The source says so.", "id": 3}]
         )
     )
-    from tuning.examples import make_example
+    from tuning.example import make_example
 
     store.add(
         make_example(

@@ -12,8 +12,9 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from ..conftest import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 LINES = 50_000
@@ -60,12 +61,14 @@ def _import_and_kill(ws: Path, f: Path) -> int:
         stderr=subprocess.PIPE,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
+
+    def committed() -> int:
+        rows = _count(ws)
+        assert rows or proc.poll() is None, proc.communicate()
+        return rows
+
     try:
-        deadline = time.monotonic() + 300
-        while _count(ws) == 0:
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "no rows were committed"
-            time.sleep(0.02)
+        wait_until(committed, timeout=300, interval=0.02, message="no rows were committed")
         from assistant.workspace import Workspace
         from tuning import open_curation
 
@@ -76,6 +79,8 @@ def _import_and_kill(ws: Path, f: Path) -> int:
         if proc.poll() is None:
             proc.kill()
         proc.wait(timeout=60)
+        proc.stdout.close()  # (no ResourceWarning for pipes never read)
+        proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL
     landed = _count(ws)
     assert 0 < landed < LINES, landed

@@ -13,8 +13,11 @@ from pathlib import Path
 import pytest
 
 from assistant.errors import ValidationError
-from tuning.examples import ExampleFilter, ExampleStore, chat_example, dedup_hash
-from tuning.importexport import detect_encoding, import_file
+from tuning.dataset_import import import_file
+from tuning.example import chat_example, dedup_hash
+from tuning.example_store import ExampleStore
+from tuning.example_table import ExampleFilter
+from tuning.text_encoding import detect_encoding
 
 
 def _pairs(path: Path, n: int, start: int = 0, encoding: str = "utf-8") -> Path:
@@ -196,7 +199,7 @@ def test_migration_backfills_the_hash_of_rows_stored_before_it(tmp_path):
     """A database from before import operations: its rows get their dedup hash, so an
     import of the same examples adds nothing; old undo entries still work."""
     from assistant.db import Database
-    from tuning.examples import MIGRATIONS, _row_values
+    from tuning.example_table import MIGRATIONS, row_values
 
     db = Database(tmp_path / "old.db")
     db.migrate("tuning", MIGRATIONS[:1])
@@ -222,7 +225,7 @@ def test_migration_backfills_the_hash_of_rows_stored_before_it(tmp_path):
     with db.transaction() as conn:
         conn.executemany(
             f"INSERT INTO examples({', '.join(old_cols)}) VALUES ({', '.join('?' * len(old_cols))})",
-            [_row_values(ex, "2024-01-01T00:00:00+00:00")[: len(old_cols)] for ex in exs],
+            [row_values(ex, "2024-01-01T00:00:00+00:00")[: len(old_cols)] for ex in exs],
         )
         row = conn.execute("SELECT * FROM examples WHERE id=1").fetchone()
         conn.execute(

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from assistant.errors import ValidationError
-from tuning.jobs import JobManager, accelerate_command
+from tuning.jobs import JobManager
+from tuning.launch import accelerate_command
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -82,7 +83,7 @@ def tailor(*args, timeout=300):
 
 def test_cli_tune_wait_then_adapters_and_jobs(tmp_path, tiny_model_dir):
     ws = tmp_path / "ws"
-    pairs = REPO_ROOT / "examples" / "lantern_bay" / "pairs.jsonl"
+    pairs = REPO_ROOT / "demo" / "lantern_bay" / "pairs.jsonl"
     small = tmp_path / "pairs.jsonl"
     small.write_text("".join(pairs.read_text().splitlines(keepends=True)[:30]))
     r = tailor("examples", "import", small, "--workspace", ws, "--model", tiny_model_dir)

@@ -5,31 +5,28 @@ interrupted job resumes from its last checkpoint with its optimizer state."""
 import os
 import signal
 
-from tuning.jobs import JobManager, read_progress
+from tuning.jobs import JobManager
+from tuning.progress import read_progress
+
+from ..conftest import random_lora
 
 
 def _publish_previous(manager, tiny_model_dir):
     """A real adapter published and active before the job that will die."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    model = get_peft_model(
-        AutoModelForCausalLM.from_pretrained(tiny_model_dir),
-        LoraConfig(r=4, target_modules=["q_proj"], task_type="CAUSAL_LM"),
-    )
-    manager.registry.publish("previous-v1", lambda tmp: model.save_pretrained(tmp), base_model="tiny")
+    write = random_lora(tiny_model_dir, target_modules=["q_proj"], task_type="CAUSAL_LM")
+    manager.registry.publish("previous-v1", write, base_model="tiny")
     manager.registry.activate("previous-v1")
     return (manager.registry.dir / "previous-v1" / "adapter_model.safetensors").read_bytes()
 
 
 def test_sigkill_marks_failed_and_keeps_the_previous_adapter(
-    workspace, tune_manager, tiny_model_dir, tune_version_dir, tune_helpers
+    workspace, tune_manager, tiny_model_dir, tune_version_dir, tune_helpers, wait_until
 ):
     weights = _publish_previous(tune_manager, tiny_model_dir)
     job = tune_helpers.submit(tune_manager, tiny_model_dir, tune_version_dir, max_steps=100000, eval_steps=50000)
-    tune_helpers.wait_for(lambda: tune_manager.get(job.id).step >= 2, timeout=180)
+    wait_until(lambda: tune_manager.get(job.id).step >= 2, timeout=180)
     os.kill(tune_manager.get(job.id).pid, signal.SIGKILL)
-    dead = tune_helpers.wait_for(
+    dead = wait_until(
         lambda: (tune_manager.pump(), tune_manager.get(job.id))[1].status == "failed" and tune_manager.get(job.id),
         timeout=30,
     )
@@ -42,12 +39,12 @@ def test_sigkill_marks_failed_and_keeps_the_previous_adapter(
 
 
 def test_app_restart_marks_interrupted_and_resume_continues_from_checkpoint(
-    workspace, tiny_model_dir, tune_version_dir, tune_helpers
+    workspace, tiny_model_dir, tune_version_dir, tune_helpers, wait_until
 ):
     app = JobManager(workspace)
     job = tune_helpers.submit(app, tiny_model_dir, tune_version_dir, max_steps=150, eval_steps=10, save_total_limit=3)
     ckpt_dir = job.job_dir / "checkpoints"
-    tune_helpers.wait_for(lambda: list(ckpt_dir.glob("checkpoint-*/trainer_state.json")), timeout=180)
+    wait_until(lambda: list(ckpt_dir.glob("checkpoint-*/trainer_state.json")), timeout=180)
     pid = app.get(job.id).pid
     # The machine goes down: the worker dies with the app, and a new app starts.
     os.killpg(pid, signal.SIGKILL)

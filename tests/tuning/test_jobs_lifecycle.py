@@ -5,7 +5,7 @@ one job at a time."""
 import json
 
 from assistant.adapters import AdapterCatalog
-from tuning.jobs import read_progress
+from tuning.progress import read_progress
 
 
 def test_job_runs_in_a_subprocess_and_publishes_the_best_checkpoint(
@@ -68,10 +68,10 @@ def test_failed_job_records_its_error_and_publishes_nothing(
 
 
 def test_cancel_stops_gracefully_with_a_checkpoint_and_resume_finishes(
-    workspace, tune_manager, tiny_model_dir, tune_version_dir, tune_helpers
+    workspace, tune_manager, tiny_model_dir, tune_version_dir, tune_helpers, wait_until
 ):
     job = tune_helpers.submit(tune_manager, tiny_model_dir, tune_version_dir, max_steps=100000, eval_steps=50000)
-    tune_helpers.wait_for(lambda: tune_manager.get(job.id).step >= 3, timeout=180)
+    wait_until(lambda: tune_manager.get(job.id).step >= 3, timeout=180)
     cancelled = tune_manager.cancel(job.id, wait=True, timeout=60)
     assert cancelled.status == "cancelled", cancelled
     ckpts = list((job.job_dir / "checkpoints").glob("checkpoint-*"))

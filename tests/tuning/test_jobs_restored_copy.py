@@ -16,16 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from assistant.backup import backup_workspace, restore_workspace
+from assistant.backup import backup_workspace
+from assistant.restore import restore_workspace
 from assistant.workspace import Workspace
-from tuning.jobs import (
-    JobManager,
-    JobStore,
-    _is_our_worker,
-    _m001_jobs,
-    process_alive,
-    worker_job_dir,
-)
+from tuning.job_store import JobStore, _m001_jobs
+from tuning.jobs import JobManager
+from tuning.processes import is_our_worker, process_alive, worker_job_dir
 
 
 def _raw(ws_root: Path, sql: str, *args):
@@ -37,12 +33,10 @@ def _raw(ws_root: Path, sql: str, *args):
 
 
 def test_cancel_in_a_restored_copy_leaves_the_original_training(
-    workspace, tune_manager, tiny_model_dir, tune_version_dir, tune_helpers, tmp_path
+    workspace, tune_manager, tiny_model_dir, tune_version_dir, tune_helpers, tmp_path, wait_until
 ):
     job = tune_helpers.submit(tune_manager, tiny_model_dir, tune_version_dir, max_steps=100000, eval_steps=50000)
-    tune_helpers.wait_for(
-        lambda: tune_manager.get(job.id).status == "running" and tune_manager.get(job.id).step >= 1, timeout=180
-    )
+    wait_until(lambda: tune_manager.get(job.id).status == "running" and tune_manager.get(job.id).step >= 1, timeout=180)
     pid = tune_manager.get(job.id).pid
     archive = tmp_path / "mid-job.tar"
     backup_workspace(workspace, archive)
@@ -61,7 +55,7 @@ def test_cancel_in_a_restored_copy_leaves_the_original_training(
 
     # The original keeps training: same worker, still running, and its step keeps growing.
     step = tune_manager.get(job.id).step
-    tune_helpers.wait_for(lambda: tune_manager.get(job.id).step > step + 1, timeout=60)
+    wait_until(lambda: tune_manager.get(job.id).step > step + 1, timeout=60)
     assert process_alive(pid) and tune_manager.get(job.id).status == "running"
     assert not tune_manager.get(job.id).cancel_requested
 
@@ -106,18 +100,18 @@ def test_a_worker_is_ours_only_when_it_names_this_job_folder(tmp_path):
     (tmp_path / "link").symlink_to(a.root)
     try:
         assert worker_job_dir(proc.pid) == str(a.jobs_dir / "job-0001")
-        assert _is_our_worker(proc.pid, a.jobs_dir / "job-0001")
-        assert _is_our_worker(proc.pid, tmp_path / "link" / "jobs" / "job-0001")  # same folder, other path
-        assert not _is_our_worker(proc.pid, b.jobs_dir / "job-0001")  # same name, another workspace
-        assert not _is_our_worker(proc.pid, a.jobs_dir / "job-0002")
-        assert _is_our_worker(rel.pid, a.jobs_dir / "job-0002")
-        assert not _is_our_worker(os.getpid(), a.jobs_dir / "job-0001")  # alive, but not a worker
+        assert is_our_worker(proc.pid, a.jobs_dir / "job-0001")
+        assert is_our_worker(proc.pid, tmp_path / "link" / "jobs" / "job-0001")  # same folder, other path
+        assert not is_our_worker(proc.pid, b.jobs_dir / "job-0001")  # same name, another workspace
+        assert not is_our_worker(proc.pid, a.jobs_dir / "job-0002")
+        assert is_our_worker(rel.pid, a.jobs_dir / "job-0002")
+        assert not is_our_worker(os.getpid(), a.jobs_dir / "job-0001")  # alive, but not a worker
         assert worker_job_dir(os.getpid()) is None
     finally:
         for p in (proc, rel):
             p.kill()
             p.wait()
-    assert not _is_our_worker(proc.pid, a.jobs_dir / "job-0001")
+    assert not is_our_worker(proc.pid, a.jobs_dir / "job-0001")
 
 
 def test_cancel_never_signals_a_pid_that_is_not_this_workspaces_worker(tmp_path):
@@ -249,7 +243,7 @@ def counting(monkeypatch):
     return make
 
 
-def test_the_idle_queue_thread_does_not_wake_up(workspace, counting, tune_helpers):
+def test_the_idle_queue_thread_does_not_wake_up(workspace, counting, wait_until):
     import time
 
     manager = counting(workspace)
@@ -258,14 +252,14 @@ def test_the_idle_queue_thread_does_not_wake_up(workspace, counting, tune_helper
         time.sleep(0.5)
         assert manager.pumps == 0  # nothing active: no timer (before: one pump every interval)
         manager.wake()
-        tune_helpers.wait_for(lambda: manager.pumps == 1, timeout=5)
+        wait_until(lambda: manager.pumps == 1, timeout=5)
         time.sleep(0.3)
         assert manager.pumps == 1
     finally:
         manager.stop_background()
 
 
-def test_the_queue_thread_watches_a_job_only_while_it_is_active(workspace, counting, tune_helpers):
+def test_the_queue_thread_watches_a_job_only_while_it_is_active(workspace, counting, wait_until):
     """A worker started elsewhere (the CLI) and found by a pump (the Tune tab): the thread
     watches it by pid while it runs, marks it when it dies, then goes back to sleep."""
     import time
@@ -277,11 +271,11 @@ def test_the_queue_thread_watches_a_job_only_while_it_is_active(workspace, count
         job_id = _insert_running(workspace, outsider.pid)
         JobManager(workspace).pump()  # another manager's pump sees nothing to do ...
         manager.pump()  # ... this one's (e.g. the tab's timer) tells the sleeping thread to watch
-        tune_helpers.wait_for(lambda: manager.pumps >= 4, timeout=10)
+        wait_until(lambda: manager.pumps >= 4, timeout=10)
         assert manager.get(job_id).status == "running"
         outsider.kill()
         outsider.wait()
-        tune_helpers.wait_for(lambda: manager.get(job_id).status == "interrupted", timeout=10)
+        wait_until(lambda: manager.get(job_id).status == "interrupted", timeout=10)
         time.sleep(0.2)
         settled = manager.pumps
         time.sleep(0.5)

@@ -4,7 +4,7 @@ the job folder only), and its Advanced-panel config."""
 import pytest
 
 from assistant.errors import ValidationError
-from tuning.jobs import Progress
+from tuning.progress import TrainingProgress
 
 
 def test_summary_plot_and_config_from_a_finished_job(
@@ -27,7 +27,7 @@ def test_summary_plot_and_config_from_a_finished_job(
     assert list(frame[frame.series == "validation"]["step"]) == [2, 4]
     table = adapter_rows(tune_manager.registry.list())
     assert list(table["name"]) == ["tailor-v1"] and list(table["active"]) == ["●"]
-    assert loss_frame(Progress(job=done)).empty
+    assert loss_frame(TrainingProgress(job=done)).empty
 
     cfg = config_from_inputs(2, 3e-4, 8, 2, 256, 0, 0)
     assert (cfg.epochs, cfg.lora_r, cfg.lora_alpha, cfg.early_stopping_patience, cfg.threads) == (2, 8, 16, 0, None)

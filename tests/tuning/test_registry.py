@@ -11,15 +11,9 @@ from tuning.registry import AdapterRegistry
 
 
 @pytest.fixture
-def tune_lora_writer(tiny_model_dir):
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    model = get_peft_model(
-        AutoModelForCausalLM.from_pretrained(tiny_model_dir),
-        LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"),
-    )
-    return lambda tmp: model.save_pretrained(tmp)
+def tune_lora_writer(tiny_model_dir, random_lora):
+    """`write(folder)` of one random LoRA adapter, for AdapterRegistry.publish."""
+    return random_lora(tiny_model_dir, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
 
 
 def test_publish_records_lineage_and_versions(workspace, tune_lora_writer):

@@ -3,7 +3,8 @@
 import pytest
 
 from assistant.errors import ValidationError
-from tuning.examples import ExampleFilter, chat_example
+from tuning.example import chat_example
+from tuning.example_table import ExampleFilter
 from tuning.splits import SplitConfig, assign_splits, parse_ratios, reassign_all, set_config
 
 

@@ -5,8 +5,9 @@ import json
 import pytest
 
 from assistant.errors import NotFoundError, ValidationError
-from tuning.examples import chat_example, render_messages
-from tuning.importexport import export_examples, import_file
+from tuning.dataset_export import export_examples
+from tuning.dataset_import import import_file
+from tuning.example import chat_example, render_messages
 from tuning.versions import DatasetVersions
 
 

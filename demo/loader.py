@@ -1,0 +1,98 @@
+"""The Lantern Bay Bikes demo: one call loads the tuning pairs, the grounding examples and
+the knowledge documents, so a new user sees the whole loop (chat → tune → retrieve →
+evaluate) in minutes. It composes tuning and retrieval, so it is a layer of its own above
+them; `tailor demo load` and the web app's demo panel both call `load_demo`.
+
+Loading twice adds nothing: examples are skipped when the demo's are already there, and the
+knowledge service recognises documents it already holds."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from assistant.errors import ValidationError
+from assistant.settings import env_str
+from assistant.workspace import Workspace
+
+DEMO_TAG = "demo"
+Progress = Callable[[float, str], None]
+
+
+DATA = Path(__file__).resolve().parent / "lantern_bay"  # package data: installed with Tailor
+
+
+def demo_dir() -> Path:
+    """The demo's files: shipped inside this package (TAILOR_DEMO_DIR overrides)."""
+    return Path(env_str("TAILOR_DEMO_DIR") or DATA)
+
+
+def demo_facts() -> Path:
+    """The demo's fact questions with gold answers (the Evaluate tab's default fact set)."""
+    return demo_dir() / "facts.jsonl"
+
+
+@dataclass
+class DemoResult:
+    examples_added: int = 0
+    examples_skipped: bool = False
+    bad_lines: list[str] = field(default_factory=list)
+    documents: dict[str, str] = field(default_factory=dict)  # name -> status
+    errors: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        parts = []
+        if self.examples_skipped:
+            parts.append("demo examples already loaded")
+        else:
+            parts.append(f"{self.examples_added} demo examples added")
+        counts: dict[str, int] = {}
+        for status in self.documents.values():
+            counts[status] = counts.get(status, 0) + 1
+        parts.append("documents: " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none"))
+        text = "Lantern Bay demo: " + "; ".join(parts) + "."
+        for err in self.errors + self.bad_lines:
+            text += f"\n  {err}"
+        return text
+
+
+def load_demo(
+    workspace: Workspace, curation=None, knowledge=None, progress: Progress | None = None, folder: Path | None = None
+) -> DemoResult:
+    from retrieval import open_knowledge
+    from tuning import open_curation
+    from tuning.dataset_import import import_file
+    from tuning.example_table import ExampleFilter
+
+    folder = Path(folder or demo_dir())
+    pairs, grounding, docs = folder / "pairs.jsonl", folder / "grounding.jsonl", folder / "docs"
+    if not pairs.is_file() or not docs.is_dir():
+        raise ValidationError(
+            f"the demo files are missing from {folder} (expected pairs.jsonl and docs/); "
+            "set TAILOR_DEMO_DIR to a folder with the demo's files, or reinstall Tailor"
+        )
+    curation = curation or open_curation(workspace)
+    knowledge = knowledge or open_knowledge(workspace)
+    result = DemoResult()
+    say = progress or (lambda frac, msg: None)
+
+    if curation.store.count(ExampleFilter(tag=DEMO_TAG)):
+        result.examples_skipped = True
+    else:
+        for i, path in enumerate(p for p in (pairs, grounding) if p.is_file()):
+            say(0.05 + 0.2 * i, f"importing {path.name}")
+            imported = import_file(curation.store, path, source="demo", tags=[DEMO_TAG, path.stem])
+            result.examples_added += imported.imported
+            result.bad_lines += [f"{path.name} line {b.line}: {b.reason}" for b in imported.bad]
+
+    def doc_progress(done: float, total: float | None = None, message: str = "") -> None:
+        # retrieval reports assistant.progress.Progress: here the fraction done (of 1.0)
+        say(0.5 + 0.5 * (done / total if total else 0.0), message)
+
+    for r in knowledge.add_paths([docs], progress=doc_progress):
+        result.documents[r.name] = r.status
+        if not r.ok:
+            result.errors.append(r.message)
+    say(1.0, "demo loaded")
+    return result

@@ -1,0 +1,98 @@
+"""Hybrid search: dense (cosine over the FAISS index) and BM25 rankings of the chunks, fused
+with reciprocal rank fusion. Every passage carries all its scores, whichever mode ranked it."""
+
+from __future__ import annotations
+
+from typing import cast
+
+import numpy as np
+
+from assistant.errors import ValidationError
+from assistant.prompting import Passage
+
+from .chunking import context_line
+from .encoder import Encoder
+from .index import reciprocal_rank_fusion
+from .index_check import IndexChecker
+from .live_index import LiveIndex
+from .locking import KnowledgeLock
+
+SEARCH_MODES = ("hybrid", "dense", "bm25")
+MIN_CANDIDATES = 50  # each ranking looks at least this deep (and 4 × k) before fusing
+
+
+class Searcher:
+    def __init__(self, live: LiveIndex, lock: KnowledgeLock, encoder: Encoder, checker: IndexChecker):
+        self.live = live
+        self.store = live.store
+        self.lock = lock
+        self.encoder = encoder
+        self.checker = checker
+
+    def search(
+        self, query: str, k: int, mode: str = "hybrid", candidates: int | None = None
+    ) -> tuple[list[Passage], float]:
+        """The top `k` passages for `query` and the best dense (cosine) score among all
+        candidates (what abstention needs). Each passage has its dense (cosine), BM25 and fused
+        (RRF) scores, ranks and query-term coverage in `scores`; `score` is the chosen mode's."""
+        query = (query or "").strip()
+        if not query:
+            raise ValidationError("the search query is empty")
+        if mode not in SEARCH_MODES:
+            raise ValidationError(f"search mode must be one of {', '.join(SEARCH_MODES)}")
+        if not 1 <= int(k) <= 100:
+            raise ValidationError("k must be between 1 and 100")
+        live = self.live
+        with self.lock.thread:
+            self.checker.sync()
+            index = live.index
+            if index is None or index.count == 0:
+                return [], float("-inf")
+            n = max(int(candidates or 0), MIN_CANDIDATES, 4 * k)
+            qv = self.encoder.embedder.encode([query])[0]
+            d_scores, d_ids = index.search(qv[None, :], n)
+            dense_rank = [int(i) for i in d_ids[0] if i >= 0]
+            dense = {int(i): float(s) for i, s in zip(d_ids[0], d_scores[0]) if i >= 0}
+            best_dense = max(dense.values(), default=float("-inf"))
+            bm25_all = live.bm25.scores(query)
+            bm25_rank = [cid for cid, _ in sorted(bm25_all.items(), key=lambda kv: (-kv[1], kv[0]))[:n]]
+            fused = reciprocal_rank_fusion([dense_rank, bm25_rank])
+            if mode == "dense":
+                top = dense_rank[:k]
+            elif mode == "bm25":
+                top = bm25_rank[:k]
+            else:
+                top = sorted(fused, key=lambda cid: (-fused[cid], cid))[:k]
+            for cid in top:  # chunks found by BM25 alone still show their dense score
+                if cid not in dense:
+                    dense[cid] = float(np.dot(index.reconstruct(cid), qv))
+            rows = self.store.chunks(top)
+            bm25 = live.bm25
+        d_pos = {cid: r for r, cid in enumerate(dense_rank, start=1)}
+        b_pos = {cid: r for r, cid in enumerate(bm25_rank, start=1)}
+        passages = []
+        for cid in top:
+            row = rows.get(cid)
+            if row is None:  # removed by another process a moment ago
+                continue
+            scores = {
+                "dense": round(dense[cid], 4),
+                "bm25": round(bm25_all.get(cid, 0.0), 4),
+                "fused": round(fused.get(cid, 0.0), 5),
+                "dense_rank": d_pos.get(cid),
+                "bm25_rank": b_pos.get(cid),
+                "coverage": round(bm25.coverage(query, cid), 4),
+            }
+            # the three score entries are rounded floats (the ranks are what may be None)
+            primary = cast(float, {"dense": scores["dense"], "bm25": scores["bm25"], "hybrid": scores["fused"]}[mode])
+            passages.append(
+                Passage(
+                    id=cid,
+                    source=row.document,
+                    text=row.text,
+                    score=primary,
+                    heading=context_line(row.title, row.heading),
+                    scores=scores,
+                )
+            )
+        return passages, best_dense

@@ -1,0 +1,134 @@
+"""The curation panel under the chat: rate a reply (👍/👎, also through the chatbot's own
+thumbs), or save it, as it is or edited into the ideal answer, as a training example."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+
+from assistant.conversations import ConversationLog, StoredMessage
+from assistant.errors import TailorError
+from tuning.curation import Curation
+
+from .chat_tab import ChatTab
+from .dataset_format import short
+from .errors import shows_errors
+
+RATINGS = {1: "👍", -1: "👎"}
+
+
+@dataclass
+class CurationPanel:
+    reply: gr.Dropdown  # the assistant reply being curated (its message id)
+    edited: gr.Textbox  # the ideal answer
+    status: gr.Markdown
+
+
+def attach_curation(chat: ChatTab, curation: Curation, log: ConversationLog) -> CurationPanel:
+    """Build the panel; call inside the chat tab, after build_chat_tab (`chat` is what that
+    returned): the panel follows the chat's conversation and its chatbot's thumbs."""
+    store = curation.store
+    with gr.Accordion("Curate a reply: rate it, or save it (edited) as a training example", open=False):
+        with gr.Row():
+            reply = gr.Dropdown(label="Assistant reply", choices=[], value=None, scale=4, allow_custom_value=True)
+            load_btn = gr.Button("Load replies", size="sm", scale=1)
+        with gr.Row():
+            up_btn = gr.Button("👍 Good", scale=1)
+            down_btn = gr.Button("👎 Bad", scale=1)
+            reason = gr.Textbox(label="Reason (optional)", max_lines=1, scale=4)
+        edited = gr.Textbox(label="Ideal answer (edit the reply into what it should have said)", lines=4)
+        with gr.Row():
+            cur_tags = gr.Textbox(label="Tags", placeholder="comma,separated", max_lines=1)
+            cur_label = gr.Textbox(label="Label", max_lines=1)
+        with gr.Row():
+            save_btn = gr.Button("Save reply as example")
+            save_edit_btn = gr.Button("Save edited reply", variant="primary")
+        cur_status = gr.Markdown("")
+
+    def reply_state(m: StoredMessage) -> str:
+        saved = store.find_by_message(m.id)
+        rating = RATINGS.get(m.rating, "not rated")
+        return f"Reply #{m.id}: {rating}" + (
+            f" · saved as example {', '.join(str(e.id) for e in saved)}" if saved else ""
+        )
+
+    def load(conv_id):
+        conv_id = (conv_id or "").strip()
+        empty = gr.update(choices=[], value=None), "", ""
+        if not conv_id:
+            return empty
+        try:
+            replies = [m for m in log.get(conv_id).messages if m.role == "assistant"]
+        except TailorError:  # a conversation id typed by hand that does not exist: show nothing
+            return empty
+        if not replies:
+            return empty
+        choices = [(f"#{m.id} {short(m.content, 70)}", m.id) for m in replies]
+        last = replies[-1]
+        return gr.update(choices=choices, value=last.id), last.content, reply_state(last)
+
+    @shows_errors(also=(ValueError,))
+    def pick(msg_id):
+        if msg_id in (None, ""):
+            return "", ""
+        m = log.message(int(msg_id))
+        return m.content, reply_state(m)
+
+    @shows_errors(also=(ValueError,))
+    def rate(msg_id, why, rating):
+        if msg_id in (None, ""):
+            raise gr.Error("Pick a reply first.")
+        log.set_feedback(int(msg_id), rating, why or "")
+        return reply_state(log.message(int(msg_id)))
+
+    @shows_errors
+    def like(conv_id, evt: gr.LikeData):
+        """The chatbot's own thumbs: its index counts user and assistant messages."""
+        conv_id = (conv_id or "").strip()
+        if not conv_id:
+            raise gr.Error("This chat has not been saved yet.")
+        index = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+        shown = [m for m in log.get(conv_id).messages if m.role in ("user", "assistant")]
+        if not 0 <= int(index) < len(shown) or shown[int(index)].role != "assistant":
+            raise gr.Error("Only assistant replies can be rated.")
+        m = shown[int(index)]
+        rating = None if evt.liked is None or evt.liked == "" else (1 if evt.liked is True else -1)
+        log.set_feedback(m.id, rating)
+        return reply_state(log.message(m.id))
+
+    @shows_errors(also=(ValueError,))
+    def save(msg_id, text, tag_text, lab, use_edit):
+        if msg_id in (None, ""):
+            raise gr.Error("Pick a reply first (press “Load replies” after chatting).")
+        ex = store.from_message(
+            log, int(msg_id), edited_text=text if use_edit else None, label=lab or None, tags=tag_text or None
+        )
+        kind = "edited reply" if ex.edited else "reply"
+        return (
+            f"Saved the {kind} as example {ex.id} ({ex.split}) · from conversation {ex.conversation_id}, "
+            f"message {ex.message_id}. It is in the Dataset tab."
+        )
+
+    conv = chat.conversation_id
+    load_btn.click(load, [conv], [reply, edited, cur_status], api_name="curate_load_replies")
+    # The chat's status line changes when a reply has been stored (and when a conversation
+    # opens), so the reply list follows the chat without touching the chat tab's own events.
+    chat.status.change(load, [conv], [reply, edited, cur_status], api_name="curate_follow_chat")
+    reply.input(pick, [reply], [edited, cur_status], api_name="curate_pick_reply")
+    up_btn.click(lambda m, r: rate(m, r, 1), [reply, reason], [cur_status], api_name="curate_thumbs_up")
+    down_btn.click(lambda m, r: rate(m, r, -1), [reply, reason], [cur_status], api_name="curate_thumbs_down")
+    chat.chatbot.like(like, [conv], [cur_status], api_name="curate_like")
+    save_btn.click(
+        lambda m, t, tg, lb: save(m, t, tg, lb, False),
+        [reply, edited, cur_tags, cur_label],
+        [cur_status],
+        api_name="curate_save_reply",
+    )
+    save_edit_btn.click(
+        lambda m, t, tg, lb: save(m, t, tg, lb, True),
+        [reply, edited, cur_tags, cur_label],
+        [cur_status],
+        api_name="curate_save_edited",
+    )
+    return CurationPanel(reply=reply, edited=edited, status=cur_status)
