@@ -5,6 +5,7 @@ beside it is answered without waiting behind it."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 import time
 import urllib.error
@@ -131,3 +132,30 @@ def test_a_huge_history_does_not_stall_a_small_request(tailor_server, tiny_model
     # the small request waits for at most the big one's (bounded) turn: a generation and a fit
     big_took, small_took = results["big"][2], results["small"][2]
     assert small_took < big_took + one_generation + 2.0, (small_took, big_took, one_generation)
+
+
+@pytest.mark.server
+def test_cross_site_requests_are_refused_by_the_real_server(tailor_server, tiny_model_dir, tmp_path, openai_for):
+    """Issue #12.5: a `text/plain` POST (which any web page can send without a preflight) was
+    answered and logged; a page on another origin could drive /v1."""
+    server = tailor_server(tmp_path / "ws", tiny_model_dir)
+    url = server.url + "v1/chat/completions"
+    body = json.dumps({"model": "base", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}).encode()
+
+    def post(headers):
+        request = urllib.request.Request(url, data=body, method="POST", headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=60) as r:
+                return r.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    assert post({"Content-Type": "text/plain"}) == 415
+    assert post({"Content-Type": "application/x-www-form-urlencoded"}) == 415
+    assert post({"Content-Type": "application/json", "Origin": "https://evil.example"}) == 403
+    assert post({"Content-Type": "application/json", "Origin": server.url.rstrip("/")}) == 200  # the web app itself
+    reply = openai_for(server).chat.completions.create(model="base", messages=[{"role": "user", "content": "hi"}],
+                                                       max_tokens=2)  # fmt: skip
+    assert reply.choices[0].message.role == "assistant"
+    with sqlite3.connect(tmp_path / "ws" / "tailor.db") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM conversations").fetchone()[0] == 2  # only the two answered

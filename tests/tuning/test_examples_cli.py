@@ -96,3 +96,19 @@ def test_import_lists_a_deeply_nested_line_as_bad(tmp_path):
     assert "Imported 1 examples" in r.stdout and "1 bad line(s) skipped." in r.stdout
     listed = tailor("undo", "--list", "--workspace", tmp_path / "ws")
     assert listed.stdout.startswith("import-1  import nested.jsonl (#1)  (1 examples)"), listed.stdout
+
+
+def test_search_treats_percent_and_underscore_as_themselves(tmp_path):
+    """Issue #12.9: `%` and `_` were LIKE wildcards, so "50%" found "500" and "a_b" found "axb"."""
+    f = tmp_path / "pairs.jsonl"
+    rows = [("What discount?", "50% off"), ("How many?", "500 bikes"), ("Code?", "a_b"), ("Other code?", "axb")]
+    f.write_text("".join(json.dumps({"prompt": p, "completion": c}) + "\n" for p, c in rows))
+    assert tailor("import", f, "--workspace", tmp_path / "ws").returncode == 0
+
+    def found(query):
+        r = tailor("list", "--json", "--query", query, "--workspace", tmp_path / "ws")
+        assert r.returncode == 0, r.stderr
+        return sorted(json.loads(line)["messages"][-1]["content"] for line in r.stdout.splitlines() if line.strip())
+
+    assert found("50%") == ["50% off"]
+    assert found("a_b") == ["a_b"]
