@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .db import Database, execute_script, utcnow
+from .db import Database, execute_script, like_escape, utcnow
 from .errors import NotFoundError, ValidationError
 
 
@@ -161,7 +161,7 @@ class ConversationLog:
                 " WHERE c.title LIKE ? ESCAPE '\\' OR EXISTS (SELECT 1 FROM messages m"
                 " WHERE m.conversation_id=c.id AND m.content LIKE ? ESCAPE '\\')"
             )
-            pattern = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            pattern = "%" + like_escape(query) + "%"
             args += [pattern, pattern]
         sql += " ORDER BY c.updated_at DESC, c.id DESC LIMIT ? OFFSET ?"
         args += [limit, offset]

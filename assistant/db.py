@@ -26,6 +26,11 @@ def utcnow() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
+def like_escape(text: str) -> str:
+    """`text` for a LIKE pattern with ESCAPE '\\': its % and _ match themselves, not anything."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 def execute_script(conn: sqlite3.Connection, script: str) -> None:
     """Run several ;-separated statements inside the current transaction.
     (sqlite3's executescript() would COMMIT first and break a migration's atomicity.)"""

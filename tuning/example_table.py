@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from assistant.db import execute_script
+from assistant.db import execute_script, like_escape
 
 from .example import Example, dedup_hash
 
@@ -177,11 +177,6 @@ def from_row(row) -> Example:
         updated_at=row["updated_at"],
         content_hash=row["content_hash"],
     )
-
-
-def like_escape(text: str) -> str:
-    """`text` for a LIKE pattern with ESCAPE '\\': its % and _ match themselves."""
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 @dataclass
