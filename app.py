@@ -73,10 +73,14 @@ def build_server(core: Core, settings: Settings):
     demo = build_app(core)
     # The web UI's own queue is bounded too: beyond max_size Gradio tells the browser the
     # queue is full instead of piling up work.
-    demo.queue(default_concurrency_limit=4, max_size=settings.max_queue)
+    demo.queue(default_concurrency_limit=max(4, core.engine.parallel), max_size=settings.max_queue)
     quiet_gradio_queue(demo)  # no 1 ms polling while nothing is queued (ui/quiet_queue.py)
     app = FastAPI(title="Tailor", docs_url=None, redoc_url=None, openapi_url=None)
-    limiter = RequestLimiter(max_active=1, max_queue=settings.max_queue, timeout_s=settings.queue_timeout)
+    # As many /v1 requests run as the engine decodes together (1 on torch, TAILOR_PARALLEL on
+    # llama.cpp); the rest wait in the bounded queue.
+    limiter = RequestLimiter(
+        max_active=core.engine.parallel, max_queue=settings.max_queue, timeout_s=settings.queue_timeout
+    )
     install_api(
         app,
         core.chat,
@@ -117,7 +121,7 @@ def serve(settings: Settings, *, block: bool = True):
     app, demo = build_server(core, settings)
     keys = settings.api_key_list()
     print(
-        f"Tailor: workspace {core.workspace.root}, model {core.engine.name} on {core.engine.hardware.describe()}",
+        f"Tailor: workspace {core.workspace.root}, model {core.engine.name}, engine {core.engine.describe()}",
         flush=True,
     )
     host = f"[{settings.host}]" if ":" in settings.host else settings.host

@@ -1,152 +1,46 @@
-"""The chat engine: one base model in memory, any number of named LoRA adapters on top of it,
-and streaming generation in a background thread.
+"""The chat engine's interface: one base model, any number of named LoRA adapters on top of it
+that can be switched per request without reloading the base, and streamed generation.
 
-Adapters are hot-swapped with PEFT (`load_adapter` / `set_adapter`); `disable_adapter()`
-gives the base model, so switching between base and adapters never reloads the base weights.
-One generation runs at a time (a lock): the weights, and which adapter is active, are shared
-state. Callers that need concurrency queue on that lock."""
+Two backends implement it (assistant/backends.py picks one, TAILOR_ENGINE overrides):
+
+- `TorchEngine` (assistant/torch_engine.py): transformers + PEFT, one generation at a time.
+  GPUs, reference-loss scoring, and the fallback everywhere.
+- `LlamaCppEngine` (assistant/llamacpp_engine.py): llama.cpp on CPUs, concurrent requests
+  decoded together in one batch, LoRA adapters in llama.cpp's GGUF format applied per batch.
+
+What is shared lives here: the prompt (every backend tokenizes with the model's Hugging Face
+tokenizer and chat template, so a prompt is the same token ids on both and the context budget
+is counted the same way), the history trimming, and option checks."""
 
 from __future__ import annotations
 
+import collections
 import logging
-import queue
-import threading
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import nullcontext
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-
 from .errors import ModelError, ValidationError
-from .hardware import Hardware, pick_hardware
-from .models import ResolvedModel
+from .generation import (
+    MIN_SAMPLING_TEMPERATURE,
+    Generation,
+    GenerationOptions,
+    GenerationResult,
+    Message,
+)
+from .hardware import Hardware
+
+__all__ = [
+    "MIN_SAMPLING_TEMPERATURE",
+    "ChatEngine",
+    "Generation",
+    "GenerationOptions",
+    "GenerationResult",
+    "Message",
+    "ReplyDecoder",
+    "require_safetensors",
+]
 
 log = logging.getLogger(__name__)
-
-Message = dict  # {"role": "system"|"user"|"assistant", "content": str}
-MIN_SAMPLING_TEMPERATURE = 0.01  # lower temperatures decode greedily (see _run)
-
-
-@dataclass(frozen=True)
-class GenerationOptions:
-    temperature: float = 0.3  # 0 (or anything below 0.01) means greedy decoding
-    top_p: float = 0.9
-    max_new_tokens: int = 256
-    repetition_penalty: float = 1.05  # small models loop without a little of this
-    seed: int | None = None
-
-    def validate(self, context_window: int) -> GenerationOptions:
-        if not 0 <= self.temperature <= 2:
-            raise ValidationError("temperature must be between 0 and 2")
-        if not 0 < self.top_p <= 1:
-            raise ValidationError("top_p must be in (0, 1]")
-        if not 1 <= self.max_new_tokens <= context_window // 2:
-            raise ValidationError(f"max_new_tokens must be between 1 and {context_window // 2} for this model")
-        if self.seed is not None and not -(2**63) <= self.seed < 2**63:  # torch seeds are 64-bit
-            raise ValidationError("seed must fit in a signed 64-bit integer")
-        return self
-
-    def as_dict(self) -> dict:
-        return {
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "max_new_tokens": self.max_new_tokens,
-            "repetition_penalty": self.repetition_penalty,
-            "seed": self.seed,
-        }
-
-
-@dataclass
-class GenerationResult:
-    text: str = ""
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    finish_reason: str = "stop"  # "stop" (end of turn), "length", "stopped" (by request), "error"
-    latency_s: float = 0.0  # request to last token
-    ttft_s: float | None = None  # request to first visible text
-    dropped_messages: int = 0  # oldest history messages left out to fit the context
-    model: str = ""
-    adapter: str | None = None
-    error: str | None = None
-
-    @property
-    def decode_tokens_per_s(self) -> float:
-        decode_time = self.latency_s - (self.ttft_s or 0.0)
-        return (self.completion_tokens - 1) / decode_time if self.completion_tokens > 1 and decode_time > 0 else 0.0
-
-
-class _TextQueueStreamer:
-    """A transformers streamer that decodes the whole completion after every token and puts
-    the growing text on a queue. Decoding everything (not token by token) keeps multi-byte
-    characters and merged tokens right; a few hundred tokens cost microseconds to decode."""
-
-    def __init__(self, tokenizer, out: queue.Queue):
-        self.tokenizer = tokenizer
-        self.out = out
-        self.ids: list[int] = []
-        self._seen_prompt = False
-        self.first_token_at: float | None = None
-
-    def put(self, value: torch.Tensor) -> None:
-        if not self._seen_prompt:  # generate() first passes the prompt
-            self._seen_prompt = True
-            return
-        self.ids.extend(value.reshape(-1).tolist())
-        if self.first_token_at is None:
-            self.first_token_at = time.perf_counter()
-        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
-        if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
-            self.out.put(text)
-
-    def end(self) -> None:
-        pass
-
-
-class _StopOnEvent:
-    """Stopping criterion that ends generation when a threading.Event is set."""
-
-    def __init__(self, event: threading.Event):
-        self.event = event
-
-    def __call__(self, input_ids, scores, **kwargs):
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
-
-
-_DONE = object()
-
-
-class Generation:
-    """A running generation. Iterate to get the reply so far (a growing string); `stop()`
-    ends it early; `wait()` returns the GenerationResult once it has finished."""
-
-    def __init__(self):
-        self._queue: queue.Queue = queue.Queue()
-        self._stop = threading.Event()
-        self._finished = threading.Event()
-        self.result = GenerationResult()
-        self.text = ""
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    @property
-    def stopped(self) -> bool:
-        return self._stop.is_set()
-
-    def __iter__(self) -> Iterator[str]:
-        while True:
-            item = self._queue.get()
-            if item is _DONE:
-                return
-            self.text = item
-            yield item
-
-    def wait(self, timeout: float | None = None) -> GenerationResult:
-        if not self._finished.wait(timeout):
-            raise TimeoutError("generation did not finish in time")
-        return self.result
 
 
 def require_safetensors(folder: Path, what: str) -> None:
@@ -163,43 +57,48 @@ def require_safetensors(folder: Path, what: str) -> None:
         )
 
 
+class ReplyDecoder:
+    """Turns the reply's token ids into its text as they arrive. It decodes the whole reply
+    each time (not token by token), which keeps multi-byte characters and merged tokens right;
+    a few hundred tokens cost microseconds. `add` returns the new text, or None while the last
+    token ends inside a multi-byte character."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.ids: list[int] = []
+
+    def add(self, token: int) -> str | None:
+        self.ids.append(token)
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        return None if text.endswith("\ufffd") else text
+
+    def text(self) -> str:
+        return self.tokenizer.decode(self.ids, skip_special_tokens=True).strip()
+
+
 class ChatEngine:
-    def __init__(self, model, tokenizer, *, name: str, hardware: Hardware, max_context: int = 2048):
-        self.base_model = model
-        self.model = model  # becomes a PeftModel once the first adapter is loaded
+    """The interface every backend implements, and the prompt handling they share.
+
+    Subclasses set `backend`, `parallel` (how many requests they decode at once) and implement
+    `load_adapter`, `unload_adapter`, `_start` and `score`."""
+
+    backend = "none"
+    parallel = 1  # requests decoded together; the request queue in front sizes itself on it
+
+    def __init__(self, tokenizer, *, name: str, hardware: Hardware, context_window: int):
         self.tokenizer = tokenizer
         self.name = name
         self.hardware = hardware
-        model_limit = getattr(model.config, "max_position_embeddings", None) or max_context
-        self.context_window = min(max_context, model_limit)
+        self.context_window = context_window
         self._adapters: dict[str, str] = {}  # name -> version key of the folder it was loaded from
-        self._lock = threading.Lock()
         if tokenizer.chat_template is None:
             raise ModelError(f"Model {name} has no chat template; Tailor needs an instruct/chat model.")
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
 
-    # ---- loading -----------------------------------------------------------------------
-    @classmethod
-    def load(cls, resolved: ResolvedModel, hardware: Hardware | None = None, max_context: int = 2048) -> ChatEngine:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        hardware = hardware or pick_hardware()
-        require_safetensors(Path(resolved.path), "model")
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(resolved.path)
-            # safetensors only: pickle-based .bin/.pt weights can run code when loaded
-            model = AutoModelForCausalLM.from_pretrained(resolved.path, dtype=hardware.dtype, use_safetensors=True)
-        except Exception as exc:
-            raise ModelError(
-                f"Could not load model {resolved.name} from {resolved.path}: {exc}. If it is the converted "
-                "default model, delete that folder and start again to re-convert it; otherwise check "
-                "TAILOR_MODEL / --model."
-            ) from exc
-        model.to(hardware.device)  # type: ignore[arg-type]  # a device string is accepted
-        model.eval()  # generation in training mode (dropout, checkpointing) produces garbage
-        log.info("Loaded %s on %s", resolved.name, hardware.describe())
-        return cls(model, tokenizer, name=resolved.name, hardware=hardware, max_context=max_context)
+    def describe(self) -> str:
+        """Where and how it runs, for the log line at start and the UI header."""
+        return f"{self.backend} on {self.hardware.describe()}"
 
     # ---- adapters ----------------------------------------------------------------------
     @property
@@ -209,48 +108,14 @@ class ChatEngine:
     def load_adapter(self, name: str, path: Path, version: str | None = None) -> None:
         """Load a LoRA adapter under `name`; reload it if `version` (default: the folder path)
         differs from the one loaded, e.g. after an adapter was re-published under its name."""
-        from peft import PeftModel
-
-        path = Path(path)
-        version = version or str(path)
-        require_safetensors(path, "adapter")
-        with self._lock:
-            if name in self._adapters:
-                if self._adapters[name] == version:
-                    return
-                self.model.delete_adapter(name)
-                del self._adapters[name]
-            try:
-                if not self._adapters and not isinstance(self.model, PeftModel):
-                    self.model = PeftModel.from_pretrained(self.base_model, path, adapter_name=name, is_trainable=False)
-                else:
-                    self.model.load_adapter(path, adapter_name=name, is_trainable=False)
-            except Exception as exc:
-                raise ModelError(f"Could not load adapter {name!r} from {path}: {exc}") from exc
-            self.model.eval()
-            self._adapters[name] = version
+        raise NotImplementedError
 
     def unload_adapter(self, name: str) -> None:
-        with self._lock:
-            if name not in self._adapters:
-                return
-            if len(self._adapters) == 1:
-                # Last adapter: take the LoRA layers out entirely and go back to the plain base
-                # model (a PeftModel with no adapter left cannot even run disable_adapter()).
-                self.base_model = self.model.unload()
-                self.model = self.base_model
-            else:
-                self.model.delete_adapter(name)
-            del self._adapters[name]
+        raise NotImplementedError
 
-    def _use(self, adapter: str | None):
-        """Context in which the model answers as `adapter` (None: the base model)."""
-        if adapter is None:
-            return self.model.disable_adapter() if self._adapters else nullcontext()
-        if adapter not in self._adapters:
+    def _check_adapter(self, adapter: str | None) -> None:
+        if adapter is not None and adapter not in self._adapters:
             raise ValidationError(f"adapter {adapter!r} is not loaded")
-        self.model.set_adapter(adapter)
-        return nullcontext()
 
     # ---- prompts -----------------------------------------------------------------------
     def encode(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> list[int]:
@@ -315,17 +180,13 @@ class ChatEngine:
     def stream(
         self, messages: Sequence[Message], options: GenerationOptions | None = None, adapter: str | None = None
     ) -> Generation:
-        """Start generating a reply in a background thread and return at once."""
+        """Start generating a reply and return at once; iterate the Generation for its text."""
         options = (options or GenerationOptions()).validate(self.context_window)
-        if adapter is not None and adapter not in self._adapters:
-            raise ValidationError(f"adapter {adapter!r} is not loaded")
+        self._check_adapter(adapter)
         fitted, dropped = self.fit_messages(messages, options.max_new_tokens)
         gen = Generation()
         gen.result = GenerationResult(model=self.name, adapter=adapter, dropped_messages=dropped)
-        thread = threading.Thread(
-            target=self._run, args=(gen, fitted, options, adapter), daemon=True, name="tailor-generate"
-        )
-        thread.start()
+        self._start(gen, fitted, options, adapter)
         return gen
 
     def generate(
@@ -336,97 +197,31 @@ class ChatEngine:
             pass
         return gen.wait()
 
-    def _run(self, gen: Generation, messages: list[Message], options: GenerationOptions, adapter: str | None):
-        started = time.perf_counter()
-        res = gen.result
-        streamer = _TextQueueStreamer(self.tokenizer, gen._queue)
-        try:
-            with self._lock:  # one generation at a time; the adapter choice is shared state
-                if gen.stopped:  # stopped while waiting for the lock
-                    res.finish_reason = "stopped"
-                    return
-                ids = self.encode(messages)
-                res.prompt_tokens = len(ids)
-                input_ids = torch.tensor([ids], device=self.hardware.device)
-                kwargs = dict(
-                    max_new_tokens=options.max_new_tokens,
-                    repetition_penalty=options.repetition_penalty,
-                    pad_token_id=self.tokenizer.pad_token_id,
-                    streamer=streamer,
-                    stopping_criteria=[_StopOnEvent(gen._stop)],
-                )
-                # Below ~0.01 sampling is greedy in all but name, and logits / 1e-248 overflow to
-                # inf (a NaN distribution, found by the /v1 fuzz test): decode greedily there.
-                if options.temperature >= MIN_SAMPLING_TEMPERATURE:
-                    kwargs.update(do_sample=True, temperature=options.temperature, top_p=options.top_p)
-                else:
-                    kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-                if options.seed is not None:
-                    torch.manual_seed(options.seed)
-                with self._use(adapter), torch.inference_mode():
-                    output = self.model.generate(
-                        input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **kwargs
-                    )
-            new_ids = output[0, len(ids) :].tolist()
-            res.completion_tokens = len(new_ids)
-            res.text = self.tokenizer.decode(new_ids, skip_special_tokens=True).strip()
-            eos = self._eos_ids()
-            if gen.stopped:
-                res.finish_reason = "stopped"
-            elif new_ids and new_ids[-1] in eos:
-                res.finish_reason = "stop"
-            else:
-                res.finish_reason = "length" if len(new_ids) >= options.max_new_tokens else "stop"
-        except Exception as exc:
-            log.exception("generation failed")
-            res.finish_reason = "error"
-            res.error = f"{exc.__class__.__name__}: {exc}"
-            res.text = self.tokenizer.decode(streamer.ids, skip_special_tokens=True).strip()
-            res.completion_tokens = len(streamer.ids)
-        finally:
-            res.latency_s = time.perf_counter() - started
-            if streamer.first_token_at is not None:
-                res.ttft_s = streamer.first_token_at - started
-            gen._queue.put(_DONE)
-            gen._finished.set()
+    def generate_many(
+        self,
+        requests: Sequence[tuple[Sequence[Message], GenerationOptions | None, str | None]],
+    ) -> list[GenerationResult]:
+        """Answer many requests, `parallel` of them in flight at a time, in their order. A
+        batching backend decodes those together (an evaluation run's items, for example)."""
+        results: list[GenerationResult] = [GenerationResult() for _ in requests]
+        in_flight: collections.deque[tuple[int, Generation]] = collections.deque()
+        for i, request in enumerate(requests):
+            if len(in_flight) >= max(1, self.parallel):
+                j, gen = in_flight.popleft()
+                results[j] = gen.wait()
+            in_flight.append((i, self.stream(*request)))
+        for j, gen in in_flight:
+            results[j] = gen.wait()
+        return results
+
+    def _start(self, gen: Generation, messages: list[Message], options: GenerationOptions, adapter: str | None) -> None:
+        """Begin generating `messages` (already fitted to the context) into `gen`."""
+        raise NotImplementedError
 
     def score(self, messages: Sequence[Message], completion: str, adapter: str | None = None) -> tuple[float, int]:
         """Mean cross-entropy (nats/token) of `completion` as the assistant's reply to
-        `messages`, under `adapter` (None: the base model), and how many tokens it covers.
-        Evaluation uses it for the loss/perplexity of reference answers. The reply's tokens
-        include the template's end-of-turn marker: ending on time is part of the answer."""
-        if adapter is not None and adapter not in self._adapters:
-            raise ValidationError(f"adapter {adapter!r} is not loaded")
-        if not (completion or "").strip():
-            raise ValidationError("the reference answer is empty")
-        prompt = self.encode(messages, add_generation_prompt=True)
-        full = self.encode(list(messages) + [{"role": "assistant", "content": completion}], add_generation_prompt=False)
-        if full[: len(prompt)] != prompt:  # a template that rewrites earlier turns: append instead
-            full = prompt + self.tokenizer(completion, add_special_tokens=False)["input_ids"]
-            if self.tokenizer.eos_token_id is not None:
-                full.append(self.tokenizer.eos_token_id)
-        start = len(prompt)
-        if len(full) <= start:
-            raise ValidationError("the reference answer has no tokens")
-        overflow = len(full) - self.context_window
-        if overflow > 0:  # keep the reply whole and as much of the prompt's end as fits
-            if overflow >= start:
-                raise ValidationError(
-                    f"the reference answer alone is longer than the context ({self.context_window} tokens)"
-                )
-            full, start = full[overflow:], start - overflow
-        ids = torch.tensor([full], device=self.hardware.device)
-        with self._lock, self._use(adapter), torch.inference_mode():
-            logits = self.model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
-        # logits at position t predict token t+1: the reply's tokens are predicted from start-1 on
-        pred = logits[0, start - 1 : -1].float()
-        target = ids[0, start:]
-        loss = torch.nn.functional.cross_entropy(pred, target, reduction="mean")
-        return float(loss), int(target.numel())
+        `messages`, under `adapter` (None: the base model), and how many tokens it covers."""
+        raise NotImplementedError
 
-    def _eos_ids(self) -> set[int]:
-        eos = self.model.generation_config.eos_token_id
-        ids = set(eos if isinstance(eos, list) else [eos]) if eos is not None else set()
-        if self.tokenizer.eos_token_id is not None:
-            ids.add(self.tokenizer.eos_token_id)
-        return ids
+    def close(self) -> None:
+        """Free what the backend holds outside Python's memory (threads, native buffers)."""

@@ -36,6 +36,7 @@ class ResolvedModel:
     name: str  # what users see: "SmolLM2-135M-Instruct", "Qwen/Qwen2.5-0.5B-Instruct", a folder
     path: Path  # a folder with config.json, tokenizer files and weights
     source: str  # "embedded", "folder", "gguf", "hub-cache"
+    gguf: Path | None = None  # the GGUF file it came from, which the llama.cpp backend runs as is
 
 
 def find_embedded_gguf() -> Path:
@@ -112,14 +113,14 @@ def resolve_model(
     if spec in DEFAULT_ALIASES:
         gguf = find_embedded_gguf()
         folder = convert_gguf(gguf, models_dir / DEFAULT_MODEL_NAME, progress)
-        return ResolvedModel(DEFAULT_MODEL_NAME, folder, "embedded")
+        return ResolvedModel(DEFAULT_MODEL_NAME, folder, "embedded", gguf)
     assert spec is not None  # None is one of DEFAULT_ALIASES
     path = Path(spec).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
             raise ModelError(f"GGUF file {path} does not exist.")
         folder = convert_gguf(path.resolve(), models_dir / path.stem, progress)
-        return ResolvedModel(path.stem, folder, "gguf")
+        return ResolvedModel(path.stem, folder, "gguf", path.resolve())
     if path.exists():
         if not (path / "config.json").is_file():
             raise ModelError(

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .adapters import AdapterCatalog
+from .backends import load_engine
 from .chat import ChatService
 from .conversations import ConversationLog
 from .engine import ChatEngine
@@ -39,7 +40,16 @@ def open_core(settings: Settings, progress: Callable[[str], None] = log.info) ->
         settings.model, workspace.models_dir, allow_downloads=settings.allow_downloads, progress=progress
     )
     hardware = pick_hardware(settings.device, settings.dtype)
-    engine = ChatEngine.load(resolved, hardware, max_context=settings.max_context)
+    engine = load_engine(
+        resolved,
+        hardware,
+        backend=settings.engine,
+        max_context=settings.max_context,
+        threads=settings.threads,
+        parallel=settings.parallel,
+        models_dir=workspace.models_dir,
+        progress=progress,
+    )
     conversations = ConversationLog(workspace.db)
     adapters = AdapterCatalog(workspace.adapters_dir)
     chat = ChatService(engine, conversations, adapters, no_source=settings.no_source)

@@ -44,6 +44,8 @@ ENV_VARS = (
     "TAILOR_THREADS",
     "TAILOR_DEVICE",
     "TAILOR_DTYPE",
+    "TAILOR_ENGINE",
+    "TAILOR_PARALLEL",
     "TAILOR_API_KEYS",
     "TAILOR_MAX_QUEUE",
     "TAILOR_QUEUE_TIMEOUT",
@@ -118,11 +120,16 @@ class Settings:
     threads: int | None = None
     device: str | None = None  # "cpu", "cuda", "mps"; None picks from the hardware
     dtype: str | None = None  # "float32", "bfloat16", "float16"; None picks from the hardware
+    # The generation backend (assistant/backends.py): "auto" is llama.cpp on a CPU where it is
+    # installed and works, torch on a GPU and everywhere else.
+    engine: str = "auto"
+    # Requests the llama.cpp backend decodes together; each holds max_context tokens of KV cache.
+    parallel: int = 8
     allow_downloads: bool = False  # never fetch weights from a hub unless asked to
     # Keys for the OpenAI-compatible /v1 API ("Authorization: Bearer <key>"), comma-separated.
     # Without keys /v1 is open on loopback and closed (401) anywhere else.
     api_keys: str | None = None
-    # Load limits. The engine answers one request at a time (shared weights), so requests
+    # Load limits. The engine answers `parallel` requests at a time (one on torch), so the rest
     # wait in a bounded queue; beyond it the API answers 429, after queue_timeout 503.
     max_queue: int = 16
     queue_timeout: float = 120.0  # seconds a request may wait for its turn
@@ -148,6 +155,8 @@ class Settings:
             threads=_env_int("TAILOR_THREADS", None),
             device=env_str("TAILOR_DEVICE"),
             dtype=env_str("TAILOR_DTYPE"),
+            engine=env_str("TAILOR_ENGINE", "auto"),
+            parallel=_env_int("TAILOR_PARALLEL", 8),
             allow_downloads=(env_str("TAILOR_ALLOW_DOWNLOADS") or "").lower() in {"1", "true", "yes"},
             api_keys=env_str("TAILOR_API_KEYS"),
             max_queue=_env_int("TAILOR_MAX_QUEUE", 16),

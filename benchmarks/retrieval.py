@@ -210,13 +210,14 @@ def bench_latency(sizes: list[int], n_queries: int, hnsw_max: int, dim: int = 38
 
 
 def bench_chat(kb, facts: list[dict], n: int) -> None:
-    from assistant.engine import ChatEngine, GenerationOptions
+    from assistant.engine import GenerationOptions
     from assistant.hardware import pick_hardware
     from assistant.models import resolve_model
     from assistant.prompting import build_messages
+    from assistant.torch_engine import TorchEngine
 
     cache = Path(os.environ.get("TAILOR_TEST_MODEL_CACHE") or tempfile.mkdtemp(prefix="tailor-models-"))
-    engine = ChatEngine.load(resolve_model(None, cache), pick_hardware("cpu"), max_context=2048)
+    engine = TorchEngine.load(resolve_model(None, cache), pick_hardware("cpu"), max_context=2048)
     options = GenerationOptions(temperature=0, max_new_tokens=48, repetition_penalty=1.0)
     step = max(1, len(facts) // n)
     chosen = facts[::step][:n]

@@ -124,15 +124,16 @@ def main() -> None:
 
     import openai
 
-    from assistant.engine import ChatEngine, GenerationOptions
+    from assistant.engine import GenerationOptions
     from assistant.hardware import pick_hardware, set_threads
     from assistant.models import resolve_model
+    from assistant.torch_engine import TorchEngine
     from assistant.workspace import Workspace
 
     set_threads(args.threads)
     ws = Workspace(workspace)
     resolved = resolve_model(args.model, ws.models_dir, progress=lambda m: print(m, file=sys.stderr))
-    engine = ChatEngine.load(resolved, pick_hardware(), max_context=2048)
+    engine = TorchEngine.load(resolved, pick_hardware(), max_context=2048)
     options = GenerationOptions(temperature=0, max_new_tokens=args.tokens)
 
     def direct(prompt: str) -> int:

@@ -160,13 +160,14 @@ def run_trl_default(model_path: Path, version: Path, steps: int, out: Path):
 
 def quality(version_dir: Path, adapter_dir: Path, models_dir: Path, threads: int) -> int:
     from assistant.embeddings import get_embedder
-    from assistant.engine import ChatEngine, GenerationOptions
+    from assistant.engine import GenerationOptions
     from assistant.hardware import pick_hardware
     from assistant.models import resolve_model
+    from assistant.torch_engine import TorchEngine
 
     torch.set_num_threads(threads)
     tests = [json.loads(line) for line in (version_dir / "test.jsonl").read_text().splitlines() if line.strip()]
-    engine = ChatEngine.load(resolve_model(None, models_dir), pick_hardware("cpu"))
+    engine = TorchEngine.load(resolve_model(None, models_dir), pick_hardware("cpu"))
     engine.load_adapter("tuned", adapter_dir)
     embedder = get_embedder()
     refs = embedder.encode([t["messages"][-1]["content"] for t in tests])

@@ -1,4 +1,4 @@
-"""`tailor export adapter|merged|dataset|workspace ...` and `tailor import workspace ...`."""
+"""`tailor export adapter|merged|gguf|dataset|workspace ...` and `tailor import workspace ...`."""
 
 from __future__ import annotations
 
@@ -50,6 +50,31 @@ def register(sub, common) -> None:
     )
     q.add_argument("--overwrite", action="store_true", help="replace an earlier export at DEST")
     q.set_defaults(func=cmd_export_merged)
+
+    q = xsub.add_parser(
+        "gguf",
+        parents=[common],
+        help="base model + adapter as GGUF files for llama.cpp and Ollama",
+        description="Merge a LoRA adapter into the base model and write GGUF files for llama.cpp "
+        "(one per --quant), the adapter alone as a GGUF LoRA (llama.cpp's --lora), an Ollama "
+        "Modelfile (chat template, system prompt, stop tokens) and a README.txt saying how to run "
+        "each. Quantizing needs llama-cpp-python (make setup).",
+    )
+    q.add_argument("name", help="adapter name")
+    q.add_argument(
+        "dest", type=Path, nargs="?", default=None, help="destination folder (default: <workspace>/exports/NAME-gguf)"
+    )
+    q.add_argument(
+        "--quant",
+        default="q8_0,q4_k_m",
+        metavar="KINDS",
+        help="comma-separated: q8_0, q4_k_m, q4_0, f16, f32 (default: q8_0,q4_k_m)",
+    )
+    q.add_argument(
+        "--system-prompt", default=None, metavar="TEXT", help="the Modelfile's SYSTEM prompt (default: none)"
+    )
+    q.add_argument("--overwrite", action="store_true", help="replace an earlier GGUF export at DEST")
+    q.set_defaults(func=cmd_export_gguf)
 
     q = xsub.add_parser(
         "dataset",
@@ -140,6 +165,40 @@ def cmd_export_merged(args) -> int:
         progress=_say,
     )
     print(f"Exported {result.summary()}")
+    return 0
+
+
+def cmd_export_gguf(args) -> int:
+    from assistant.adapters import AdapterCatalog
+    from assistant.models import resolve_model
+    from tuning.gguf_export import export_gguf
+
+    settings = settings_from(args)
+    ws = _workspace(args)
+    resolved = resolve_model(settings.model, ws.models_dir, allow_downloads=settings.allow_downloads, progress=_say)
+    dest = args.dest if args.dest is not None else ws.exports_dir / f"{args.name}-gguf"
+    result = export_gguf(
+        resolved,
+        AdapterCatalog(ws.adapters_dir),
+        args.name,
+        dest,
+        quants=args.quant,
+        system_prompt=args.system_prompt,
+        overwrite=args.overwrite,
+        progress=_say,
+    )
+    print(f"Exported {result.summary()}")
+    width = max(len(str(p)) for p in result.outputs)
+    for path in result.outputs:
+        size = path.stat().st_size
+        shown = f"{size / 1e6:,.1f} MB" if size >= 1e6 else f"{size / 1e3:,.1f} kB"
+        print(f"  {str(path):<{width}}  {shown:>10}")
+    for note in result.notes:
+        print(f"  note: {note}")
+    print(f"Run it: llama-cli -m {result.outputs[0]} -cnv")
+    print(
+        f"   or:  cd {result.path} && ollama create {args.name.lower()} -f Modelfile && ollama run {args.name.lower()}"
+    )
     return 0
 
 

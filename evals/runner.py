@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, replace
 
 from assistant.adapters import BASE, AdapterInfo
 from assistant.chat import NO_SOURCE_REPLY, ChatService, check_no_source
-from assistant.engine import GenerationOptions
+from assistant.engine import GenerationOptions, GenerationResult
 from assistant.errors import TailorError, ValidationError
 from assistant.progress import Progress, no_progress
 from assistant.prompting import build_messages
@@ -73,6 +73,18 @@ def parse_rag(values: list[str] | str | None) -> list[bool]:
     if not out:
         raise ValidationError("choose retrieval off, on, or both")
     return list(dict.fromkeys(out))
+
+
+@dataclass
+class _Plan:
+    """One arm's question for one item, before it is answered."""
+
+    arm: Arm
+    adapter: str | None
+    messages: list[dict]
+    passages: list | None
+    abstained: bool
+    declined: bool  # no source good enough and the policy says decline: no generation
 
 
 class EvalService:
@@ -233,18 +245,22 @@ class EvalService:
         try:
             embedder = self._embedder_factory() if options.semantic else None
             adapters = {arm.key: (None if arm.model == BASE else self.chat._adapter_for(arm.model)) for arm in run.arms}
-            for item in items:
+            # Items go to the engine a batch at a time: a batching backend (llama.cpp) decodes
+            # the batch's replies together, every arm's and every item's.
+            batch = max(1, self.chat.engine.parallel)
+            for start in range(0, len(items), batch):
                 if cancel.is_set():
                     self.store.set_status(run.id, "cancelled")
                     return
-                results = self._answer(item, run.arms, adapters, options)
-                if embedder is not None:
-                    vectors = embedder.encode([item.reference] + [r.reply for r in results])
-                    for r, vec in zip(results, vectors[1:]):
-                        r.metrics["semantic"] = M.cosine(vectors[0], vec)
-                for r in results:
-                    self.store.add_result(run.id, r)
-                done += len(results)
+                chunk = items[start : start + batch]
+                for item, results in zip(chunk, self._answer_many(chunk, run.arms, adapters, options)):
+                    if embedder is not None:
+                        vectors = embedder.encode([item.reference] + [r.reply for r in results])
+                        for r, vec in zip(results, vectors[1:]):
+                            r.metrics["semantic"] = M.cosine(vectors[0], vec)
+                    for r in results:
+                        self.store.add_result(run.id, r)
+                    done += len(results)
                 progress(done, total)
             self._finalise(run.id)
             self.store.set_status(run.id, "done")
@@ -264,20 +280,31 @@ class EvalService:
         ]
         self.store.save_arm_metrics(run_id, [r for r in rows if not math.isnan(r[2])])
 
-    def _answer(
-        self, item: EvalItem, arms: list[Arm], adapters: dict[str, str | None], options: RunOptions
-    ) -> list[ItemResult]:
+    def _answer_many(
+        self, items: list[EvalItem], arms: list[Arm], adapters: dict[str, str | None], options: RunOptions
+    ) -> list[list[ItemResult]]:
+        """Every arm's reply to every item, generated together, then measured item by item."""
         engine = self.chat.engine
+        gen_options = GenerationOptions(
+            temperature=0, max_new_tokens=options.max_new_tokens, repetition_penalty=options.repetition_penalty
+        )
+        plans = [self._plan(item, arms, adapters, options) for item in items]
+        asked = [(p.messages, gen_options, p.adapter) for per_item in plans for p in per_item if not p.declined]
+        replies = iter(engine.generate_many(asked))
+        out = []
+        for item, per_item in zip(items, plans):
+            out.append([self._measure(item, p, None if p.declined else next(replies), options) for p in per_item])
+        return out
+
+    def _plan(
+        self, item: EvalItem, arms: list[Arm], adapters: dict[str, str | None], options: RunOptions
+    ) -> list[_Plan]:
         system = item.system_prompt if options.system_prompt is None else options.system_prompt
         retrieval = None
         if any(a.rag for a in arms):  # one retrieval per item, shared by every retrieval arm
             retrieval = self.retriever.retrieve(item.question, k=options.k)
-        gen_options = GenerationOptions(
-            temperature=0, max_new_tokens=options.max_new_tokens, repetition_penalty=options.repetition_penalty
-        )
-        out = []
+        plans = []
         for arm in arms:
-            adapter = adapters[arm.key]
             if arm.rag:
                 assert retrieval is not None  # retrieved above: this arm uses retrieval
                 passages = retrieval.passages if not retrieval.abstain else None
@@ -286,43 +313,45 @@ class EvalService:
                 passages, abstained = None, False
             messages = build_messages(item.history, item.question, system, passages)
             declined = abstained and options.no_source == "decline"
-            if declined:
-                reply, latency, n_tokens, finish = NO_SOURCE_REPLY, 0.0, 0, "no_source"
-                tps = None
-            else:
-                res = engine.generate(messages, gen_options, adapter=adapter)
-                if res.error:
-                    log.warning("arm %s on item %s: %s", arm.key, item.id, res.error)
-                reply, latency, n_tokens, finish = res.text, res.latency_s, res.completion_tokens, res.finish_reason
-                tps = n_tokens / latency if latency > 0 and n_tokens else None
-            m = {
-                "rouge_l": M.rouge_l(reply, item.reference),
-                "f1": M.token_f1(reply, item.reference),
-                "exact_match": M.exact_match(reply, item.reference),
-                "fact": M.fact_found(reply, item.answers) if item.answers else None,
-                "semantic": None,
-                "ref_loss": None,
-                "latency_s": None if declined else latency,
-                "tokens_per_s": tps,
-                "abstained": float(abstained) if arm.rag else None,
-            }
-            if options.score_references and not declined:
-                try:
-                    m["ref_loss"], _ = engine.score(messages, item.reference, adapter=adapter)
-                except ValidationError as exc:  # e.g. a reference longer than the context
-                    log.info("no reference loss for %s: %s", item.id, exc)
-            out.append(
-                ItemResult(
-                    arm.key,
-                    item.id,
-                    reply,
-                    abstained,
-                    latency,
-                    n_tokens,
-                    tps,
-                    finish,
-                    m,
-                    [p.as_dict() for p in passages] if passages else None,
-                )
-            )
-        return out
+            plans.append(_Plan(arm, adapters[arm.key], messages, passages, abstained, declined))
+        return plans
+
+    def _measure(self, item: EvalItem, plan: _Plan, res: GenerationResult | None, options: RunOptions) -> ItemResult:
+        arm, declined, abstained = plan.arm, plan.declined, plan.abstained
+        if res is None:
+            reply, latency, n_tokens, finish = NO_SOURCE_REPLY, 0.0, 0, "no_source"
+            tps = None
+        else:
+            if res.error:
+                log.warning("arm %s on item %s: %s", arm.key, item.id, res.error)
+            reply, latency, n_tokens, finish = res.text, res.latency_s, res.completion_tokens, res.finish_reason
+            tps = n_tokens / latency if latency > 0 and n_tokens else None
+        m = {
+            "rouge_l": M.rouge_l(reply, item.reference),
+            "f1": M.token_f1(reply, item.reference),
+            "exact_match": M.exact_match(reply, item.reference),
+            "fact": M.fact_found(reply, item.answers) if item.answers else None,
+            "semantic": None,
+            "ref_loss": None,
+            "latency_s": None if declined else latency,
+            "tokens_per_s": tps,
+            "abstained": float(abstained) if arm.rag else None,
+        }
+        if options.score_references and not declined:
+            try:
+                m["ref_loss"], _ = self.chat.engine.score(plan.messages, item.reference, adapter=plan.adapter)
+            except ValidationError as exc:  # e.g. a reference longer than the context
+                log.info("no reference loss for %s: %s", item.id, exc)
+        passages = plan.passages
+        return ItemResult(
+            arm.key,
+            item.id,
+            reply,
+            abstained,
+            latency,
+            n_tokens,
+            tps,
+            finish,
+            m,
+            [p.as_dict() for p in passages] if passages else None,
+        )

@@ -5,6 +5,7 @@
   tests use it; its replies are noise, but real generation code runs on it.
 - `real_model_dir`: the embedded default model (SmolLM2-135M-Instruct), converted once per
   test session into a cache shared by the real-model tests (marked `real`).
+- `tiny_gguf`: the tiny model converted to an f32 GGUF file for the llama.cpp backend.
 - `workspace`: a fresh Workspace in a temporary folder (TAILOR_HOME points at it).
 - `wait_until` / `random_lora`: fixtures giving the functions of the same names, which a
   conftest or a helper function can also import (`from ..conftest import wait_until`):
@@ -47,7 +48,7 @@ _CORPUS = [
 ] * 20
 
 
-def build_tiny_model(folder: Path, *, max_positions: int = 512, seed: int = 0) -> Path:
+def build_tiny_model(folder: Path, *, max_positions: int = 512, seed: int = 0, initializer_range: float = 0.02) -> Path:
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -81,6 +82,7 @@ def build_tiny_model(folder: Path, *, max_positions: int = 512, seed: int = 0) -
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=True,
+        initializer_range=initializer_range,
     )
     model = LlamaForCausalLM(config)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
@@ -97,11 +99,20 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_engine(tiny_model_dir):
-    from assistant.engine import ChatEngine
     from assistant.hardware import pick_hardware
     from assistant.models import ResolvedModel
+    from assistant.torch_engine import TorchEngine
 
-    return ChatEngine.load(ResolvedModel("tiny", tiny_model_dir, "folder"), pick_hardware("cpu"), max_context=512)
+    return TorchEngine.load(ResolvedModel("tiny", tiny_model_dir, "folder"), pick_hardware("cpu"), max_context=512)
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tiny_model_dir, tmp_path_factory) -> Path:
+    """The tiny model as an f32 GGUF file for the llama.cpp backend (skips without llama_cpp)."""
+    pytest.importorskip("llama_cpp")
+    from assistant.gguf_convert import convert_folder_to_gguf
+
+    return convert_folder_to_gguf(tiny_model_dir, tmp_path_factory.mktemp("tiny-gguf") / "tiny.f32.gguf", outtype="f32")
 
 
 @pytest.fixture
@@ -129,10 +140,10 @@ def real_model(real_models_dir):
 
 @pytest.fixture(scope="session")
 def real_engine(real_model):
-    from assistant.engine import ChatEngine
     from assistant.hardware import pick_hardware
+    from assistant.torch_engine import TorchEngine
 
-    return ChatEngine.load(real_model, pick_hardware(), max_context=2048)
+    return TorchEngine.load(real_model, pick_hardware(), max_context=2048)
 
 
 # ---- waiting for something, and random LoRA adapters ------------------------------------------

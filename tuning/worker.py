@@ -258,9 +258,14 @@ def run(job_dir: Path) -> int:
             else f"publishing adapter {name}"
         )
         trainer.model.eval()
+
+        def write_adapter(tmp: Path) -> None:
+            trainer.model.save_pretrained(tmp)
+            _write_lora_gguf(tmp, Path(job.base_model_path), writer)
+
         registry.publish(
             name,
-            lambda tmp: trainer.model.save_pretrained(tmp),
+            write_adapter,
             family=job.family,
             version=version,
             base_model=job.base_model,
@@ -330,6 +335,19 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m tuning.worker JOB_DIR", file=sys.stderr)
         return 2
     return run(Path(argv[0]))
+
+
+def _write_lora_gguf(adapter_dir: Path, base_folder: Path, writer) -> None:
+    """The adapter in llama.cpp's GGUF LoRA format, published with it (`adapter.gguf`), so the
+    llama.cpp engine can hot-swap it at once. Optional: where it cannot be written (llama.cpp's
+    format lacks a feature, a disk error), the engine converts it when first used, and the torch
+    engine never needs it; so a failure is logged, not fatal to the job."""
+    from assistant.gguf_lora import convert_lora_to_gguf, lora_gguf_path
+
+    try:
+        convert_lora_to_gguf(adapter_dir, base_folder, lora_gguf_path(adapter_dir))
+    except Exception as exc:  # noqa: BLE001 - the adapter itself is already written and valid
+        writer.log(f"note: no llama.cpp copy of the adapter ({exc}); it will be converted when first used")
 
 
 if __name__ == "__main__":

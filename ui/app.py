@@ -36,7 +36,7 @@ def build_ui(core: Core) -> gr.Blocks:
     tuning = open_tuning(core.workspace, core.model.name, core.model.path, serving=True)
     tuning.jobs.start_background()
     with gr.Blocks(title="Tailor") as demo:
-        gr.Markdown(f"## Tailor · {core.engine.name} · {core.engine.hardware.describe()}")
+        gr.Markdown(f"## Tailor · {core.engine.name} · {core.engine.describe()}")
         build_demo_panel(core.workspace, curation, knowledge)
         with gr.Tabs():
             with gr.Tab("Chat", id="chat"):

@@ -1,7 +1,8 @@
 """The Tune tab: one click trains a LoRA adapter on the current dataset; live progress
 (step/total, epoch, tokens/s, ETA), the train/validation loss curve and the job log, polled
 with a gr.Timer from the database and the job folder, so a browser reload loses nothing;
-cancel and resume; the adapter registry with activate / rename / delete. The timer only reads:
+cancel and resume; the adapter registry with activate / rename / delete, and the picked adapter as
+GGUF files for llama.cpp / Ollama (ui/gguf_panel.py). The timer only reads:
 the app's background job thread runs the queue (tuning's `start_background`)."""
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from tuning.service import TuneService
 
 from .errors import shows_errors
 from .formatting import plot_value
+from .gguf_panel import build_gguf_panel
 
 STATUS_ICONS = {
     "queued": "⏳",
@@ -215,6 +217,7 @@ def build_tune_tab(
         rename_btn = gr.Button("Rename", scale=1)
         delete_btn = gr.Button("Delete", variant="stop", scale=1)
     adapter_status = gr.Markdown("")
+    build_gguf_panel(service, adapter_pick)  # "Download GGUF (llama.cpp / Ollama)" for the picked adapter
     known_adapters = gr.State({})  # the adapter names and the active one the page last saw
     timer = gr.Timer(2.0)
 

@@ -103,14 +103,14 @@ def test_concurrent_generations_are_serialised(tiny_engine):
 
 
 def test_adapter_hot_swap_without_reloading_base(tiny_model_dir, tmp_path, random_lora):
-    from assistant.engine import ChatEngine
     from assistant.hardware import pick_hardware
     from assistant.models import ResolvedModel
+    from assistant.torch_engine import TorchEngine
 
     # A LoRA adapter with non-zero weights (a strong one: alpha 64) so it changes the output.
     random_lora(tiny_model_dir, tmp_path / "ad1", seed=3, lora_alpha=64, target_modules=["q_proj", "v_proj", "o_proj"])
 
-    engine = ChatEngine.load(ResolvedModel("tiny", tiny_model_dir, "folder"), pick_hardware("cpu"), max_context=512)
+    engine = TorchEngine.load(ResolvedModel("tiny", tiny_model_dir, "folder"), pick_hardware("cpu"), max_context=512)
     base_weights = engine.base_model.model.embed_tokens.weight
     msgs = [{"role": "user", "content": "What is the capital of France?"}]
     before = engine.generate(msgs, GREEDY).text

@@ -45,15 +45,15 @@ def test_missing_default_package_message(monkeypatch, tmp_path):
 def test_broken_model_folder_gives_one_clear_error(tiny_model_dir, tmp_path):
     import shutil
 
-    from assistant.engine import ChatEngine
     from assistant.hardware import pick_hardware
     from assistant.models import ResolvedModel
+    from assistant.torch_engine import TorchEngine
 
     broken = tmp_path / "broken"
     shutil.copytree(tiny_model_dir, broken)
     (broken / "model.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(ModelError, match="Could not load model"):
-        ChatEngine.load(ResolvedModel("broken", broken, "folder"), pick_hardware("cpu"))
+        TorchEngine.load(ResolvedModel("broken", broken, "folder"), pick_hardware("cpu"))
 
 
 @pytest.mark.real

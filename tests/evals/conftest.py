@@ -46,11 +46,11 @@ EVAL_LORA = dict(target_modules=["q_proj", "v_proj"], meta={"base_model": "tiny"
 
 @pytest.fixture(scope="module")
 def eval_engine(tiny_model_dir):
-    from assistant.engine import ChatEngine
     from assistant.hardware import pick_hardware
     from assistant.models import ResolvedModel
+    from assistant.torch_engine import TorchEngine
 
-    return ChatEngine.load(ResolvedModel("tiny", tiny_model_dir, "folder"), pick_hardware("cpu"), max_context=512)
+    return TorchEngine.load(ResolvedModel("tiny", tiny_model_dir, "folder"), pick_hardware("cpu"), max_context=512)
 
 
 @pytest.fixture

@@ -10,9 +10,10 @@ import pytest
 
 from assistant.chat import NO_SOURCE_REPLY
 from assistant.conversations import ConversationLog
-from assistant.engine import ChatEngine, GenerationOptions
+from assistant.engine import GenerationOptions
 from assistant.hardware import pick_hardware
 from assistant.models import ResolvedModel
+from assistant.torch_engine import TorchEngine
 from assistant.workspace import Workspace
 
 pytestmark = pytest.mark.server
@@ -23,7 +24,7 @@ PROMPTS = ["What is the capital of France?", "Pump your tyres before every ride.
 @pytest.fixture
 def local_engine(tiny_model_dir):
     """The same tiny model in this process, to know what the server must answer."""
-    return ChatEngine.load(ResolvedModel("tiny", tiny_model_dir, "folder"), pick_hardware("cpu"), max_context=512)
+    return TorchEngine.load(ResolvedModel("tiny", tiny_model_dir, "folder"), pick_hardware("cpu"), max_context=512)
 
 
 def test_models_chat_base_and_adapter_stream_and_log(

@@ -176,9 +176,9 @@ def test_history_only_for_new_conversations(chat):
 def test_only_safetensors_weights_are_loaded(tmp_path, tiny_model_dir, tiny_engine):
     import shutil
 
-    from assistant.engine import ChatEngine
     from assistant.hardware import pick_hardware
     from assistant.models import ResolvedModel
+    from assistant.torch_engine import TorchEngine
 
     pickled = tmp_path / "pickled"
     shutil.copytree(tiny_model_dir, pickled)
@@ -188,7 +188,7 @@ def test_only_safetensors_weights_are_loaded(tmp_path, tiny_model_dir, tiny_engi
     with pytest.raises(ModelError, match="safetensors only"):
         require_safetensors(pickled, "model")
     with pytest.raises(ModelError, match="safetensors only"):
-        ChatEngine.load(ResolvedModel("pickled", pickled, "folder"), pick_hardware("cpu"))
+        TorchEngine.load(ResolvedModel("pickled", pickled, "folder"), pick_hardware("cpu"))
     adapter = tmp_path / "adapter"
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text("{}")

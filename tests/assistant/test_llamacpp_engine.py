@@ -1,0 +1,218 @@
+"""The llama.cpp backend against the torch backend on the same model: greedy parity with and
+without an adapter, hot-swapped adapters, batched requests that keep to themselves, Stop in a
+batch, and the fallback to torch. Skipped where llama-cpp-python is not installed (the suite
+then runs on torch alone)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import pytest
+
+from assistant.engine import GenerationOptions
+
+pytest.importorskip("llama_cpp")
+
+GREEDY = GenerationOptions(temperature=0, max_new_tokens=24, repetition_penalty=1.0)
+GREEDY_PENALTY = GenerationOptions(temperature=0, max_new_tokens=24, repetition_penalty=1.3)
+PROMPTS = [
+    [{"role": "user", "content": "What is the capital of France?"}],
+    [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "hello there"}],
+    [
+        {"role": "user", "content": "Pump your tyres?"},
+        {"role": "assistant", "content": "Ahoy, rider! Before every ride."},
+        {"role": "user", "content": "thanks, and the brakes?"},
+    ],
+]
+
+
+@pytest.fixture(scope="module")
+def sharp_model_dir(tmp_path_factory):
+    """The tiny model with 20x larger random weights. At the usual init its next-token logits are
+    nearly flat (top-2 gaps down to 5e-5), so float rounding that differs between two correct
+    implementations flips greedy choices; with sharper logits a mismatch means a real bug."""
+    from ..conftest import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("sharp-tiny"), initializer_range=0.4)
+
+
+@pytest.fixture(scope="module")
+def sharp_gguf(sharp_model_dir, tmp_path_factory):
+    from assistant.gguf_convert import convert_folder_to_gguf
+
+    return convert_folder_to_gguf(
+        sharp_model_dir, tmp_path_factory.mktemp("sharp-gguf") / "sharp.f32.gguf", outtype="f32"
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_adapter(sharp_model_dir, random_lora, tmp_path_factory):
+    return random_lora(sharp_model_dir, tmp_path_factory.mktemp("adapters") / "pirate", seed=3)
+
+
+@pytest.fixture(scope="module")
+def other_adapter(sharp_model_dir, random_lora, tmp_path_factory):
+    return random_lora(
+        sharp_model_dir,
+        tmp_path_factory.mktemp("adapters") / "other",
+        seed=11,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    )
+
+
+@pytest.fixture(scope="module")
+def engines(sharp_model_dir, sharp_gguf, tiny_adapter, other_adapter):
+    from assistant.backends import load_engine
+    from assistant.hardware import pick_hardware
+    from assistant.models import ResolvedModel
+    from assistant.torch_engine import TorchEngine
+
+    resolved = ResolvedModel("tiny", sharp_model_dir, "folder", sharp_gguf)
+    torch_engine = TorchEngine.load(resolved, pick_hardware("cpu"), max_context=512)
+    llama = load_engine(resolved, pick_hardware("cpu"), backend="llamacpp", max_context=512, parallel=4)
+    assert llama.backend == "llamacpp"
+    for engine in (torch_engine, llama):
+        engine.load_adapter("pirate", tiny_adapter)
+        engine.load_adapter("other", other_adapter)
+    yield torch_engine, llama
+    llama.close()
+
+
+@pytest.mark.parametrize("adapter", [None, "pirate", "other"])
+@pytest.mark.parametrize("options", [GREEDY, GREEDY_PENALTY], ids=["greedy", "penalty"])
+def test_greedy_parity_with_torch(engines, adapter, options):
+    torch_engine, llama = engines
+    for messages in PROMPTS:
+        expected = torch_engine.generate(messages, options, adapter=adapter)
+        got = llama.generate(messages, options, adapter=adapter)
+        assert got.text == expected.text, (adapter, messages)
+        assert got.prompt_tokens == expected.prompt_tokens
+        assert got.completion_tokens == expected.completion_tokens
+        assert got.finish_reason == expected.finish_reason
+
+
+def test_adapters_change_the_reply_and_swap_without_reload(engines):
+    _, llama = engines
+    model = llama._model
+    messages = PROMPTS[0]
+    replies = {a: llama.generate(messages, GREEDY, adapter=a).text for a in (None, "pirate", "other")}
+    assert len(set(replies.values())) == 3, replies  # each adapter really changes the answer
+    for adapter in ("other", None, "pirate", None):  # switching back and forth is repeatable
+        assert llama.generate(messages, GREEDY, adapter=adapter).text == replies[adapter]
+    assert llama._model is model  # the base was never reloaded
+
+
+def test_a_batch_answers_each_request_on_its_own(engines):
+    """Eight requests at once, mixing adapters, penalties, lengths and a seeded sample: each gets
+    the reply it gets alone (no cross-talk between sequences in one batch)."""
+    _, llama = engines
+    sampled = GenerationOptions(temperature=0.9, top_p=0.95, max_new_tokens=20, seed=5)
+    requests = []
+    for i in range(8):
+        options = [GREEDY, GREEDY_PENALTY, sampled, GenerationOptions(temperature=0, max_new_tokens=7)][i % 4]
+        requests.append((PROMPTS[i % 3], options, [None, "pirate", "other"][i % 3]))
+    alone = [llama.generate(*r) for r in requests]
+    together = llama.generate_many(requests)
+    for solo, batched, request in zip(alone, together, requests):
+        assert batched.text == solo.text, request
+        assert batched.completion_tokens == solo.completion_tokens
+        assert batched.adapter == request[2]
+
+
+def test_stop_ends_one_sequence_of_a_batch(engines):
+    _, llama = engines
+    long = GenerationOptions(temperature=1.0, top_p=1.0, max_new_tokens=200, repetition_penalty=1.0, seed=2)
+    keep = llama.generate(PROMPTS[1], GREEDY)
+    stopped = llama.stream(PROMPTS[0], long, adapter="pirate")
+    others = [llama.stream(PROMPTS[1], GREEDY) for _ in range(2)]
+    first = next(iter(stopped))
+    stopped.stop()
+    result = stopped.wait(30)
+    assert first and result.finish_reason in {"stopped", "stop"}  # the random model may end by itself
+    if result.finish_reason == "stopped":
+        assert result.completion_tokens < 200
+    for gen in others:
+        assert gen.wait(30).text == keep.text
+
+
+def test_requests_beyond_parallel_wait_their_turn(engines):
+    _, llama = engines
+    gens = [llama.stream(PROMPTS[i % 3], GREEDY) for i in range(llama.parallel * 2 + 1)]
+    results = [g.wait(60) for g in gens]
+    assert all(r.finish_reason in {"stop", "length"} and r.completion_tokens > 0 for r in results)
+
+
+def test_concurrent_adapter_loading_while_decoding(engines, sharp_model_dir, random_lora, tmp_path):
+    """Re-publishing an adapter (a new version under the same name) while others decode."""
+    _, llama = engines
+    gens = [llama.stream(PROMPTS[0], GREEDY, adapter="pirate") for _ in range(3)]
+    fresh = random_lora(sharp_model_dir, tmp_path / "pirate2", seed=9)
+    errors = []
+
+    def reload():
+        try:
+            llama.load_adapter("swap", fresh, version="v2")
+        except Exception as exc:  # noqa: BLE001 - any failure is reported by the assert below
+            errors.append(exc)
+
+    t = threading.Thread(target=reload)
+    t.start()
+    t.join(60)
+    assert not errors
+    assert all(g.wait(30).finish_reason in {"stop", "length"} for g in gens)
+    assert llama.generate(PROMPTS[0], GREEDY, adapter="swap").completion_tokens > 0
+    llama.unload_adapter("swap")
+
+
+def test_auto_falls_back_to_torch_with_one_log_line(monkeypatch, caplog, tiny_model_dir):
+    from assistant import backends
+    from assistant.hardware import pick_hardware
+    from assistant.models import ResolvedModel
+
+    monkeypatch.setattr(backends, "llamacpp_status", lambda: (False, "llama-cpp-python is not installed"))
+    with caplog.at_level(logging.WARNING, logger="assistant.backends"):
+        engine = backends.load_engine(
+            ResolvedModel("tiny", tiny_model_dir, "folder"), pick_hardware("cpu"), backend="llamacpp", max_context=512
+        )
+    assert engine.backend == "torch"
+    assert [r.getMessage() for r in caplog.records] == [
+        "Engine: using torch, because llama-cpp-python is not installed."
+    ]
+
+
+def test_a_library_that_crashes_the_process_is_detected(monkeypatch):
+    """A build for another CPU dies with SIGILL: the probe runs in a child process."""
+    from assistant import backends
+
+    backends.llamacpp_status.cache_clear()
+    monkeypatch.setattr(backends, "_PROBE", "import os, signal; os.kill(os.getpid(), signal.SIGILL)")
+    try:
+        usable, reason = backends.llamacpp_status()
+    finally:
+        backends.llamacpp_status.cache_clear()
+    assert not usable and "signal 4" in reason
+
+
+def test_unknown_backend_is_a_clear_error():
+    from assistant.backends import choose_backend
+    from assistant.errors import ModelError
+    from assistant.hardware import pick_hardware
+
+    with pytest.raises(ModelError, match="TAILOR_ENGINE must be one of auto, torch, llamacpp"):
+        choose_backend("vllm", pick_hardware("cpu"))
+
+
+@pytest.mark.real
+def test_real_default_model_says_paris_on_both_backends(real_model, real_engine):
+    from assistant.backends import load_engine
+    from assistant.hardware import pick_hardware
+
+    llama = load_engine(real_model, pick_hardware("cpu"), backend="llamacpp", max_context=2048, parallel=2)
+    try:
+        messages = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
+        options = GenerationOptions(temperature=0, max_new_tokens=16)
+        for engine in (real_engine, llama):
+            assert "paris" in engine.generate(messages, options).text.lower(), engine.backend
+    finally:
+        llama.close()
