@@ -72,19 +72,37 @@ def choose_backend(setting: str | None, hardware: Hardware) -> str:
     return "torch"
 
 
-def base_gguf(resolved: ResolvedModel, models_dir: Path, progress: Callable[[str], None] = log.info) -> Path:
-    """The GGUF file llama.cpp runs for `resolved`, converting a Hugging Face folder once."""
-    if resolved.gguf is not None:
+WEIGHTS = ("embedded", "f32", "f16", "q8_0")
+
+
+def base_gguf(
+    resolved: ResolvedModel, models_dir: Path, weights: str = "embedded", progress: Callable[[str], None] = log.info
+) -> Path:
+    """The GGUF file llama.cpp runs for `resolved` (see the module docstring). `weights`
+    (TAILOR_GGUF_WEIGHTS): "embedded" runs a GGUF model's own file as is; f32 / f16 / q8_0 make
+    that weight type once, from the GGUF file or the Hugging Face folder, in the model cache."""
+    weights = (weights or "embedded").strip().lower()
+    if weights not in WEIGHTS:
+        raise ModelError(f"TAILOR_GGUF_WEIGHTS must be one of {', '.join(WEIGHTS)}, not {weights!r}")
+    if resolved.gguf is not None and weights == "embedded":
         return resolved.gguf
+    kind = GGUF_OUTTYPE if weights == "embedded" else weights
+    safe = resolved.name.replace("/", "--").strip(".") or "model"
+    target = models_dir / f"{safe}.{kind}.gguf"
+    source = resolved.gguf
+    sources = [source] if source is not None else list(Path(resolved.path).glob("*.safetensors"))
+    newest = max((p.stat().st_mtime for p in sources), default=0)
+    if target.is_file() and target.stat().st_mtime >= newest:
+        return target
+    models_dir.mkdir(parents=True, exist_ok=True)
+    progress(f"Converting {resolved.name} to GGUF ({kind}) for llama.cpp in {target} (once)...")
+    if source is not None:
+        from .gguf_convert import quantize_gguf
+
+        return quantize_gguf(source, target, kind)
     from .gguf_convert import convert_folder_to_gguf
 
-    safe = resolved.name.replace("/", "--").strip(".") or "model"
-    target = models_dir / f"{safe}.{GGUF_OUTTYPE}.gguf"
-    folder_mtime = max((p.stat().st_mtime for p in Path(resolved.path).glob("*.safetensors")), default=0)
-    if target.is_file() and target.stat().st_mtime >= folder_mtime:
-        return target
-    progress(f"Converting {resolved.name} to GGUF ({GGUF_OUTTYPE}) for llama.cpp in {target} (once)...")
-    return convert_folder_to_gguf(Path(resolved.path), target, outtype=GGUF_OUTTYPE, progress=progress)
+    return convert_folder_to_gguf(Path(resolved.path), target, outtype=kind, progress=progress)
 
 
 def load_engine(
@@ -95,6 +113,7 @@ def load_engine(
     max_context: int = 2048,
     threads: int | None = None,
     parallel: int | None = None,
+    weights: str = "embedded",
     models_dir: Path | None = None,
     progress: Callable[[str], None] = log.info,
 ) -> ChatEngine:
@@ -111,12 +130,15 @@ def load_engine(
 
     from .llamacpp_engine import DEFAULT_PARALLEL, LlamaCppEngine
 
-    gguf = base_gguf(resolved, models_dir or Path(resolved.path).parent, progress)
+    gguf = base_gguf(resolved, models_dir or Path(resolved.path).parent, weights, progress)
     tokenizer = AutoTokenizer.from_pretrained(resolved.path)
     eos: set[int] = set()
+    top_k = 50  # transformers' generate samples from the 50 likeliest tokens unless the model says otherwise
     try:
-        eos_id = GenerationConfig.from_pretrained(resolved.path).eos_token_id
+        generation = GenerationConfig.from_pretrained(resolved.path)
+        eos_id = generation.eos_token_id
         eos |= set(eos_id if isinstance(eos_id, list) else [eos_id]) if eos_id is not None else set()
+        top_k = generation.top_k if generation.top_k is not None else top_k
     except OSError:
         pass  # no generation_config.json: the tokenizer's end token below
     if tokenizer.eos_token_id is not None:
@@ -131,6 +153,7 @@ def load_engine(
         threads=threads,
         parallel=parallel or DEFAULT_PARALLEL,
         scorer=torch_engine,
+        top_k=top_k,
     )
     log.info("Loaded %s with %s", resolved.name, engine.describe())
     return engine

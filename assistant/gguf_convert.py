@@ -548,7 +548,7 @@ def convert_folder_to_gguf(folder: Path, out: Path, *, outtype: str = "f16", pro
 
 # ---- quantization -----------------------------------------------------------------------------------
 
-QUANT_KINDS = ("q8_0", "q4_k_m", "q4_0", "f16")
+QUANT_KINDS = ("q8_0", "q4_k_m", "q4_0", "f16", "f32")
 
 _log_lines: list[tuple[int, str]] = []
 
@@ -561,7 +561,7 @@ _log_callback: Any = None  # the ctypes callback object, kept alive while llama.
 
 
 def quantize_gguf(src: Path, dst: Path, kind: str, *, threads: int = 0) -> Path:
-    """Re-encode the GGUF model `src` as `kind` ("q8_0", "q4_k_m", "q4_0", "f16") at `dst` with
+    """Re-encode the GGUF model `src` as `kind` ("q8_0", "q4_k_m", "q4_0", "f16", "f32") at `dst` with
     llama.cpp's quantizer (llama_model_quantize; `threads` 0 = all cores). Atomic; returns `dst`.
     Raises ModelError when llama-cpp-python is missing or llama.cpp refuses, with its reason."""
     src, dst = Path(src), Path(dst)
@@ -595,6 +595,7 @@ def _quantize(src: Path, dst: Path, kind: str, *, threads: int) -> None:
         "q4_k_m": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M,
         "q4_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0,
         "f16": llama_cpp.LLAMA_FTYPE_MOSTLY_F16,
+        "f32": llama_cpp.LLAMA_FTYPE_ALL_F32,
     }
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = ftypes[kind]

@@ -86,6 +86,7 @@ class LlamaCppEngine(ChatEngine):
         threads: int | None = None,
         parallel: int = DEFAULT_PARALLEL,
         scorer: Callable[[], ChatEngine] | None = None,
+        top_k: int = 50,
     ):
         import llama_cpp
         from llama_cpp import _logger
@@ -96,6 +97,7 @@ class LlamaCppEngine(ChatEngine):
         self.gguf = Path(gguf)
         self.base_folder = Path(base_folder)  # the Hugging Face folder: tokenizer, LoRA conversion
         self.parallel = max(1, int(parallel))
+        self.top_k = top_k  # sampling keeps the k likeliest tokens first, as transformers' generate does
         self.threads = max(1, threads or os.cpu_count() or 1)
         llama_cpp.llama_backend_init()
         mparams = llama_cpp.llama_model_default_params()
@@ -245,6 +247,8 @@ class LlamaCppEngine(ChatEngine):
             )
         # Below ~0.01 sampling is greedy in all but name (see the torch backend): decode greedily.
         if options.temperature >= MIN_SAMPLING_TEMPERATURE:
+            if self.top_k > 0:  # also makes top-p cheap: it sorts k candidates, not the vocabulary
+                ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_top_k(self.top_k))
             ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_temp(options.temperature))
             if options.top_p < 1.0:
                 ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_top_p(options.top_p, 1))

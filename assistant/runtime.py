@@ -47,6 +47,7 @@ def open_core(settings: Settings, progress: Callable[[str], None] = log.info) ->
         max_context=settings.max_context,
         threads=settings.threads,
         parallel=settings.parallel,
+        weights=settings.gguf_weights,
         models_dir=workspace.models_dir,
         progress=progress,
     )

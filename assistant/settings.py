@@ -46,6 +46,7 @@ ENV_VARS = (
     "TAILOR_DTYPE",
     "TAILOR_ENGINE",
     "TAILOR_PARALLEL",
+    "TAILOR_GGUF_WEIGHTS",
     "TAILOR_API_KEYS",
     "TAILOR_MAX_QUEUE",
     "TAILOR_QUEUE_TIMEOUT",
@@ -125,6 +126,9 @@ class Settings:
     engine: str = "auto"
     # Requests the llama.cpp backend decodes together; each holds max_context tokens of KV cache.
     parallel: int = 8
+    # Weights llama.cpp runs: "embedded" (a GGUF model's own file; the default model's Q4_1) or
+    # f32 / f16 / q8_0, made once (README: Engine, for what each costs in speed and quality).
+    gguf_weights: str = "embedded"
     allow_downloads: bool = False  # never fetch weights from a hub unless asked to
     # Keys for the OpenAI-compatible /v1 API ("Authorization: Bearer <key>"), comma-separated.
     # Without keys /v1 is open on loopback and closed (401) anywhere else.
@@ -157,6 +161,7 @@ class Settings:
             dtype=env_str("TAILOR_DTYPE"),
             engine=env_str("TAILOR_ENGINE", "auto"),
             parallel=_env_int("TAILOR_PARALLEL", 8),
+            gguf_weights=env_str("TAILOR_GGUF_WEIGHTS", "embedded"),
             allow_downloads=(env_str("TAILOR_ALLOW_DOWNLOADS") or "").lower() in {"1", "true", "yes"},
             api_keys=env_str("TAILOR_API_KEYS"),
             max_queue=_env_int("TAILOR_MAX_QUEUE", 16),

@@ -1,17 +1,19 @@
 """Serving throughput and latency: the OpenAI-compatible API vs direct engine calls.
 
-    python benchmarks/serve.py [--model M] [--clients 1,2,4] [--requests 8] [--tokens 32] [--threads N]
+    python benchmarks/serve.py [--model M] [--engine auto|torch|llamacpp] [--clients 1,4,8] [--requests 16]
+                               [--tokens 32] [--threads N]
 
 Starts the real server (`tailor serve`) on a free loopback port and sends a fixed number of
 chat requests with the official `openai` client from N concurrent client threads, for each
 N in --clients. The baseline, measured in the same run, is the same work done in-process
-with `ChatEngine.generate` from N threads (no HTTP, no queue, no logging), so the ratio
+with the same backend's `generate` from N threads (no HTTP, no queue, no logging), so the ratio
 isolates what serving adds: HTTP + JSON, the request queue, the conversation log and the
 reply thread. Both sides use the same model, thread budget, greedy decoding, prompts and
 max tokens; the baseline runs while the server is idle so they do not share the CPU.
 
-The engine answers one request at a time, so requests/s should stay flat as clients grow
-while latency grows with the queue: that is the expected shape, not a regression."""
+On the llama.cpp backend (the CPU default) concurrent requests are decoded together, so
+requests/s grow with clients up to TAILOR_PARALLEL; on torch the engine answers one request at
+a time, so requests/s stay flat while latency grows with the queue."""
 
 from __future__ import annotations
 
@@ -81,12 +83,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(workspace: Path, model: str | None, threads: int | None, queue: int) -> tuple[subprocess.Popen, str]:
+def start_server(
+    workspace: Path, model: str | None, threads: int | None, queue: int, engine: str
+) -> tuple[subprocess.Popen, str]:
     port = free_port()
     cmd = [sys.executable, "-m", "cli.main", "serve", "--port", str(port), "--workspace", str(workspace)]
     if model:
         cmd += ["--model", model]
-    env = {**os.environ, "TAILOR_MAX_QUEUE": str(queue)}
+    env = {**os.environ, "TAILOR_MAX_QUEUE": str(queue), "TAILOR_ENGINE": engine}
     if threads:
         env["TAILOR_THREADS"] = str(threads)
     log = open(workspace.parent / f"serve-bench-{port}.log", "w")
@@ -108,8 +112,9 @@ def start_server(workspace: Path, model: str | None, threads: int | None, queue:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None, help="model setting (default: embedded SmolLM2-135M-Instruct)")
-    ap.add_argument("--clients", default="1,2,4", help="comma-separated concurrent client counts")
-    ap.add_argument("--requests", type=int, default=8, help="requests per client count")
+    ap.add_argument("--engine", default="auto", help="backend on both sides (TAILOR_ENGINE)")
+    ap.add_argument("--clients", default="1,4,8", help="comma-separated concurrent client counts")
+    ap.add_argument("--requests", type=int, default=16, help="requests per client count")
     ap.add_argument("--tokens", type=int, default=32, help="max new tokens per reply")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (both sides)")
     ap.add_argument(
@@ -124,16 +129,23 @@ def main() -> None:
 
     import openai
 
+    from assistant.backends import load_engine
     from assistant.engine import GenerationOptions
     from assistant.hardware import pick_hardware, set_threads
     from assistant.models import resolve_model
-    from assistant.torch_engine import TorchEngine
     from assistant.workspace import Workspace
 
     set_threads(args.threads)
     ws = Workspace(workspace)
     resolved = resolve_model(args.model, ws.models_dir, progress=lambda m: print(m, file=sys.stderr))
-    engine = TorchEngine.load(resolved, pick_hardware(), max_context=2048)
+    engine = load_engine(
+        resolved,
+        pick_hardware(),
+        backend=args.engine,
+        threads=args.threads,
+        parallel=max(levels),
+        models_dir=ws.models_dir,
+    )
     options = GenerationOptions(temperature=0, max_new_tokens=args.tokens)
 
     def direct(prompt: str) -> int:
@@ -141,14 +153,15 @@ def main() -> None:
 
     direct("warm up")
     print(
-        f"model {resolved.name}, {engine.hardware.describe()}, {args.requests} requests per level, "
+        f"model {resolved.name}, {engine.describe()}, {args.requests} requests per level, "
         f"max {args.tokens} tokens, greedy",
         file=sys.stderr,
     )
     baseline = {c: run_level(direct, c, args.requests) for c in levels}
+    engine.close()
     engine = None  # free its memory before the server loads its own copy (`direct` is done)
 
-    proc, url = start_server(workspace, args.model, args.threads, queue=max(levels) + 4)
+    proc, url = start_server(workspace, args.model, args.threads, queue=max(levels) + 4, engine=args.engine)
     try:
         client = openai.OpenAI(base_url=url + "v1", api_key="unused", max_retries=0, timeout=600)
 
@@ -178,6 +191,7 @@ def main() -> None:
             f"{b['rps']:>12.2f} {b['p50']:>7.2f} {b['p95']:>7.2f} {b['tok_s']:>6.1f} | "
             f"{s['rps'] / b['rps']:>11.2f} {s['p50'] / b['p50']:>9.2f}"
         )
+    print(f"load average at the end: {os.getloadavg()[0]:.2f}")
     print("\nratio = API / direct (req/s: higher is better, 1.0 = no serving overhead; p50: lower is better)")
 
 

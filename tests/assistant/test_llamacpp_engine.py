@@ -216,3 +216,43 @@ def test_real_default_model_says_paris_on_both_backends(real_model, real_engine)
             assert "paris" in engine.generate(messages, options).text.lower(), engine.backend
     finally:
         llama.close()
+
+
+def test_a_hugging_face_folder_is_converted_once_for_llamacpp(sharp_model_dir, tmp_path):
+    """TAILOR_MODEL naming a model folder: converted to GGUF (q8_0) in the model cache at the
+    first start, with a progress line, and reused at the next."""
+    from assistant.backends import load_engine
+    from assistant.hardware import pick_hardware
+    from assistant.models import ResolvedModel
+
+    resolved = ResolvedModel(str(sharp_model_dir), sharp_model_dir, "folder")
+    said: list[str] = []
+    engine = load_engine(
+        resolved,
+        pick_hardware("cpu"),
+        backend="llamacpp",
+        max_context=256,
+        parallel=2,
+        models_dir=tmp_path,
+        progress=said.append,
+    )
+    try:
+        converted = list(tmp_path.glob("*.q8_0.gguf"))
+        assert len(converted) == 1 and engine.gguf == converted[0]
+        assert any("Converting" in line and "GGUF" in line for line in said)
+        assert engine.generate(PROMPTS[0], GREEDY).completion_tokens > 0
+    finally:
+        engine.close()
+    mtime = converted[0].stat().st_mtime_ns
+    said.clear()
+    again = load_engine(
+        resolved,
+        pick_hardware("cpu"),
+        backend="llamacpp",
+        max_context=256,
+        parallel=2,
+        models_dir=tmp_path,
+        progress=said.append,
+    )
+    again.close()
+    assert converted[0].stat().st_mtime_ns == mtime and not any("Converting" in line for line in said)

@@ -87,7 +87,14 @@ def test_queue_limit_under_concurrent_clients_while_training(
     server = tailor_server(
         tmp_path / "ws",
         tiny_model_dir,
-        env={"TAILOR_MAX_QUEUE": str(QUEUE), "TAILOR_QUEUE_TIMEOUT": "120", "TAILOR_THREADS": "1"},
+        # One request decoded at a time (TAILOR_PARALLEL=1), so a burst of 8 overflows the queue of 2
+        # on either backend; llama.cpp would otherwise take all 8 into one batch.
+        env={
+            "TAILOR_MAX_QUEUE": str(QUEUE),
+            "TAILOR_QUEUE_TIMEOUT": "120",
+            "TAILOR_THREADS": "1",
+            "TAILOR_PARALLEL": "1",
+        },
     )
     client = openai_for(server)
     step_before = manager.get(job.id).step
