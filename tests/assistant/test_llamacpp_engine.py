@@ -5,6 +5,7 @@ then runs on torch alone)."""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import threading
 
@@ -12,7 +13,10 @@ import pytest
 
 from assistant.engine import GenerationOptions
 
-pytest.importorskip("llama_cpp")
+# Tests that run llama.cpp skip without it; the fallback tests at the end run either way.
+needs_llamacpp = pytest.mark.skipif(
+    importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python is not installed"
+)
 
 GREEDY = GenerationOptions(temperature=0, max_new_tokens=24, repetition_penalty=1.0)
 GREEDY_PENALTY = GenerationOptions(temperature=0, max_new_tokens=24, repetition_penalty=1.3)
@@ -79,6 +83,7 @@ def engines(sharp_model_dir, sharp_gguf, tiny_adapter, other_adapter):
     llama.close()
 
 
+@needs_llamacpp
 @pytest.mark.parametrize("adapter", [None, "pirate", "other"])
 @pytest.mark.parametrize("options", [GREEDY, GREEDY_PENALTY], ids=["greedy", "penalty"])
 def test_greedy_parity_with_torch(engines, adapter, options):
@@ -92,6 +97,7 @@ def test_greedy_parity_with_torch(engines, adapter, options):
         assert got.finish_reason == expected.finish_reason
 
 
+@needs_llamacpp
 def test_adapters_change_the_reply_and_swap_without_reload(engines):
     _, llama = engines
     model = llama._model
@@ -103,6 +109,7 @@ def test_adapters_change_the_reply_and_swap_without_reload(engines):
     assert llama._model is model  # the base was never reloaded
 
 
+@needs_llamacpp
 def test_a_batch_answers_each_request_on_its_own(engines):
     """Eight requests at once, mixing adapters, penalties, lengths and a seeded sample: each gets
     the reply it gets alone (no cross-talk between sequences in one batch)."""
@@ -120,6 +127,7 @@ def test_a_batch_answers_each_request_on_its_own(engines):
         assert batched.adapter == request[2]
 
 
+@needs_llamacpp
 def test_stop_ends_one_sequence_of_a_batch(engines):
     _, llama = engines
     long = GenerationOptions(temperature=1.0, top_p=1.0, max_new_tokens=200, repetition_penalty=1.0, seed=2)
@@ -136,6 +144,7 @@ def test_stop_ends_one_sequence_of_a_batch(engines):
         assert gen.wait(30).text == keep.text
 
 
+@needs_llamacpp
 def test_requests_beyond_parallel_wait_their_turn(engines):
     _, llama = engines
     gens = [llama.stream(PROMPTS[i % 3], GREEDY) for i in range(llama.parallel * 2 + 1)]
@@ -143,6 +152,7 @@ def test_requests_beyond_parallel_wait_their_turn(engines):
     assert all(r.finish_reason in {"stop", "length"} and r.completion_tokens > 0 for r in results)
 
 
+@needs_llamacpp
 def test_concurrent_adapter_loading_while_decoding(engines, sharp_model_dir, random_lora, tmp_path):
     """Re-publishing an adapter (a new version under the same name) while others decode."""
     _, llama = engines
@@ -181,6 +191,7 @@ def test_auto_falls_back_to_torch_with_one_log_line(monkeypatch, caplog, tiny_mo
     ]
 
 
+@needs_llamacpp  # the child process only runs where the library is installed
 def test_a_library_that_crashes_the_process_is_detected(monkeypatch):
     """A build for another CPU dies with SIGILL: the probe runs in a child process."""
     from assistant import backends
@@ -203,6 +214,7 @@ def test_unknown_backend_is_a_clear_error():
         choose_backend("vllm", pick_hardware("cpu"))
 
 
+@needs_llamacpp
 @pytest.mark.real
 def test_real_default_model_says_paris_on_both_backends(real_model, real_engine):
     from assistant.backends import load_engine
@@ -218,6 +230,7 @@ def test_real_default_model_says_paris_on_both_backends(real_model, real_engine)
         llama.close()
 
 
+@needs_llamacpp
 def test_a_hugging_face_folder_is_converted_once_for_llamacpp(sharp_model_dir, tmp_path):
     """TAILOR_MODEL naming a model folder: converted to GGUF (q8_0) in the model cache at the
     first start, with a progress line, and reused at the next."""
@@ -256,3 +269,12 @@ def test_a_hugging_face_folder_is_converted_once_for_llamacpp(sharp_model_dir, t
     )
     again.close()
     assert converted[0].stat().st_mtime_ns == mtime and not any("Converting" in line for line in said)
+
+
+def test_unknown_gguf_weights_is_a_clear_error(tiny_model_dir, tmp_path):
+    from assistant.backends import base_gguf
+    from assistant.errors import ModelError
+    from assistant.models import ResolvedModel
+
+    with pytest.raises(ModelError, match="TAILOR_GGUF_WEIGHTS must be one of embedded, f32, f16, q8_0"):
+        base_gguf(ResolvedModel("tiny", tiny_model_dir, "folder"), tmp_path, "q2")
