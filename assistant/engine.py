@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -76,7 +77,7 @@ class ReplyDecoder:
         return self.tokenizer.decode(self.ids, skip_special_tokens=True).strip()
 
 
-class ChatEngine:
+class ChatEngine(ABC):
     """The interface every backend implements, and the prompt handling they share.
 
     Subclasses set `backend`, `parallel` (how many requests they decode at once) and implement
@@ -105,13 +106,15 @@ class ChatEngine:
     def adapters(self) -> list[str]:
         return sorted(self._adapters)
 
+    @abstractmethod
     def load_adapter(self, name: str, path: Path, version: str | None = None) -> None:
         """Load a LoRA adapter under `name`; reload it if `version` (default: the folder path)
         differs from the one loaded, e.g. after an adapter was re-published under its name."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def unload_adapter(self, name: str) -> None:
-        raise NotImplementedError
+        """Forget the adapter `name` (no error if it is not loaded)."""
 
     def _check_adapter(self, adapter: str | None) -> None:
         if adapter is not None and adapter not in self._adapters:
@@ -214,14 +217,16 @@ class ChatEngine:
             results[j] = gen.wait()
         return results
 
+    @abstractmethod
     def _start(self, gen: Generation, messages: list[Message], options: GenerationOptions, adapter: str | None) -> None:
         """Begin generating `messages` (already fitted to the context) into `gen`."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def score(self, messages: Sequence[Message], completion: str, adapter: str | None = None) -> tuple[float, int]:
         """Mean cross-entropy (nats/token) of `completion` as the assistant's reply to
         `messages`, under `adapter` (None: the base model), and how many tokens it covers."""
-        raise NotImplementedError
+        ...
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional: only backends with native resources override it
         """Free what the backend holds outside Python's memory (threads, native buffers)."""

@@ -89,14 +89,15 @@ def supported_text() -> str:
     return "; ".join(f"{name} ({spec.examples})" for name, spec in SUPPORTED_ARCHITECTURES.items())
 
 
-def read_config(folder: Path) -> dict[str, Any]:
-    """config.json of a model folder, with a ModelError that says what is missing."""
+def read_json_object(folder: Path, name: str, label: str, kind: str) -> dict[str, Any]:
+    """`folder/name` as a JSON object, with a ModelError that says what is missing. `label` and
+    `kind` name the folder in the messages ("Model folder" / "model folder")."""
     folder = Path(folder)
-    path = folder / "config.json"
+    path = folder / name
     if not folder.is_dir():
-        raise ModelError(f"Model folder {folder} does not exist.")
+        raise ModelError(f"{label} {folder} does not exist.")
     if not path.is_file():
-        raise ModelError(f"{folder} is not a model folder: it has no config.json.")
+        raise ModelError(f"{folder} is not a {kind}: it has no {name}.")
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -104,6 +105,11 @@ def read_config(folder: Path) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise ModelError(f"{path} is not a JSON object.")
     return config
+
+
+def read_config(folder: Path) -> dict[str, Any]:
+    """config.json of a model folder."""
+    return read_json_object(folder, "config.json", "Model folder", "model folder")
 
 
 def arch_spec(config: dict[str, Any], where: Path | str) -> ArchSpec:

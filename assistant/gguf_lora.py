@@ -29,7 +29,6 @@ and llama-graph.cpp) and by the tests, which compare PEFT's logits with llama.cp
 from __future__ import annotations
 
 import fcntl
-import json
 import logging
 import math
 import re
@@ -39,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ModelError
-from .gguf_convert import arch_spec, atomic_path, qk_heads, read_config, rope_permute
+from .gguf_convert import arch_spec, atomic_path, qk_heads, read_config, read_json_object, rope_permute
 
 log = logging.getLogger(__name__)
 
@@ -59,18 +58,7 @@ def lora_gguf_path(adapter_dir: Path) -> Path:
 
 
 def _read_adapter_config(adapter_dir: Path) -> dict[str, Any]:
-    path = adapter_dir / ADAPTER_CONFIG
-    if not adapter_dir.is_dir():
-        raise ModelError(f"Adapter folder {adapter_dir} does not exist.")
-    if not path.is_file():
-        raise ModelError(f"{adapter_dir} is not a PEFT adapter folder: it has no {ADAPTER_CONFIG}.")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"Could not read {path}: {exc}") from exc
-    if not isinstance(config, dict):
-        raise ModelError(f"{path} is not a JSON object.")
-    return config
+    return read_json_object(adapter_dir, ADAPTER_CONFIG, "Adapter folder", "PEFT adapter folder")
 
 
 def _refuse_unsupported(config: dict[str, Any], adapter_dir: Path) -> None:

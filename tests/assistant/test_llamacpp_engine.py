@@ -240,15 +240,19 @@ def test_a_hugging_face_folder_is_converted_once_for_llamacpp(sharp_model_dir, t
 
     resolved = ResolvedModel(str(sharp_model_dir), sharp_model_dir, "folder")
     said: list[str] = []
-    engine = load_engine(
-        resolved,
-        pick_hardware("cpu"),
-        backend="llamacpp",
-        max_context=256,
-        parallel=2,
-        models_dir=tmp_path,
-        progress=said.append,
-    )
+
+    def start():
+        return load_engine(
+            resolved,
+            pick_hardware("cpu"),
+            backend="llamacpp",
+            max_context=256,
+            parallel=2,
+            models_dir=tmp_path,
+            progress=said.append,
+        )
+
+    engine = start()
     try:
         converted = list(tmp_path.glob("*.q8_0.gguf"))
         assert len(converted) == 1 and engine.gguf == converted[0]
@@ -258,16 +262,7 @@ def test_a_hugging_face_folder_is_converted_once_for_llamacpp(sharp_model_dir, t
         engine.close()
     mtime = converted[0].stat().st_mtime_ns
     said.clear()
-    again = load_engine(
-        resolved,
-        pick_hardware("cpu"),
-        backend="llamacpp",
-        max_context=256,
-        parallel=2,
-        models_dir=tmp_path,
-        progress=said.append,
-    )
-    again.close()
+    start().close()
     assert converted[0].stat().st_mtime_ns == mtime and not any("Converting" in line for line in said)
 
 
