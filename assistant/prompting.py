@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
+from .evidence import Evidence, choose_evidence
+
 
 @dataclass
 class Passage:
@@ -19,9 +21,26 @@ class Passage:
     score: float = 0.0
     heading: str = ""
     scores: dict = field(default_factory=dict)  # e.g. {"dense": .., "bm25": .., "fused": ..}
+    # The sentences of `text` the model is shown (assistant/evidence.py); empty: the whole text.
+    evidence: list[Evidence] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def shown_text(self) -> str:
+        """What the model reads of this passage: its evidence sentences (joined, with "…"
+        where sentences were skipped), or its whole text."""
+        if not self.evidence:
+            return self.text.strip()
+        parts: list[str] = []
+        last_end: int | None = None
+        for ev in sorted(self.evidence, key=lambda e: e.start):
+            if parts and last_end is not None and self.text[last_end : ev.start].strip():
+                parts.append("…")
+            parts.append(ev.text.strip())
+            last_end = ev.end
+        return " ".join(parts)
 
 
 @dataclass
@@ -44,7 +63,7 @@ def format_context(passages: Sequence[Passage], best_last: bool = False) -> str:
     blocks = []
     for i, p in enumerate(passages, start=1):
         head = p.source + (f" — {p.heading}" if p.heading else "")
-        blocks.append(f"[{i}] {head}\n{p.text.strip()}")
+        blocks.append(f"[{i}] {head}\n{p.shown_text}")
     return "\n\n".join(reversed(blocks) if best_last else blocks)
 
 
@@ -69,7 +88,8 @@ def grounded_user_message(question: str, passages: Sequence[Passage]) -> str:
     best one last, then the question."""
     if not passages:
         return question
-    return f"{ANSWER_INSTRUCTION}\n\n{format_context(passages, best_last=True)}\n\nQuestion: {question}"
+    shown = choose_evidence(question, passages)
+    return f"{ANSWER_INSTRUCTION}\n\n{format_context(shown, best_last=True)}\n\nQuestion: {question}"
 
 
 def split_grounded_user_message(text: str) -> tuple[str, str | None]:

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from assistant.embeddings import Embedder
+from assistant.evidence import choose_evidence
 from assistant.progress import Progress, no_progress
 from assistant.prompting import Passage, Retrieval
 from assistant.workspace import Workspace
@@ -185,7 +186,12 @@ class KnowledgeService:
         support an answer well enough; the closest passages still come back so the user sees
         what was found."""
         passages, best = self.searcher.search(query, k, "hybrid")
-        return abstain.decide(passages, best, self.min_score)
+        decision = abstain.decide(passages, best, self.min_score)
+        if not decision.abstain:
+            # The sentences the model will read (assistant/evidence.py); the passages cited
+            # are the ones that hold them, each still the whole chunk with its document.
+            decision.passages = choose_evidence(query, decision.passages)
+        return decision
 
     def stats(self) -> dict:
         with self.lock.thread:

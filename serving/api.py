@@ -16,11 +16,16 @@ official client sends with `extra_body={"tailor": {...}}`:
 and every response carries a `tailor` object back (on the final chunk when streaming):
 
     "tailor": {"conversation_id": ..., "message_id": ..., "abstained": bool, "declined": bool,
-               "citations": [{"index": 1, "source", "heading", "text", "score", "id"}],
+               "citations": [{"index": 1, "source", "heading", "text", "score", "id",
+                              "evidence": [{"start", "end", "text"}]}],
                "queue_wait_s": float}
 
 "abstained": no document supported an answer, so no citations (the closest passages come in
-"closest"); "declined": the reply is the no-source reply instead of the model's own answer.
+"closest", shaped the same); "declined": the reply is the no-source reply instead of the model's
+own answer. A citation's "evidence" lists the sentences of its "text" the answer rests on
+(assistant/evidence.py), as offsets into that "text" counted in Unicode code points (Python
+string indices, not UTF-16 units or bytes): `text[start:end]` is the evidence's "text". Empty
+when none were chosen (always, for "closest": evidence is chosen only to answer).
 
 Errors use OpenAI's shape `{"error": {"message", "type", "param", "code"}}`: 400 bad request
 (also: NaN/Infinity, numbers that overflow, nesting deeper than 32 levels, lone surrogates),
@@ -48,6 +53,7 @@ from assistant.adapters import BASE
 from assistant.chat import ChatRequest, ChatService, Turn
 from assistant.conversations import StoredMessage
 from assistant.errors import TailorError
+from assistant.prompting import Passage
 
 from .errors import ApiError, error_body, from_tailor_error
 from .middleware import BodyLimit
@@ -73,6 +79,16 @@ class ApiConfig:
     allowed_origins: tuple[str, ...] = ()
 
 
+def _evidence(p: Passage) -> list[dict]:
+    """The passage's evidence spans, as offsets into its text; a span that does not match the
+    text it claims (never expected) is left out rather than sent wrong."""
+    return [
+        {"start": e.start, "end": e.end, "text": e.text}
+        for e in p.evidence
+        if 0 <= e.start < e.end <= len(p.text) and p.text[e.start : e.end] == e.text
+    ]
+
+
 def _citations(turn: Turn) -> tuple[list[dict], bool, list[dict]]:
     r = turn.retrieval
     if r is None:
@@ -85,6 +101,7 @@ def _citations(turn: Turn) -> tuple[list[dict], bool, list[dict]]:
             "heading": p.heading,
             "text": p.text,
             "score": round(float(p.score), 4),
+            "evidence": _evidence(p),
         }
         for i, p in enumerate(r.passages, start=1)
     ]

@@ -1,5 +1,6 @@
 """Gradio-free helpers that turn knowledge data into what widgets show: document and search
-tables, per-file upload reports, and the numbered citations under a chat reply."""
+tables, per-file upload reports, and the numbered citations under a chat reply (each with its
+supporting sentences highlighted in the source: ui/evidence_format.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,12 @@ from collections.abc import Sequence
 
 from assistant.conversations import StoredMessage
 
+from .evidence_format import escape_markdown, evidence_snippet
+
 DOCUMENT_COLUMNS = ["name", "title", "type", "size", "chunks", "added", "updated"]
 SEARCH_COLUMNS = ["#", "document", "section", "dense", "bm25", "fused", "text"]
+# "text" is Markdown (escaped, with the evidence highlighted when a passage carries some)
+SEARCH_DATATYPES = ["number", "str", "str", "number", "number", "number", "markdown"]
 
 
 def human_size(n: int) -> str:
@@ -42,7 +47,7 @@ def search_rows(passages: Sequence) -> list[list]:
                 round(s.get("dense", 0.0), 3),
                 round(s.get("bm25", 0.0), 2),
                 round(s.get("fused", 0.0), 4),
-                snippet(p.text, 400),
+                evidence_snippet(p.text, getattr(p, "evidence", None), 400),
             ]
         )
     return rows
@@ -79,15 +84,13 @@ def document_preview(doc) -> str:
     return "\n".join(out)
 
 
-def snippet(text: str, limit: int = 220) -> str:
-    flat = " ".join((text or "").split())
-    return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
-
-
 def citations_markdown(retrieval: dict | None) -> str:
     """Numbered citations ([1] document — section: snippet) for a reply's stored retrieval
     (`{"abstained", "declined", "reason", "passages"}`); the closest passages when it abstained,
-    with a note when the model then answered without sources."""
+    with a note when the model then answered without sources. A passage's snippet shows its
+    "evidence" sentences highlighted in the source around them; a passage without (stored
+    before evidence existed, or not chosen) shows its first 200 characters. Document text and
+    labels are escaped: they show as text, never as Markdown or HTML."""
     if not retrieval:
         return ""
     lines = []
@@ -102,8 +105,11 @@ def citations_markdown(retrieval: dict | None) -> str:
     else:
         return "\n\n".join(lines)
     for i, p in enumerate(retrieval["passages"], start=1):
-        where = p.get("source", "?") + (f" — {p['heading']}" if p.get("heading") else "")
-        lines.append(f"[{i}] *{where}*: “{snippet(p.get('text', ''), 200)}”")
+        where = escape_markdown(str(p.get("source") or "?")) + (
+            f" — {escape_markdown(str(p['heading']))}" if p.get("heading") else ""
+        )
+        shown = evidence_snippet(str(p.get("text") or ""), p.get("evidence"), 200)
+        lines.append(f"[{i}] *{where}*: “{shown}”")
     return "\n\n".join(lines)
 
 

@@ -15,6 +15,7 @@ from .errors import shows_errors
 from .knowledge_format import (
     DOCUMENT_COLUMNS,
     SEARCH_COLUMNS,
+    SEARCH_DATATYPES,
     document_preview,
     document_rows,
     ingest_report,
@@ -77,7 +78,9 @@ def build_knowledge_tab(kb: KnowledgeService) -> KnowledgeTab:
             info="hybrid = reciprocal rank fusion of dense and BM25",
         )
     search_btn = gr.Button("Search")
-    results = gr.Dataframe(headers=SEARCH_COLUMNS, interactive=False, wrap=True, label="Ranked chunks")
+    results = gr.Dataframe(
+        headers=SEARCH_COLUMNS, datatype=SEARCH_DATATYPES, interactive=False, wrap=True, label="Ranked chunks"
+    )
 
     def listing():
         return (document_rows(kb.documents()), gr.update(choices=_names(kb)), _status(kb))

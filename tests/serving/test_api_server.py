@@ -206,9 +206,19 @@ def test_citations_with_retrieval(tailor_server, tiny_model_dir, tmp_path, opena
     assert not info["abstained"], info
     assert 1 <= len(info["citations"]) <= 2
     assert info["citations"][0]["source"] == "opening_hours.md"
-    assert {"index", "id", "source", "heading", "text", "score"} <= set(info["citations"][0])
+    assert {"index", "id", "source", "heading", "text", "score", "evidence"} <= set(info["citations"][0])
+    # The sentences the answer rests on, as offsets into each citation's own text (the first
+    # citation always holds one: the retriever cites the passages its evidence came from).
+    assert info["citations"][0]["evidence"], info["citations"][0]
+    for c in info["citations"]:
+        for ev in c["evidence"]:
+            assert set(ev) == {"start", "end", "text"} and 0 <= ev["start"] < ev["end"] <= len(c["text"])
+            assert c["text"][ev["start"] : ev["end"]] == ev["text"]
     stored = ConversationLog(Workspace(ws).db).message(info["message_id"])
     assert [p["source"] for p in stored.retrieval["passages"]] == [c["source"] for c in info["citations"]]
+    assert [[(e["start"], e["end"]) for e in p["evidence"]] for p in stored.retrieval["passages"]] == [
+        [(e["start"], e["end"]) for e in c["evidence"]] for c in info["citations"]
+    ]
 
     stream = client.chat.completions.create(
         model="base",

@@ -12,6 +12,8 @@ from assistant.chat import ChatRequest, ChatService
 from assistant.conversations import ConversationLog
 from assistant.engine import GenerationOptions, require_safetensors
 from assistant.errors import ModelError, ValidationError
+from assistant.evidence import select_evidence
+from assistant.prompting import Passage, Retrieval
 from serving.api import ApiConfig, ApiError, install_api, parse_chat_request
 from serving.queue import RequestLimiter
 
@@ -113,6 +115,74 @@ def test_stream_in_process_ends_with_done(chat):
     assert events[-1]["choices"][0]["finish_reason"] == "length" and "tailor" in events[-1]
     text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events)
     assert text == chat.log.message(events[-1]["tailor"]["message_id"]).content
+
+
+class _FixedRetriever:
+    """Returns the same retrieval for every question (the real one: tests/serving/test_api_server.py)."""
+
+    def __init__(self, retrieval: Retrieval):
+        self.retrieval = retrieval
+
+    def retrieve(self, query: str, k: int = 4) -> Retrieval:
+        return self.retrieval
+
+
+HOURS = (
+    "Lantern Bay Bikes rents city bikes and e-bikes. On weekdays the shop opens at 09:00 and "
+    "closes at 18:00. On Sunday the shop opens at 10:00 and closes at 16:00. Returns after "
+    "closing cost 15 euro per hour."
+)
+
+
+@pytest.mark.parametrize("abstain", [False, True])
+def test_citations_carry_evidence_offsets_into_their_text(tiny_engine, workspace, abstain):
+    question = "When does the shop open on Sunday?"
+    passages = [
+        Passage(id=11, source="opening_hours.md", text=HOURS, heading="Hours", score=0.9),
+        Passage(id=12, source="about.md", text="We have rented bikes since 1998.", score=0.4),
+    ]
+    with_evidence = select_evidence(question, passages, max_sentences=2)
+    assert with_evidence[0].evidence  # the setting the test is about
+    retrieval = Retrieval(passages=with_evidence, abstain=abstain, reason="too weak" if abstain else "")
+    chat = ChatService(
+        tiny_engine,
+        ConversationLog(workspace.db),
+        AdapterCatalog(workspace.adapters_dir),
+        retriever=_FixedRetriever(retrieval),
+    )
+    tailor = {"rag": True, "k": 2, "no_source": "decline"}
+    body = {"model": "base", "max_tokens": 3, "messages": [{"role": "user", "content": question}], "tailor": tailor}
+    r = _client(chat).post("/v1/chat/completions", json=body)
+    assert r.status_code == 200, r.text
+    info = r.json()["tailor"]
+    entries = info["closest"] if abstain else info["citations"]
+    assert info["citations"] == ([] if abstain else entries) and entries
+    for entry, passage in zip(entries, with_evidence, strict=True):
+        assert entry["id"] == passage.id and entry["text"] == passage.text
+        assert entry["evidence"] == [{"start": e.start, "end": e.end, "text": e.text} for e in passage.evidence]
+        for ev in entry["evidence"]:
+            assert 0 <= ev["start"] < ev["end"] <= len(entry["text"])
+            assert entry["text"][ev["start"] : ev["end"]] == ev["text"]
+    assert any("Sunday" in ev["text"] for ev in entries[0]["evidence"])
+    # the reply's stored retrieval keeps the same spans (the chat highlights them)
+    stored = chat.log.message(info["message_id"]).retrieval
+    assert [p["evidence"] for p in stored["passages"]] == [
+        [{**e, "score": p.evidence[i].score} for i, e in enumerate(entry["evidence"])]
+        for entry, p in zip(entries, with_evidence, strict=True)
+    ]
+
+
+def test_citations_of_passages_without_evidence_have_an_empty_list(tiny_engine, workspace):
+    retrieval = Retrieval(passages=[Passage(id=1, source="a.md", text="Plain text.", score=0.9)])
+    chat = ChatService(
+        tiny_engine,
+        ConversationLog(workspace.db),
+        AdapterCatalog(workspace.adapters_dir),
+        retriever=_FixedRetriever(retrieval),
+    )
+    body = {"model": "base", "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}], "tailor": {"rag": True}}
+    info = _client(chat).post("/v1/chat/completions", json=body).json()["tailor"]
+    assert [c["evidence"] for c in info["citations"]] == [[]]
 
 
 @pytest.mark.parametrize(
