@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
+from tuning.grounding_mix import DEFAULT_RATIO, MAX_RATIO
+
 from .chat_cmds import settings_from
 
 
@@ -21,6 +23,28 @@ def register(sub, common) -> None:
     p.add_argument("--config", metavar="FILE", help="JSON or TOML file with TrainConfig settings")
     p.add_argument("--name", metavar="FAMILY", help="adapter name; versions are FAMILY-v1, -v2, ... (default: tailor)")
     p.add_argument("--no-activate", action="store_true", help="do not make the new adapter the chat's default")
+    p.add_argument(
+        "--no-grounding",
+        action="store_true",
+        help="do not mix in grounding examples made from your documents (default: mixed in when there are documents)",
+    )
+    p.add_argument(
+        "--grounding-ratio",
+        type=float,
+        metavar="R",
+        help=f"share of the training set the grounding examples make up, 0-{MAX_RATIO} (default {DEFAULT_RATIO})",
+    )
+    p.add_argument(
+        "--grounding-seed", type=int, metavar="N", help="seed for the grounding examples (default: the config's seed)"
+    )
+    p.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="evaluation set (JSONL with question/answer/aliases) whose questions and answers no grounding "
+        "example may contain; repeatable (the demo's sets are excluded automatically when its documents are loaded)",
+    )
     p.add_argument("--wait", action="store_true", help="follow the job until it ends (progress on stderr)")
     p.add_argument("--json", action="store_true", help="print the job as JSON")
     p.set_defaults(func=cmd_tune)
@@ -64,6 +88,8 @@ def _workspace(args):
 
 def _service(args):
     from assistant.models import resolve_model
+    from demo import demo_exclusions
+    from retrieval.store import KnowledgeStore
     from tuning.service import open_tuning
 
     settings = settings_from(args)
@@ -74,7 +100,14 @@ def _service(args):
         allow_downloads=settings.allow_downloads,
         progress=lambda m: print(m, file=sys.stderr, flush=True),
     )
-    return open_tuning(workspace, resolved.name, resolved.path, serving=False)
+    return open_tuning(
+        workspace,
+        resolved.name,
+        resolved.path,
+        serving=False,
+        chunks=KnowledgeStore(workspace.db).all_chunks,  # the documents' chunks, for grounding examples
+        exclusions=lambda: demo_exclusions(workspace),  # the demo's evaluation questions, when loaded
+    )
 
 
 def _manager(args):
@@ -116,14 +149,32 @@ def _follow(manager, job_id: int):
     return manager.wait(job_id, on_update=show)
 
 
+def grounding_options(args):
+    from tuning.grounding_mix import GroundingOptions
+
+    ratio = DEFAULT_RATIO if args.grounding_ratio is None else args.grounding_ratio
+    return GroundingOptions(enabled=not args.no_grounding, ratio=ratio, seed=args.grounding_seed).validate()
+
+
 def cmd_tune(args) -> int:
     from tuning.config import TrainConfig
+    from tuning.grounding_mix import Exclusions
 
+    options = grounding_options(args)  # a bad ratio fails before the model is resolved
+    exclude = Exclusions.from_files(args.exclude) if args.exclude else None
     service = _service(args)
     config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
     job = service.start(
-        dataset_version=args.dataset_version, config=config, family=args.name, activate=not args.no_activate
+        dataset_version=args.dataset_version,
+        config=config,
+        family=args.name,
+        activate=not args.no_activate,
+        grounding=options,
+        exclude=exclude,
     )
+    grounding = job.grounding()
+    if grounding and not args.json:
+        print(f"grounding: {grounding.get('message', '')}", file=sys.stderr, flush=True)
     if args.wait:
         job = _follow(service.jobs, job.id)
     if args.json:

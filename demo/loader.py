@@ -11,10 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from assistant.errors import ValidationError
 from assistant.settings import env_str
 from assistant.workspace import Workspace
+
+if TYPE_CHECKING:
+    from tuning.grounding_mix import Exclusions
 
 DEMO_TAG = "demo"
 Progress = Callable[[float, str], None]
@@ -31,6 +35,38 @@ def demo_dir() -> Path:
 def demo_facts() -> Path:
     """The demo's fact questions with gold answers (the Evaluate tab's default fact set)."""
     return demo_dir() / "facts.jsonl"
+
+
+def demo_eval_sets(folder: Path | None = None) -> list[Path]:
+    """The demo's evaluation sets: fact questions with gold answers, and questions the
+    documents cannot answer."""
+    folder = Path(folder or demo_dir())
+    return [p for p in (folder / "facts.jsonl", folder / "unanswerable.jsonl") if p.is_file()]
+
+
+def demo_loaded(workspace: Workspace, folder: Path | None = None) -> bool:
+    """Whether any of the demo's documents is in this workspace's knowledge base (same content)."""
+    import hashlib
+
+    from retrieval.store import KnowledgeStore
+
+    docs = Path(folder or demo_dir()) / "docs"
+    if not docs.is_dir():
+        return False
+    shipped = {hashlib.sha256(p.read_bytes()).hexdigest() for p in docs.iterdir() if p.is_file()}
+    return any(d.sha256 in shipped for d in KnowledgeStore(workspace.db).documents())
+
+
+def demo_exclusions(workspace: Workspace, folder: Path | None = None) -> Exclusions | None:
+    """What a tune of this workspace must never generate grounding examples from: the demo's
+    evaluation questions and gold answers (facts.jsonl, unanswerable.jsonl), when the demo's
+    documents are loaded; None otherwise. Training on the very facts the evaluation asks would
+    make the tuned arm look like it reads when it remembered."""
+    from tuning.grounding_mix import Exclusions
+
+    if not demo_loaded(workspace, folder):
+        return None
+    return Exclusions.from_files(demo_eval_sets(folder))
 
 
 @dataclass

@@ -15,7 +15,9 @@ points at its own files.
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,9 +153,17 @@ class Job:
     def can_resume(self) -> bool:
         return self.status in RESUMABLE_STATES
 
+    def grounding(self) -> dict | None:
+        """What this job mixes into its training data from the documents (tuning/grounding_mix.py),
+        as written when it was queued; None for a job queued without that step."""
+        from .grounding_mix import read_grounding_summary
+
+        return read_grounding_summary(self.job_dir) if self.job_dir != Path() else None
+
     def as_dict(self) -> dict:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
         d["job_dir"] = str(self.job_dir)
+        d["grounding"] = self.grounding()
         return d
 
 
@@ -244,8 +254,12 @@ class JobStore:
         dataset_hash: str | None,
         config: TrainConfig,
         threads: int,
+        prepare: Callable[[Path], None] | None = None,
     ) -> tuple[int, Path]:
-        """A new queued job; returns its id and its folder (jobs/job-NNNN, not created here)."""
+        """A new queued job; returns its id and its folder (jobs/job-NNNN). `prepare(job_dir)`
+        writes the job's own input files (its grounding examples) into the folder while the
+        row is not yet committed, so no worker can claim the job before they exist; when it
+        fails, nothing is queued and the folder is removed."""
         now = utcnow()
         with self.workspace.db.transaction() as conn:
             cur = conn.execute(
@@ -271,6 +285,12 @@ class JobStore:
             assert job_id is not None  # an INSERT into a table with a rowid
             job_dir = self.workspace.jobs_dir / f"job-{job_id:04d}"
             conn.execute("UPDATE tune_jobs SET job_dir=? WHERE id=?", (self.to_db(job_dir), job_id))
+            if prepare is not None:
+                try:
+                    prepare(job_dir)
+                except BaseException:
+                    shutil.rmtree(job_dir, ignore_errors=True)
+                    raise
         return job_id, job_dir
 
     def any_active(self) -> bool:

@@ -32,6 +32,7 @@ from assistant.errors import ValidationError
 from assistant.workspace import Workspace, write_atomic
 
 from .config import TrainConfig, default_threads
+from .grounding_mix import GroundingMix, write_grounding
 from .job_store import TERMINAL_STATES, Job, JobStore
 from .launch import start_worker, worker_command, worker_env
 from .processes import is_our_worker, signal_group, worker_job_dir
@@ -76,9 +77,12 @@ class JobManager:
         family: str | None = None,
         activate: bool = True,
         start: bool = True,
+        grounding: GroundingMix | None = None,
     ) -> Job:
         """Queue a job (and start it if nothing is running). `dataset_version` is the version
-        id; `dataset_path` its folder with train.jsonl / validation.jsonl."""
+        id; `dataset_path` its folder with train.jsonl / validation.jsonl. `grounding`: the
+        examples made from the documents for this job's training data only, written into the
+        job folder (grounding.jsonl, grounding.json) before the job can start."""
         config = (config or TrainConfig()).validate()
         family = (family or DEFAULT_FAMILY).strip()
         self.registry.next_name(family)  # validates the name early, before anything runs
@@ -97,6 +101,7 @@ class JobManager:
             dataset_hash=dataset_hash,
             config=config,
             threads=config.threads or default_threads(self.serving),
+            prepare=None if grounding is None else (lambda folder: write_grounding(folder, grounding)),
         )
         job_dir.mkdir(parents=True, exist_ok=True)
         self._write_spec(job_id, job_dir)

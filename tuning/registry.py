@@ -218,9 +218,12 @@ class AdapterRegistry:
         job_id: int | None = None,
         config: dict | None = None,
         metrics: dict | None = None,
+        grounding: dict | None = None,
     ) -> AdapterRecord:
         """Write an adapter with `write(tmp_folder)` (e.g. PeftModel.save_pretrained) and move
-        it into place atomically, with its tailor.json; then record it."""
+        it into place atomically, with its tailor.json; then record it. `grounding`: what the
+        tune mixed in from the documents (count, ratio, seed, "not in the sources"; see
+        tuning/grounding_mix.py), kept in tailor.json."""
         check_adapter_name(name)
         if (self.dir / name).exists():
             raise ValidationError(f"an adapter named {name!r} already exists; pick another name")
@@ -239,6 +242,8 @@ class AdapterRegistry:
             "metrics": metrics or {},
             "created_at": created,
         }
+        if grounding is not None:
+            meta["grounding"] = grounding
         with publish_dir(self.dir / name) as tmp:
             write(tmp)
             if not (tmp / "adapter_config.json").is_file():

@@ -1,8 +1,10 @@
 """The tuning service: what the Tune tab and `tailor tune` call. One click = snapshot the
-current dataset, queue a job on it with the default (or given) config."""
+current dataset, make this tune's grounding examples from the documents, queue a job on it
+with the default (or given) config."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,25 +12,59 @@ from assistant.errors import ValidationError
 from assistant.workspace import Workspace
 
 from .config import TrainConfig
+from .grounding_mix import ChunkSource, Exclusions, GroundingMix, GroundingOptions, compose_grounding
 from .job_store import Job
 from .jobs import JobManager
 from .registry import AdapterRegistry
-from .versions import DatasetVersions
+from .versions import DatasetVersion, DatasetVersions
 
 
 @dataclass
 class TuneService:
     """What the Tune tab and `tailor tune` call: one click = snapshot the current dataset,
-    queue a job on it with the default (or given) config."""
+    queue a job on it with the default (or given) config.
+
+    `chunks` (a callable returning the knowledge base's chunks as dicts or rows with source or
+    document, heading, text) and `exclusions` (a callable returning the evaluation questions
+    and answers that generated examples must never contain) are given by the layer that
+    composes tuning with retrieval and the evaluation sets (app, CLI, demo): tuning imports
+    neither."""
 
     workspace: Workspace
     base_model: str
     base_model_path: Path
     jobs: JobManager
     registry: AdapterRegistry
+    chunks: ChunkSource | None = None
+    exclusions: Callable[[], Exclusions | None] | None = None
 
     def versions(self) -> DatasetVersions:
         return DatasetVersions(self.workspace)
+
+    def grounding_mix(
+        self,
+        version: DatasetVersion,
+        config: TrainConfig,
+        options: GroundingOptions | None = None,
+        exclude: Exclusions | None = None,
+    ) -> GroundingMix:
+        """The grounding examples a tune on `version` mixes into its training data (none when
+        `options.enabled` is off or there are no documents; the summary says why)."""
+        options = (options or GroundingOptions()).validate()
+        if not options.enabled:
+            return compose_grounding(
+                None, (), n_train=version.counts.get("train", 0), options=options, seed=config.seed
+            )
+        exclusions = self.exclusions() if self.exclusions is not None else None
+        exclusions = (exclusions or Exclusions()).merged(exclude)
+        return compose_grounding(
+            self.chunks() if self.chunks is not None else None,
+            version.records("train"),
+            options=options,
+            seed=config.seed,
+            exclusions=exclusions,
+            max_length=config.max_length,
+        )
 
     def start(
         self,
@@ -37,13 +73,19 @@ class TuneService:
         config: TrainConfig | None = None,
         family: str | None = None,
         activate: bool = True,
+        grounding: GroundingOptions | None = None,
+        exclude: Exclusions | None = None,
     ) -> Job:
+        """Queue a tune. `grounding` (default: on, at the default ratio) mixes examples made from
+        the documents into this job's training data; `exclude` adds to the exclusion list."""
+        config = (config or TrainConfig()).validate()
         versions = self.versions()
         version = (
             versions.get(dataset_version) if dataset_version is not None else versions.snapshot("taken for training")
         )
         if not version.counts.get("train"):
             raise ValidationError(f"dataset version {version.id} has no training examples")
+        mix = self.grounding_mix(version, config, grounding, exclude)
         return self.jobs.submit(
             base_model=self.base_model,
             base_model_path=self.base_model_path,
@@ -53,13 +95,21 @@ class TuneService:
             config=config,
             family=family,
             activate=activate,
+            grounding=mix,
         )
 
 
 def open_tuning(
-    workspace: Workspace, base_model: str, base_model_path: Path | str, *, serving: bool = False
+    workspace: Workspace,
+    base_model: str,
+    base_model_path: Path | str,
+    *,
+    serving: bool = False,
+    chunks: ChunkSource | None = None,
+    exclusions: Callable[[], Exclusions | None] | None = None,
 ) -> TuneService:
     """`serving=True` inside the app: jobs get cores-1 threads and the caller should run
-    `service.jobs.start_background()` so queued jobs start when the current one ends."""
+    `service.jobs.start_background()` so queued jobs start when the current one ends.
+    `chunks` / `exclusions`: see TuneService."""
     jobs = JobManager(workspace, serving=serving)
-    return TuneService(workspace, base_model, Path(base_model_path), jobs, jobs.registry)
+    return TuneService(workspace, base_model, Path(base_model_path), jobs, jobs.registry, chunks, exclusions)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +52,11 @@ def read_split(version_dir: Path, split: str) -> list[dict]:
         if split == "train":
             raise ValidationError(f"dataset version folder {version_dir} has no {path.name}")
         return []
+    return read_lines(path)
+
+
+def read_lines(path: Path) -> list[dict]:
+    """A file of dataset version lines as prompt-completion rows."""
     rows = []
     with open(path, encoding="utf-8") as fh:
         for n, line in enumerate(fh, start=1):
@@ -178,13 +184,17 @@ def build_trainer(
     callbacks=(),
     model=None,
     tokenizer=None,
+    extra_train: Sequence[Path] = (),
 ):
-    """Return (trainer, plan). `model`/`tokenizer` may be passed in (tests, benchmark) to skip loading."""
+    """Return (trainer, plan). `model`/`tokenizer` may be passed in (tests, benchmark) to skip loading.
+    `extra_train`: files of more training lines for this run only (the job's grounding examples)."""
     from datasets import Dataset
     from transformers import EarlyStoppingCallback
     from trl import SFTTrainer
 
     train_rows = read_split(version_dir, "train")
+    for path in extra_train:
+        train_rows += read_lines(Path(path))
     eval_rows = read_split(version_dir, "validation")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     the_plan = plan(config, len(train_rows), len(eval_rows), world)

@@ -23,6 +23,7 @@ from assistant.db import utcnow
 from assistant.workspace import Workspace
 
 from .config import TrainConfig, resolve_hardware
+from .grounding_mix import GROUNDING_FILE, card_summary, read_grounding_summary
 from .job_store import JobStore
 from .jobs import JobManager
 from .progress import PROGRESS_FILE, ProgressWriter
@@ -202,6 +203,12 @@ def run(job_dir: Path) -> int:
                 f"({hw.dtype}, {torch.get_num_threads()} threads"
                 f"{', gradient checkpointing' if hw.gradient_checkpointing else ''})"
             )
+        # Grounding examples made from the documents when the job was queued: this job's
+        # training data only (tuning/grounding_mix.py).
+        grounding = read_grounding_summary(job_dir)
+        grounding_file = job_dir / GROUNDING_FILE
+        if grounding and grounding.get("examples") and not grounding_file.is_file():
+            raise FileNotFoundError(f"{grounding_file} is missing: the job was queued with grounding examples")
         trainer, the_plan = build_trainer(
             config,
             hw,
@@ -209,9 +216,12 @@ def run(job_dir: Path) -> int:
             Path(job.dataset_path),
             output_dir,
             callbacks=make_callbacks(store, job.id, writer),
+            extra_train=[grounding_file] if grounding_file.is_file() else [],
         )
         if main:
             store.update(job.id, total_steps=the_plan.total_steps)
+            if grounding is not None:
+                writer.log(f"grounding: {grounding.get('message', '')}")
             writer.log(
                 f"{the_plan.train_examples} training / {the_plan.validation_examples} validation examples; "
                 f"{the_plan.total_steps} steps, evaluation every {the_plan.eval_steps or '-'} steps"
@@ -245,6 +255,7 @@ def run(job_dir: Path) -> int:
             "cpu_s": round(_cpu_seconds(), 1),
             "tokens_per_s": tokens_per_s,
             "train_examples": the_plan.train_examples,
+            "grounding_examples": int((grounding or {}).get("examples") or 0),
             "validation_examples": the_plan.validation_examples,
             "device": hw.device,
             "dtype": hw.dtype,
@@ -274,6 +285,7 @@ def run(job_dir: Path) -> int:
             job_id=job.id,
             config=config.to_dict(),
             metrics=metrics,
+            grounding=card_summary(grounding),
         )
         if job.activate:
             registry.activate(name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from assistant.runtime import Core
+from demo import demo_exclusions
 from evals.activity import Activity
 from retrieval import open_knowledge
 from tuning import open_curation
@@ -33,7 +34,16 @@ def build_ui(core: Core) -> gr.Blocks:
     curation = open_curation(core.workspace)
     # Training jobs run in their own processes; this thread starts queued ones and marks jobs
     # whose process vanished (after a restart: interrupted, resumable).
-    tuning = open_tuning(core.workspace, core.model.name, core.model.path, serving=True)
+    # A tune mixes in grounding examples made from the documents' chunks, never from the
+    # demo's evaluation questions (tuning/grounding_mix.py).
+    tuning = open_tuning(
+        core.workspace,
+        core.model.name,
+        core.model.path,
+        serving=True,
+        chunks=knowledge.store.all_chunks,
+        exclusions=lambda: demo_exclusions(core.workspace),
+    )
     tuning.jobs.start_background()
     with gr.Blocks(title="Tailor") as demo:
         gr.Markdown(f"## Tailor · {core.engine.name} · {core.engine.describe()}")

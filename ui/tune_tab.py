@@ -14,6 +14,7 @@ import gradio as gr
 import pandas as pd
 
 from tuning.config import TrainConfig
+from tuning.grounding_mix import DEFAULT_MAX_EXAMPLES, DEFAULT_RATIO, MAX_RATIO, GroundingOptions
 from tuning.job_store import Job
 from tuning.progress import TrainingProgress as Progress
 from tuning.service import TuneService
@@ -72,6 +73,9 @@ def job_summary(job: Job | None) -> str:
         f"dataset version {job.dataset_version} · base {job.base_model} · "
         f"{job.threads or '-'} threads" + (f" · resumed {job.resumes}×" if job.resumes else "")
     )
+    grounding = job.grounding()
+    if grounding and grounding.get("message"):
+        lines.append(f"📚 {grounding['message']}")
     if job.error:
         lines.append(f"**Error:** {job.error}")
     if job.status == "succeeded" and job.best_step is not None:
@@ -156,6 +160,11 @@ def config_from_inputs(epochs, lr, rank, batch, max_length, patience, threads) -
     )
 
 
+def grounding_from_inputs(enabled, ratio) -> GroundingOptions:
+    """The "Keep reading my documents" toggle and its share of the training set."""
+    return GroundingOptions(enabled=bool(enabled), ratio=float(DEFAULT_RATIO if ratio is None else ratio)).validate()
+
+
 # ---- the tab ----------------------------------------------------------------------------------
 @dataclass
 class TuneTab:
@@ -184,6 +193,25 @@ def build_tune_tab(
         )
         activate = gr.Checkbox(label="Use it in the chat when done", value=True, scale=1)
         start_btn = gr.Button("Train on current dataset", variant="primary", scale=2)
+    with gr.Row():
+        grounding_on = gr.Checkbox(
+            label="Keep reading my documents",
+            value=True,
+            scale=2,
+            info="Mix in practice questions made from your documents (the answer's passage among others, "
+            "and some the documents cannot answer), so tuning for your voice does not cost reading. "
+            "Only this tune's training data gets them.",
+        )
+        grounding_ratio = gr.Slider(
+            0.0,
+            MAX_RATIO,
+            value=DEFAULT_RATIO,
+            step=0.05,
+            scale=2,
+            label="Share of the training set",
+            info=f"{DEFAULT_RATIO:g} adds about {DEFAULT_RATIO / (1 - DEFAULT_RATIO):.0%} more examples "
+            f"than your dataset's (at most {DEFAULT_MAX_EXAMPLES})",
+        )
     with gr.Accordion("Advanced", open=False):
         with gr.Row():
             epochs = gr.Number(label="Epochs", value=d.epochs, minimum=0.1, maximum=100, step=0.5)
@@ -258,9 +286,14 @@ def build_tune_tab(
         )
 
     @shows_errors
-    def start(fam, act, ep, rate, r, bs, ml, pat, th, known):
+    def start(fam, act, ep, rate, r, bs, ml, pat, th, g_on, g_ratio, known):
         config = config_from_inputs(ep, rate, r, bs, ml, pat, th)
-        job = service.start(config=config, family=(fam or "").strip() or None, activate=bool(act))
+        job = service.start(
+            config=config,
+            family=(fam or "").strip() or None,
+            activate=bool(act),
+            grounding=grounding_from_inputs(g_on, g_ratio),
+        )
         return refresh(str(job.id), known)
 
     @shows_errors
@@ -325,7 +358,10 @@ def build_tune_tab(
         return lambda *a: handler(*a)[:-1]
 
     advanced = [epochs, lr, rank, batch, max_length, patience, threads]
-    start_btn.click(start_fn, [family, activate, *advanced, known_adapters], outputs, api_name="tune_start")
+    # The grounding inputs come after the older ones, so API callers that pass only those get
+    # the defaults (gradio fills trailing inputs that have a default value).
+    start_inputs = [family, activate, *advanced, grounding_on, grounding_ratio, known_adapters]
+    start_btn.click(start_fn, start_inputs, outputs, api_name="tune_start")
     cancel_btn.click(cancel_fn, [job_pick, known_adapters], outputs, api_name="tune_cancel")
     resume_btn.click(resume_fn, [job_pick, known_adapters], outputs, api_name="tune_resume")
     job_pick.input(refresh_fn, [job_pick, known_adapters], outputs, api_name="tune_pick_job")
