@@ -64,7 +64,7 @@ lint: setup
 	$(BIN)/mypy
 
 test: setup browser lint
-	$(OFFLINE) $(BIN)/python -m pytest -q -rs $(PYTEST_ARGS)
+	$(OFFLINE) $(BIN)/python -m pytest -q -rs --durations=25 $(PYTEST_ARGS)
 
 # Unit tests only (tiny random model, no real default model, no server).
 test-fast: setup
@@ -82,7 +82,7 @@ demo-eval: setup
 	@test ! -e $(DEMO_WS) || { echo "$(DEMO_WS) already exists: remove it, or pass DEMO_WS=another-folder"; exit 2; }
 	$(OFFLINE) $(BIN)/tailor demo load --workspace $(DEMO_WS)
 	$(OFFLINE) $(BIN)/tailor tune --wait --workspace $(DEMO_WS)
-	$(OFFLINE) $(BIN)/tailor eval --workspace $(DEMO_WS) --set test,facts --limit 60 --max-new-tokens 64
+	$(OFFLINE) $(BIN)/tailor eval --workspace $(DEMO_WS) --set test,facts
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -70,6 +70,15 @@ def read_lines(path: Path) -> list[dict]:
     return rows
 
 
+def training_rows(version_dir: Path, extra_train: Sequence[Path] = ()) -> list[dict]:
+    """The rows a run trains on: the version's train split, then the lines of each of
+    `extra_train` (the job's grounding examples: this run's training data only)."""
+    rows = read_split(version_dir, "train")
+    for path in extra_train:
+        rows += read_lines(Path(path))
+    return rows
+
+
 @dataclass
 class Plan:
     """How long a run is, in optimizer steps, known before the model is loaded."""
@@ -192,9 +201,7 @@ def build_trainer(
     from transformers import EarlyStoppingCallback
     from trl import SFTTrainer
 
-    train_rows = read_split(version_dir, "train")
-    for path in extra_train:
-        train_rows += read_lines(Path(path))
+    train_rows = training_rows(version_dir, extra_train)
     eval_rows = read_split(version_dir, "validation")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     the_plan = plan(config, len(train_rows), len(eval_rows), world)

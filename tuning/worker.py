@@ -155,6 +155,19 @@ def make_callbacks(store: JobStore, job_id: int, writer: ProgressWriter):
     return [ReportProgress(), Stop()]
 
 
+def grounding_inputs(job_dir: Path) -> tuple[dict | None, list[Path]]:
+    """The grounding mix a job was queued with (tuning/grounding_mix.py): its summary
+    (grounding.json, None when the job has none) and the files of its examples to add to the
+    training rows (grounding.jsonl). A summary that counts examples whose file is gone is an
+    error: the job must not train silently without them."""
+    job_dir = Path(job_dir)
+    summary = read_grounding_summary(job_dir)
+    path = job_dir / GROUNDING_FILE
+    if summary and summary.get("examples") and not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: the job was queued with grounding examples")
+    return summary, [path] if path.is_file() else []
+
+
 def run(job_dir: Path) -> int:
     job_dir = Path(job_dir).resolve()
     spec = json.loads((job_dir / "job.json").read_text())
@@ -205,10 +218,7 @@ def run(job_dir: Path) -> int:
             )
         # Grounding examples made from the documents when the job was queued: this job's
         # training data only (tuning/grounding_mix.py).
-        grounding = read_grounding_summary(job_dir)
-        grounding_file = job_dir / GROUNDING_FILE
-        if grounding and grounding.get("examples") and not grounding_file.is_file():
-            raise FileNotFoundError(f"{grounding_file} is missing: the job was queued with grounding examples")
+        grounding, extra_train = grounding_inputs(job_dir)
         trainer, the_plan = build_trainer(
             config,
             hw,
@@ -216,7 +226,7 @@ def run(job_dir: Path) -> int:
             Path(job.dataset_path),
             output_dir,
             callbacks=make_callbacks(store, job.id, writer),
-            extra_train=[grounding_file] if grounding_file.is_file() else [],
+            extra_train=extra_train,
         )
         if main:
             store.update(job.id, total_steps=the_plan.total_steps)

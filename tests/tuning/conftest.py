@@ -104,7 +104,7 @@ def tune_manager(workspace):
                 pass
 
 
-def _tune_submit(manager, model_dir, version_dir, **config):
+def _tune_submit(manager, model_dir, version_dir, grounding=None, **config):
     from tuning.config import TrainConfig
 
     base = dict(threads=1, batch_size=4, max_length=128)
@@ -115,13 +115,15 @@ def _tune_submit(manager, model_dir, version_dir, **config):
         dataset_path=version_dir,
         dataset_hash="test",
         config=TrainConfig(**{**base, **config}),
+        grounding=grounding,
     )
 
 
 @pytest.fixture
 def tune_helpers():
     """Helpers for training tests: write_version(folder, n_train, n_validation),
-    submit(manager, model_dir, version_dir, **config). (To wait for a job: `wait_until`, in
+    submit(manager, model_dir, version_dir, grounding=None, **config) (`grounding`: a
+    GroundingMix for the job's folder). (To wait for a job: `wait_until`, in
     tests/conftest.py.)"""
     from types import SimpleNamespace
 

@@ -293,30 +293,53 @@ def test_toggle_off_or_no_documents_mixes_in_none(tune_service):
     assert job.as_dict()["grounding"]["enabled"] is False
 
 
-def test_the_tune_trains_on_them_and_the_card_records_them(tune_service, cur_store, workspace):
+def test_the_tune_trains_on_them_and_the_card_records_them(tune_service, cur_store, monkeypatch):
+    """What a queued tune hands its worker and what the worker trains on and records, without
+    training: the job folder's files, the worker's reading of them, the trainer's rows, the
+    card's summary. (One real tune with grounding examples, run to its adapter card, is in
+    tests/tuning/test_jobs_lifecycle.py.)"""
+    from tuning.grounding_mix import GROUNDING_SUMMARY, card_summary
+    from tuning.trainer import read_split, training_rows
+    from tuning.worker import grounding_inputs
+
+    monkeypatch.setattr(tune_service.jobs, "pump", lambda: None)  # queued, never started
     before = cur_store.count()
     job = tune_service.start(
         config=TrainConfig(threads=1, batch_size=4, max_length=512, max_steps=2, early_stopping_patience=0),
         grounding=GroundingOptions(ratio=0.3, seed=5),
         exclude=Exclusions.of(answers=["€150"]),
     )
+    assert tune_service.jobs.get(job.id).status == "queued"
     summary = job.grounding()
     assert summary and summary["examples"] >= 3 and summary["seed"] == 5 and summary["ratio"] == 0.3
+    assert job.as_dict()["grounding"] == summary
     lines = [json.loads(line) for line in (job.job_dir / GROUNDING_FILE).read_text(encoding="utf-8").splitlines()]
-    assert len(lines) == summary["examples"] and all("€150" not in line["messages"][-1]["content"] for line in lines)
-    done = tune_service.jobs.wait(job.id, poll=0.2, timeout=240)
-    assert done.status == "succeeded", done.error
-    adapter = tune_service.registry.get(done.adapter_name)
-    version = tune_service.versions().get(int(done.dataset_version))
-    assert adapter.metrics["train_examples"] == version.counts["train"] + summary["examples"]
-    assert adapter.metrics["grounding_examples"] == summary["examples"]
-    card = json.loads((adapter.path / "tailor.json").read_text(encoding="utf-8"))["grounding"]
+    assert len(lines) == summary["examples"] and all(TAG in line["tags"] for line in lines)
+    assert all("€150" not in line["messages"][-1]["content"] for line in lines)
+    # the worker reads the job folder's files, and the trainer adds the examples to the train split
+    read, extra = grounding_inputs(job.job_dir)
+    assert read == summary and extra == [job.job_dir / GROUNDING_FILE]
+    version = tune_service.versions().get(int(job.dataset_version))
+    own = read_split(version.path, "train")
+    rows = training_rows(Path(job.dataset_path), extra)
+    assert len(own) == version.counts["train"] and len(rows) == len(own) + summary["examples"]
+    assert rows[: len(own)] == own
+    assert rows[len(own) :] == [
+        {"prompt": line["messages"][:-1], "completion": [line["messages"][-1]]} for line in lines
+    ]
+    # the card records the mix (what the worker passes to the registry)
+    card = card_summary(read)
     assert card["examples"] == summary["examples"] and card["not_in_sources"] == summary["not_in_sources"]
     assert card["ratio"] == 0.3 and card["seed"] == 5 and card["hash"] == summary["hash"]
     # only this tune's training data: not saved as examples, not in any split of the version
     assert cur_store.count() == before
     assert not any(TAG in r["tags"] for s in ("train", "validation", "test") for r in version.records(s))
-    assert any("grounding: Mixed in" in line for line in tune_service.jobs.progress(job.id).log)
+    # a job whose examples file is gone fails rather than training without them
+    (job.job_dir / GROUNDING_FILE).unlink()
+    with pytest.raises(FileNotFoundError, match="grounding examples"):
+        grounding_inputs(job.job_dir)
+    (job.job_dir / GROUNDING_SUMMARY).unlink()
+    assert grounding_inputs(job.job_dir) == (None, [])
 
 
 def test_cli_flags_and_the_demo_exclusion_list(workspace):
