@@ -34,7 +34,13 @@ def test_rag_turn_puts_sources_in_the_prompt_and_stores_chunk_ids(rag_chat, tiny
     prompt = seen["messages"][-1]["content"]
     assert "07:10" in prompt and "[1] timetable.md" in prompt
     stored = rag_chat.log.message(reply.id).retrieval
-    assert stored["abstained"] is False and len(stored["passages"]) == 3
+    # cited: the passages holding the sentences the model read (at most k), with their spans
+    assert stored["abstained"] is False and 1 <= len(stored["passages"]) <= 3
+    assert all(
+        p["evidence"] and p["text"][e["start"] : e["end"]] == e["text"]
+        for p in stored["passages"]
+        for e in p["evidence"]
+    )
     ids = [p["id"] for p in stored["passages"]]
     assert set(ids) <= set(kb.store.chunk_ids().tolist())
     assert rag_chat.log.get(turn.conversation_id).rag is True
