@@ -86,7 +86,7 @@ def bench_quality(kb, facts: list[dict], unanswerable: list[dict], k_chat: int =
 
     def signals(question):
         passages, best = kb._search(question, k_chat, "hybrid")
-        return kb.support(passages, best), best
+        return kb.support(question, passages, best), best
 
     ans = np.array([signals(f["question"]) for f in facts])
     una = np.array([signals(u["question"]) for u in unanswerable])

@@ -177,16 +177,16 @@ class KnowledgeService:
         return self.searcher.search(query, k, mode, candidates)
 
     @staticmethod
-    def support(passages: Sequence[Passage], best_dense: float) -> float:
-        """How well the passages support answering (see abstain.py)."""
-        return abstain.support(passages, best_dense)
+    def support(question: str, passages: Sequence[Passage], best_dense: float) -> float:
+        """How well the passages support answering the question, 0..1 (see abstain.py)."""
+        return abstain.support(question, passages, best_dense)
 
     def retrieve(self, query: str, k: int = 4) -> Retrieval:
         """What the chat calls. Abstains (without asking the model) when the passages do not
         support an answer well enough; the closest passages still come back so the user sees
         what was found."""
         passages, best = self.searcher.search(query, k, "hybrid")
-        decision = abstain.decide(passages, best, self.min_score)
+        decision = abstain.decide(query, passages, best, self.min_score)
         if not decision.abstain:
             # The sentences the model will read (assistant/evidence.py); the passages cited
             # are the ones that hold them, each still the whole chunk with its document.
