@@ -40,8 +40,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/tables.py
 
 import numpy as np  # noqa: E402
+from tables import load_jsonl, table  # noqa: E402
 
 DEMO = ROOT / "demo" / "lantern_bay"
 OWN = ROOT / "benchmarks" / "abstention_data"
@@ -72,20 +74,6 @@ CHEAP = ("support_v1", "dense", "coverage", "agree_top1", "agree_topk", "sentenc
 # Implementable with the BM25 index and the embedder passed to abstain.py as well (a longer
 # signature); dense_vs_mean would need the corpus centroid kept by the index, so it is measured only.
 WIDER = (*CHEAP, "bm25_norm", "bm25_gap", "rare_found", "known_idf", "sent_cosine", "maxsim")
-
-
-def load_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def table(title: str, header: list[str], rows: list[list]) -> None:
-    cells = [[str(c) for c in header]] + [[f"{c:.3f}" if isinstance(c, float) else str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    print(f"\n{title}")
-    print("  ".join(h.ljust(w) for h, w in zip(cells[0], widths)))
-    print("  ".join("-" * w for w in widths))
-    for r in cells[1:]:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
 
 
 # ---- metrics -----------------------------------------------------------------------------------

@@ -24,7 +24,6 @@ latency at 10k / 100k / 1M chunks.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -35,24 +34,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/tables.py
 
 import numpy as np  # noqa: E402
+from tables import load_jsonl, table  # noqa: E402
 
 DEMO = ROOT / "demo" / "lantern_bay"
-
-
-def load_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def table(title: str, header: list[str], rows: list[list]) -> None:
-    cells = [[str(c) for c in header]] + [[f"{c:.3f}" if isinstance(c, float) else str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    print(f"\n{title}")
-    print("  ".join(h.ljust(w) for h, w in zip(cells[0], widths)))
-    print("  ".join("-" * w for w in widths))
-    for r in cells[1:]:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
 
 
 def relevant(passage, fact: dict) -> bool:

@@ -1,0 +1,20 @@
+"""What the benchmark scripts share: reading JSONL data and printing aligned tables."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def load_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def table(title: str, header: list[str], rows: list[list]) -> None:
+    cells = [[str(c) for c in header]] + [[f"{c:.3f}" if isinstance(c, float) else str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    print(f"\n{title}")
+    print("  ".join(h.ljust(w) for h, w in zip(cells[0], widths)))
+    print("  ".join("-" * w for w in widths))
+    for r in cells[1:]:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
