@@ -234,25 +234,23 @@ def select_evidence(
     if not scored or max_sentences <= 0:
         return list(passages)
     chosen = scored[:max_sentences]
-    spans_by_passage: dict[int, list[tuple[int, int]]] = {}
     best: dict[int, float] = {}
     for score, s in chosen:
         best.setdefault(s.passage, score)
-    all_spans = {pi: sentence_spans(p.text) for pi, p in enumerate(passages) if pi in best}
+    # every sentence of the passages, as scored: (passage, index) -> (score, sentence)
+    by_position = {(s.passage, s.index): (sc, s) for sc, s in scored}
+    count = Counter(s.passage for _, s in scored)
     picked: dict[int, set[int]] = {}
     for _, s in chosen:
-        lo, hi = max(0, s.index - neighbours), min(len(all_spans[s.passage]) - 1, s.index + neighbours)
+        lo, hi = max(0, s.index - neighbours), min(count[s.passage] - 1, s.index + neighbours)
         picked.setdefault(s.passage, set()).update(range(lo, hi + 1))
-    score_of = {(s.passage, s.index): sc for sc, s in scored}
     out = []
     for pi in sorted(best, key=lambda i: (-best[i], i)):
-        spans = all_spans[pi]
         text = passages[pi].text
-        spans_by_passage[pi] = [spans[i] for i in sorted(picked[pi])]
-        evidence = [
-            Evidence(start=a, end=b, text=text[a:b], score=round(score_of.get((pi, i), 0.0), 4))
-            for i, (a, b) in zip(sorted(picked[pi]), spans_by_passage[pi])
-        ]
+        evidence = []
+        for i in sorted(picked[pi]):
+            sc, s = by_position[(pi, i)]
+            evidence.append(Evidence(start=s.start, end=s.end, text=text[s.start : s.end], score=round(sc, 4)))
         out.append(replace(passages[pi], evidence=evidence))  # type: ignore[type-var]
     return out
 
