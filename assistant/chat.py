@@ -16,7 +16,7 @@ from .adapters import BASE, AdapterCatalog
 from .conversations import ConversationLog, StoredMessage
 from .engine import ChatEngine, Generation, GenerationOptions
 from .errors import ValidationError
-from .prompting import Retrieval, Retriever, build_messages
+from .prompting import Retrieval, Retriever, build_messages, reading_options
 
 log = logging.getLogger(__name__)
 
@@ -157,10 +157,10 @@ class ChatService:
         if conv is not None and request.history:
             raise ValidationError("earlier messages can only be sent when starting a new conversation")
         history = [m.as_chat() for m in conv.messages] if conv else _check_history(request.history)
-        messages = build_messages(
-            history, text, system_prompt, retrieval.passages if retrieval and not retrieval.abstain else None
-        )
-        generation = None if declined else self.engine.stream(messages, request.options, adapter=adapter)
+        passages = retrieval.passages if retrieval and not retrieval.abstain else None
+        messages = build_messages(history, text, system_prompt, passages)
+        options = reading_options(request.options, text, passages)
+        generation = None if declined else self.engine.stream(messages, options, adapter=adapter)
         if conv is None:
             conv = self.log.create(system_prompt=system_prompt, model=self.engine.name, adapter=adapter, rag=rag)
             self.log.add_history(conv.id, history, source=request.source)
@@ -174,7 +174,7 @@ class ChatService:
             self._running[conv.id] = turn
         threading.Thread(
             target=self._finish,
-            args=(turn, request.options, adapter, request.source),
+            args=(turn, options, adapter, request.source),
             daemon=True,
             name="tailor-store-reply",
         ).start()

@@ -127,6 +127,14 @@ class ChatEngine(ABC):
         )
         return list(out["input_ids"])
 
+    def copy_ids(self, options: GenerationOptions) -> list[int]:
+        """The token ids `options.copy_bias` favours: every token of the sources' text, without
+        special tokens (both backends use the Hugging Face tokenizer's ids)."""
+        if options.copy_bias <= 0 or not options.copy_source.strip():
+            return []
+        ids = set(self.tokenizer(options.copy_source, add_special_tokens=False)["input_ids"])
+        return sorted(ids - set(self.tokenizer.all_special_ids))
+
     def count_tokens(self, messages: Sequence[Message]) -> int:
         return len(self.encode(messages))
 

@@ -15,6 +15,7 @@ from .errors import ValidationError
 
 Message = dict  # {"role": "system"|"user"|"assistant", "content": str}
 MIN_SAMPLING_TEMPERATURE = 0.01  # lower temperatures decode greedily (see _run)
+MAX_COPY_BIAS = 10.0  # logits; beyond a few the reply becomes a collage of the sources
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,15 @@ class GenerationOptions:
     max_new_tokens: int = 256
     repetition_penalty: float = 1.05  # small models loop without a little of this
     seed: int | None = None
+    # Reading from sources: the answering path (assistant.prompting.reading_options) sets these
+    # when passages are in the prompt. `copy_bias` is added to the logits of every token that
+    # occurs in `copy_source` (the sources as the model is shown them), nudging a small model to
+    # copy the answer's span instead of paraphrasing it wrongly; `penalize_prompt` False keeps
+    # the repetition penalty to the reply's own tokens, so it stops fighting that copying
+    # (transformers' default, True, also penalises every token of the prompt).
+    copy_bias: float = 0.0
+    copy_source: str = ""
+    penalize_prompt: bool = True
 
     def validate(self, context_window: int) -> GenerationOptions:
         if not 0 <= self.temperature <= 2:
@@ -34,6 +44,8 @@ class GenerationOptions:
             raise ValidationError(f"max_new_tokens must be between 1 and {context_window // 2} for this model")
         if self.seed is not None and not -(2**63) <= self.seed < 2**63:  # torch and llama.cpp seeds fit in 64 bits
             raise ValidationError("seed must fit in a signed 64-bit integer")
+        if not 0 <= self.copy_bias <= MAX_COPY_BIAS:
+            raise ValidationError(f"copy_bias must be between 0 and {MAX_COPY_BIAS:g}")
         return self
 
     def as_dict(self) -> dict:
@@ -43,6 +55,8 @@ class GenerationOptions:
             "max_new_tokens": self.max_new_tokens,
             "repetition_penalty": self.repetition_penalty,
             "seed": self.seed,
+            "copy_bias": self.copy_bias,
+            "penalize_prompt": self.penalize_prompt,
         }
 
 

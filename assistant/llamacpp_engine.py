@@ -23,7 +23,9 @@ How it runs:
 
 Greedy decoding with a repetition penalty matches transformers: llama.cpp's penalty divides
 positive and multiplies negative logits of every token seen, like transformers'
-RepetitionPenaltyLogitsProcessor, and the prompt's tokens are fed to it as transformers does."""
+RepetitionPenaltyLogitsProcessor, and the prompt's tokens are fed to it as transformers does
+(unless `penalize_prompt` is off: then neither backend counts them). The copy bias is a logit-bias
+sampler after the penalty, where the torch backend puts its processor."""
 
 from __future__ import annotations
 
@@ -229,8 +231,9 @@ class LlamaCppEngine(ChatEngine):
             seq_id = free.pop(0)
             self._ll.llama_memory_seq_rm(self._mem, seq_id, -1, -1)
             sampler = self._sampler(request.options)
-            for token in request.ids:  # the penalty counts the prompt's tokens, as transformers does
-                self._ll.llama_sampler_accept(sampler, token)
+            if request.options.penalize_prompt:  # the penalty counts the prompt's tokens, as transformers does
+                for token in request.ids:
+                    self._ll.llama_sampler_accept(sampler, token)
             self._running[seq_id] = _Sequence(
                 seq_id, request, lora, sampler, ReplyDecoder(self.tokenizer), pending=list(request.ids)
             )
@@ -245,6 +248,10 @@ class LlamaCppEngine(ChatEngine):
                     self._n_vocab, self.context_window, options.repetition_penalty, 0.0, 0.0
                 ),
             )
+        copy_ids = self.copy_ids(options)
+        if copy_ids:  # after the penalty, before temperature and top-p: the torch backend's order
+            biases = (ll.llama_logit_bias * len(copy_ids))(*[(t, options.copy_bias) for t in copy_ids])
+            ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_logit_bias(self._n_vocab, len(copy_ids), biases))
         # Below ~0.01 sampling is greedy in all but name (see the torch backend): decode greedily.
         if options.temperature >= MIN_SAMPLING_TEMPERATURE:
             if self.top_k > 0:  # also makes top-p cheap: it sorts k candidates, not the vocabulary

@@ -7,10 +7,13 @@ Retrieval itself lives in the retrieval package and reaches the core through `Re
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Protocol
 
+from .errors import ValidationError
 from .evidence import Evidence, choose_evidence
+from .generation import MAX_COPY_BIAS, GenerationOptions
+from .settings import env_str
 
 
 @dataclass
@@ -115,3 +118,51 @@ def build_messages(
     messages += [{"role": m["role"], "content": m["content"]} for m in history if m["role"] != "system"]
     messages.append({"role": "user", "content": grounded_user_message(user_text, passages or [])})
     return messages
+
+
+# Decoding when the reply is read from sources (measured on the demo's 114 facts: README,
+# "Reading the sources"). Both are settings so that the ablation rows can be re-run.
+DEFAULT_COPY_BIAS = 0.0
+DEFAULT_PENALIZE_SOURCES = True
+
+
+def copy_bias() -> float:
+    """TAILOR_COPY_BIAS: logits added to the sources' tokens while answering from them."""
+    raw = env_str("TAILOR_COPY_BIAS")
+    if raw is None:
+        return DEFAULT_COPY_BIAS
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValidationError(f"TAILOR_COPY_BIAS must be a number, got {raw!r}") from None
+    if not 0 <= value <= MAX_COPY_BIAS:
+        raise ValidationError(f"TAILOR_COPY_BIAS must be between 0 and {MAX_COPY_BIAS:g}, got {raw!r}")
+    return value
+
+
+def penalize_sources() -> bool:
+    """TAILOR_PENALIZE_SOURCES (on/off): whether the repetition penalty also counts the
+    prompt's tokens (the sources among them) when answering from sources."""
+    raw = (env_str("TAILOR_PENALIZE_SOURCES") or "").lower()
+    if not raw:
+        return DEFAULT_PENALIZE_SOURCES
+    if raw in {"1", "on", "true", "yes"}:
+        return True
+    if raw in {"0", "off", "false", "no"}:
+        return False
+    raise ValidationError(f"TAILOR_PENALIZE_SOURCES must be on or off, got {raw!r}")
+
+
+def reading_options(options: GenerationOptions, question: str, passages: Sequence[Passage] | None) -> GenerationOptions:
+    """The decoding options for a reply to `question` with `passages` in its prompt: what the
+    chat, /v1 and evaluations all call after `build_messages`, so they decode alike. Without
+    passages the options are returned unchanged."""
+    if not passages:
+        return options
+    shown = choose_evidence(question, passages)
+    return replace(
+        options,
+        copy_bias=copy_bias(),
+        copy_source="\n".join(p.shown_text for p in shown),
+        penalize_prompt=penalize_sources(),
+    )

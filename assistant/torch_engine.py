@@ -65,6 +65,33 @@ class _StopOnEvent:
         return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
+class _CopyBias:
+    """Logits processor adding `bias` to the logits of `ids` (the sources' tokens). It runs
+    after the repetition penalty and before temperature and top-p, as llama.cpp's chain does."""
+
+    def __init__(self, ids: list[int], bias: float, device):
+        self.ids = torch.tensor(ids, dtype=torch.long, device=device)
+        self.bias = bias
+
+    def __call__(self, input_ids, scores):
+        scores[:, self.ids] += self.bias
+        return scores
+
+
+def _reading_processors(options: GenerationOptions, prompt_len: int, copy_ids: list[int], device):
+    """The custom logits processors for `options` (empty for a plain chat). transformers puts
+    custom processors before its sampling warpers, and one of the same type as a default
+    (the repetition penalty) replaces that default."""
+    from transformers.generation.logits_process import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
+
+    processors = LogitsProcessorList()
+    if not options.penalize_prompt and options.repetition_penalty != 1.0:
+        processors.append(RepetitionPenaltyLogitsProcessor(options.repetition_penalty, prompt_ignore_length=prompt_len))
+    if copy_ids:
+        processors.append(_CopyBias(copy_ids, options.copy_bias, device))
+    return processors
+
+
 class TorchEngine(ChatEngine):
     backend = "torch"
     parallel = 1
@@ -170,6 +197,9 @@ class TorchEngine(ChatEngine):
                     pad_token_id=self.tokenizer.pad_token_id,
                     streamer=streamer,
                     stopping_criteria=[_StopOnEvent(gen._stop)],
+                    logits_processor=_reading_processors(
+                        options, len(ids), self.copy_ids(options), self.hardware.device
+                    ),
                 )
                 # Below ~0.01 sampling is greedy in all but name, and logits / 1e-248 overflow to
                 # inf (a NaN distribution, found by the /v1 fuzz test): decode greedily there.

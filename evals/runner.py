@@ -23,7 +23,7 @@ from assistant.chat import NO_SOURCE_REPLY, ChatService, check_no_source
 from assistant.engine import GenerationOptions, GenerationResult
 from assistant.errors import TailorError, ValidationError
 from assistant.progress import Progress, no_progress
-from assistant.prompting import build_messages
+from assistant.prompting import build_messages, reading_options
 
 from . import metrics as M
 from .reports import aggregate_run
@@ -289,7 +289,12 @@ class EvalService:
             temperature=0, max_new_tokens=options.max_new_tokens, repetition_penalty=options.repetition_penalty
         )
         plans = [self._plan(item, arms, adapters, options) for item in items]
-        asked = [(p.messages, gen_options, p.adapter) for per_item in plans for p in per_item if not p.declined]
+        asked = [
+            (p.messages, reading_options(gen_options, item.question, p.passages), p.adapter)
+            for item, per_item in zip(items, plans)
+            for p in per_item
+            if not p.declined
+        ]
         replies = iter(engine.generate_many(asked))
         out = []
         for item, per_item in zip(items, plans):

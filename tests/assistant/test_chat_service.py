@@ -105,6 +105,29 @@ def test_retrieval_passages_reach_prompt_and_log(chat, prompts_seen):
     assert chat.log.get(reply.conversation_id).rag is True
 
 
+def test_reading_options_reach_the_engine_only_with_sources(chat, tiny_engine, monkeypatch):
+    """The decoding settings for answering from sources (TAILOR_COPY_BIAS,
+    TAILOR_PENALIZE_SOURCES) apply to retrieval replies, are recorded with them, and leave a
+    plain chat as it was."""
+    monkeypatch.setenv("TAILOR_COPY_BIAS", "2")
+    monkeypatch.setenv("TAILOR_PENALIZE_SOURCES", "off")
+    seen = []
+    real_stream = tiny_engine.stream
+    monkeypatch.setattr(
+        tiny_engine, "stream", lambda m, o=None, adapter=None: seen.append(o) or real_stream(m, o, adapter)
+    )
+    chat.retriever = _FakeRetriever(abstain=False)
+    _, reply = chat.chat(ChatRequest("when do you open?", rag=True, options=GREEDY))
+    assert seen[-1].copy_bias == 2 and seen[-1].penalize_prompt is False
+    assert "The shop opens at 9." in seen[-1].copy_source
+    assert reply.settings["copy_bias"] == 2 and reply.settings["penalize_prompt"] is False
+    _, plain = chat.chat(ChatRequest("hello", options=GREEDY))
+    assert seen[-1] == GREEDY and plain.settings["copy_bias"] == 0
+    monkeypatch.setenv("TAILOR_COPY_BIAS", "lots")
+    with pytest.raises(ValidationError, match="TAILOR_COPY_BIAS must be a number"):
+        chat.chat(ChatRequest("when do you open?", rag=True, options=GREEDY))
+
+
 def test_abstention_with_decline_does_not_guess(chat):
     chat.retriever = _FakeRetriever(abstain=True)
     turn, reply = chat.chat(ChatRequest("what is the meaning of life?", rag=True, options=GREEDY, no_source="decline"))

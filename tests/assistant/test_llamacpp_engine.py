@@ -97,6 +97,47 @@ def test_greedy_parity_with_torch(engines, adapter, options):
         assert got.finish_reason == expected.finish_reason
 
 
+# Answering from sources: the penalty kept to the reply's tokens and a bias towards the sources'.
+SOURCE = "The deposit is 45 euros, paid by card at the counter; brakes are checked for free."
+# 16 tokens: the bias makes near-ties (a top-2 gap of 2.5e-4 at token 22 of the first prompt)
+# where float rounding, not a bug, decides; the first 16 are clear of them.
+READING = GenerationOptions(
+    temperature=0, max_new_tokens=16, repetition_penalty=1.3, copy_bias=3.0, copy_source=SOURCE, penalize_prompt=False
+)
+
+PLAIN_16 = GenerationOptions(temperature=0, max_new_tokens=16, repetition_penalty=1.3)
+
+
+@needs_llamacpp
+@pytest.mark.parametrize("adapter", [None, "pirate"])
+def test_reading_options_match_torch_and_change_the_reply(engines, adapter):
+    torch_engine, llama = engines
+    source_ids = set(torch_engine.copy_ids(READING))
+    assert source_ids and not source_ids & set(torch_engine.tokenizer.all_special_ids)
+    copied = {"plain": 0, "reading": 0}
+    for messages in PROMPTS:
+        expected = torch_engine.generate(messages, READING, adapter=adapter)
+        got = llama.generate(messages, READING, adapter=adapter)
+        assert got.text == expected.text, (adapter, messages)
+        assert got.completion_tokens == expected.completion_tokens
+        plain = torch_engine.generate(messages, PLAIN_16, adapter=adapter)
+        for key, res in (("plain", plain), ("reading", got)):
+            ids = torch_engine.tokenizer(res.text, add_special_tokens=False)["input_ids"]
+            copied[key] += sum(i in source_ids for i in ids)
+    # the bias is felt: replies use more of the sources' tokens than the same prompts without it
+    assert copied["reading"] > copied["plain"], copied
+
+
+def test_reading_options_are_validated_and_recorded():
+    from assistant.errors import ValidationError
+
+    with pytest.raises(ValidationError, match="copy_bias"):
+        GenerationOptions(copy_bias=11).validate(2048)
+    recorded = READING.as_dict()
+    assert recorded["copy_bias"] == 3.0 and recorded["penalize_prompt"] is False
+    assert "copy_source" not in recorded  # the sources are stored with the reply already
+
+
 @needs_llamacpp
 def test_adapters_change_the_reply_and_swap_without_reload(engines):
     _, llama = engines

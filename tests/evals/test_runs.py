@@ -261,3 +261,19 @@ def test_interrupted_runs_are_marked_failed_on_restart(workspace, chat, facts_fi
     finally:
         live.kill()
         live.wait()
+
+
+def test_retrieval_arms_decode_with_the_reading_options(workspace, chat, facts_file, retriever, monkeypatch):
+    """An evaluation's retrieval arm gets the same decoding for sources as the chat."""
+    monkeypatch.setenv("TAILOR_COPY_BIAS", "1.5")
+    seen = []
+    real_stream = chat.engine.stream
+    monkeypatch.setattr(
+        chat.engine, "stream", lambda m, o=None, adapter=None: seen.append(o) or real_stream(m, o, adapter)
+    )
+    evals = open_evals(workspace, chat)
+    run = evals.runs.start(load_facts(facts_file), evals.runs.resolve_arms("base", "off,on"), OPTS, background=False)
+    assert run.status == "done"
+    grounded = [o for o in seen if o.copy_source]
+    assert grounded and all(o.copy_bias == 1.5 for o in grounded)
+    assert any(o.copy_bias == 0 and not o.copy_source for o in seen)  # the plain arm and sourceless items
