@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Protocol
 
 from .errors import ValidationError
-from .evidence import Evidence, choose_evidence
+from .evidence import Evidence, choose_evidence, evidence_sentences
 from .generation import MAX_COPY_BIAS, GenerationOptions
 from .settings import env_str
 
@@ -166,3 +166,13 @@ def reading_options(options: GenerationOptions, question: str, passages: Sequenc
         copy_source="\n".join(p.shown_text for p in shown),
         penalize_prompt=penalize_sources(),
     )
+
+
+def reading_settings() -> dict:
+    """How replies read from sources are made now (for the record of an evaluation run); it
+    also checks the settings, so a bad value fails before any work starts."""
+    return {
+        "evidence_sentences": evidence_sentences(),
+        "copy_bias": copy_bias(),
+        "penalize_sources": penalize_sources(),
+    }

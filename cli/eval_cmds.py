@@ -92,6 +92,12 @@ def register(sub, common) -> None:
     p.add_argument("--max-new-tokens", type=int, default=128, metavar="N", help="reply length limit (default 128)")
     p.add_argument("--no-loss", action="store_true", help="skip the reference loss/perplexity (faster)")
     p.add_argument(
+        "--system",
+        metavar="TEXT",
+        default=None,
+        help="system prompt for every item (default: each item's own; none means the model's template default)",
+    )
+    p.add_argument(
         "--no-source",
         choices=("answer", "decline"),
         default=None,
@@ -134,6 +140,8 @@ def _report(store, run_id: str) -> dict:
             "created_at": run.created_at,
             "error": run.error,
             "no_source": run.options.get("no_source"),
+            "system_prompt": run.options.get("system_prompt"),
+            "reading": run.options.get("reading"),
         },
         "table": {"header": header, "rows": rows},
         "tests": tests,
@@ -201,7 +209,10 @@ def cmd_eval(args) -> int:
     evals = open_evals(core.workspace, core.chat)
     arms = evals.runs.resolve_arms(args.arms, args.rag)
     options = RunOptions(
-        max_new_tokens=args.max_new_tokens, score_references=not args.no_loss, no_source=args.no_source
+        max_new_tokens=args.max_new_tokens,
+        score_references=not args.no_loss,
+        no_source=args.no_source,
+        system_prompt=args.system,
     )
     reports = []
     for evalset in sets:

@@ -23,7 +23,7 @@ from assistant.chat import NO_SOURCE_REPLY, ChatService, check_no_source
 from assistant.engine import GenerationOptions, GenerationResult
 from assistant.errors import TailorError, ValidationError
 from assistant.progress import Progress, no_progress
-from assistant.prompting import build_messages, reading_options
+from assistant.prompting import build_messages, reading_options, reading_settings
 
 from . import metrics as M
 from .reports import aggregate_run
@@ -201,7 +201,8 @@ class EvalService:
                 dataset_version=evalset.dataset_version,
                 base_model=self.chat.engine.name,
                 arms=arms,
-                options=asdict(options),
+                # the reading settings are read when each reply is made; recorded so a row can be re-run
+                options={**asdict(options), "reading": reading_settings()},
                 items=evalset.items,
             )
             cancel = threading.Event()

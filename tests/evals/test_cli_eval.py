@@ -6,6 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from assistant.evidence import DEFAULT_MAX_SENTENCES
+from assistant.prompting import DEFAULT_COPY_BIAS, DEFAULT_PENALIZE_SOURCES
+
 from .conftest import EVAL_LORA
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,6 +40,8 @@ def test_eval_prints_json_and_a_stored_run_can_be_shown(tiny_model_dir, facts_fi
         "8",
         "--no-source",
         "decline",
+        "--system",
+        "Be brief.",
         "--json",
         "--workspace",
         ws,
@@ -46,6 +51,12 @@ def test_eval_prints_json_and_a_stored_run_can_be_shown(tiny_model_dir, facts_fi
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["run"]["no_source"] == "decline"  # recorded with the run
+    assert out["run"]["system_prompt"] == "Be brief."
+    assert out["run"]["reading"] == {
+        "evidence_sentences": DEFAULT_MAX_SENTENCES,
+        "copy_bias": DEFAULT_COPY_BIAS,
+        "penalize_sources": DEFAULT_PENALIZE_SOURCES,
+    }
     assert [a["key"] for a in out["run"]["arms"]] == ["base", "tiny-lora"]
     assert out["run"]["status"] == "done" and out["run"]["items"] == 3
     assert out["table"]["header"][:2] == ["Arm", "n"] and len(out["table"]["rows"]) == 2
