@@ -34,10 +34,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/tables.py
 
 import numpy as np  # noqa: E402
-from tables import load_jsonl, table  # noqa: E402
+
+from benchmarks.tables import load_jsonl, table  # noqa: E402
 
 DEMO = ROOT / "demo" / "lantern_bay"
 

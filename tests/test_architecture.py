@@ -113,3 +113,17 @@ def test_every_variable_is_documented_and_every_documented_one_is_read():
     code = "\n".join(p.read_text(encoding="utf-8") for pkg in PACKAGES for p in (REPO / pkg).rglob("*.py"))
     unused = [v for v in ENV_VARS if settings_source.count(f'"{v}"') < 2 and f'"{v}"' not in code]
     assert unused == [], "listed in ENV_VARS but never read"
+
+
+def test_benchmarks_never_put_their_own_folder_first_on_the_path():
+    """benchmarks/retrieval.py would then shadow the retrieval package: `from retrieval.service
+    import ...` inside a benchmark failed that way. Shared helpers are imported as
+    `benchmarks.tables` with the repository root on the path."""
+    offenders = []
+    for script in sorted((REPO / "benchmarks").glob("*.py")):
+        text = script.read_text(encoding="utf-8")
+        if re.search(r"sys\.path\.insert\(0, str\(Path\(__file__\)\.resolve\(\)\.parent\)\)", text) or re.search(
+            r"^from tables import|^import tables", text, re.M
+        ):
+            offenders.append(script.name)
+    assert not offenders, offenders
