@@ -49,6 +49,13 @@ than the pairs (measured with SmolLM2's tokenizer, passages rendered as the chat
 Cost at submit time: ~0.3 s on the demo's 105 chunks. A large knowledge base is read in a
 seeded order only until there are enough questions (at most 1,000 chunks), and distractors
 come from a seeded sample of 2,000 chunks (~3 s for 21,000 chunks).
+
+The parts: grounding_pool.py (the chunks in a canonical order and the questions made of them),
+grounding_exclusions.py (the evaluation's questions and answers, never generated),
+grounding_voice.py (the opener, sign-off and system prompt of the user's pairs),
+grounding_distractors.py (the chunks shown beside a question) and grounding_files.py (the mix
+as the job folder and the adapter card keep it). This module composes an example and the mix
+(`compose_grounding`) and re-exports the names other modules use.
 """
 
 from __future__ import annotations
@@ -56,21 +63,58 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from assistant.errors import ValidationError
 
 from .example import Example, make_example, render_messages
-from .questions import Candidate, candidates, contains_phrase, normalise, problems
+from .grounding_distractors import Library, holds, pick_distractors
+from .grounding_exclusions import Exclusions
+from .grounding_files import (
+    GROUNDING_FILE,
+    GROUNDING_SUMMARY,
+    GroundingMix,
+    card_summary,
+    read_grounding_summary,
+    write_grounding,
+)
+from .grounding_pool import ChunkSource, DocChunk, Pooled, PoolStats, _diversified, as_doc_chunks, candidate_pool
+from .grounding_voice import Voice, detect_voice, voice_of
+
+__all__ = [
+    "DEFAULT_MAX_EXAMPLES",
+    "DEFAULT_NOT_IN_SOURCES",
+    "DEFAULT_RATIO",
+    "GENERATOR",
+    "GROUNDING_FILE",
+    "GROUNDING_SUMMARY",
+    "MAX_RATIO",
+    "NOT_IN_SOURCES",
+    "TAG",
+    "ChunkSource",
+    "DocChunk",
+    "Exclusions",
+    "GroundingMix",
+    "GroundingOptions",
+    "Library",
+    "PoolStats",
+    "Pooled",
+    "Voice",
+    "as_doc_chunks",
+    "candidate_pool",
+    "card_summary",
+    "compose_grounding",
+    "detect_voice",
+    "pick_distractors",
+    "read_grounding_summary",
+    "voice_of",
+    "write_grounding",
+]
 
 GENERATOR = "tuning.grounding_mix/1"
-GROUNDING_FILE = "grounding.jsonl"  # in the job folder: the examples, as dataset version lines
-GROUNDING_SUMMARY = "grounding.json"  # in the job folder: what was mixed in (copied to the adapter card)
 TAG = "grounding:generated"
 
 DEFAULT_RATIO = 0.15
@@ -81,48 +125,6 @@ POOL_PER_EXAMPLE = 4  # questions read per example wanted before a large knowled
 MAX_CHUNKS_READ = 1000  # chunks read for questions at most (~1 s)
 MAX_LIBRARY = 2000  # chunks distractors are drawn from (a seeded sample of a larger knowledge base)
 CHARS_PER_TOKEN = 3.2  # a cautious estimate for English with a BPE tokenizer (SmolLM2: ~4)
-
-# Rows of a chunk source: dicts or objects with these fields (retrieval's ChunkRow has
-# `document`; a dict may say `source`). tuning never imports retrieval: the composer passes them.
-ChunkSource = Callable[[], Iterable[Any]]
-
-
-@dataclass(frozen=True)
-class DocChunk:
-    source: str  # the document's name, as the chat cites it
-    heading: str
-    text: str
-    position: int = 0
-    id: int | str | None = None
-
-    @property
-    def section(self) -> tuple[str, str]:
-        return (self.source, self.heading)
-
-    def passage(self) -> dict:
-        return {"id": self.id, "source": self.source, "heading": self.heading, "text": self.text}
-
-
-def as_doc_chunks(rows: Iterable[Any]) -> list[DocChunk]:
-    """Chunks from dicts or objects (`source` or `document`, `heading`, `text`, `position`,
-    `id`), in a canonical order, so the same chunks give the same examples whatever order the
-    store returned them in."""
-    out = []
-    for row in rows:
-        get = row.get if isinstance(row, Mapping) else lambda k, d=None, r=row: getattr(r, k, d)
-        text = str(get("text", "") or "")
-        if not text.strip():
-            continue
-        out.append(
-            DocChunk(
-                source=str(get("source", None) or get("document", "") or ""),
-                heading=str(get("heading", "") or ""),
-                text=text,
-                position=int(get("position", 0) or 0),
-                id=get("id", None),
-            )
-        )
-    return sorted(out, key=lambda c: (c.source, c.position, c.heading, c.text))
 
 
 # ---- options ----------------------------------------------------------------------------------
@@ -155,336 +157,17 @@ class GroundingOptions:
         return min(self.max_examples, round(self.ratio / (1 - self.ratio) * n_train))
 
 
-# ---- the exclusion list -----------------------------------------------------------------------
-_STOP = set(
-    "a an the is are was were do does did of to in on for at by what which who how when where i you your my".split()
-)
-
-
-def _content(question: str) -> frozenset[str]:
-    return frozenset(w for w in normalise(question).split() if w not in _STOP)
-
-
-@dataclass
-class Exclusions:
-    """Questions and gold answers that must never appear in generated examples (an evaluation
-    set's). Compared after `normalise`."""
-
-    questions: set[str] = field(default_factory=set)
-    answers: set[str] = field(default_factory=set)
-    contents: set[frozenset[str]] = field(default_factory=set)
-
-    @classmethod
-    def of(cls, questions: Iterable[str] = (), answers: Iterable[str] = ()) -> Exclusions:
-        out = cls()
-        out.add(questions, answers)
-        return out
-
-    def add(self, questions: Iterable[str] = (), answers: Iterable[str] = ()) -> Exclusions:
-        for q in questions:
-            if normalise(q):
-                self.questions.add(normalise(q))
-                if len(_content(q)) >= 2:
-                    self.contents.add(_content(q))
-        self.answers |= {normalise(a) for a in answers if normalise(a)}
-        return self
-
-    @classmethod
-    def from_records(cls, records: Iterable[Mapping]) -> Exclusions:
-        """From evaluation lines: `question` (or `prompt`), `answer`, `aliases`."""
-        questions, answers = [], []
-        for r in records:
-            q = r.get("question") or r.get("prompt")
-            if isinstance(q, str):
-                questions.append(q)
-            for a in [r.get("answer"), *(r.get("aliases") or [])]:
-                if isinstance(a, str):
-                    answers.append(a)
-        return cls.of(questions, answers)
-
-    @classmethod
-    def from_files(cls, paths: Iterable[Path | str]) -> Exclusions:
-        """From JSON-lines files of evaluation questions (facts.jsonl-style)."""
-        records: list[dict] = []
-        for path in paths:
-            path = Path(path)
-            try:
-                lines = path.read_text(encoding="utf-8").splitlines()
-            except OSError as exc:
-                raise ValidationError(f"cannot read the exclusion list {path}: {exc.strerror or exc}") from exc
-            for n, line in enumerate(lines, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except ValueError as exc:
-                    raise ValidationError(f"{path.name} line {n} is not JSON: {exc}") from exc
-                if isinstance(record, dict):
-                    records.append(record)
-        return cls.from_records(records)
-
-    def merged(self, other: Exclusions | None) -> Exclusions:
-        if other is None:
-            return self
-        return Exclusions(
-            self.questions | other.questions, self.answers | other.answers, self.contents | other.contents
-        )
-
-    def __bool__(self) -> bool:
-        return bool(self.questions or self.answers)
-
-    def excludes_question(self, question: str) -> bool:
-        return normalise(question) in self.questions or _content(question) in self.contents
-
-    def excludes_answer(self, answer: str, span: str) -> bool:
-        """The generated answer holds a gold answer, or the span is part of one."""
-        norm_answer, norm_span = f" {normalise(answer)} ", f" {normalise(span)} "
-        return any(
-            f" {gold} " in norm_answer or (norm_span.strip() and norm_span in f" {gold} ") for gold in self.answers
-        )
-
-    def summary(self) -> dict:
-        return {"questions": len(self.questions), "answers": len(self.answers)}
-
-
-# ---- the voice --------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Voice:
-    opener: str = ""
-    signoff: str = ""
-    system: str = ""  # the system prompt most training examples share, if any
-
-    def wrap(self, sentence: str) -> str:
-        return " ".join(p for p in (self.opener, sentence, self.signoff) if p)
-
-    def as_dict(self) -> dict:
-        return {"opener": self.opener, "signoff": self.signoff, "system_prompt": bool(self.system)}
-
-
-_END = (".", "!", "?", ",", ":", "…")
-
-
-def _common(prefixes: Iterable[str], need: int) -> str:
-    counts = Counter(prefixes)
-    best = ""
-    for text, n in counts.items():
-        if n >= need and len(text) > len(best):
-            best = text
-    return best
-
-
-def detect_voice(answers: Sequence[str], systems: Sequence[str] = (), *, share: float = 0.5) -> Voice:
-    """The opener and sign-off that at least `share` of the answers (and at least 3) use: the
-    longest run of whole words at the start ending in punctuation ("Ahoy, rider!"), and at the
-    end starting a sentence ("Fair winds and smooth roads! — Lantern Bay Bikes")."""
-    answers = [a.strip() for a in answers if a and a.strip()]
-    need = max(3, int(share * len(answers) + 0.999))
-    if len(answers) < 3:
-        return Voice()
-    heads, tails = [], []
-    for a in answers:
-        words = a.split()
-        for n in range(1, min(12, len(words) - 1) + 1):
-            if words[n - 1].endswith(_END):
-                heads.append(" ".join(words[:n]))
-        for n in range(1, min(16, len(words) - 1) + 1):
-            if words[-n - 1].endswith((".", "!", "?")):
-                tails.append(" ".join(words[-n:]))
-    opener, signoff = _common(heads, need), _common(tails, need)
-    counted = Counter(s.strip() for s in systems if s and s.strip())
-    system = ""
-    if counted:
-        text, n = counted.most_common(1)[0]
-        system = text if n >= need else ""
-    return Voice(opener, signoff, system)
-
-
-def voice_of(records: Iterable[Mapping]) -> Voice:
-    """The voice of dataset version lines (`messages`, the answer last)."""
-    answers, systems = [], []
-    for r in records:
-        messages = r.get("messages") or []
-        if messages and messages[-1].get("role") == "assistant":
-            answers.append(str(messages[-1].get("content") or ""))
-            systems.append(messages[0]["content"] if messages[0].get("role") == "system" else "")
-    return detect_voice(answers, systems)
-
-
 # ---- composing --------------------------------------------------------------------------------
 NOT_IN_SOURCES = (
     "I could not find {topic} in the documents.",
     "The documents I have do not cover {topic}, so I cannot say.",
     "I'm sorry, I could not find {topic} in the sources.",
 )
-_WORD = re.compile(r"[a-z0-9€]+")
-
-
-def _terms(text: str) -> set[str]:
-    return {w for w in _WORD.findall(text.lower()) if len(w) > 2 and w not in _STOP}
-
-
-@dataclass
-class Pooled:
-    chunk: DocChunk
-    candidate: Candidate
-
-
-@dataclass
-class PoolStats:
-    generated: int = 0
-    well_formed: int = 0
-    duplicates: int = 0
-    excluded_questions: int = 0
-    excluded_answers: int = 0
-    kept: int = 0
-    chunks_read: int = 0
-    rejected: Counter = field(default_factory=Counter)
-
-    def as_dict(self) -> dict:
-        return {
-            "generated": self.generated,
-            "well_formed": self.well_formed,
-            "duplicates": self.duplicates,
-            "excluded_question": self.excluded_questions,
-            "excluded_answer": self.excluded_answers,
-            "kept": self.kept,
-        }
-
-
-def candidate_pool(
-    chunks: Sequence[DocChunk],
-    voice: Voice = Voice(),
-    exclusions: Exclusions | None = None,
-    enough: int | None = None,
-    max_read: int | None = None,
-) -> tuple[list[Pooled], PoolStats]:
-    """Every well-formed, non-excluded candidate of the chunks, each question once (reading
-    chunks in their order only until there are `enough`, and at most `max_read` chunks)."""
-    stats, pool, seen = PoolStats(), list[Pooled](), set[str]()
-    for chunk in chunks:
-        if (enough is not None and len(pool) >= enough) or (max_read is not None and stats.chunks_read >= max_read):
-            break
-        stats.chunks_read += 1
-        for cand in candidates(chunk.heading, chunk.text):
-            stats.generated += 1
-            found = problems(cand, chunk.text)
-            if found:
-                stats.rejected.update(found)
-                continue
-            stats.well_formed += 1
-            key = normalise(cand.question)
-            if key in seen:
-                stats.duplicates += 1
-                continue
-            seen.add(key)
-            if exclusions is not None and exclusions.excludes_question(cand.question):
-                stats.excluded_questions += 1
-                continue
-            if exclusions is not None and exclusions.excludes_answer(voice.wrap(cand.statement), cand.span):
-                stats.excluded_answers += 1
-                continue
-            pool.append(Pooled(chunk, cand))
-    stats.kept = len(pool)
-    return pool, stats
-
-
-def _diversified(pool: list[Pooled], rng: random.Random) -> list[Pooled]:
-    """The pool in a seeded order that takes one question per chunk (chunks shuffled) before a
-    second from any, so that no table dominates."""
-    by_chunk: dict[tuple, list[Pooled]] = {}
-    for p in pool:
-        by_chunk.setdefault((p.chunk.source, p.chunk.position, p.chunk.text), []).append(p)
-    groups = list(by_chunk.values())
-    rng.shuffle(groups)
-    for g in groups:
-        rng.shuffle(g)
-    out: list[Pooled] = []
-    depth = 0
-    while len(out) < len(pool):
-        for g in groups:
-            if depth < len(g):
-                out.append(g[depth])
-        depth += 1
-    return out
-
-
-def holds(text: str, span: str) -> bool:
-    return span in text or contains_phrase(text, span)
-
-
-class Library:
-    """The chunks distractors are drawn from, with their normalised texts and terms computed
-    once (a tune draws a hundred distractor sets from them)."""
-
-    def __init__(self, docs: Sequence[DocChunk]):
-        self.docs = list(docs)
-        self.norm = [f" {normalise(c.text)} " for c in self.docs]
-        self.terms = [_terms(c.heading + " " + c.text) for c in self.docs]
-
-    def without(self, gold: DocChunk, span: str) -> list[int]:
-        """Chunks of other sections that do not hold `span` (verbatim or normalised)."""
-        norm = f" {normalise(span)} "
-        return [
-            i
-            for i, c in enumerate(self.docs)
-            if c.section != gold.section and span not in c.text and norm not in self.norm[i]
-        ]
-
-
-def pick_distractors(
-    rng: random.Random, library: Library, gold: DocChunk, question: str, span: str, n: int
-) -> list[DocChunk]:
-    """`n` chunks from other sections that do not hold `span`: one sharing words with the
-    question (a retriever's near miss), the rest at random, other documents first."""
-    pool = library.without(gold, span)
-    if not pool or n <= 0:
-        return []
-    q = _terms(question)
-    scored = sorted(((len(q & library.terms[i]), rng.random(), i) for i in pool), reverse=True)
-    near = [i for score, _, i in scored[:5] if score > 0]
-    chosen = [rng.choice(near)] if near else []
-    others = [i for i in pool if library.docs[i].source != gold.source and i not in chosen]
-    same = [i for i in pool if library.docs[i].source == gold.source and i not in chosen]
-    rng.shuffle(others)
-    rng.shuffle(same)
-    for i in others + same:
-        if len(chosen) >= n:
-            break
-        if all(library.docs[i].section != library.docs[j].section for j in chosen):
-            chosen.append(i)
-    return [library.docs[i] for i in chosen[:n]]
 
 
 def _fits(rendered: list[dict], max_length: int) -> bool:
     chars = sum(len(m["content"]) + 12 for m in rendered)
     return chars / CHARS_PER_TOKEN <= max_length - 8
-
-
-@dataclass
-class GroundingMix:
-    """What one tune mixes in: the examples and a summary for the job log and the adapter card."""
-
-    examples: list[Example] = field(default_factory=list)
-    summary: dict = field(default_factory=dict)
-    rendered: list[list[dict]] = field(default_factory=list)  # render_messages of each example
-
-    @property
-    def message(self) -> str:
-        return str(self.summary.get("message", ""))
-
-    def lines(self) -> list[dict]:
-        """The examples as dataset version lines (what the trainer reads)."""
-        rendered = self.rendered if len(self.rendered) == len(self.examples) else None
-        return [
-            {
-                "example_id": None,
-                "messages": rendered[i] if rendered else render_messages(ex),
-                "label": None,
-                "tags": list(ex.tags),
-                "grounding": ex.provenance,
-            }
-            for i, ex in enumerate(self.examples)
-        ]
 
 
 def _summary(options: GroundingOptions, seed: int, **values) -> dict:
@@ -653,50 +336,3 @@ def _make(
     if not answerable and holds(shown.rsplit("\n\nQuestion: ", 1)[0], cand.span):
         return None, [], "answer shown in the rendered prompt"
     return example, rendered, ""
-
-
-# ---- the job folder ---------------------------------------------------------------------------
-def write_grounding(job_dir: Path, mix: GroundingMix) -> None:
-    """The job's grounding files, written when the job is queued (the worker reads them)."""
-    job_dir = Path(job_dir)
-    job_dir.mkdir(parents=True, exist_ok=True)
-    if mix.examples:
-        (job_dir / GROUNDING_FILE).write_text(
-            "".join(json.dumps(line, ensure_ascii=False, sort_keys=True) + "\n" for line in mix.lines()),
-            encoding="utf-8",
-        )
-    (job_dir / GROUNDING_SUMMARY).write_text(json.dumps(mix.summary, indent=1, ensure_ascii=False), encoding="utf-8")
-
-
-def read_grounding_summary(job_dir: Path | str) -> dict | None:
-    path = Path(job_dir) / GROUNDING_SUMMARY
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def card_summary(summary: dict | None) -> dict | None:
-    """What the adapter card records of a tune's grounding mix."""
-    if summary is None:
-        return None
-    keys = (
-        "enabled",
-        "ratio",
-        "seed",
-        "examples",
-        "answerable",
-        "not_in_sources",
-        "share",
-        "documents",
-        "chunks",
-        "max_examples",
-        "exclusions",
-        "candidates",
-        "voice",
-        "hash",
-        "generator",
-        "message",
-    )
-    return {k: summary[k] for k in keys if k in summary}

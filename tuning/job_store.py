@@ -156,7 +156,7 @@ class Job:
     def grounding(self) -> dict | None:
         """What this job mixes into its training data from the documents (tuning/grounding_mix.py),
         as written when it was queued; None for a job queued without that step."""
-        from .grounding_mix import read_grounding_summary
+        from .grounding_files import read_grounding_summary
 
         return read_grounding_summary(self.job_dir) if self.job_dir != Path() else None
 

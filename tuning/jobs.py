@@ -32,7 +32,7 @@ from assistant.errors import ValidationError
 from assistant.workspace import Workspace, write_atomic
 
 from .config import TrainConfig, default_threads
-from .grounding_mix import GroundingMix, write_grounding
+from .grounding_files import GroundingMix, write_grounding
 from .job_store import TERMINAL_STATES, Job, JobStore
 from .launch import start_worker, worker_command, worker_env
 from .processes import is_our_worker, signal_group, worker_job_dir

@@ -23,7 +23,7 @@ from assistant.db import utcnow
 from assistant.workspace import Workspace
 
 from .config import TrainConfig, resolve_hardware
-from .grounding_mix import GROUNDING_FILE, card_summary, read_grounding_summary
+from .grounding_files import GROUNDING_FILE, card_summary, read_grounding_summary
 from .job_store import JobStore
 from .jobs import JobManager
 from .progress import PROGRESS_FILE, ProgressWriter
