@@ -27,6 +27,31 @@ def _versions(workspace):
     return DatasetVersions(workspace)
 
 
+def _example_store(workspace):
+    """The workspace's example store (the prompted arm's default style prompt is built from its
+    train pairs), or None without the tuning package."""
+    try:
+        from tuning.example_store import ExampleStore
+    except ImportError:
+        return None
+    return ExampleStore(workspace.db)
+
+
+def read_style_prompt(value: str | None) -> str | None:
+    """`--style-prompt`: the text itself, or `@FILE` for a file's text (UTF-8); None: the default."""
+    if value is None or not value.startswith("@"):
+        return value
+    from pathlib import Path
+
+    path = Path(value[1:]).expanduser()
+    if not path.is_file():
+        raise ValidationError(f"--style-prompt {value}: there is no file {path}")
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValidationError(f"--style-prompt {value}: cannot read {path} as UTF-8 text ({exc})") from exc
+
+
 def attach_retriever(core) -> None:
     """Give the chat the knowledge retriever when it has none and documents exist, so retrieval
     arms answer from the same index as the chat."""
@@ -62,7 +87,7 @@ def register(sub, common) -> None:
     p = sub.add_parser(
         "eval",
         parents=[common],
-        help="evaluate base vs tuned, with and without retrieval",
+        help="evaluate base vs prompted vs tuned, with and without retrieval",
         description="Answer an evaluation set with each arm (model × retrieval), score the replies and print "
         "the metrics per arm with bootstrap 95% intervals and paired tests. The run is stored in "
         "the workspace and can be re-opened in the Evaluate tab or with --show.",
@@ -71,8 +96,8 @@ def register(sub, common) -> None:
         "--arms",
         metavar="MODELS",
         default=None,
-        help="comma-separated models: base, tuned (the active or newest adapter) or adapter names "
-        "(default: base,tuned)",
+        help="comma-separated models: base, prompted (the base model with a style system prompt, see "
+        "--style-prompt), tuned (the active or newest adapter) or adapter names (default: base,tuned)",
     )
     p.add_argument(
         "--rag",
@@ -95,7 +120,15 @@ def register(sub, common) -> None:
         "--system",
         metavar="TEXT",
         default=None,
-        help="system prompt for every item (default: each item's own; none means the model's template default)",
+        help="system prompt for every item (default: each item's own; none means the model's template default); "
+        "the prompted arms use --style-prompt instead",
+    )
+    p.add_argument(
+        "--style-prompt",
+        metavar="TEXT|@FILE",
+        default=None,
+        help="the prompted arm's system prompt, or @FILE to read it from a file; it wins over --system for "
+        "the prompted arms (default: built from three of your train pairs)",
     )
     p.add_argument(
         "--no-source",
@@ -141,6 +174,7 @@ def _report(store, run_id: str) -> dict:
             "error": run.error,
             "no_source": run.options.get("no_source"),
             "system_prompt": run.options.get("system_prompt"),
+            "style_prompt": run.options.get("style_prompt"),  # None unless a prompted arm ran
             "reading": run.options.get("reading"),
         },
         "table": {"header": header, "rows": rows},
@@ -160,6 +194,9 @@ def _print_table(report: dict) -> None:
             else ""
         )
     )
+    if run.get("style_prompt"):  # the full text is in --json and the stored run
+        first = run["style_prompt"].splitlines()[0]
+        print(f"Prompted arms' style prompt ({len(run['style_prompt'])} characters): {first[:80]}")
     header, rows = report["table"]["header"], report["table"]["rows"]
     cells = [header] + [[str(c) for c in r] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
@@ -199,6 +236,7 @@ def cmd_eval(args) -> int:
     specs = [s.strip() for s in (args.sets or "test").split(",") if s.strip()]
     if not specs:
         raise ValidationError("--set needs test, facts or a file")
+    style_prompt = read_style_prompt(args.style_prompt)  # a missing file should not cost a model load
     from assistant.workspace import Workspace
 
     settings = settings_from(args)
@@ -206,13 +244,14 @@ def cmd_eval(args) -> int:
     sets = [load_set(spec, Workspace(settings.home), args.limit) for spec in specs]
     core = open_core(settings, progress=lambda m: print(m, file=sys.stderr, flush=True))
     attach_retriever(core)
-    evals = open_evals(core.workspace, core.chat)
+    evals = open_evals(core.workspace, core.chat, examples=_example_store(core.workspace))
     arms = evals.runs.resolve_arms(args.arms, args.rag)
     options = RunOptions(
         max_new_tokens=args.max_new_tokens,
         score_references=not args.no_loss,
         no_source=args.no_source,
         system_prompt=args.system,
+        style_prompt=style_prompt,
     )
     reports = []
     for evalset in sets:

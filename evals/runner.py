@@ -7,6 +7,10 @@ no-source policy says (answer without sources, or the no-source reply): what is 
 what a user of the chat would get. Decoding is greedy (temperature 0),
 so a run is reproducible and differences between arms come from the models, not from luck.
 
+The "prompted" arm is the base model (no adapter) with a style system prompt instead of each
+item's own: by default a few of the user's train pairs as examples (evals/style_prompt.py), so
+the table shows when prompting is enough and when tuning pays.
+
 A run goes in a background thread; its progress and each result are written to SQLite as
 they happen, so the UI polls the database, and a crash loses only the item in flight."""
 
@@ -29,10 +33,13 @@ from . import metrics as M
 from .reports import aggregate_run
 from .sets import EvalItem, EvalSet
 from .store import Arm, EvalStore, ItemResult, RunInfo
+from .style_prompt import ExampleSource, style_prompt_from_store
 
 log = logging.getLogger(__name__)
 
 TUNED = "tuned"  # alias for the active adapter, or the newest one when none is active
+PROMPTED = "prompted"  # the base weights with the style system prompt (RunOptions.style_prompt)
+NO_STYLE_PROMPT = "the prompted arm needs a style prompt: write one, or add training pairs to build one from"
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,10 @@ class RunOptions:
     # Retrieval arms when no passage supports an answer: "answer" without sources or
     # "decline" (assistant.chat.NO_SOURCE_POLICIES); None: the chat service's setting.
     no_source: str | None = None
+    # The prompted arm's system prompt, for every item (over system_prompt and the item's own).
+    # None: built from the workspace's train pairs when a prompted arm runs; a started run
+    # stores the text it used (None when no prompted arm ran).
+    style_prompt: str | None = None
 
 
 def _newest(adapters: list[AdapterInfo]) -> AdapterInfo:
@@ -54,6 +65,11 @@ def _newest(adapters: list[AdapterInfo]) -> AdapterInfo:
         return (str(a.meta.get("created_at") or ""), int(a.version) if a.version.isdigit() else 0)
 
     return max(adapters, key=when)
+
+
+def _uses_adapter(arm: Arm) -> bool:
+    """Whether the arm answers with an adapter: the base and prompted arms use the base weights."""
+    return arm.model not in (BASE, PROMPTED)
 
 
 def parse_rag(values: list[str] | str | None) -> list[bool]:
@@ -90,9 +106,18 @@ class _Plan:
 class EvalService:
     """Runs evaluations against the chat's engine, adapters and retriever."""
 
-    def __init__(self, store: EvalStore, chat: ChatService, embedder_factory: Callable | None = None):
+    def __init__(
+        self,
+        store: EvalStore,
+        chat: ChatService,
+        embedder_factory: Callable | None = None,
+        examples: ExampleSource | None = None,
+    ):
+        """`examples`: the workspace's example store (tuning's, handed in by the caller), the
+        source of the prompted arm's default style prompt."""
         self.store = store
         self.chat = chat
+        self.examples = examples
         if embedder_factory is None:
             from assistant.embeddings import get_embedder
 
@@ -110,7 +135,7 @@ class EvalService:
 
     # ---- arms ---------------------------------------------------------------------------
     def resolve_arms(self, models: list[str] | str | None = None, rag: list[str] | str | None = None) -> list[Arm]:
-        """Arms from model names ("base", "tuned" or adapter names) × retrieval settings.
+        """Arms from model names ("base", "prompted", "tuned" or adapter names) × retrieval settings.
         With no models given: base and tuned, dropping tuned when no adapter exists yet and
         retrieval arms when no retriever is attached (asked-for ones give an error instead)."""
         explicit_models = models not in (None, "", [])
@@ -138,12 +163,13 @@ class EvalService:
                     continue
                 active = self.chat.adapters.active()
                 info = next((a for a in adapters if a.name == active), None) or _newest(adapters)
-            elif name == BASE:
+            elif name in (BASE, PROMPTED):
                 info = None
             else:
                 info = self.chat.adapters.get(name)  # NotFoundError names the known ones
             for r in rags:
-                arm = Arm(BASE, r) if info is None else Arm(info.name, r, info.version, dict(info.meta))
+                plain = PROMPTED if name == PROMPTED else BASE  # the base weights, with or without the style prompt
+                arm = Arm(plain, r) if info is None else Arm(info.name, r, info.version, dict(info.meta))
                 if arm.key not in {a.key for a in arms}:
                     arms.append(arm)
         if not arms:
@@ -163,6 +189,30 @@ class EvalService:
             except Exception:  # noqa: BLE001 - unknown retriever: assume it can answer
                 return True
         return True
+
+    # ---- the prompted arm's style prompt ----------------------------------------------------
+    def default_style_prompt(self) -> str:
+        """A style prompt built from a few of the workspace's train pairs ("" without any)."""
+        return style_prompt_from_store(self.examples)
+
+    def _style_prompt(self, arms: list[Arm], options: RunOptions) -> str | None:
+        """The style prompt the run uses: the given one or the default, checked; None when no
+        arm is prompted (so a stored run never claims a prompt nobody saw)."""
+        if not any(a.model == PROMPTED for a in arms):
+            return None
+        text = options.style_prompt if options.style_prompt is not None else self.default_style_prompt()
+        text = text.strip()
+        if not text:
+            raise ValidationError(NO_STYLE_PROMPT)
+        # fail now rather than on every item: the prompt must leave room for a question and the reply
+        engine = self.chat.engine
+        needed = engine.count_tokens([{"role": "system", "content": text}, {"role": "user", "content": "?"}])
+        if needed + options.max_new_tokens > engine.context_window:
+            raise ValidationError(
+                f"the style prompt needs {needed} tokens; with {options.max_new_tokens} for the reply that is "
+                f"more than the model's context ({engine.context_window} tokens): shorten it"
+            )
+        return text
 
     # ---- running ------------------------------------------------------------------------
     def start(
@@ -185,10 +235,11 @@ class EvalService:
             raise ValidationError("k must be at least 1")
         # Resolved now, so the stored run says which policy its retrieval arms used.
         options = replace(options, no_source=check_no_source(options.no_source or self.chat.no_source))
+        options = replace(options, style_prompt=self._style_prompt(arms, options))
         if any(a.rag for a in arms) and self.retriever is None:
             raise ValidationError("retrieval arms need a knowledge index: add documents first")
         for arm in arms:  # load adapters now, so a missing one fails before the run exists
-            if arm.model != BASE:
+            if _uses_adapter(arm):
                 self.chat._adapter_for(arm.model)
         with self._lock:
             busy = [rid for rid, t in self._threads.items() if t.is_alive()]
@@ -245,7 +296,7 @@ class EvalService:
         total, done = len(items) * len(run.arms), 0
         try:
             embedder = self._embedder_factory() if options.semantic else None
-            adapters = {arm.key: (None if arm.model == BASE else self.chat._adapter_for(arm.model)) for arm in run.arms}
+            adapters = {arm.key: self.chat._adapter_for(arm.model) if _uses_adapter(arm) else None for arm in run.arms}
             # Items go to the engine a batch at a time: a batching backend (llama.cpp) decodes
             # the batch's replies together, every arm's and every item's.
             batch = max(1, self.chat.engine.parallel)
@@ -317,7 +368,9 @@ class EvalService:
                 abstained = bool(retrieval.abstain)  # no source good enough: none in the prompt
             else:
                 passages, abstained = None, False
-            messages = build_messages(item.history, item.question, system, passages)
+            # the prompted arm's style prompt stands in for every other system prompt
+            arm_system = (options.style_prompt or "") if arm.model == PROMPTED else system
+            messages = build_messages(item.history, item.question, arm_system, passages)
             declined = abstained and options.no_source == "decline"
             plans.append(_Plan(arm, adapters[arm.key], messages, passages, abstained, declined))
         return plans

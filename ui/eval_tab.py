@@ -1,4 +1,5 @@
-"""The Evaluate tab: start an A/B run (arms × retrieval over a set) in the background, watch
+"""The Evaluate tab: start an A/B run (arms × retrieval over a set; the prompted arm with an
+editable style prompt, prefilled from the user's train pairs) in the background, watch
 its progress, open past runs (metrics with 95% intervals, a chart, paired tests, per-item
 side by side, save a reply as a training example), the history of each metric over time,
 and blind pairwise votes with win rates and Bradley–Terry ratings.
@@ -17,6 +18,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
+from assistant.errors import ValidationError
 from evals import Evals
 from evals.charts import interval_chart_svg
 from evals.reports import (
@@ -29,7 +31,7 @@ from evals.reports import (
     metrics_table,
     side_by_side,
 )
-from evals.runner import TUNED, RunOptions
+from evals.runner import PROMPTED, TUNED, RunOptions
 from evals.selection import FACTS, FILE, TEST, SaveExample, TestSplit, save_item_as_example, set_from_choice
 from evals.votes import CHOICES
 
@@ -62,10 +64,12 @@ class EvalTab:
     run_id: gr.Textbox  # the run shown
     runs: gr.Dropdown  # the stored runs
     arms: gr.CheckboxGroup  # the models to evaluate
+    style_prompt: gr.Textbox  # the prompted arm's system prompt (empty: built from the train pairs)
     list_runs: Callable  # (current run id=None) -> update of `runs`
     refresh_models: Callable  # () -> update of `arms` (adapters published since the page opened)
     model_choices: Callable  # () -> the models an arm can use
     start: Callable
+    build_style_prompt: Callable  # () -> the default style prompt, from the workspace's train pairs
     open_run: Callable
     compare: Callable
     save: Callable
@@ -90,7 +94,7 @@ def build_eval_tab(
     runs, votes = evals.runs, evals.votes
 
     def model_choices() -> list[str]:
-        return ["base", TUNED] + runs.chat.adapters.names()
+        return list(dict.fromkeys(["base", PROMPTED, TUNED] + runs.chat.adapters.names()))
 
     with gr.Accordion("New evaluation run", open=True):
         with gr.Row():
@@ -98,7 +102,8 @@ def build_eval_tab(
                 model_choices(),
                 value=["base", TUNED],
                 label="Models",
-                info=f"'{TUNED}' is the active adapter (or the newest)",
+                info=f"'{TUNED}' is the active adapter (or the newest); '{PROMPTED}' is the base model "
+                "with the style prompt below",
             )
             rag = gr.CheckboxGroup(["off", "on"], value=["off", "on"], label="Retrieval")
             set_kind = gr.Radio([SET_TEST, SET_FACTS, SET_FILE], value=SET_TEST, label="Evaluation set")
@@ -106,6 +111,15 @@ def build_eval_tab(
             upload = gr.File(label="JSONL with reference answers", file_types=[".jsonl"], type="filepath")
             limit = gr.Number(value=0, precision=0, label="Items (0 = all)", minimum=0)
             max_new = gr.Slider(16, 512, value=128, step=16, label="Max new tokens")
+        with gr.Row():
+            style_prompt = gr.Textbox(
+                label=f"Style prompt (the '{PROMPTED}' arm's system prompt)",
+                info="Used only by the prompted arm, for every item. Empty: built from three of your training "
+                "pairs when the run starts.",
+                lines=6,
+                scale=4,
+            )
+            build_style_btn = gr.Button("Build from my pairs", size="sm", scale=1)
         with gr.Row():
             start_btn = gr.Button("Start evaluation", variant="primary")
             cancel_btn = gr.Button("Cancel", variant="stop")
@@ -171,16 +185,27 @@ def build_eval_tab(
 
     # ---- handlers -----------------------------------------------------------------------
     @shows_errors
-    def start(models, rags, kind, file, n, max_tokens):
+    def start(models, rags, kind, file, n, max_tokens, style_text=None):
         # Only a file this server received as an upload (a web request can name any path).
         path = uploaded_path(file) if kind == SET_FILE and file else None
         evalset = set_from_choice(
             SET_KINDS.get(kind, kind), test_split=test_split, facts_path=facts_path, path=path, limit=int(n or 0)
         )
         chosen = runs.resolve_arms(list(models or []) or None, list(rags or []) or None)
-        run = runs.start(evalset, chosen, RunOptions(max_new_tokens=int(max_tokens)))
+        style = style_text if style_text and style_text.strip() else None  # None: the runner builds the default
+        run = runs.start(evalset, chosen, RunOptions(max_new_tokens=int(max_tokens), style_prompt=style))
         note = f" ({len(evalset.skipped)} lines skipped)" if evalset.skipped else ""
         return run.id, f"Started run `{run.id}` on {len(evalset.items)} items{note}."
+
+    @shows_errors
+    def build_style_prompt():
+        text = runs.default_style_prompt()
+        if not text:
+            raise ValidationError(
+                "there are no training pairs in the train split to build a style prompt from: add some in the "
+                "Dataset tab, or write the style prompt yourself"
+            )
+        return text
 
     @shows_errors
     def watch(rid, progress=gr.Progress()):
@@ -284,7 +309,7 @@ def build_eval_tab(
 
     # ---- events -------------------------------------------------------------------------
     start_btn.click(
-        start, [arms, rag, set_kind, upload, limit, max_new], [run_id, run_status], api_name="eval_start"
+        start, [arms, rag, set_kind, upload, limit, max_new, style_prompt], [run_id, run_status], api_name="eval_start"
     ).success(watch, [run_id], [run_status], api_name="eval_watch").then(
         list_runs, [run_id], [runs_dd], api_name="eval_runs_after_start"
     ).then(
@@ -293,6 +318,7 @@ def build_eval_tab(
         [table, chart, classification, arm_a, arm_b, vote_x, vote_y, run_id],
         api_name="eval_open_after_start",
     )
+    build_style_btn.click(build_style_prompt, None, [style_prompt], api_name="eval_build_style_prompt")
     cancel_btn.click(cancel, [run_id], [run_status], api_name="eval_cancel", queue=False)
     refresh_btn.click(list_runs, [runs_dd], [runs_dd], api_name="eval_list_runs")
     runs_dd.input(
@@ -325,10 +351,12 @@ def build_eval_tab(
         run_id=run_id,
         runs=runs_dd,
         arms=arms,
+        style_prompt=style_prompt,
         list_runs=list_runs,
         refresh_models=lambda: gr.update(choices=model_choices()),
         model_choices=model_choices,
         start=start,
+        build_style_prompt=build_style_prompt,
         open_run=open_run,
         compare=compare,
         save=save,
@@ -342,7 +370,8 @@ def build_eval_tab(
 def build_eval_tab_for_core(core, curation=None) -> EvalTab:
     """The tab composed from the app's core: the chat's engine/adapters/retriever, the latest
     dataset version's test split (tuning's version registry), the demo's facts set and the
-    curation store for "save as training example" (`curation`: the app's, else opened here)."""
+    curation store for "save as training example" and the prompted arm's default style prompt
+    (`curation`: the app's, else opened here)."""
     from demo import demo_facts
     from evals import open_evals
     from evals.selection import latest_test_split
@@ -351,7 +380,7 @@ def build_eval_tab_for_core(core, curation=None) -> EvalTab:
 
     curation = curation or open_curation(core.workspace)
     return build_eval_tab(
-        open_evals(core.workspace, core.chat),
+        open_evals(core.workspace, core.chat, examples=curation.store),
         test_split=lambda: latest_test_split(core.workspace, curation.versions),
         facts_path=demo_facts(),
         save_example=example_saver(curation.store),

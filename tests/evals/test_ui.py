@@ -17,8 +17,8 @@ NO_PROGRESS = lambda *a, **k: None  # noqa: E731 - stands in for gr.Progress out
 @pytest.fixture
 def tab(workspace, chat, tiny_adapter, facts_file):
     chat.retriever = None
-    evals = open_evals(workspace, chat)
     curation = open_curation(workspace)
+    evals = open_evals(workspace, chat, examples=curation.store)  # as build_eval_tab_for_core does
     with gr.Blocks():
         t = build_eval_tab(
             evals,
@@ -29,8 +29,8 @@ def tab(workspace, chat, tiny_adapter, facts_file):
     return evals, t
 
 
-def run_to_end(evals, t, models, kind, n=0):
-    rid, msg = t.start(models, ["off"], kind, None, n, 16)
+def run_to_end(evals, t, models, kind, n=0, style=None):
+    rid, msg = t.start(models, ["off"], kind, None, n, 16, style)
     assert rid in msg
     evals.runs.wait(rid, timeout=300)
     return rid
@@ -92,3 +92,26 @@ def test_handlers_turn_errors_into_gradio_errors(tab):
         t.next_pair("", "any two", "any two")
     with pytest.raises(gr.Error):
         t.vote["a"]("")
+
+
+def test_prompted_arm_with_a_style_prompt_built_from_the_pairs_then_edited(workspace, tab):
+    from tuning.example import chat_example
+    from tuning.example_store import ExampleStore
+
+    evals, t = tab
+    assert "prompted" in t.model_choices()
+    with pytest.raises(gr.Error, match="no training pairs"):
+        t.build_style_prompt()
+    ExampleStore(workspace.db).add_many(
+        [chat_example("Rain tips?", "Ahoy! Mudguards, rider.", split="train")], assign_splits=False
+    )
+    built = t.build_style_prompt()
+    assert "Rain tips?" in built and "Ahoy! Mudguards, rider." in built
+
+    edited = built + "\nNever use more than one sentence."
+    rid = run_to_end(evals, t, ["base", "prompted"], SET_FACTS, n=1, style=edited)
+    run = evals.store.get_run(rid)
+    assert run.status == "done" and run.arm_keys == ["base", "prompted"]
+    assert run.options["style_prompt"] == edited  # what the user wrote, as used
+    rid = run_to_end(evals, t, ["prompted"], SET_FACTS, n=1, style="  ")  # left empty: the default
+    assert evals.store.get_run(rid).options["style_prompt"] == built
