@@ -33,7 +33,11 @@ HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 40  # halves build time against 80; recall@10 stayed >= .98 in benchmarks/retrieval.py
 HNSW_EF_SEARCH = 128
 IVF_MAX_LISTS = 4096
-RRF_K = 60  # the constant from Cormack et al. (2009); fused = sum over lists of 1 / (RRF_K + rank)
+# fused = sum over lists of 1 / (RRF_K + rank). Cormack et al. (2009) used 60; a smaller constant
+# weighs the first ranks more. On the demo's 114 facts (benchmarks/ranking.py) 10 puts the answer
+# in the top 4 for 95.6% (60: 92.1%) and in the 3 evidence sentences the model reads for 90.4%
+# (86.8%); rank 1 is unchanged (72.8%). The held-out set: top 4 88.5% (86.5%), sentences 70.8% both.
+RRF_K = 10
 
 
 class VectorIndex:
