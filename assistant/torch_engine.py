@@ -79,9 +79,9 @@ class _CopyBias:
 
 
 def _reading_processors(options: GenerationOptions, prompt_len: int, copy_ids: list[int], device):
-    """The custom logits processors for `options` (empty for a plain chat). transformers puts
-    custom processors before its sampling warpers, and one of the same type as a default
-    (the repetition penalty) replaces that default."""
+    """The custom logits processors for `options` (empty for a plain chat). transformers runs
+    custom processors after its own (the penalty, when it counts the prompt) and before its
+    sampling warpers (temperature, top-p)."""
     from transformers.generation.logits_process import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
 
     processors = LogitsProcessorList()
@@ -193,7 +193,8 @@ class TorchEngine(ChatEngine):
                 input_ids = torch.tensor([ids], device=self.hardware.device)
                 kwargs = dict(
                     max_new_tokens=options.max_new_tokens,
-                    repetition_penalty=options.repetition_penalty,
+                    # kept to the reply, the penalty is one of the custom processors below instead
+                    repetition_penalty=options.repetition_penalty if options.penalize_prompt else 1.0,
                     pad_token_id=self.tokenizer.pad_token_id,
                     streamer=streamer,
                     stopping_criteria=[_StopOnEvent(gen._stop)],
