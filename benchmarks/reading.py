@@ -15,7 +15,9 @@ Each row is one command, printed with its result, so any row can be re-run alone
 set of TAILOR_* variables and `tailor eval` flags over today's defaults. Fact accuracy: the
 reply contains the gold answer or an alias (evals/metrics.py); intervals are the eval's
 bootstrap 95%. "gate" is the share of questions the retriever found no supporting passage for
-(those are answered without sources under the default no-source policy)."""
+(those are answered without sources under the default no-source policy). "vs defaults" is the
+row's per-item difference from the defaults row on the same questions (paired permutation
+test), when the defaults row is run too (it runs first)."""
 
 from __future__ import annotations
 
@@ -31,13 +33,28 @@ ROOT = Path(__file__).resolve().parents[1]
 HELDOUT = ROOT / "benchmarks" / "heldout" / "kestrel_rail"
 TAILOR = [str(Path(sys.executable).parent / "tailor")]
 
+SHORT_SYSTEM = "Answer the question in one short sentence, using the sources."
+OFF = {"TAILOR_PENALIZE_SOURCES": "off"}
+
 # name -> (environment, extra `tailor eval` flags, what the row shows)
 ROWS: dict[str, tuple[dict[str, str], list[str], str]] = {
-    "chunks": ({"TAILOR_EVIDENCE_SENTENCES": "0"}, [], "four whole 160-token chunks (before this change)"),
+    "defaults": ({}, [], "today's defaults"),
+    "chunks": ({"TAILOR_EVIDENCE_SENTENCES": "0"}, [], "four whole 160-token chunks (before evidence selection)"),
     "evidence-1": ({"TAILOR_EVIDENCE_SENTENCES": "1"}, [], "the best sentence only"),
     "evidence-2": ({"TAILOR_EVIDENCE_SENTENCES": "2"}, [], "the two best sentences"),
-    "evidence-3": ({}, [], "the three best sentences (the default)"),
-    "budget-64": ({}, ["--max-new-tokens", "64"], "the default, 64 new tokens (the eval's default is 128)"),
+    "evidence-3": ({"TAILOR_EVIDENCE_SENTENCES": "3"}, [], "the three best sentences (the default)"),
+    "penalty-on-sources": (
+        {"TAILOR_PENALIZE_SOURCES": "on", "TAILOR_COPY_BIAS": "0"},
+        [],
+        "the repetition penalty counts the sources' tokens, no copy bias (before decoding for sources)",
+    ),
+    "penalty-reply-only": ({**OFF, "TAILOR_COPY_BIAS": "0"}, [], "the penalty kept to the reply, no copy bias"),
+    "copy-1": ({**OFF, "TAILOR_COPY_BIAS": "1"}, [], "copy bias 1, penalty kept to the reply"),
+    "copy-2": ({**OFF, "TAILOR_COPY_BIAS": "2"}, [], "copy bias 2, penalty kept to the reply"),
+    "copy-3": ({**OFF, "TAILOR_COPY_BIAS": "3"}, [], "copy bias 3, penalty kept to the reply"),
+    "system-short": ({}, ["--system", SHORT_SYSTEM], f"our short system prompt: {SHORT_SYSTEM!r}"),
+    "budget-64": ({}, ["--max-new-tokens", "64"], "the defaults, 64 new tokens (the eval's default is 128)"),
+    "budget-256": ({}, ["--max-new-tokens", "256"], "the defaults, 256 new tokens (the chat's and the API's default)"),
 }
 
 
@@ -87,6 +104,22 @@ def run_row(workspace: Path, facts: str, arms: str, max_new_tokens: int, row: st
     return json.loads(out.stdout), shown
 
 
+def paired_vs(workspace: Path, run_a: str, run_b: str, arm: str) -> str:
+    """Row A against row B on fact accuracy, per item (paired permutation test, evals/stats.py)."""
+    sys.path.insert(0, str(ROOT))
+    from assistant.workspace import Workspace
+    from evals.stats import paired_test
+    from evals.store import EvalStore
+
+    store = EvalStore(Workspace(workspace).db)
+    a, b = ({r.item_id: r.metrics.get("fact") for r in store.results(run, arm)} for run in (run_a, run_b))
+    common = [i for i in a if i in b and a[i] is not None and b[i] is not None]
+    if not common:
+        return "–"
+    t = paired_test([float(a[i]) for i in common], [float(b[i]) for i in common])  # type: ignore[arg-type]
+    return f"{t.mean_diff:+.3f} (p={t.p_value:.2f})"
+
+
 def cell(report: dict, arm: str) -> str:
     m = report["arms"].get(arm, {})
     fact, gate = m.get("fact"), m.get("abstained")
@@ -105,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-new-tokens", type=int, default=128, help="the eval's default budget")
     args = p.parse_args(argv)
     rows = list(ROWS) if args.rows == "all" else [r.strip() for r in args.rows.split(",") if r.strip()]
+    if "defaults" in rows:  # first, so every other row is compared with it (paired, per item)
+        rows.remove("defaults")
+        rows.insert(0, "defaults")
     unknown = [r for r in rows if r not in ROWS]
     if unknown:
         p.error(f"unknown rows: {', '.join(unknown)}")
@@ -113,15 +149,21 @@ def main(argv: list[str] | None = None) -> int:
         prepare_heldout(args.demo, args.heldout)
         sets.append(("held-out", args.heldout, str(HELDOUT / "facts.jsonl")))
     table, commands, header = [], [], ["row"]
+    runs: dict[tuple[str, str], str] = {}  # (row, set) -> run id, for the paired column
     for row in rows:
         cells = [row]
         for set_name, ws, facts in sets:
             report, shown = run_row(ws, facts, args.arms, args.max_new_tokens, row)
             commands.append(shown)
+            runs[(row, set_name)] = report["run"]["id"]
             for arm in report["arms"]:  # "base+rag", "<adapter>+rag", in the order asked
-                if len(header) < len(cells) + 1:
-                    header.append(f"{set_name}: {arm}")
+                if len(header) < len(cells) + 2:
+                    header += [f"{set_name}: {arm}", "vs defaults"]
                 cells.append(cell(report, arm))
+                defaults = runs.get(("defaults", set_name))
+                cells.append(
+                    paired_vs(ws, runs[(row, set_name)], defaults, arm) if defaults and row != "defaults" else ""
+                )
         table.append(cells)
         print(" | ".join(cells), file=sys.stderr, flush=True)
     print("| " + " | ".join(header) + " |")
