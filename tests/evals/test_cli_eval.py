@@ -80,45 +80,35 @@ def test_eval_user_errors_exit_2(tiny_model_dir, tmp_path):
     assert r.returncode == 2 and "does not exist" in r.stderr
 
 
-def test_eval_prompted_arm_takes_its_style_prompt_as_text_or_from_a_file(tiny_model_dir, facts_file, tmp_path):
-    ws = tmp_path / "ws"
-    common = ["--rag", "off", "--set", facts_file, "--max-new-tokens", "4", "--no-loss", "--json"]
-    style = "Ahoy! Answer like a cheerful sailor."
+def test_eval_prompted_arm_takes_its_style_prompt_from_a_file(tiny_model_dir, facts_file, tmp_path):
+    """The CLI plumbing of --style-prompt (a text value takes the same path; the runner's tests
+    cover the prompt itself). One subprocess per case: each loads a model."""
+    path = tmp_path / "style.txt"
+    path.write_text("Speak like a lighthouse keeper.\nKeep it short.\n", encoding="utf-8")
     r = tailor(
         "eval",
         "--arms",
         "base,prompted",
         "--style-prompt",
-        style,
-        *common,
+        f"@{path}",
+        "--rag",
+        "off",
+        "--set",
+        facts_file,
+        "--max-new-tokens",
+        "4",
+        "--no-loss",
+        "--json",
         "--workspace",
-        ws,
+        tmp_path / "ws",
         "--model",
         tiny_model_dir,
     )
     assert r.returncode == 0, r.stderr
     run = json.loads(r.stdout)["run"]
     assert [a["key"] for a in run["arms"]] == ["base", "prompted"] and run["status"] == "done"
-    assert run["style_prompt"] == style and run["system_prompt"] is None
-
-    path = tmp_path / "style.txt"
-    path.write_text("Speak like a lighthouse keeper.\nKeep it short.\n", encoding="utf-8")
-    r = tailor(
-        "eval",
-        "--arms",
-        "prompted",
-        "--style-prompt",
-        f"@{path}",
-        *common,
-        "--workspace",
-        ws,
-        "--model",
-        tiny_model_dir,
-    )
-    assert r.returncode == 0, r.stderr
-    run = json.loads(r.stdout)["run"]
     assert run["style_prompt"] == "Speak like a lighthouse keeper.\nKeep it short."  # the file's text, stripped
-    assert [a["key"] for a in run["arms"]] == ["prompted"]
+    assert run["system_prompt"] is None
 
 
 def test_eval_prompted_arm_builds_its_default_from_the_workspace_pairs(tiny_model_dir, facts_file, tmp_path):
@@ -142,8 +132,7 @@ def test_eval_prompted_arm_builds_its_default_from_the_workspace_pairs(tiny_mode
     r = tailor("eval", "--style-prompt", f"@{tmp_path / 'missing.txt'}", *common)
     assert r.returncode == 2 and r.stderr.startswith("tailor: error:") and "missing.txt" in r.stderr
     assert "Traceback" not in r.stderr
-    r = tailor("eval", *common)  # no style prompt given, and no training pairs to build one from
-    assert r.returncode == 2 and "the prompted arm needs a style prompt" in r.stderr and "Traceback" not in r.stderr
+    # without pairs to build one from, the runner's refusal (tests/evals/test_prompted_arm.py)
 
     store = ExampleStore(Workspace(ws).db)
     store.add_many([chat_example("Rain tips?", "Ahoy! Mudguards, rider.", split="train")], assign_splits=False)
