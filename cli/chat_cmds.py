@@ -136,14 +136,29 @@ def cmd_chat(args) -> int:
     sys.stdout.write("\n")
     if reply.retrieval and reply.retrieval.get("abstained") and not reply.retrieval.get("declined"):
         print("\n(No document supports an answer to this: the reply is the model's own, not from your documents.)")
-    if reply.retrieval and reply.retrieval.get("passages"):
-        label = "Closest passages" if reply.retrieval.get("abstained") else "Sources"
-        print(f"\n{label}:")
-        for i, p in enumerate(reply.retrieval["passages"], start=1):
-            snippet = " ".join(p["text"].split())
-            print(f"  [{i}] {p['source']} — {p.get('heading', '')}: {snippet[:160]}{'…' if len(snippet) > 160 else ''}")
+    for line in sources_lines(reply.retrieval):
+        print(line)
     print(f"[conversation {turn.conversation_id}]", file=sys.stderr)
     return 0
+
+
+SNIPPET_CHARS = 160
+
+
+def sources_lines(retrieval: dict | None) -> list[str]:
+    """The sources under a reply: each cited chunk's document and section, then the sentences
+    the model read from it (its evidence), or the chunk's start where it has none (the
+    closest passages of a question the documents did not support)."""
+    if not retrieval or not retrieval.get("passages"):
+        return []
+    label = "Closest passages" if retrieval.get("abstained") else "Sources"
+    lines = ["", f"{label}:"]
+    for i, p in enumerate(retrieval["passages"], start=1):
+        evidence = [e["text"] for e in p.get("evidence") or [] if e.get("text")]
+        text = " ".join((" … ".join(evidence) if evidence else p["text"]).split())
+        cut = text[:SNIPPET_CHARS] + ("…" if len(text) > SNIPPET_CHARS else "")
+        lines.append(f"  [{i}] {p['source']} — {p.get('heading', '')}: {cut}")
+    return lines
 
 
 def cmd_models(args) -> int:

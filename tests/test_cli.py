@@ -121,3 +121,23 @@ def test_cli_default_model_answers_paris(tmp_path, linked_default_model):
     out = json.loads(r.stdout)
     assert "Paris" in out["reply"]
     assert out["model"] == "SmolLM2-135M-Instruct"
+
+
+def test_chat_sources_show_the_sentences_the_model_read():
+    """`tailor chat --rag` lists each cited chunk with its evidence sentences (not the chunk's
+    first characters); closest passages without evidence show the chunk's start."""
+    from cli.chat_cmds import sources_lines
+
+    text = "Opening hours. We open at nine on weekdays. On Sunday we open at 11:00 and close at 15:00."
+    start = text.index("On Sunday")
+    cited = {
+        "source": "hours.md",
+        "heading": "Hours",
+        "text": text,
+        "evidence": [{"start": start, "end": len(text), "text": text[start:]}],
+    }
+    lines = sources_lines({"abstained": False, "passages": [cited]})
+    assert lines[1] == "Sources:" and lines[2] == "  [1] hours.md — Hours: " + text[start:]
+    closest = sources_lines({"abstained": True, "passages": [{**cited, "evidence": [], "text": "x " * 200}]})
+    assert closest[1] == "Closest passages:" and closest[2].endswith("…") and len(closest[2]) < 200
+    assert sources_lines(None) == [] and sources_lines({"passages": []}) == []
