@@ -26,7 +26,13 @@ GREEDY = GenerationOptions(temperature=0, max_new_tokens=40, repetition_penalty=
 
 
 @pytest.mark.real
-def test_answer_follows_an_edited_document_without_retuning(real_engine, workspace, embedder, tmp_path):
+def test_answer_follows_an_edited_document_without_retuning(real_engine, workspace, embedder, tmp_path, monkeypatch):
+    # This checks freshness, not reading: the fact was picked because the base model reads it.
+    # Under the default copy bias of 2 the base model copies the neighbouring age rules for this
+    # one question instead (one of the flips in the README's reading table, where the bias wins
+    # overall, and the tuned adapter gets this fact right); at 1 it reads the deposit, as it did
+    # without the bias, and the copying path is still exercised.
+    monkeypatch.setenv("TAILOR_COPY_BIAS", "1")
     docs = tmp_path / "docs"
     shutil.copytree(DEMO_DOCS, docs)
     kb = open_knowledge(workspace, embedder)

@@ -118,7 +118,7 @@ def test_file_events_refuse_paths_that_were_not_uploaded(tailor_server, tiny_mod
         "knowledge_add_files": lambda p: [[_meta(p)]],
         "knowledge_add_folder": lambda p: [[_meta(p)]],
         "dataset_import": lambda p: [_meta(p), "leaked"],
-        "eval_start": lambda p: [["base"], ["off"], "uploaded file", _meta(p), 1, 16],
+        "eval_start": lambda p: [["base"], ["off"], "uploaded file", _meta(p), 1, 16, ""],  # "": default style prompt
     }
     secrets = {
         "knowledge_add_files": secret_doc,
