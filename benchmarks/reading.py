@@ -32,6 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 HELDOUT = ROOT / "benchmarks" / "heldout" / "kestrel_rail"
 TAILOR = [str(Path(sys.executable).parent / "tailor")]
+sys.path.insert(0, str(ROOT))  # for the paired test, which reads the runs from the workspace
 
 SHORT_SYSTEM = "Answer the question in one short sentence, using the sources."
 OFF = {"TAILOR_PENALIZE_SOURCES": "off"}
@@ -106,7 +107,6 @@ def run_row(workspace: Path, facts: str, arms: str, max_new_tokens: int, row: st
 
 def paired_vs(workspace: Path, run_a: str, run_b: str, arm: str) -> str:
     """Row A against row B on fact accuracy, per item (paired permutation test, evals/stats.py)."""
-    sys.path.insert(0, str(ROOT))
     from assistant.workspace import Workspace
     from evals.stats import paired_test
     from evals.store import EvalStore
