@@ -43,6 +43,7 @@ from .engine import ChatEngine, ReplyDecoder, require_safetensors
 from .errors import ModelError
 from .generation import MIN_SAMPLING_TEMPERATURE, Generation, GenerationOptions, Message
 from .hardware import Hardware
+from .llamacpp_params import model_params
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ class LlamaCppEngine(ChatEngine):
         self.top_k = top_k  # sampling keeps the k likeliest tokens first, as transformers' generate does
         self.threads = max(1, threads or os.cpu_count() or 1)
         llama_cpp.llama_backend_init()
-        mparams = llama_cpp.llama_model_default_params()
+        mparams = model_params(llama_cpp)  # extra buffers off on AMX CPUs: they crashed decoding
         self._model = llama_cpp.llama_model_load_from_file(str(self.gguf).encode(), mparams)
         if not self._model:
             raise ModelError(f"llama.cpp could not load {self.gguf} (see the log above for its reason)")

@@ -76,7 +76,6 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(threads)
-    import llama_cpp
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
@@ -84,6 +83,7 @@ def main() -> None:
     from assistant.engine import GenerationOptions
     from assistant.gguf_lora import ensure_lora_gguf
     from assistant.hardware import pick_hardware
+    from assistant.llamacpp_params import open_llama
     from assistant.models import resolve_model
     from assistant.prompting import Passage, build_messages
     from assistant.torch_engine import TorchEngine
@@ -109,7 +109,7 @@ def main() -> None:
     torch_engine = TorchEngine.load(resolved, hardware)
     torch_engine.load_adapter("bench", adapter_dir)
     gguf = llama_engine.gguf  # type: ignore[attr-defined]  # a LlamaCppEngine
-    raw = llama_cpp.Llama(
+    raw = open_llama(
         model_path=str(gguf), lora_path=str(lora_gguf), n_ctx=2048, n_threads=threads, n_batch=512, verbose=False
     )
     # Every backend gets the same prompts: chat messages for Tailor's engines, the same

@@ -52,6 +52,7 @@ def main() -> None:
     from assistant.backends import load_engine
     from assistant.engine import GenerationOptions
     from assistant.hardware import pick_hardware
+    from assistant.llamacpp_params import open_llama
     from assistant.models import ResolvedModel, resolve_model
     from assistant.torch_engine import TorchEngine
     from demo.loader import demo_dir
@@ -89,9 +90,7 @@ def main() -> None:
                     raise SystemExit(f"quantizing to {kind} failed ({rc})")
             files[kind] = dst
         path = files[kind]
-        raw = llama_cpp.Llama(
-            model_path=str(path), n_ctx=1024, logits_all=True, n_threads=os.cpu_count(), verbose=False
-        )
+        raw = open_llama(model_path=str(path), n_ctx=1024, logits_all=True, n_threads=os.cpu_count(), verbose=False)
         losses = []
         for m, p in zip(messages, items):
             prompt = torch_engine.encode(m)

@@ -22,6 +22,7 @@ from assistant.gguf_convert import (
     quantize_gguf,
     rope_permute,
 )
+from assistant.llamacpp_params import open_llama
 
 NO_LLAMA_CPP = "llama-cpp-python is not installed (pip install llama-cpp-python)"
 PROMPTS = [
@@ -38,7 +39,7 @@ def llama_logits(path: Path, ids: list[int], *, lora: Path | None = None, thread
     kwargs = {"lora_path": str(lora)} if lora else {}
     # An f32 KV cache (llama.cpp's default is f16) so that f32 weights compare to ~1e-5.
     f32 = llama_cpp.GGML_TYPE_F32
-    llm = llama_cpp.Llama(
+    llm = open_llama(
         model_path=str(path),
         n_ctx=256,
         logits_all=True,
@@ -357,8 +358,8 @@ def real_f16(real_model, tmp_path_factory) -> Path:
 
 def greedy_llama(path: Path, ids: list[int], n: int) -> list[int]:
     """n greedy tokens from llama.cpp with its default (f16) KV cache, as the engine runs it."""
-    llama_cpp = pytest.importorskip("llama_cpp", reason=NO_LLAMA_CPP)
-    llm = llama_cpp.Llama(model_path=str(path), n_ctx=512, logits_all=True, verbose=False, n_threads=1)
+    pytest.importorskip("llama_cpp", reason=NO_LLAMA_CPP)
+    llm = open_llama(model_path=str(path), n_ctx=512, logits_all=True, verbose=False, n_threads=1)
     try:
         llm.eval(ids)
         out: list[int] = []

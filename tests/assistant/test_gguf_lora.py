@@ -18,6 +18,7 @@ import pytest
 from assistant.errors import ModelError
 from assistant.gguf_convert import convert_folder_to_gguf
 from assistant.gguf_lora import convert_lora_to_gguf, ensure_lora_gguf, lora_gguf_path
+from assistant.llamacpp_params import open_llama
 
 ALL_7 = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 NO_LLAMA_CPP = "llama-cpp-python is not installed (pip install llama-cpp-python)"
@@ -34,7 +35,7 @@ def llama_logits(path: Path, ids: list[int], *, lora: Path | None = None) -> np.
     llama_cpp = pytest.importorskip("llama_cpp", reason=NO_LLAMA_CPP)
     f32 = llama_cpp.GGML_TYPE_F32
     kwargs = {"lora_path": str(lora)} if lora else {}
-    llm = llama_cpp.Llama(
+    llm = open_llama(
         model_path=str(path), n_ctx=256, logits_all=True, verbose=False, n_threads=1, type_k=f32, type_v=f32, **kwargs
     )
     try:

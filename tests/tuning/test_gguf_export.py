@@ -22,6 +22,7 @@ from assistant.adapters import AdapterCatalog
 from assistant.engine import GenerationOptions
 from assistant.errors import ModelError, NotFoundError, ValidationError
 from assistant.hardware import pick_hardware
+from assistant.llamacpp_params import open_llama
 from assistant.models import ResolvedModel
 from assistant.torch_engine import TorchEngine
 from tuning.gguf_export import (
@@ -59,7 +60,7 @@ def _base(path, name="tiny", gguf=None) -> ResolvedModel:
 
 # ---- greedy decoding with llama-cpp-python itself, fed Tailor's prompt token ids ------------------
 def _llama(path: Path, lora: Path | None = None, n_ctx: int = 512):
-    return llama_cpp.Llama(
+    return open_llama(
         model_path=str(path), lora_path=str(lora) if lora else None, n_ctx=n_ctx, n_threads=2, verbose=False
     )
 
