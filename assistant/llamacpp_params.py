@@ -14,11 +14,11 @@ Only this module and the engine, benchmarks and tests that open llama.cpp models
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 from collections.abc import Iterator
 
-_ENV = "TAILOR_LLAMACPP_EXTRA_BUFFERS"
+from .settings import env_str
+
 _patch_lock = threading.Lock()
 
 
@@ -33,7 +33,7 @@ def cpu_has_amx() -> bool:
 
 def use_extra_buffers() -> bool:
     """Whether llama.cpp may keep weights in its extra (repacked, AMX) buffers here."""
-    value = os.environ.get(_ENV, "").strip().lower()
+    value = env_str("TAILOR_LLAMACPP_EXTRA_BUFFERS", "").lower()
     if value in ("1", "true", "yes", "on"):
         return True
     if value in ("0", "false", "no", "off"):

@@ -116,7 +116,17 @@ def test_every_cli_command_is_documented_in_readme():
 def test_cli_default_model_answers_paris(tmp_path, linked_default_model):
     ws = tmp_path / "ws"
     linked_default_model(ws)
-    r = tailor("chat", "What is the capital of France?", "--json", "--workspace", ws, env={"TAILOR_MODEL": ""})
+    # On the torch engine (fp32): the default llama.cpp engine runs the embedded Q4_1 file, whose
+    # greedy first token flips with the CPU's kernels (on an AMX Xeon it began in French, with
+    # its reference loss within 1% of fp32's); the llama.cpp path has its own agreement tests.
+    r = tailor(
+        "chat",
+        "What is the capital of France?",
+        "--json",
+        "--workspace",
+        ws,
+        env={"TAILOR_MODEL": "", "TAILOR_ENGINE": "torch"},
+    )
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert "Paris" in out["reply"]
