@@ -3,6 +3,7 @@ that produced it, in SQLite. Conversations survive restarts and can be continued
 
 from __future__ import annotations
 
+import builtins
 import json
 import secrets
 import sqlite3
@@ -266,6 +267,19 @@ class ConversationLog:
         if row is None:
             raise NotFoundError(f"message {message_id} does not exist")
         return _message(row)
+
+    def rated_replies_to(self, user_text: str) -> builtins.list[StoredMessage]:
+        """Rated assistant replies whose user turn (the last user message before them) is
+        `user_text`, oldest first: the candidates for a preference pair from ratings."""
+        with self.db.read() as conn:
+            rows = conn.execute(
+                "SELECT m.*, f.rating FROM messages m JOIN feedback f ON f.message_id=m.id"
+                " WHERE m.role='assistant' AND (SELECT u.content FROM messages u WHERE"
+                " u.conversation_id=m.conversation_id AND u.id<m.id AND u.role='user' ORDER BY u.id DESC LIMIT 1)=?"
+                " ORDER BY m.id",
+                (user_text,),
+            ).fetchall()
+        return [_message(r) for r in rows]
 
     def set_feedback(self, message_id: int, rating: int | None, reason: str = "") -> None:
         """Thumbs up (1), down (-1), or clear (None) on an assistant message."""

@@ -22,7 +22,8 @@ def register(sub, common) -> None:
         parents=[common],
         help="import examples from JSONL, CSV, parquet or a datasets folder",
         description="Import examples. The shape of each record is detected: {prompt, completion}, "
-        "{messages}, or {question, passages, answer}; CSV needs prompt and completion "
+        "{messages}, {question, passages, answer}, or a preference pair {prompt, chosen, rejected} "
+        "(TRL's, as text or as messages); CSV needs prompt and completion "
         "columns. Bad lines are listed with their line number and reason; good ones are "
         "imported.",
     )
@@ -38,10 +39,17 @@ def register(sub, common) -> None:
         help="export examples or a dataset version",
         description="Export active examples (or a dataset version) as chat messages JSONL, "
         "prompt/completion JSONL, or a Hugging Face datasets folder (a .parquet "
-        "destination writes one parquet file).",
+        "destination writes one parquet file); or the preference pairs as TRL's "
+        "prompt/chosen/rejected JSONL (--format preference).",
     )
     q.add_argument("file", type=Path)
-    q.add_argument("--format", choices=["messages", "prompt-completion", "hf"], default="messages")
+    q.add_argument(
+        "--format",
+        choices=["messages", "prompt-completion", "preference", "hf"],
+        default="messages",
+        help="preference: TRL's prompt/chosen/rejected, the preference pairs only (the other formats: the "
+        "examples only)",
+    )
     q.add_argument(
         "--rendered", action="store_true", help="inline retrieved passages into the user turn, as the trainer sees them"
     )
@@ -59,6 +67,7 @@ def register(sub, common) -> None:
     q.add_argument("--label")
     q.add_argument("--source", choices=["chat", "import", "manual"])
     q.add_argument("--status", choices=["active", "excluded"])
+    q.add_argument("--kind", choices=["example", "pair"], help="only examples, or only preference pairs")
     q.add_argument("--limit", type=int, default=50, help="at most this many (default 50; 0 = all)")
     q.add_argument("--json", action="store_true", help="print JSON lines, one example each")
     q.set_defaults(func=cmd_list)
@@ -201,7 +210,7 @@ def cmd_import(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from tuning.dataset_export import export_examples
+    from tuning.dataset_export import export_examples, for_format
     from tuning.example_table import ExampleFilter
 
     cur = _curation(args)
@@ -212,7 +221,8 @@ def cmd_export(args) -> int:
     else:
         examples = cur.store.list(ExampleFilter(split=args.split, status=None if args.all else "active"))
     dest = export_examples(examples, args.file, args.format, rendered=args.rendered)
-    print(f"Exported {len(examples)} examples to {dest} ({args.format}).")
+    what = "preference pairs" if args.format == "preference" else "examples"
+    print(f"Exported {len(for_format(examples, args.format))} {what} to {dest} ({args.format}).")
     return 0
 
 
@@ -221,7 +231,13 @@ def cmd_list(args) -> int:
 
     cur = _curation(args)
     flt = ExampleFilter(
-        query=args.query, tag=args.tag, split=args.split, label=args.label, source=args.source, status=args.status
+        query=args.query,
+        tag=args.tag,
+        split=args.split,
+        label=args.label,
+        source=args.source,
+        status=args.status,
+        kind=args.kind,
     )
     examples = cur.store.list(flt, limit=args.limit or None)
     if args.json:
@@ -236,6 +252,8 @@ def cmd_list(args) -> int:
         label = f" ({ex.label})" if ex.label else ""
         print(f"{ex.id:>6} {ex.split or '-':<10} {ex.status:<8} {ex.source:<6}{label}{tags}{prov}")
         print(f"       Q: {_short(ex.prompt)}\n       A: {_short(ex.answer)}")
+        if ex.rejected is not None:
+            print(f"       rejected: {_short(ex.rejected)}")
     total = cur.store.count(flt)
     print(f"{len(examples)} of {total} examples; by split: {cur.store.counts_by_split()}", file=sys.stderr)
     return 0
@@ -358,7 +376,8 @@ def cmd_snapshot(args) -> int:
         print(json.dumps({**v.as_dict(), "new": before is None or before.id != v.id}))
     else:
         state = "unchanged since" if before is not None and before.id == v.id else "created"
-        print(f"Dataset version v{v.id} {state}: {v.counts}, hash {v.content_hash[:12]}, {v.path}")
+        pairs = f", preference pairs {v.pairs}" if any(v.pairs.values()) else ""
+        print(f"Dataset version v{v.id} {state}: {v.counts}{pairs}, hash {v.content_hash[:12]}, {v.path}")
     return 0
 
 

@@ -15,13 +15,32 @@ def register(sub, common) -> None:
         "tune",
         parents=[common],
         help="train a LoRA adapter on the current dataset",
-        description="Queue a training job (TRL SFT + LoRA) on a dataset version (default: a "
-        "snapshot of the current examples). It runs in its own process; --wait "
-        "follows it to the end.",
+        description="Queue a training job (TRL SFT + LoRA, or with --method dpo TRL's DPO on the "
+        "preference pairs) on a dataset version (default: a snapshot of the current examples). It runs "
+        "in its own process; --wait follows it to the end.",
     )
+    p.add_argument(
+        "--method",
+        choices=["sft", "dpo"],
+        default=None,
+        help="sft (default): learn the examples' answers; dpo: learn to prefer each pair's chosen reply over "
+        "its rejected one",
+    )
+    p.add_argument(
+        "--from",
+        dest="start_adapter",
+        metavar="ADAPTER",
+        help="dpo: continue this adapter's weights (its frozen copy is the reference), 'base' for a new adapter, "
+        "or 'active' (default: the chat's active adapter, else the base)",
+    )
+    p.add_argument("--beta", type=float, help="dpo: how far the tuned model may move from the reference (0.1)")
     p.add_argument("--dataset-version", type=int, metavar="V", help="train on this dataset version")
     p.add_argument("--config", metavar="FILE", help="JSON or TOML file with TrainConfig settings")
-    p.add_argument("--name", metavar="FAMILY", help="adapter name; versions are FAMILY-v1, -v2, ... (default: tailor)")
+    p.add_argument(
+        "--name",
+        metavar="FAMILY",
+        help="adapter name; versions are FAMILY-v1, -v2, ... (default: tailor, or tailor-dpo for --method dpo)",
+    )
     p.add_argument("--no-activate", action="store_true", help="do not make the new adapter the chat's default")
     p.add_argument(
         "--no-grounding",
@@ -162,8 +181,17 @@ def cmd_tune(args) -> int:
 
     options = grounding_options(args)  # a bad ratio fails before the model is resolved
     exclude = Exclusions.from_files(args.exclude) if args.exclude else None
+    from assistant.errors import ValidationError
+
+    dpo = args.method == "dpo" or (args.method is None and args.start_adapter is not None)
+    if not dpo and (args.start_adapter is not None or args.beta is not None):
+        raise ValidationError("--from and --beta apply to --method dpo")
     service = _service(args)
-    config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
+    if dpo:  # the DPO defaults, then the file's settings, then --beta
+        settings = TrainConfig.file_settings(args.config) if args.config else {}
+        config = service.preference_config(args.start_adapter, **{**settings, "beta": args.beta})
+    else:
+        config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
     job = service.start(
         dataset_version=args.dataset_version,
         config=config,

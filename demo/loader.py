@@ -72,6 +72,7 @@ def demo_exclusions(workspace: Workspace, folder: Path | None = None) -> Exclusi
 @dataclass
 class DemoResult:
     examples_added: int = 0
+    pairs_added: int = 0  # preference pairs (preferences.jsonl)
     examples_skipped: bool = False
     bad_lines: list[str] = field(default_factory=list)
     documents: dict[str, str] = field(default_factory=dict)  # name -> status
@@ -83,6 +84,8 @@ class DemoResult:
             parts.append("demo examples already loaded")
         else:
             parts.append(f"{self.examples_added} demo examples added")
+        if self.pairs_added:
+            parts.append(f"{self.pairs_added} preference pairs added")
         counts: dict[str, int] = {}
         for status in self.documents.values():
             counts[status] = counts.get(status, 0) + 1
@@ -121,6 +124,14 @@ def load_demo(
             imported = import_file(curation.store, path, source="demo", tags=[DEMO_TAG, path.stem])
             result.examples_added += imported.imported
             result.bad_lines += [f"{path.name} line {b.line}: {b.reason}" for b in imported.bad]
+    # The preference pairs on their own: a workspace that loaded the demo before they existed
+    # gets them on its next load.
+    preferences = folder / "preferences.jsonl"
+    if preferences.is_file() and not curation.store.count(ExampleFilter(tag=DEMO_TAG, kind="pair")):
+        say(0.45, f"importing {preferences.name}")
+        imported = import_file(curation.store, preferences, source="demo", tags=[DEMO_TAG, preferences.stem])
+        result.pairs_added = imported.imported
+        result.bad_lines += [f"{preferences.name} line {b.line}: {b.reason}" for b in imported.bad]
 
     def doc_progress(done: float, total: float | None = None, message: str = "") -> None:
         # retrieval reports assistant.progress.Progress: here the fraction done (of 1.0)

@@ -22,6 +22,9 @@ METRICS: list[tuple[str, str, bool]] = [
     ("ref_loss", "Ref. loss (nats/tok)", False),
     ("perplexity", "Ref. perplexity", False),
     ("abstained", "No-source rate", False),
+    # lower is better where a reply should be short (the demo's preference pairs teach that);
+    # for other sets it is a description, read with the references' own lengths in mind
+    ("words", "Reply length (words)", False),
     ("latency_s", "Latency (s)", False),
     ("tokens_per_s", "Tokens/s", True),
 ]

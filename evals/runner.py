@@ -395,6 +395,7 @@ class EvalService:
             "latency_s": None if declined else latency,
             "tokens_per_s": tps,
             "abstained": float(abstained) if arm.rag else None,
+            "words": None if declined else float(len(reply.split())),
         }
         if options.score_references and not declined:
             try:

@@ -212,7 +212,8 @@ def load_reference_file(path: Path | str) -> EvalSet:
 
 
 def load_test_split(version_dir: Path | str, version_id: str | None = None) -> EvalSet:
-    """Items from a dataset version's frozen test split (`<version_dir>/test.jsonl`)."""
+    """Items from a dataset version's frozen test split (`<version_dir>/test.jsonl`); its
+    preference pairs (lines with a "rejected" reply) are not items: they are DPO's data."""
     version_dir = Path(version_dir)
     path = version_dir / "test.jsonl"
     if not path.is_file():
@@ -222,6 +223,8 @@ def load_test_split(version_dir: Path | str, version_id: str | None = None) -> E
     for number, obj, error in _read_jsonl(path):
         if obj is None:
             skipped.append(f"line {number}: {error}")
+            continue
+        if isinstance(obj, dict) and "rejected" in obj:
             continue
         try:
             messages = _check_messages(obj.get("messages"))

@@ -31,6 +31,7 @@ class StyleExample(Protocol):
     passages: list[dict] | None
     status: str
     split: str | None
+    rejected: str | None  # set on a preference pair, which is not a style example
 
 
 class ExampleSource(Protocol):
@@ -41,7 +42,7 @@ class ExampleSource(Protocol):
 
 def _pair(example: StyleExample) -> tuple[str, str] | None:
     """(final user turn, answer) of a usable train pair, else None."""
-    if example.status != "active" or example.split != "train":
+    if example.status != "active" or example.split != "train" or example.rejected is not None:
         return None
     messages = example.messages or []
     if len(messages) < 2 or messages[-1].get("role") != "assistant" or messages[-2].get("role") != "user":

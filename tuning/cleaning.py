@@ -215,9 +215,12 @@ def build_report(
     def conflicts():
         groups: dict[str, list[Example]] = defaultdict(list)
         for ex in examples:
-            key = _norm_key(
-                " ".join(f"{m['role']}:{m['content']}" for m in ex.messages[:-1])
-                + " ".join(p.get("text", "") for p in ex.passages or [])
+            key = (
+                ex.kind
+                + _norm_key(  # a pair's chosen reply and an example's answer are not rivals
+                    " ".join(f"{m['role']}:{m['content']}" for m in ex.messages[:-1])
+                    + " ".join(p.get("text", "") for p in ex.passages or [])
+                )
             )
             groups[key].append(ex)
         for group in groups.values():

@@ -1,6 +1,9 @@
 """Exporting training examples: a JSONL file of records ("messages" or "prompt-completion",
 tuning/records.py), or for "hf" a Hugging Face `datasets` folder (save_to_disk, one split per
-dataset split) with a parquet file per split beside it, or a single .parquet file."""
+dataset split) with a parquet file per split beside it, or a single .parquet file.
+
+Preference pairs go out only in the "preference" format (TRL's prompt/chosen/rejected), and
+that format holds only pairs: no other format has a place for the rejected reply."""
 
 from __future__ import annotations
 
@@ -17,6 +20,11 @@ from .example import Example, render_messages
 from .records import FORMATS, export_record
 
 
+def for_format(examples: list[Example], fmt: str) -> list[Example]:
+    """The examples a `fmt` export writes: the pairs for "preference", the others otherwise."""
+    return [ex for ex in examples if (ex.rejected is not None) == (fmt == "preference")]
+
+
 def export_examples(
     examples: list[Example],
     dest: Path | str,
@@ -29,6 +37,7 @@ def export_examples(
     dest = Path(dest)
     if fmt not in FORMATS:
         raise ValidationError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    examples = for_format(examples, fmt)
     if fmt == "hf":
         try:
             return _export_hf(examples, dest, rendered)

@@ -47,9 +47,13 @@ def save_from_editor(
     label: str | None,
     tags,
     status: str | None,
+    rejected: str | None = None,
 ) -> tuple[Example, bool]:
     """Save the editor's fields: change example `example_id` (undoable), or add a new manual
-    example when there is none. Returns the example and whether it was added."""
+    example when there is none. Returns the example and whether it was added. `rejected`: a
+    preference pair's rejected reply; blank makes (or keeps) an ordinary example, and None
+    leaves an existing example's as it is."""
+    rejected_reply = ... if rejected is None else ((rejected or "").strip() or None)
     if str(example_id or "").strip():
         assert example_id is not None  # the test above excludes None
         old = store.get(int(example_id))
@@ -57,11 +61,21 @@ def save_from_editor(
         messages = edited_messages(old.messages, system, user, answer)
         if not (user or "").strip() or not (answer or "").strip():
             raise ValidationError("the user message and the answer must not be empty")
-        return store.update(old.id, messages=messages, label=label or None, tags=tags or [], status=status), False
+        return (
+            store.update(
+                old.id, messages=messages, label=label or None, tags=tags or [], status=status, rejected=rejected_reply
+            ),
+            False,
+        )
     if not (user or "").strip() or not (answer or "").strip():
         raise ValidationError("write a user message and an answer first")
     example = make_example(
-        new_messages(system, user, answer), label=label, tags=tags, status=status or "active", source="manual"
+        new_messages(system, user, answer),
+        label=label,
+        tags=tags,
+        status=status or "active",
+        source="manual",
+        rejected=None if rejected_reply is ... else rejected_reply,
     )
     return store.add(example), True
 

@@ -1,7 +1,10 @@
 """A training example: the chat the trainer learns from, its validation, normalisation and hashes.
 
 An example is a chat: an optional system prompt, the earlier turns of the conversation, the
-final user turn and the assistant answer (always the last message). It may carry the
+final user turn and the assistant answer (always the last message). A *preference pair* is
+an example with a `rejected` reply too: the last message is the chosen answer, `rejected`
+the answer it was preferred to (DPO trains on these; SFT leaves them out). Pairs live in the
+same table so that search, splits, versions, cleaning and undo treat them alike. It may carry the
 retrieved passages the answer was grounded in; `render_messages` shows them to the trainer
 exactly as the chat showed them to the model (through `assistant.prompting.build_messages`).
 
@@ -44,6 +47,7 @@ class Example:
     created_at: str = ""
     updated_at: str = ""
     content_hash: str = ""
+    rejected: str | None = None  # a preference pair: the reply the answer was preferred to
 
     # ---- views --------------------------------------------------------------------------
     @property
@@ -73,6 +77,14 @@ class Example:
         return self.provenance.get("message_id")
 
     @property
+    def is_pair(self) -> bool:
+        return self.rejected is not None
+
+    @property
+    def kind(self) -> str:
+        return "pair" if self.rejected is not None else "example"
+
+    @property
     def edited(self) -> bool:
         return bool(self.provenance.get("edited"))
 
@@ -90,6 +102,7 @@ class Example:
             "created_at": self.created_at,
             "updated_at": self.updated_at,
             "content_hash": self.content_hash,
+            **({"rejected": self.rejected} if self.rejected is not None else {}),
         }
 
 
@@ -146,11 +159,13 @@ def _clean_passages(passages) -> list[dict] | None:
     return out
 
 
-def content_hash(messages: Sequence[dict], passages: Sequence[dict] | None) -> str:
-    """What makes two examples the same: their messages and their passages' texts."""
+def content_hash(messages: Sequence[dict], passages: Sequence[dict] | None, rejected: str | None = None) -> str:
+    """What makes two examples the same: their messages and their passages' texts (and a
+    pair's rejected reply: a pair is never the same as the example of its chosen reply)."""
     key = json.dumps(
         [[m["role"], m["content"]] for m in messages]
-        + [[p.get("source", ""), p.get("text", "")] for p in (passages or [])],
+        + [[p.get("source", ""), p.get("text", "")] for p in (passages or [])]
+        + ([["rejected", rejected]] if rejected is not None else []),
         ensure_ascii=False,
     )
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
@@ -186,7 +201,7 @@ def normalised_text(text: str) -> str:
     return text.strip()
 
 
-def dedup_hash(messages: Sequence[dict], passages: Sequence[dict] | None) -> str:
+def dedup_hash(messages: Sequence[dict], passages: Sequence[dict] | None, rejected: str | None = None) -> str:
     """What makes an imported example one that is already present: its messages (role and
     normalised text) and its passages' sources and normalised texts. Labels and tags do not
     count. Coarser than `content_hash` (which the cleaning report's exact-duplicate check
@@ -197,6 +212,9 @@ def dedup_hash(messages: Sequence[dict], passages: Sequence[dict] | None) -> str
     for p in passages or []:
         src, text = str(p.get("source", "")).strip(), normalised_text(str(p.get("text", "")))
         parts.append(f"passage:{len(src)}:{src}:{len(text)}:{text}")
+    if rejected is not None:  # examples (no rejected reply) hash as they always did
+        text = normalised_text(rejected)
+        parts.append(f"rejected:{len(text)}:{text}")
     return hashlib.sha256("\n".join(parts).encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
@@ -221,10 +239,33 @@ def preview_text(example: Example, tokenizer) -> str:
     return tokenizer.apply_chat_template(render_messages(example), tokenize=False)
 
 
+def validate_rejected(rejected, messages: list[dict]) -> str | None:
+    """A pair's rejected reply: text, not empty, and not the chosen answer itself."""
+    if rejected is None:
+        return None
+    if not isinstance(rejected, str):
+        raise ValidationError(f"the rejected reply must be text, got {type(rejected).__name__}")
+    if not rejected.strip():
+        raise ValidationError("the rejected reply is empty")
+    if normalised_text(rejected) == normalised_text(messages[-1]["content"]):
+        raise ValidationError("the chosen and rejected replies are the same; a pair needs two different replies")
+    return rejected
+
+
 def make_example(
-    messages, *, passages=None, label=None, tags=None, status="active", source="manual", provenance=None, split=None
+    messages,
+    *,
+    passages=None,
+    label=None,
+    tags=None,
+    status="active",
+    source="manual",
+    provenance=None,
+    split=None,
+    rejected=None,
 ) -> Example:
     messages = validate_messages(messages)
+    rejected = validate_rejected(rejected, messages)
     if status not in STATUSES:
         raise ValidationError(f"status must be one of {', '.join(STATUSES)}")
     if split is not None and split not in SPLITS:
@@ -240,7 +281,8 @@ def make_example(
         split=split,
         source=source or "manual",
         provenance=dict(provenance or {}),
-        content_hash=content_hash(messages, passages),
+        content_hash=content_hash(messages, passages, rejected),
+        rejected=rejected,
     )
 
 
@@ -254,3 +296,10 @@ def chat_example(prompt: str, answer: str, system: str = "", **kw) -> Example:
 
 def with_messages(example: Example, messages: list[dict]) -> Example:
     return replace(example, messages=validate_messages(messages))
+
+
+def pair_example(messages, rejected: str, **kw) -> Example:
+    """A preference pair: `messages` end with the chosen answer; `rejected` is the reply it beat."""
+    if rejected is None:
+        raise ValidationError("a preference pair needs a rejected reply")
+    return make_example(messages, rejected=rejected, **kw)

@@ -20,9 +20,9 @@ from assistant.errors import NotFoundError, ValidationError
 
 from . import splits
 from .curation_settings import CurationSettings
-from .example import SPLITS, STATUSES, Example, clean_tags, content_hash, make_example, validate_messages
+from .example import SPLITS, STATUSES, Example, clean_tags, content_hash, dedup_hash, make_example, validate_messages
 from .example_table import COLUMNS, MIGRATIONS, ExampleFilter, from_row, insert_examples, row_values
-from .from_chat import example_from_message
+from .from_chat import example_from_message, pair_from_edit, pairs_from_rating
 from .import_log import ImportLog, import_description
 from .undo import UndoLog, new_batch_id
 
@@ -127,7 +127,7 @@ class ExampleStore:
         if not validated:
             for ex in examples:
                 ex.messages = validate_messages(ex.messages)  # examples built by hand are checked too
-                ex.content_hash = content_hash(ex.messages, ex.passages)
+                ex.content_hash = content_hash(ex.messages, ex.passages, ex.rejected)
         if conn is not None:
             return insert_examples(conn, examples, now)
         with self.db.transaction() as c:
@@ -171,9 +171,11 @@ class ExampleStore:
         tags=None,
         status=None,
         split=...,
+        rejected=...,
         description: str = "edit",
     ) -> Example:
-        """Change fields of one example (undoable). `...` means leave as is."""
+        """Change fields of one example (undoable). `...` means leave as is. `rejected`: a
+        pair's rejected reply (None turns a pair into an ordinary example)."""
         old = self.get(example_id)
         new = make_example(
             messages if messages is not None else old.messages,
@@ -184,6 +186,7 @@ class ExampleStore:
             split=old.split if split is ... else split,
             source=old.source,
             provenance=old.provenance,
+            rejected=old.rejected if rejected is ... else rejected,
         )
         if messages is not None and [m["content"] for m in new.messages] != [m["content"] for m in old.messages]:
             new.provenance = {**new.provenance, "edited": True} if new.provenance else new.provenance
@@ -199,7 +202,7 @@ class ExampleStore:
         with self.db.transaction() as conn:
             for ex in examples:
                 self.undo_log.remember(conn, batch, description, ex.id)
-                ex.content_hash = content_hash(ex.messages, ex.passages)
+                ex.content_hash = content_hash(ex.messages, ex.passages, ex.rejected)
                 conn.execute(f"UPDATE examples SET {sets} WHERE id=?", (*row_values(ex, now), ex.id))
         return batch
 
@@ -294,3 +297,34 @@ class ExampleStore:
         """An example from an assistant message (tuning/from_chat.py), saved unless `save` is False."""
         ex = example_from_message(conversation_log, message_id, edited_text, label=label, tags=tags)
         return self.add(ex) if save else ex
+
+    def pair_from_edit(
+        self, conversation_log: ConversationLog, message_id: int, edited_text: str, *, label=None, tags=None
+    ) -> Example | None:
+        """Save the preference pair an edit makes (chosen = edit, rejected = the original);
+        None when the edit changed nothing. A pair already in the store is returned as is."""
+        pair = pair_from_edit(conversation_log, message_id, edited_text, label=label, tags=tags)
+        return None if pair is None else self.add_new([pair], keep_present=True)[0]
+
+    def pairs_from_rating(self, conversation_log: ConversationLog, message_id: int) -> builtins.list[Example]:
+        """Save the preference pairs a rating makes with oppositely rated replies to the same
+        prompt; returns the pairs that were new."""
+        return self.add_new(pairs_from_rating(conversation_log, message_id))
+
+    def add_new(self, examples: Sequence[Example], keep_present: bool = False) -> builtins.list[Example]:
+        """Add the examples that are not in the store yet (by `dedup_hash`, what imports skip);
+        returns those added, and with `keep_present` the stored copies of the others too."""
+        out, fresh = [], []
+        for ex in examples:
+            with self.db.read() as conn:
+                row = conn.execute(
+                    "SELECT * FROM examples WHERE dedup_hash=? ORDER BY id LIMIT 1",
+                    (dedup_hash(ex.messages, ex.passages, ex.rejected),),
+                ).fetchone()
+            if row is None:
+                fresh.append(ex)
+            elif keep_present:
+                out.append(from_row(row))
+        if fresh:
+            out += [self.get(i) for i in self.add_many(fresh)]
+        return out

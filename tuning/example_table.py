@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from assistant.db import execute_script, like_escape
+from assistant.errors import ValidationError
 
 from .example import Example, dedup_hash
 
@@ -113,7 +114,13 @@ def _m002_import_operations(conn: sqlite3.Connection) -> None:
         last = rows[-1][0]
 
 
-MIGRATIONS = [_m001_examples, _m002_import_operations]
+def _m003_preference_pairs(conn: sqlite3.Connection) -> None:
+    """Preference pairs are examples with a rejected reply (NULL for an ordinary example), so
+    they share the examples' search, splits, versions, cleaning and undo."""
+    conn.execute("ALTER TABLE examples ADD COLUMN rejected_text TEXT")
+
+
+MIGRATIONS = [_m001_examples, _m002_import_operations, _m003_preference_pairs]
 
 COLUMNS = (
     "id",
@@ -134,6 +141,7 @@ COLUMNS = (
     "created_at",
     "updated_at",
     "dedup_hash",
+    "rejected_text",
 )
 
 
@@ -157,7 +165,8 @@ def row_values(ex: Example, now: str, dhash: str | None = None) -> tuple:
         ex.answer,
         ex.created_at or now,
         now,
-        dhash or dedup_hash(ex.messages, ex.passages),
+        dhash or dedup_hash(ex.messages, ex.passages, ex.rejected),
+        ex.rejected,
     )
 
 
@@ -176,6 +185,7 @@ def from_row(row) -> Example:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         content_hash=row["content_hash"],
+        rejected=row["rejected_text"],
     )
 
 
@@ -188,15 +198,17 @@ class ExampleFilter:
     label: str | None = None
     status: str | None = None
     ids: Sequence[int] | None = None
+    kind: str | None = None  # "example" (SFT), "pair" (preference pair), None: both
 
     def where(self) -> tuple[str, list]:
         clauses: list[str] = []
         args: list[object] = []
         for word in (self.query or "").split():
             clauses.append(
-                "(prompt_text LIKE ? ESCAPE '\\' OR answer_text LIKE ? ESCAPE '\\' OR messages_json LIKE ? ESCAPE '\\')"
+                "(prompt_text LIKE ? ESCAPE '\\' OR answer_text LIKE ? ESCAPE '\\' OR messages_json LIKE ? ESCAPE '\\'"
+                " OR rejected_text LIKE ? ESCAPE '\\')"
             )
-            args += [f"%{like_escape(word)}%"] * 3
+            args += [f"%{like_escape(word)}%"] * 4
         if self.tag:
             clauses.append("EXISTS (SELECT 1 FROM json_each(examples.tags_json) WHERE value = ?)")
             args.append(self.tag)
@@ -205,6 +217,12 @@ class ExampleFilter:
             if value:
                 clauses.append(f"{col} = ?")
                 args.append(value)
+        if self.kind == "example":
+            clauses.append("rejected_text IS NULL")
+        elif self.kind == "pair":
+            clauses.append("rejected_text IS NOT NULL")
+        elif self.kind:
+            raise ValidationError(f"kind must be example or pair, not {self.kind!r}")
         if self.ids is not None:
             ids = [int(i) for i in self.ids]
             clauses.append(f"id IN ({','.join('?' * len(ids))})" if ids else "0")

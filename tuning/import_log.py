@@ -165,7 +165,7 @@ class ImportLog:
         """Insert, in one transaction tagged with `op`, the examples that are not already in
         the store (by `dedup_hash`, also within the batch). Returns (new ids, how many were
         already present)."""
-        hashes = [dedup_hash(ex.messages, ex.passages) for ex in examples]
+        hashes = [dedup_hash(ex.messages, ex.passages, ex.rejected) for ex in examples]
         now = utcnow()
         with self.db.transaction() as conn:
             row = conn.execute("SELECT status, undone_at FROM example_imports WHERE id=?", (op.id,)).fetchone()

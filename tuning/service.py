@@ -1,6 +1,7 @@
 """The tuning service: what the Tune tab and `tailor tune` call. One click = snapshot the
 current dataset, make this tune's grounding examples from the documents, queue a job on it
-with the default (or given) config."""
+with the default (or given) config. A preference tune (`method` dpo) trains on the version's
+preference pairs instead, with no grounding examples (those are SFT answers)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ from pathlib import Path
 from assistant.errors import ValidationError
 from assistant.workspace import Workspace
 
-from .config import TrainConfig
+from .config import TrainConfig, dpo_defaults
 from .grounding_mix import ChunkSource, Exclusions, GroundingMix, GroundingOptions, compose_grounding
 from .job_store import Job
-from .jobs import JobManager
+from .jobs import DEFAULT_FAMILY, JobManager
 from .registry import AdapterRegistry
 from .versions import DatasetVersion, DatasetVersions
 
@@ -37,6 +38,15 @@ class TuneService:
     registry: AdapterRegistry
     chunks: ChunkSource | None = None
     exclusions: Callable[[], Exclusions | None] | None = None
+
+    def preference_config(self, start: str | None = "active", **changes) -> TrainConfig:
+        """A DPO config (tuning/config.dpo_defaults with `changes`) starting from `start`: an
+        adapter name, "base" (a new LoRA on the base), or "active" (the chat's active adapter
+        when there is one, else the base)."""
+        name = (start or "active").strip()
+        if name == "active":
+            name = self.registry.active() or "base"
+        return dpo_defaults(start_adapter=None if name == "base" else name, **changes)
 
     def versions(self) -> DatasetVersions:
         return DatasetVersions(self.workspace)
@@ -79,13 +89,24 @@ class TuneService:
         """Queue a tune. `grounding` (default: on, at the default ratio) mixes examples made from
         the documents into this job's training data; `exclude` adds to the exclusion list."""
         config = (config or TrainConfig()).validate()
+        if config.start_adapter:
+            self.registry.get(config.start_adapter)  # a clear error now, not in the worker
         versions = self.versions()
         version = (
             versions.get(dataset_version) if dataset_version is not None else versions.snapshot("taken for training")
         )
-        if not version.counts.get("train"):
-            raise ValidationError(f"dataset version {version.id} has no training examples")
-        mix = self.grounding_mix(version, config, grounding, exclude)
+        mix: GroundingMix | None = None
+        if config.method == "dpo":
+            if not version.pairs.get("train"):
+                raise ValidationError(
+                    f"dataset version {version.id} has no preference pairs in its train split: edit replies in the "
+                    "chat, rate two replies to the same prompt 👍 and 👎, or import prompt/chosen/rejected pairs"
+                )
+            family = family or f"{DEFAULT_FAMILY}-dpo"
+        else:
+            if not version.counts.get("train"):
+                raise ValidationError(f"dataset version {version.id} has no training examples")
+            mix = self.grounding_mix(version, config, grounding, exclude)
         return self.jobs.submit(
             base_model=self.base_model,
             base_model_path=self.base_model_path,

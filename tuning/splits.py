@@ -17,6 +17,7 @@ being sequential), each to the split with the largest deficit against its target
 that label's examples (counting the ones already assigned). Every label therefore stays
 within one example of its target counts per split, and adding examples only ever adds to
 the splits. `reassign=True` starts over (and says so: it changes the test split).
+Preference pairs are their own groups (per label too), dealt out the same way.
 """
 
 from __future__ import annotations
@@ -97,17 +98,21 @@ def assign_splits(store: ExampleDb, config: SplitConfig | None = None, reassign:
     with store.db.transaction() as conn:
         if reassign:
             conn.execute("UPDATE examples SET split=NULL")
-        counts: dict[str | None, dict[str, int]] = defaultdict(lambda: {s: 0 for s in SPLITS})
+        # Strata: the label, and whether the row is a preference pair (pairs are balanced
+        # among themselves, so DPO has validation pairs even when examples outnumber them).
+        counts: dict[tuple, dict[str, int]] = defaultdict(lambda: {s: 0 for s in SPLITS})
+        pair = "(rejected_text IS NOT NULL)"
         for row in conn.execute(
-            "SELECT label, split, COUNT(*) AS n FROM examples WHERE split IS NOT NULL GROUP BY label, split"
+            f"SELECT label, {pair} AS pair, split, COUNT(*) AS n FROM examples WHERE split IS NOT NULL"
+            " GROUP BY label, pair, split"
         ):
-            counts[row["label"]][row["split"]] = row["n"]
-        todo = conn.execute("SELECT id, label FROM examples WHERE split IS NULL").fetchall()
+            counts[(row["label"], row["pair"])][row["split"]] = row["n"]
+        todo = conn.execute(f"SELECT id, label, {pair} AS pair FROM examples WHERE split IS NULL").fetchall()
         if not todo:
             return {s: 0 for s in SPLITS}
-        groups: dict[str | None, list[int]] = defaultdict(list)
+        groups: dict[tuple, list[int]] = defaultdict(list)
         for row in todo:
-            groups[row["label"]].append(row["id"])
+            groups[(row["label"], row["pair"])].append(row["id"])
         added = {s: 0 for s in SPLITS}
         updates = []
         for label, ids in groups.items():

@@ -7,7 +7,8 @@ prompt-completion form, `prompt = messages[:-1]`, `completion = [messages[-1]]`,
 loss is on the answer only (`completion_only_loss`). SmolLM2's chat template has no
 `{% generation %}` markers, which is what TRL's `assistant_only_loss` would need.
 
-This is the only module (with the worker and the benchmark) that imports trl."""
+This module and tuning/preference.py (DPO) are the only ones, with the worker and the
+benchmark, that import trl."""
 
 from __future__ import annotations
 
@@ -56,7 +57,8 @@ def read_split(version_dir: Path, split: str) -> list[dict]:
 
 
 def read_lines(path: Path) -> list[dict]:
-    """A file of dataset version lines as prompt-completion rows."""
+    """A file of dataset version lines as prompt-completion rows (preference pairs, the
+    lines with a "rejected" reply, are DPO's: tuning/preference.py)."""
     rows = []
     with open(path, encoding="utf-8") as fh:
         for n, line in enumerate(fh, start=1):
@@ -66,6 +68,8 @@ def read_lines(path: Path) -> list[dict]:
                 record = json.loads(line)
             except ValueError as exc:
                 raise ValidationError(f"{path.name} line {n} is not JSON: {exc}") from exc
+            if isinstance(record, dict) and "rejected" in record:
+                continue
             rows.append(to_prompt_completion(record, f"{path.name} line {n}"))
     return rows
 
@@ -119,26 +123,21 @@ def lora_config(config: TrainConfig):
     )
 
 
-def sft_config(config: TrainConfig, hw: ResolvedHardware, the_plan: Plan, output_dir: Path):
-    from trl import SFTConfig
-
+def trainer_arguments(config: TrainConfig, hw: ResolvedHardware, the_plan: Plan, output_dir: Path) -> dict:
+    """The TrainingArguments both trainers share (SFT here, DPO in tuning/preference.py):
+    hardware, optimisation, evaluation with early stopping, checkpoints, logging."""
     evaluate = the_plan.eval_steps is not None
     # Checkpoints go with evaluations (load_best_model_at_end needs them aligned); without a
     # validation split, save every ~1/5 of the run so a resume loses little.
     save_steps = the_plan.eval_steps or max(1, round(the_plan.total_steps / 5))
-    return SFTConfig(
+    return dict(
         output_dir=str(output_dir),
         # hardware: never TRL's default bf16 on a CPU (no bf16 kernels: 10-300x slower matmuls)
         use_cpu=hw.device == "cpu",
         bf16=hw.bf16,
         fp16=hw.fp16,
         gradient_checkpointing=hw.gradient_checkpointing,
-        # data
         max_length=config.max_length,
-        completion_only_loss=True,
-        packing=False,
-        padding_free=False,  # needs FlashAttention; group by length instead
-        train_sampling_strategy="group_by_length",
         dataloader_num_workers=0,
         dataset_num_proc=None,
         # optimisation
@@ -168,6 +167,18 @@ def sft_config(config: TrainConfig, hw: ResolvedHardware, the_plan: Plan, output
         logging_first_step=True,
         report_to=["tensorboard"],
         disable_tqdm=True,
+    )
+
+
+def sft_config(config: TrainConfig, hw: ResolvedHardware, the_plan: Plan, output_dir: Path):
+    from trl import SFTConfig
+
+    return SFTConfig(
+        **trainer_arguments(config, hw, the_plan, output_dir),
+        completion_only_loss=True,
+        packing=False,
+        padding_free=False,  # needs FlashAttention; group by length instead
+        train_sampling_strategy="group_by_length",
     )
 
 

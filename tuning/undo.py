@@ -74,6 +74,7 @@ class UndoLog:
                     before["dedup_hash"] = dedup_hash(
                         json.loads(before["messages_json"]),
                         json.loads(before["passages_json"]) if before.get("passages_json") else None,
+                        before.get("rejected_text"),
                     )
                 cols = list(before)
                 conn.execute(

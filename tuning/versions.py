@@ -4,8 +4,10 @@ validation / test JSONL files, each named by a content hash.
     workspace/datasets/v{id}/
         train.jsonl  validation.jsonl  test.jsonl    one line per example:
             {"example_id": int, "messages": render_messages(example), "label": str|None, "tags": [...]}
-        manifest.json   id, content hash, time, counts, note, and per example its split and hash
-                        (what `diff` compares)
+            and for a preference pair also "rejected": str (messages end with the chosen reply);
+            SFT reads the lines without "rejected", DPO the lines with it
+        manifest.json   id, content hash, time, counts (examples), pairs (preference pairs), note,
+                        and per example its split and hash (what `diff` compares)
 
 A snapshot is taken whenever training starts (the training job calls `snapshot()`) or the
 user asks. If nothing changed since the latest version, that version is returned as is, so
@@ -68,6 +70,11 @@ class DatasetVersion:
         with open(self.file(split), encoding="utf-8") as fh:
             return [json.loads(line) for line in fh if line.strip()]
 
+    @property
+    def pairs(self) -> dict:
+        """Preference pairs per split (0 in versions made before pairs existed)."""
+        return {**dict.fromkeys(SPLITS, 0), **self.manifest().get("pairs", {})}
+
     def manifest(self) -> dict:
         return json.loads((self.path / "manifest.json").read_text(encoding="utf-8"))
 
@@ -79,11 +86,15 @@ class DatasetVersion:
             "counts": self.counts,
             "path": str(self.path),
             "note": self.note,
+            "pairs": self.pairs,
         }
 
 
 def version_line(ex: Example) -> dict:
-    return {"example_id": ex.id, "messages": render_messages(ex), "label": ex.label, "tags": list(ex.tags)}
+    line = {"example_id": ex.id, "messages": render_messages(ex), "label": ex.label, "tags": list(ex.tags)}
+    if ex.rejected is not None:
+        line["rejected"] = ex.rejected
+    return line
 
 
 class DatasetVersions:
@@ -99,6 +110,7 @@ class DatasetVersions:
         the examples read."""
         self.store.assign_splits()
         lines: dict[str, list[str]] = {s: [] for s in SPLITS}
+        pairs = dict.fromkeys(SPLITS, 0)
         per_example: dict[str, dict] = {}
         active = ExampleFilter(status="active")
         total = self.store.count(active)
@@ -108,6 +120,7 @@ class DatasetVersions:
             split = ex.split or "train"
             text = json.dumps(version_line(ex), ensure_ascii=False, sort_keys=True)
             lines[split].append(text)
+            pairs[split] += ex.rejected is not None
             per_example[str(ex.id)] = {"split": split, "hash": hashlib.sha256(text.encode()).hexdigest()[:16]}
         if not per_example:
             raise ValidationError("the dataset has no active examples: add or import some first")
@@ -121,7 +134,7 @@ class DatasetVersions:
         latest = self.latest()
         if latest is not None and latest.content_hash == content:
             return latest
-        counts = {s: len(lines[s]) for s in SPLITS}
+        counts = {s: len(lines[s]) - pairs[s] for s in SPLITS}  # what SFT trains on
         now = utcnow()
         # The write lock is held while the folder is published, so two snapshots never get
         # the same id; publish_dir makes the folder complete or absent.
@@ -136,6 +149,7 @@ class DatasetVersions:
                     "content_hash": content,
                     "created_at": now,
                     "counts": counts,
+                    "pairs": pairs,
                     "note": note,
                     "examples": per_example,
                 }
@@ -197,6 +211,7 @@ class DatasetVersions:
                         tags=rec.get("tags") or [],
                         split=s,
                         id=rec["example_id"],
+                        rejected=rec.get("rejected"),
                     )
                 )
         return out

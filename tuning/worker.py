@@ -1,6 +1,7 @@
 """The training process: `python -m tuning.worker JOB_DIR` (or under `accelerate launch`).
 
-It reads its job from the database, trains with TRL SFTTrainer + LoRA, writes progress as
+It reads its job from the database, trains with TRL SFTTrainer + LoRA (or DPOTrainer on the
+preference pairs, tuning/preference.py, for `method` dpo), writes progress as
 JSON lines to JOB_DIR/progress.jsonl (the format: tuning/progress.py) and to the job's row,
 and on success publishes the best-validation adapter atomically into the registry. SIGTERM asks it to stop after the
 current step (saving a checkpoint, so the job can be resumed); anything that goes wrong is
@@ -26,6 +27,7 @@ from .config import TrainConfig, resolve_hardware
 from .grounding_files import GROUNDING_FILE, card_summary, read_grounding_summary
 from .job_store import JobStore
 from .jobs import JobManager
+from .preference import build_dpo_trainer, reward_metrics
 from .progress import PROGRESS_FILE, ProgressWriter
 from .registry import AdapterRegistry
 from .trainer import build_trainer, last_checkpoint
@@ -122,8 +124,20 @@ def make_callbacks(store: JobStore, job_id: int, writer: ProgressWriter):
                 best = state.best_metric
                 best_step = getattr(state, "best_global_step", None)
                 best_value = min(best, logs["eval_loss"]) if best is not None else logs["eval_loss"]
-                writer.write("eval", step=state.global_step, eval_loss=logs["eval_loss"])
-                writer.log(f"step {state.global_step}: validation loss {logs['eval_loss']:.4f}")
+                rewards = {
+                    "reward_accuracy": logs.get("eval_rewards/accuracies"),
+                    "reward_margin": logs.get("eval_rewards/margins"),
+                }
+                rewards = {k: v for k, v in rewards.items() if v is not None}  # DPO runs only
+                writer.write("eval", step=state.global_step, eval_loss=logs["eval_loss"], **rewards)
+                writer.log(
+                    f"step {state.global_step}: validation loss {logs['eval_loss']:.4f}"
+                    + (
+                        f", reward accuracy {rewards['reward_accuracy']:.2f}, margin {rewards['reward_margin']:.3f}"
+                        if len(rewards) == 2
+                        else ""
+                    )
+                )
                 store.update(
                     job_id,
                     eval_loss=float(logs["eval_loss"]),
@@ -219,21 +233,39 @@ def run(job_dir: Path) -> int:
         # Grounding examples made from the documents when the job was queued: this job's
         # training data only (tuning/grounding_mix.py).
         grounding, extra_train = grounding_inputs(job_dir)
-        trainer, the_plan = build_trainer(
-            config,
-            hw,
-            Path(job.base_model_path),
-            Path(job.dataset_path),
-            output_dir,
-            callbacks=make_callbacks(store, job.id, writer),
-            extra_train=extra_train,
-        )
+        if config.method == "dpo":
+            start_dir = AdapterRegistry(workspace).get(config.start_adapter).path if config.start_adapter else None
+            if main:
+                writer.log(
+                    "preference tuning (DPO) on the dataset's preference pairs, "
+                    + (f"continuing adapter {config.start_adapter}" if start_dir else "on a new adapter")
+                )
+            trainer, the_plan = build_dpo_trainer(
+                config,
+                hw,
+                Path(job.base_model_path),
+                Path(job.dataset_path),
+                output_dir,
+                callbacks=make_callbacks(store, job.id, writer),
+                start_adapter_dir=start_dir,
+            )
+        else:
+            trainer, the_plan = build_trainer(
+                config,
+                hw,
+                Path(job.base_model_path),
+                Path(job.dataset_path),
+                output_dir,
+                callbacks=make_callbacks(store, job.id, writer),
+                extra_train=extra_train,
+            )
         if main:
             store.update(job.id, total_steps=the_plan.total_steps)
             if grounding is not None:
                 writer.log(f"grounding: {grounding.get('message', '')}")
             writer.log(
-                f"{the_plan.train_examples} training / {the_plan.validation_examples} validation examples; "
+                f"{the_plan.train_examples} training / {the_plan.validation_examples} validation "
+                f"{'preference pairs' if config.method == 'dpo' else 'examples'}; "
                 f"{the_plan.total_steps} steps, evaluation every {the_plan.eval_steps or '-'} steps"
                 + (f"; resuming from {resume_from.name}" if resume_from else "")
             )
@@ -270,6 +302,9 @@ def run(job_dir: Path) -> int:
             "device": hw.device,
             "dtype": hw.dtype,
             "threads": hw.threads,
+            "method": config.method,
+            **({"start_adapter": config.start_adapter} if config.start_adapter else {}),
+            **reward_metrics(state.log_history, best_step),
         }
         registry = AdapterRegistry(workspace)
         name, version = registry.next_name(job.family)
@@ -281,7 +316,9 @@ def run(job_dir: Path) -> int:
         trainer.model.eval()
 
         def write_adapter(tmp: Path) -> None:
-            trainer.model.save_pretrained(tmp)
+            # only the trained adapter: a DPO run that continued an adapter also holds its
+            # frozen reference copy ("ref"), which is not part of the result
+            trainer.model.save_pretrained(tmp, selected_adapters=["default"])
             _write_lora_gguf(tmp, Path(job.base_model_path), writer)
 
         registry.publish(

@@ -1,5 +1,9 @@
 """The curation panel under the chat: rate a reply (👍/👎, also through the chatbot's own
-thumbs), or save it, as it is or edited into the ideal answer, as a training example."""
+thumbs), or save it, as it is or edited into the ideal answer, as a training example.
+
+Both signals also make preference pairs (tuning/from_chat.py): an edit that changes the reply
+is saved as a pair too (chosen = the edit, rejected = the original), and a rating that meets an
+opposite rating on another reply to the same prompt makes a pair of the two."""
 
 from __future__ import annotations
 
@@ -46,11 +50,27 @@ def attach_curation(chat: ChatTab, curation: Curation, log: ConversationLog) -> 
             save_edit_btn = gr.Button("Save edited reply", variant="primary")
         cur_status = gr.Markdown("")
 
-    def reply_state(m: StoredMessage) -> str:
+    def reply_state(m: StoredMessage, note: str = "") -> str:
         saved = store.find_by_message(m.id)
+        examples = [str(e.id) for e in saved if not e.is_pair]
+        pairs = [str(e.id) for e in saved if e.is_pair]
         rating = RATINGS.get(m.rating, "not rated")
-        return f"Reply #{m.id}: {rating}" + (
-            f" · saved as example {', '.join(str(e.id) for e in saved)}" if saved else ""
+        return (
+            f"Reply #{m.id}: {rating}"
+            + (f" · saved as example {', '.join(examples)}" if examples else "")
+            + (f" · chosen in preference pair {', '.join(pairs)}" if pairs else "")
+            + note
+        )
+
+    def rating_pairs(message_id: int) -> str:
+        """Pairs with oppositely rated replies to the same prompt, saved now; a note for the user."""
+        made = store.pairs_from_rating(log, message_id)
+        if not made:
+            return ""
+        ids = ", ".join(str(p.id) for p in made)
+        return (
+            f" · saved preference pair {ids} (with the oppositely rated reply to this prompt; "
+            "Dataset tab, kind: preference pairs)"
         )
 
     def load(conv_id):
@@ -80,7 +100,7 @@ def attach_curation(chat: ChatTab, curation: Curation, log: ConversationLog) -> 
         if msg_id in (None, ""):
             raise gr.Error("Pick a reply first.")
         log.set_feedback(int(msg_id), rating, why or "")
-        return reply_state(log.message(int(msg_id)))
+        return reply_state(log.message(int(msg_id)), rating_pairs(int(msg_id)))
 
     @shows_errors
     def like(conv_id, evt: gr.LikeData):
@@ -95,7 +115,7 @@ def attach_curation(chat: ChatTab, curation: Curation, log: ConversationLog) -> 
         m = shown[int(index)]
         rating = None if evt.liked is None or evt.liked == "" else (1 if evt.liked is True else -1)
         log.set_feedback(m.id, rating)
-        return reply_state(log.message(m.id))
+        return reply_state(log.message(m.id), rating_pairs(m.id) if rating is not None else "")
 
     @shows_errors(also=(ValueError,))
     def save(msg_id, text, tag_text, lab, use_edit):
@@ -105,9 +125,12 @@ def attach_curation(chat: ChatTab, curation: Curation, log: ConversationLog) -> 
             log, int(msg_id), edited_text=text if use_edit else None, label=lab or None, tags=tag_text or None
         )
         kind = "edited reply" if ex.edited else "reply"
+        pair = store.pair_from_edit(log, int(msg_id), text) if use_edit and ex.edited else None
         return (
             f"Saved the {kind} as example {ex.id} ({ex.split}) · from conversation {ex.conversation_id}, "
-            f"message {ex.message_id}. It is in the Dataset tab."
+            f"message {ex.message_id}"
+            + (f", and as preference pair {pair.id} (chosen: your edit, rejected: the original)" if pair else "")
+            + ". It is in the Dataset tab."
         )
 
     conv = chat.conversation_id

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from tuning.cleaning import CleaningReport
 from tuning.example import Example, preview_text
 
-TABLE_HEADERS = ["id", "split", "status", "source", "label", "tags", "prompt", "answer", "provenance"]
+TABLE_HEADERS = ["id", "split", "status", "source", "label", "tags", "prompt", "answer", "provenance", "rejected"]
 ANY = "(any)"  # a filter that is not set
 
 
@@ -45,25 +45,30 @@ def table_rows(examples: list[Example]) -> list[list]:
             short(ex.prompt),
             short(ex.answer),
             provenance_text(ex),
+            short(ex.rejected) if ex.rejected is not None else "",
         ]
         for ex in examples
     ]
 
 
-def counts_text(by_split: dict[str, int], excluded: int) -> str:
-    """`by_split`: active examples per split; `excluded`: examples left out of training."""
+def counts_text(by_split: dict[str, int], excluded: int, pairs: int = 0) -> str:
+    """`by_split`: active examples per split (preference pairs included, `pairs` of them);
+    `excluded`: examples left out of training."""
     total = sum(by_split.values())
     return (
         f"**{total} active examples** · train {by_split['train']} · validation {by_split['validation']} · "
-        f"test {by_split['test']}" + (f" · {excluded} excluded" if excluded else "")
+        f"test {by_split['test']}"
+        + (f" · of them {pairs} preference pair(s)" if pairs else "")
+        + (f" · {excluded} excluded" if excluded else "")
     )
 
 
 def editor_values(ex: Example | None, tokenizer=None) -> tuple:
     """The editor's fields for `ex` (empty for a new example): id, system prompt, context note,
-    user message, answer, label, tags, status, provenance, and the trainer's view of it."""
+    user message, answer, label, tags, status, provenance, the trainer's view of it, and a
+    pair's rejected reply ("" for an example)."""
     if ex is None:
-        return "", "", "", "", "", "", "active", "", "", ""
+        return "", "", "", "", "", "", "active", "", "", "", ""
     ctx = f"{len(ex.context)} earlier turn(s) of context" if ex.context else ""
     if ex.passages:
         ctx += (
@@ -72,6 +77,14 @@ def editor_values(ex: Example | None, tokenizer=None) -> tuple:
             + ", ".join(p.get("source", "") for p in ex.passages)
         )
     prov = f"Provenance: {provenance_text(ex)} · created {ex.created_at[:19]} · split {ex.split}"
+    if ex.is_pair:
+        source = (ex.provenance or {}).get("pair_from")
+        prov = (
+            "Preference pair"
+            + (f" (from {'an edit' if source == 'edit' else 'ratings'})" if source else "")
+            + ". "
+            + prov
+        )
     text = preview_text(ex, tokenizer) if tokenizer is not None else "(no tokenizer loaded)"
     return (
         str(ex.id),
@@ -84,6 +97,7 @@ def editor_values(ex: Example | None, tokenizer=None) -> tuple:
         ex.status,
         prov,
         text,
+        ex.rejected or "",
     )
 
 
@@ -124,6 +138,7 @@ def version_rows(versions: Sequence) -> list[list]:
             v.counts.get("train", 0),
             v.counts.get("validation", 0),
             v.counts.get("test", 0),
+            sum(v.pairs.values()),
             v.content_hash[:12],
             v.note,
         ]

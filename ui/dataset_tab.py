@@ -75,6 +75,9 @@ def build_dataset_tab(curation: Curation, tokenizer=None) -> DatasetTab:
         f_split = gr.Dropdown(label="Split", choices=[ANY, "train", "validation", "test"], value=ANY, scale=1)
         f_label = gr.Dropdown(label="Label", choices=[ANY], value=ANY, scale=1, allow_custom_value=True)
         f_status = gr.Dropdown(label="Status", choices=[ANY, "active", "excluded"], value=ANY, scale=1)
+        f_kind = gr.Dropdown(
+            label="Kind", choices=[ANY, ("examples", "example"), ("preference pairs", "pair")], value=ANY, scale=1
+        )
         refresh_btn = gr.Button("Search", variant="primary", scale=1)
     counts = gr.Markdown("")
     table = gr.Dataframe(
@@ -83,7 +86,7 @@ def build_dataset_tab(curation: Curation, tokenizer=None) -> DatasetTab:
         interactive=False,
         wrap=True,
         max_height=420,
-        label="Examples (click a row to edit it)",
+        label="Examples and preference pairs (click a row to edit it)",
     )
     with gr.Row():
         bulk_tag = gr.Textbox(label="Tag", placeholder="a tag for every example shown", scale=3)
@@ -95,7 +98,12 @@ def build_dataset_tab(curation: Curation, tokenizer=None) -> DatasetTab:
             system = gr.Textbox(label="System prompt", lines=1)
             context_md = gr.Markdown("")
             prompt = gr.Textbox(label="User message", lines=3)
-            answer = gr.Textbox(label="Answer (what the model should say)", lines=5)
+            answer = gr.Textbox(label="Answer (what the model should say; a pair's chosen reply)", lines=5)
+            rejected = gr.Textbox(
+                label="Rejected reply (preference pairs only: the reply the answer is preferred to; "
+                "empty for an ordinary example)",
+                lines=3,
+            )
             with gr.Row():
                 label = gr.Textbox(label="Label", max_lines=1)
                 tags = gr.Textbox(label="Tags", placeholder="comma,separated", max_lines=1)
@@ -123,9 +131,13 @@ def build_dataset_tab(curation: Curation, tokenizer=None) -> DatasetTab:
                 import_btn = gr.Button("Import", variant="primary")
         import_result = gr.Markdown("")
         with gr.Row():
-            export_format = gr.Radio(["messages", "prompt-completion", "hf"], value="messages", label="Export format")
+            export_format = gr.Radio(
+                ["messages", "prompt-completion", "hf", "preference"],
+                value="messages",
+                label="Export format (preference: TRL's prompt/chosen/rejected, the pairs only)",
+            )
             export_rendered = gr.Checkbox(label="Inline passages (as the trainer sees them)", value=False)
-            export_btn = gr.Button("Export active examples")
+            export_btn = gr.Button("Export active examples (or pairs)")
         export_file = gr.File(label="Download", interactive=False)
 
     with gr.Accordion("Cleaning report", open=False):
@@ -161,7 +173,7 @@ def build_dataset_tab(curation: Curation, tokenizer=None) -> DatasetTab:
             note = gr.Textbox(label="Note", max_lines=1, scale=3)
             snapshot_btn = gr.Button("Snapshot a version", variant="primary", scale=1)
         versions_table = gr.Dataframe(
-            headers=["version", "created", "train", "validation", "test", "hash", "note"],
+            headers=["version", "created", "train", "validation", "test", "pairs", "hash", "note"],
             value=[],
             interactive=False,
             label="Dataset versions",
@@ -173,18 +185,29 @@ def build_dataset_tab(curation: Curation, tokenizer=None) -> DatasetTab:
         diff_json = gr.JSON(label="Added / removed / changed example ids")
 
     # ---- handlers ----
-    filters = [search, f_tag, f_source, f_split, f_label, f_status]
+    # the kind filter comes last, so scripts written before pairs existed keep their positions
+    filters = [search, f_tag, f_source, f_split, f_label, f_status, f_kind]
 
-    def _filter(q, tag, source, split, lab, stat) -> ExampleFilter:
+    def _filter(q, tag, source, split, lab, stat, kind=None) -> ExampleFilter:
         return ExampleFilter(
-            query=q or "", tag=opt(tag), source=opt(source), split=opt(split), label=opt(lab), status=opt(stat)
+            query=q or "",
+            tag=opt(tag),
+            source=opt(source),
+            split=opt(split),
+            label=opt(lab),
+            status=opt(stat),
+            kind=opt(kind),
         )
 
     def _counts() -> str:
-        return counts_text(store.counts_by_split(), store.count(ExampleFilter(status="excluded")))
+        return counts_text(
+            store.counts_by_split(),
+            store.count(ExampleFilter(status="excluded")),
+            store.count(ExampleFilter(status="active", kind="pair")),
+        )
 
-    def refresh(q, tag, source, split, lab, stat):
-        flt = _filter(q, tag, source, split, lab, stat)
+    def refresh(q, tag, source, split, lab, stat, kind=None):
+        flt = _filter(q, tag, source, split, lab, stat, kind)
         facets = store.facets()
         shown = store.list(flt, limit=PAGE)
         total = store.count(flt)
@@ -201,7 +224,7 @@ def build_dataset_tab(curation: Curation, tokenizer=None) -> DatasetTab:
     def _editor(ex):
         return editor_values(ex, tokenizer)
 
-    editor_outputs = [ex_id, system, context_md, prompt, answer, label, tags, status, provenance, preview]
+    editor_outputs = [ex_id, system, context_md, prompt, answer, label, tags, status, provenance, preview, rejected]
 
     @shows_errors(also=(ValueError,))
     def open_example(example_id):
@@ -214,7 +237,7 @@ def build_dataset_tab(curation: Curation, tokenizer=None) -> DatasetTab:
         return open_example(row[0])
 
     @shows_errors(also=(ValueError,))
-    def save(example_id, sys_text, user_text, answer_text, lab, tag_text, stat):
+    def save(example_id, sys_text, user_text, answer_text, lab, tag_text, stat, rejected_text=None):
         ex, added = save_from_editor(
             store,
             example_id,
@@ -224,8 +247,10 @@ def build_dataset_tab(curation: Curation, tokenizer=None) -> DatasetTab:
             label=lab,
             tags=tag_text,
             status=stat,
+            rejected=rejected_text,
         )
-        msg = f"Added example {ex.id} ({ex.split})." if added else f"Saved example {ex.id}."
+        what = "preference pair" if ex.is_pair else "example"
+        msg = f"Added {what} {ex.id} ({ex.split})." if added else f"Saved {what} {ex.id}."
         return (*_editor(ex), msg)
 
     def new_example():
@@ -246,8 +271,8 @@ def build_dataset_tab(curation: Curation, tokenizer=None) -> DatasetTab:
         return f"Undid “{recent[0]['description']}” ({n} example(s) {what})."
 
     @shows_errors
-    def bulk(tag, remove, q, t, source, split, lab, stat):
-        ids = [ex.id for ex in store.list(_filter(q, t, source, split, lab, stat))]
+    def bulk(tag, remove, q, t, source, split, lab, stat, kind=None):
+        ids = [ex.id for ex in store.list(_filter(q, t, source, split, lab, stat, kind))]
         if not ids:
             raise ValidationError("no examples are shown")
         if remove:
@@ -282,11 +307,12 @@ def build_dataset_tab(curation: Curation, tokenizer=None) -> DatasetTab:
 
     @shows_errors
     def do_export(fmt, rendered, progress=gr.Progress()):
-        examples = store.list(ExampleFilter(status="active"))
+        pairs = fmt == "preference"
+        examples = store.list(ExampleFilter(status="active", kind="pair" if pairs else "example"))
         if not examples:
-            raise gr.Error("There are no active examples to export.")
+            raise gr.Error(f"There are no active {'preference pairs' if pairs else 'examples'} to export.")
         stamp = utcnow()[:19].replace(":", "").replace("-", "")
-        name = f"examples-{stamp}" + ("" if fmt == "hf" else ".jsonl")
+        name = f"{'pairs' if pairs else 'examples'}-{stamp}" + ("" if fmt == "hf" else ".jsonl")
         dest = export_examples(
             examples,
             curation.workspace.exports_dir / name,
@@ -343,7 +369,9 @@ def build_dataset_tab(curation: Curation, tokenizer=None) -> DatasetTab:
         v = versions.snapshot(note_text or "")
         same = before is not None and before.id == v.id
         return version_rows(versions.list()), (
-            f"Nothing changed since v{v.id}." if same else f"Created v{v.id}: {v.counts}."
+            f"Nothing changed since v{v.id}."
+            if same
+            else f"Created v{v.id}: {v.counts}" + (f", preference pairs {v.pairs}." if any(v.pairs.values()) else ".")
         )
 
     @shows_errors(also=(TypeError, ValueError))
@@ -356,14 +384,14 @@ def build_dataset_tab(curation: Curation, tokenizer=None) -> DatasetTab:
     # ---- events (each with its own api_name, for gradio_client scripts) ----
     refresh_btn.click(refresh, filters, refresh_outputs, api_name="dataset_search")
     search.submit(refresh, filters, refresh_outputs, api_name="dataset_search_enter")
-    for i, f in enumerate([f_tag, f_source, f_split, f_label, f_status]):
+    for i, f in enumerate([f_tag, f_source, f_split, f_label, f_status, f_kind]):
         f.input(refresh, filters, refresh_outputs, api_name=f"dataset_filter_{i}")
     table.select(on_select, None, editor_outputs, api_name="dataset_select_row")
     open_hidden = gr.Button(visible=False)
     open_hidden.click(open_example, [ex_id], editor_outputs, api_name="dataset_open_example")
     save_btn.click(
         save,
-        [ex_id, system, prompt, answer, label, tags, status],
+        [ex_id, system, prompt, answer, label, tags, status, rejected],
         editor_outputs + [edit_status],
         api_name="dataset_save",
     ).then(refresh, filters, refresh_outputs, api_name="dataset_after_save")

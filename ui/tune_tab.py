@@ -13,9 +13,10 @@ from dataclasses import dataclass
 import gradio as gr
 import pandas as pd
 
-from tuning.config import TrainConfig
+from tuning.config import TrainConfig, dpo_defaults
 from tuning.grounding_mix import DEFAULT_MAX_EXAMPLES, DEFAULT_RATIO, MAX_RATIO, GroundingOptions
 from tuning.job_store import Job
+from tuning.jobs import DEFAULT_FAMILY
 from tuning.progress import TrainingProgress as Progress
 from tuning.service import TuneService
 
@@ -193,6 +194,25 @@ def build_tune_tab(
         )
         activate = gr.Checkbox(label="Use it in the chat when done", value=True, scale=1)
         start_btn = gr.Button("Train on current dataset", variant="primary", scale=2)
+    dpo = dpo_defaults()
+    with gr.Row():
+        method = gr.Radio(
+            [("Voice and answers (SFT on the examples)", "sft"), ("Preferences (DPO on the preference pairs)", "dpo")],
+            value="sft",
+            label="What to learn",
+            scale=3,
+            info="DPO learns to prefer each pair's chosen reply over its rejected one (pairs come from edits "
+            "in the chat, 👍/👎 on two replies to one prompt, or imports).",
+        )
+        start_from = gr.Dropdown(
+            label="DPO starts from",
+            choices=["active", "base"],
+            value="active",
+            scale=2,
+            visible=False,
+            allow_custom_value=True,
+            info="active: the adapter the chat uses (else the base); or a published adapter, or base",
+        )
     with gr.Row():
         grounding_on = gr.Checkbox(
             label="Keep reading my documents",
@@ -285,12 +305,31 @@ def build_tune_tab(
             _chat_update(seen, known),
         )
 
+    def on_method(kind):
+        """Show the DPO choices, and move epochs and rate to the chosen method's defaults."""
+        chosen = dpo if kind == "dpo" else d
+        names = [r.name for r in service.registry.list()]
+        return (
+            gr.update(visible=kind == "dpo", choices=["active", "base", *names]),
+            gr.update(visible=kind != "dpo"),
+            gr.update(visible=kind != "dpo"),
+            chosen.epochs,
+            chosen.learning_rate,
+        )
+
     @shows_errors
-    def start(fam, act, ep, rate, r, bs, ml, pat, th, g_on, g_ratio, known):
+    def start(fam, act, ep, rate, r, bs, ml, pat, th, g_on, g_ratio, kind, start_name, known):
         config = config_from_inputs(ep, rate, r, bs, ml, pat, th)
+        if kind == "dpo":
+            chosen = {k: getattr(config, k) for k in ("epochs", "learning_rate", "lora_r", "lora_alpha")}
+            chosen.update({k: getattr(config, k) for k in ("batch_size", "max_length", "early_stopping_patience")})
+            config = service.preference_config(start_name or "active", **chosen, threads=config.threads)
+        fam_name = (fam or "").strip() or None
+        if kind == "dpo" and fam_name == DEFAULT_FAMILY:
+            fam_name = None  # the field's default: a DPO run publishes tailor-dpo-vN
         job = service.start(
             config=config,
-            family=(fam or "").strip() or None,
+            family=fam_name,
             activate=bool(act),
             grounding=grounding_from_inputs(g_on, g_ratio),
         )
@@ -360,7 +399,8 @@ def build_tune_tab(
     advanced = [epochs, lr, rank, batch, max_length, patience, threads]
     # The grounding inputs come after the older ones, so API callers that pass only those get
     # the defaults (gradio fills trailing inputs that have a default value).
-    start_inputs = [family, activate, *advanced, grounding_on, grounding_ratio, known_adapters]
+    start_inputs = [family, activate, *advanced, grounding_on, grounding_ratio, method, start_from, known_adapters]
+    method.change(on_method, [method], [start_from, grounding_on, grounding_ratio, epochs, lr], api_name="tune_method")
     start_btn.click(start_fn, start_inputs, outputs, api_name="tune_start")
     cancel_btn.click(cancel_fn, [job_pick, known_adapters], outputs, api_name="tune_cancel")
     resume_btn.click(resume_fn, [job_pick, known_adapters], outputs, api_name="tune_resume")

@@ -142,7 +142,7 @@ def test_file_events_refuse_paths_that_were_not_uploaded(tailor_server, tiny_mod
     # The secret went nowhere.
     kind, hits = call(server, "knowledge_search", [SECRET, 5, "hybrid"])
     assert kind == "complete" and SECRET not in json.dumps(hits), hits
-    kind, out = call(server, "dataset_search", [SECRET, ANY, ANY, ANY, ANY, ANY])
+    kind, out = call(server, "dataset_search", [SECRET, ANY, ANY, ANY, ANY, ANY, ANY])
     assert kind == "complete" and SECRET not in json.dumps(out), out
     kind, out = call(server, "eval_list_runs", [None])
     assert kind == "complete" and not (out[0].get("choices") if isinstance(out[0], dict) else out[0]), out

@@ -34,11 +34,11 @@ def test_save_edited_reply_from_chat_shows_in_dataset_tab(tailor_server, tiny_mo
     assert f"chat {conv_id}" in row["provenance"] and f"message {message_id}" in row["provenance"]
     assert "edited" in row["provenance"] and "1 active example" in counts
 
-    (ex_id, system, _, prompt, answer, _, _, status_, provenance, preview) = client.predict(
+    (ex_id, system, _, prompt, answer, _, _, status_, provenance, preview, rejected) = client.predict(
         str(row["id"]), api_name="/dataset_open_example"
     )
     assert (system, prompt, answer, status_) == ("Be brief.", "When do you open on Sundays?", ideal, "active")
-    assert f"message {message_id}" in provenance
+    assert f"message {message_id}" in provenance and rejected == ""
     # The preview is the tiny model's ChatML template applied to what the trainer gets.
     assert preview.startswith("<|im_start|>system\nBe brief.<|im_end|>") and f"{ideal}<|im_end|>" in preview
 
@@ -53,6 +53,25 @@ def test_save_edited_reply_from_chat_shows_in_dataset_tab(tailor_server, tiny_mo
 
     with pytest.raises(Exception, match="empty"):
         client.predict(message_id, "   ", "", "", api_name="/curate_save_edited")
+
+    # The tiny model's reply was empty, so that edit made no preference pair. A reply with text
+    # (written into the workspace's log, as another chat would) edited in the panel makes one.
+    from assistant.conversations import ConversationLog
+
+    log = ConversationLog(Workspace(ws).db)
+    other = log.create(system_prompt="")
+    log.add_message(other.id, "user", "Can I ride on Sundays?")
+    original = log.add_message(other.id, "assistant", "Well, it depends on many things, let me explain...")
+    status = client.predict(original.id, "Yes, any day.", "", "", api_name="/curate_save_edited")
+    assert "and as preference pair" in status
+    table, counts, _, _ = client.predict(
+        "Sundays", "(any)", "(any)", "(any)", "(any)", "(any)", "pair", api_name="/dataset_search"
+    )
+    [pair_row] = [dict(zip(table["headers"], row)) for row in table["data"]]
+    assert pair_row["answer"] == "Yes, any day." and pair_row["rejected"].startswith("Well, it depends")
+    assert "of them 1 preference pair" in counts
+    *_, pair_provenance, _, pair_rejected = client.predict(str(pair_row["id"]), api_name="/dataset_open_example")
+    assert "Preference pair (from an edit)" in pair_provenance and pair_rejected == original.content
 
 
 def test_dataset_tab_import_clean_undo_split_snapshot_export(tailor_server, tiny_model_dir, tmp_path):

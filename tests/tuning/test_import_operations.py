@@ -236,7 +236,12 @@ def test_migration_backfills_the_hash_of_rows_stored_before_it(tmp_path):
         conn.execute("UPDATE examples SET answer_text='changed' WHERE id=1")
 
     store = ExampleStore(Database(tmp_path / "old.db"))
-    assert store.db.applied_migrations("tuning") == ["_m001_examples", "_m002_import_operations"]
+    assert store.db.applied_migrations("tuning") == [
+        "_m001_examples",
+        "_m002_import_operations",
+        "_m003_preference_pairs",
+    ]
+    assert all(ex.rejected is None for ex in store.list())  # rows from before pairs are examples
     with store.db.read() as conn:
         hashes = [r[0] for r in conn.execute("SELECT dedup_hash FROM examples ORDER BY id")]
     assert hashes == [dedup_hash(ex.messages, ex.passages) for ex in exs]
