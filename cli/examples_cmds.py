@@ -196,6 +196,11 @@ def cmd_import(args) -> int:
         print(
             f"Imported {result.imported} examples ({result.imported / max(result.seconds, 1e-9):.0f} rows/s)."
             + (f" {result.duplicates} already present (skipped)." if result.duplicates else "")
+            + (
+                " Records read: " + ", ".join(f"{n} {shape}" for shape, n in sorted(result.formats.items())) + "."
+                if "preference" in result.formats  # say so when some were preference pairs
+                else ""
+            )
         )
         for b in result.bad:
             print(f"{args.file}:{b.line}: {b.reason}", file=sys.stderr)

@@ -111,6 +111,48 @@ def test_cli_tune_wait_then_adapters_and_jobs(tmp_path, tiny_model_dir):
     rows = json.loads(r.stdout)
     assert [(a["name"], a["active"]) for a in rows] == [("cli-v1", True)]
     assert rows[0]["dataset_version"] == str(job["dataset_version"])
+
+    # Preference pairs: imported, listed, exported in TRL's format, and a DPO run that continues
+    # the active adapter (cli-v1) publishes tailor-dpo-v1.
+    prefs = tmp_path / "prefs.jsonl"
+    prefs.write_text(
+        "".join(
+            json.dumps({"prompt": f"Tip {i}?", "chosen": f"Oil the chain {i}.", "rejected": f"Well, hm, {i}..."}) + "\n"
+            for i in range(12)
+        )
+    )
+    r = tailor("examples", "import", prefs, "--workspace", ws, "--model", tiny_model_dir)
+    assert r.returncode == 0 and "12 preference" in r.stdout, r.stdout + r.stderr
+    r = tailor("examples", "list", "--kind", "pair", "--limit", "0", "--workspace", ws)
+    assert r.stdout.count("rejected: Well, hm,") == 12
+    r = tailor("examples", "export", tmp_path / "out.jsonl", "--format", "preference", "--workspace", ws)
+    assert "Exported 12 preference pairs" in r.stdout and len((tmp_path / "out.jsonl").read_text().splitlines()) == 12
+    r = tailor(
+        "tune",
+        "--method",
+        "dpo",
+        "--config",
+        tmp_path / "cfg.json",
+        "--wait",
+        "--json",
+        "--workspace",
+        ws,
+        "--model",
+        tiny_model_dir,
+    )
+    assert r.returncode == 0, r.stderr
+    dpo_job = json.loads(r.stdout)
+    assert dpo_job["status"] == "succeeded" and dpo_job["adapter_name"] == "tailor-dpo-v1"
+    card = {a["name"]: a for a in json.loads(tailor("adapters", "list", "--json", "--workspace", ws).stdout)}
+    dpo = card["tailor-dpo-v1"]
+    assert dpo["config"]["method"] == "dpo" and dpo["config"]["start_adapter"] == "cli-v1"
+    assert dpo["config"]["max_steps"] == 3 and dpo["config"]["learning_rate"] == 1e-4  # file, then DPO defaults
+    assert "reward_accuracy" in dpo["metrics"]
+    r = tailor("tune", "--from", "nope", "--workspace", ws, "--model", tiny_model_dir)
+    assert r.returncode == 2 and "nope" in r.stderr
+    r = tailor("tune", "--beta", "0.2", "--method", "sft", "--workspace", ws, "--model", tiny_model_dir)
+    assert r.returncode == 2 and "--method dpo" in r.stderr
+    assert tailor("adapters", "delete", "tailor-dpo-v1", "--workspace", ws).returncode == 0
     assert tailor("adapters", "rename", "cli-v1", "voice", "--workspace", ws).returncode == 0
     assert tailor("adapters", "activate", "base", "--workspace", ws).returncode == 0
     r = tailor("jobs", "list", "--json", "--workspace", ws)
