@@ -148,7 +148,9 @@ def test_the_whole_loop_in_one_browser_page(
     page.get_by_role("button", name="Load the demo").click()
     demo = page.get_by_text("Lantern Bay demo:")
     expect(demo).to_be_visible(timeout=300_000)
-    assert re.search(r"\d+ demo examples added; documents: 13 added", demo.inner_text()), demo.inner_text()
+    assert re.search(r"\d+ demo examples added; \d+ preference pairs added; documents: 13 added", demo.inner_text()), (
+        demo.inner_text()
+    )
     page.get_by_text("New here? Load the Lantern Bay Bikes demo").click()  # fold it away again
 
     # The Dataset tab now lists the demo too; the edited example stays open in the editor.
