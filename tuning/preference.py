@@ -18,6 +18,9 @@ frozen copy of them is the reference (TRL adds it as the "ref" adapter), so DPO 
 tuned voice, not the base. Either way the result is one LoRA adapter on the base model,
 published and converted like any other.
 
+The loss is DPO's plus, by default, the chosen reply's SFT loss (`sft_weight`, RPO): after plain
+DPO on the demo's pairs every reply looped on the sign-off (README "Preference tuning").
+
 Validation: on the version's validation pairs, TRL's DPO loss (early stopping watches it),
 the reward accuracy (how often the chosen reply's implicit reward beats the rejected one's)
 and the reward margin.
@@ -81,7 +84,10 @@ def dpo_config(config: TrainConfig, hw: ResolvedHardware, the_plan: Plan, output
     return DPOConfig(
         **trainer_arguments(config, hw, the_plan, output_dir),
         beta=config.beta,
-        loss_type=["sigmoid"],  # the DPO paper's loss
+        # the DPO paper's loss, plus (RPO) the chosen reply's SFT loss, which keeps the chosen
+        # replies likely while the pair's margin grows
+        loss_type=["sigmoid", "sft"] if config.sft_weight > 0 else ["sigmoid"],
+        loss_weights=[1.0, config.sft_weight] if config.sft_weight > 0 else None,
         # The reference's log-probabilities once, before training: the reference never
         # changes, and recomputing it every epoch is a third of a step's compute.
         precompute_ref_log_probs=True,

@@ -119,3 +119,15 @@ def test_a_dpo_job_publishes_an_adapter_with_its_method_and_rewards(tiny_model_d
     assert not (card.path / "ref").exists()  # only the trained adapter is published
     log = (done.job_dir / "progress.jsonl").read_text(encoding="utf-8")
     assert '"reward_accuracy"' in log
+
+
+def test_the_dpo_loss_carries_the_chosen_replies_sft_term_unless_turned_off(tmp_path):
+    from tuning.preference import dpo_config
+    from tuning.trainer import Plan
+
+    plan = Plan(8, 4, 2, 2, 1)
+    config = dpo_defaults(device="cpu", threads=1)
+    args = dpo_config(config, resolve_hardware(config), plan, tmp_path)
+    assert args.loss_type == ["sigmoid", "sft"] and args.loss_weights == [1.0, 1.0] and args.beta == 0.1
+    plain = dpo_config(config.with_(sft_weight=0.0), resolve_hardware(config), plan, tmp_path)
+    assert plain.loss_type == ["sigmoid"] and plain.loss_weights is None

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from assistant.errors import ValidationError
+from tuning.config import dpo_defaults
 from tuning.jobs import JobManager
 from tuning.launch import accelerate_command
 
@@ -146,7 +147,9 @@ def test_cli_tune_wait_then_adapters_and_jobs(tmp_path, tiny_model_dir):
     card = {a["name"]: a for a in json.loads(tailor("adapters", "list", "--json", "--workspace", ws).stdout)}
     dpo = card["tailor-dpo-v1"]
     assert dpo["config"]["method"] == "dpo" and dpo["config"]["start_adapter"] == "cli-v1"
-    assert dpo["config"]["max_steps"] == 3 and dpo["config"]["learning_rate"] == 1e-4  # file, then DPO defaults
+    assert (
+        dpo["config"]["max_steps"] == 3 and dpo["config"]["learning_rate"] == dpo_defaults().learning_rate
+    )  # file, then DPO defaults
     assert "reward_accuracy" in dpo["metrics"]
     r = tailor("tune", "--from", "nope", "--workspace", ws, "--model", tiny_model_dir)
     assert r.returncode == 2 and "nope" in r.stderr
