@@ -70,8 +70,14 @@ def job_summary(job: Job | None) -> str:
         facts.append(f"best validation {job.best_eval_loss:.3f} at step **{job.best_step}**")
     if facts:
         lines.append(" · ".join(facts))
+    config = job.config or {}
+    method = (
+        f"DPO on the preference pairs, from {config.get('start_adapter') or 'the base'} · "
+        if config.get("method") == "dpo"
+        else ""
+    )
     lines.append(
-        f"dataset version {job.dataset_version} · base {job.base_model} · "
+        f"{method}dataset version {job.dataset_version} · base {job.base_model} · "
         f"{job.threads or '-'} threads" + (f" · resumed {job.resumes}×" if job.resumes else "")
     )
     grounding = job.grounding()
@@ -106,6 +112,7 @@ def job_choices(jobs: list[Job]) -> list[tuple[str, str]]:
 ADAPTER_COLUMNS = [
     "active",
     "name",
+    "learned",
     "dataset version",
     "val loss",
     "train loss",
@@ -115,6 +122,16 @@ ADAPTER_COLUMNS = [
     "size MB",
     "created",
 ]
+
+
+def _learned(metrics: dict) -> str:
+    """What an adapter learned: SFT, or DPO (from which adapter, with its validation reward accuracy)."""
+    if metrics.get("method") != "dpo":
+        return "SFT"
+    acc = metrics.get("reward_accuracy")
+    return f"DPO from {metrics.get('start_adapter') or 'base'}" + (
+        f", reward acc. {acc:.2f}" if isinstance(acc, (int, float)) else ""
+    )
 
 
 def adapter_rows(records) -> pd.DataFrame:
@@ -130,6 +147,7 @@ def adapter_rows(records) -> pd.DataFrame:
             [
                 "●" if r.active else "",
                 r.name,
+                _learned(m),
                 r.dataset_version or "-",
                 num("validation_loss"),
                 num("train_loss"),
