@@ -64,6 +64,17 @@ def register(sub, common) -> None:
         help="evaluation set (JSONL with question/answer/aliases) whose questions and answers no grounding "
         "example may contain; repeatable (the demo's sets are excluded automatically when its documents are loaded)",
     )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="measure a short probe of this run (a few steps) and print the expected duration and peak memory; "
+        "nothing is queued",
+    )
+    p.add_argument(
+        "--estimate",
+        action="store_true",
+        help="measure the estimate first, then queue the job; the adapter card compares it with the real run",
+    )
     p.add_argument("--wait", action="store_true", help="follow the job until it ends (progress on stderr)")
     p.add_argument("--json", action="store_true", help="print the job as JSON")
     p.set_defaults(func=cmd_tune)
@@ -192,6 +203,16 @@ def cmd_tune(args) -> int:
         config = service.preference_config(args.start_adapter, **{**settings, "beta": args.beta})
     else:
         config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
+    estimate = None
+    if args.dry_run or args.estimate:
+        print("measuring a short probe of this run...", file=sys.stderr, flush=True)
+        estimate = service.estimate(
+            dataset_version=args.dataset_version, config=config, grounding=options, exclude=exclude
+        )
+        if args.dry_run:
+            print(json.dumps(estimate.as_dict(), indent=2) if args.json else estimate.summary())
+            return 0
+        print(estimate.summary(), file=sys.stderr, flush=True)
     job = service.start(
         dataset_version=args.dataset_version,
         config=config,
@@ -199,6 +220,7 @@ def cmd_tune(args) -> int:
         activate=not args.no_activate,
         grounding=options,
         exclude=exclude,
+        estimate=estimate,
     )
     grounding = job.grounding()
     if grounding and not args.json:

@@ -32,6 +32,7 @@ from assistant.errors import ValidationError
 from assistant.workspace import Workspace, write_atomic
 
 from .config import TrainConfig, default_threads
+from .estimate import ESTIMATE_FILE
 from .grounding_files import GroundingMix, write_grounding
 from .job_store import TERMINAL_STATES, Job, JobStore
 from .launch import start_worker, worker_command, worker_env
@@ -78,6 +79,7 @@ class JobManager:
         activate: bool = True,
         start: bool = True,
         grounding: GroundingMix | None = None,
+        estimate: dict | None = None,
     ) -> Job:
         """Queue a job (and start it if nothing is running). `dataset_version` is the version
         id; `dataset_path` its folder with train.jsonl / validation.jsonl. `grounding`: the
@@ -101,7 +103,7 @@ class JobManager:
             dataset_hash=dataset_hash,
             config=config,
             threads=config.threads or default_threads(self.serving),
-            prepare=None if grounding is None else (lambda folder: write_grounding(folder, grounding)),
+            prepare=lambda folder: _prepare(folder, grounding, estimate),
         )
         job_dir.mkdir(parents=True, exist_ok=True)
         self._write_spec(job_id, job_dir)
@@ -390,6 +392,16 @@ class JobManager:
     def stop_background(self) -> None:
         self._stop.set()
         self._wake.set()
+
+
+def _prepare(folder: Path, grounding: GroundingMix | None, estimate: dict | None) -> None:
+    """A job folder's inputs, written before the job can start: its grounding examples, and the
+    estimate it was started with (the worker compares it with the real run)."""
+    if grounding is not None:
+        write_grounding(folder, grounding)
+    if estimate is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        write_atomic(folder / ESTIMATE_FILE, json.dumps(estimate, indent=1))
 
 
 def _age_s(iso: str) -> float:

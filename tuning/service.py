@@ -12,7 +12,10 @@ from pathlib import Path
 from assistant.errors import ValidationError
 from assistant.workspace import Workspace
 
-from .config import TrainConfig, dpo_defaults
+from .config import TrainConfig, default_threads, dpo_defaults
+from .estimate import Estimate
+from .estimate import estimate as estimate_run
+from .grounding_files import GROUNDING_FILE, write_grounding
 from .grounding_mix import ChunkSource, Exclusions, GroundingMix, GroundingOptions, compose_grounding
 from .job_store import Job
 from .jobs import DEFAULT_FAMILY, JobManager
@@ -76,6 +79,40 @@ class TuneService:
             max_length=config.max_length,
         )
 
+    def estimate(
+        self,
+        *,
+        dataset_version: int | None = None,
+        config: TrainConfig | None = None,
+        grounding: GroundingOptions | None = None,
+        exclude: Exclusions | None = None,
+    ) -> Estimate:
+        """What `start` with the same arguments would cost here, from a short measured probe
+        (tuning/estimate.py): the same dataset version, grounding mix and start adapter."""
+        import tempfile
+
+        config = (config or TrainConfig()).validate()
+        versions = self.versions()
+        version = (
+            versions.get(dataset_version) if dataset_version is not None else versions.snapshot("taken for training")
+        )
+        start_dir = self.registry.get(config.start_adapter).path if config.start_adapter else None
+        with tempfile.TemporaryDirectory(prefix="tailor-estimate-mix-") as tmp:
+            extra: list[Path] = []
+            if config.method != "dpo":
+                mix = self.grounding_mix(version, config, grounding, exclude)
+                write_grounding(Path(tmp), mix)
+                if (Path(tmp) / GROUNDING_FILE).is_file():
+                    extra.append(Path(tmp) / GROUNDING_FILE)
+            return estimate_run(
+                config,
+                base_model_path=self.base_model_path,
+                version_dir=version.path,
+                extra_train=extra,
+                start_adapter_dir=start_dir,
+                threads=config.threads or default_threads(self.jobs.serving),
+            )
+
     def start(
         self,
         *,
@@ -85,6 +122,7 @@ class TuneService:
         activate: bool = True,
         grounding: GroundingOptions | None = None,
         exclude: Exclusions | None = None,
+        estimate: Estimate | None = None,
     ) -> Job:
         """Queue a tune. `grounding` (default: on, at the default ratio) mixes examples made from
         the documents into this job's training data; `exclude` adds to the exclusion list."""
@@ -117,6 +155,7 @@ class TuneService:
             family=family,
             activate=activate,
             grounding=mix,
+            estimate=estimate.as_dict() if estimate is not None else None,
         )
 
 

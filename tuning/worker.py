@@ -24,6 +24,7 @@ from assistant.db import utcnow
 from assistant.workspace import Workspace
 
 from .config import TrainConfig, resolve_hardware
+from .estimate import ESTIMATE_FILE
 from .grounding_files import GROUNDING_FILE, card_summary, read_grounding_summary
 from .job_store import JobStore
 from .jobs import JobManager
@@ -305,6 +306,7 @@ def run(job_dir: Path) -> int:
             "method": config.method,
             **({"start_adapter": config.start_adapter} if config.start_adapter else {}),
             **reward_metrics(state.log_history, best_step),
+            **estimate_check(job_dir, duration),
         }
         registry = AdapterRegistry(workspace)
         name, version = registry.next_name(job.family)
@@ -375,6 +377,17 @@ def run(job_dir: Path) -> int:
 
 class _Cancelled(Exception):
     pass
+
+
+def estimate_check(job_dir: Path, duration_s: float) -> dict:
+    """The estimate the job was started with against the real duration ({} without one):
+    `estimate_error` is (estimated - real) / real, so +0.2 means it said 20% too long."""
+    path = Path(job_dir) / ESTIMATE_FILE
+    try:
+        estimated = float(json.loads(path.read_text(encoding="utf-8"))["duration_s"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return {"estimated_s": round(estimated, 1), "estimate_error": round((estimated - duration_s) / duration_s, 3)}
 
 
 def _cpu_seconds() -> float:

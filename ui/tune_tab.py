@@ -211,6 +211,7 @@ def build_tune_tab(
             label="Adapter name", value="tailor", max_lines=1, scale=2, info="Each run publishes NAME-v1, NAME-v2, …"
         )
         activate = gr.Checkbox(label="Use it in the chat when done", value=True, scale=1)
+        estimate_btn = gr.Button("Estimate time and memory", scale=1)
         start_btn = gr.Button("Train on current dataset", variant="primary", scale=2)
     dpo = dpo_defaults()
     with gr.Row():
@@ -269,6 +270,7 @@ def build_tune_tab(
         job_pick = gr.Dropdown(label="Job", choices=[], value=None, interactive=True, scale=3)
         cancel_btn = gr.Button("Cancel", variant="stop", scale=1)
         resume_btn = gr.Button("Resume", scale=1)
+    estimate_md = gr.Markdown("")
     summary = gr.Markdown(job_summary(None))
     plot = gr.LinePlot(
         None, x="step", y="loss", color="series", title="Loss", height=300, x_title="step", y_title="loss"
@@ -335,13 +337,27 @@ def build_tune_tab(
             chosen.learning_rate,
         )
 
-    @shows_errors
-    def start(fam, act, ep, rate, r, bs, ml, pat, th, g_on, g_ratio, kind, start_name, known):
+    def _config(ep, rate, r, bs, ml, pat, th, kind, start_name) -> TrainConfig:
         config = config_from_inputs(ep, rate, r, bs, ml, pat, th)
         if kind == "dpo":
             chosen = {k: getattr(config, k) for k in ("epochs", "learning_rate", "lora_r", "lora_alpha")}
             chosen.update({k: getattr(config, k) for k in ("batch_size", "max_length", "early_stopping_patience")})
             config = service.preference_config(start_name or "active", **chosen, threads=config.threads)
+        return config
+
+    @shows_errors
+    def estimate(ep, rate, r, bs, ml, pat, th, g_on, g_ratio, kind, start_name, progress=gr.Progress()):
+        """A short measured probe of the run these settings would start (tuning/estimate.py)."""
+        progress(0.1, desc="measuring a few training steps")
+        est = service.estimate(
+            config=_config(ep, rate, r, bs, ml, pat, th, kind, start_name),
+            grounding=grounding_from_inputs(g_on, g_ratio),
+        )
+        return est.summary().replace("\nWARNING: ", "\n\n**Warning:** ")
+
+    @shows_errors
+    def start(fam, act, ep, rate, r, bs, ml, pat, th, g_on, g_ratio, kind, start_name, known):
+        config = _config(ep, rate, r, bs, ml, pat, th, kind, start_name)
         fam_name = (fam or "").strip() or None
         if kind == "dpo" and fam_name == DEFAULT_FAMILY:
             fam_name = None  # the field's default: a DPO run publishes tailor-dpo-vN
@@ -420,6 +436,12 @@ def build_tune_tab(
     start_inputs = [family, activate, *advanced, grounding_on, grounding_ratio, method, start_from, known_adapters]
     method.change(on_method, [method], [start_from, grounding_on, grounding_ratio, epochs, lr], api_name="tune_method")
     start_btn.click(start_fn, start_inputs, outputs, api_name="tune_start")
+    estimate_btn.click(
+        estimate,
+        [*advanced, grounding_on, grounding_ratio, method, start_from],
+        [estimate_md],
+        api_name="tune_estimate",
+    )
     cancel_btn.click(cancel_fn, [job_pick, known_adapters], outputs, api_name="tune_cancel")
     resume_btn.click(resume_fn, [job_pick, known_adapters], outputs, api_name="tune_resume")
     job_pick.input(refresh_fn, [job_pick, known_adapters], outputs, api_name="tune_pick_job")
