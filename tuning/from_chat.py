@@ -110,7 +110,7 @@ def pair_from_edit(
     ctx = reply_context(conversation_log, message_id)
     edited_text = _edited_text(edited_text)
     original = ctx.message.content
-    if not original.strip() or normalised_text(edited_text) == normalised_text(original):
+    if not normalised_text(original) or normalised_text(edited_text) == normalised_text(original):
         return None
     return make_example(
         ctx.prompt + [{"role": "assistant", "content": edited_text}],

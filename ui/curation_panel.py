@@ -125,12 +125,17 @@ def attach_curation(chat: ChatTab, curation: Curation, log: ConversationLog) -> 
             log, int(msg_id), edited_text=text if use_edit else None, label=lab or None, tags=tag_text or None
         )
         kind = "edited reply" if ex.edited else "reply"
-        pair = store.pair_from_edit(log, int(msg_id), text) if use_edit and ex.edited else None
+        pair, pair_note = None, ""
+        if use_edit and ex.edited:
+            try:
+                pair = store.pair_from_edit(log, int(msg_id), text)
+            except TailorError as exc:  # the example is saved; say why the pair is not
+                pair_note = f" (no preference pair: {exc})"
         return (
             f"Saved the {kind} as example {ex.id} ({ex.split}) · from conversation {ex.conversation_id}, "
             f"message {ex.message_id}"
             + (f", and as preference pair {pair.id} (chosen: your edit, rejected: the original)" if pair else "")
-            + ". It is in the Dataset tab."
+            + f". It is in the Dataset tab.{pair_note}"
         )
 
     conv = chat.conversation_id

@@ -130,13 +130,23 @@ def test_the_whole_loop_in_one_browser_page(
     saved = chat.get_by_text("Saved the edited reply as example")
     expect(saved).to_contain_text(f"from conversation {conversation}")
     example_id = re.search(r"as example (\d+)", saved.inner_text()).group(1)
+    # an edit that changed a non-empty reply is also a preference pair (the tiny model may say nothing)
+    pair = re.search(r"as preference pair (\d+)", saved.inner_text())
 
     # ... and it is in the Dataset tab, with where it came from.
     dataset = _open_tab(page, "Dataset")
     dataset.get_by_label("Search", exact=True).fill("Pump your tyres")
-    dataset.get_by_role("button", name="Search", exact=True).click()
+    if pair:
+        dataset.get_by_role("button", name="Search", exact=True).click()
+        expect(dataset.get_by_text("2 match(es)")).to_be_visible()
+        rows = _grid(dataset, "Examples and preference pairs (click a row to edit it)")
+        [pair_row] = [r for r in rows if r["id"] == pair.group(1)]
+        assert pair_row["answer"] == EDITED_ANSWER and pair_row["rejected"]
+    kind = dataset.get_by_label("Kind", exact=True)
+    kind.click()
+    page.get_by_role("option", name="examples", exact=True).click()
     expect(dataset.get_by_text("1 match(es)")).to_be_visible()
-    [row] = _grid(dataset, "Examples (click a row to edit it)")
+    [row] = _grid(dataset, "Examples and preference pairs (click a row to edit it)")
     assert row["id"] == example_id and row["source"] == "chat" and row["answer"] == EDITED_ANSWER
     assert row["provenance"].startswith(f"chat {conversation} · message ") and row["provenance"].endswith("edited")
     dataset.get_by_role("gridcell").filter(has_text=EDITED_ANSWER).click()
