@@ -40,6 +40,6 @@ def test_a_real_probe_and_a_job_that_compares_its_estimate(workspace, tiny_model
     metrics = service.registry.get(done.adapter_name).metrics
     assert metrics["estimated_s"] == est.duration_s
     real = metrics["duration_s"]
-    assert metrics["estimate_error"] == pytest.approx((est.duration_s - real) / real, abs=1e-3)
+    assert metrics["estimate_error"] == pytest.approx((est.duration_s - real) / real, abs=5e-3)
     # a tiny run is mostly start-up, which the probe measures too: within a factor of two
     assert abs(metrics["estimate_error"]) < 1.0, metrics
