@@ -35,7 +35,17 @@ from pathlib import Path
 from assistant.errors import ValidationError
 
 from .config import ResolvedHardware, TrainConfig
-from .trainer import SPLIT_FILES, Plan, load_base_model, lora_config, plan, to_prompt_completion, trainer_arguments
+from .trainer import (
+    SPLIT_FILES,
+    Plan,
+    is_pair,
+    load_base_model,
+    lora_config,
+    plan,
+    to_prompt_completion,
+    trainer_arguments,
+    version_records,
+)
 
 
 def to_preference_row(record: dict, where: str = "") -> dict:
@@ -53,20 +63,7 @@ def to_preference_row(record: dict, where: str = "") -> dict:
 
 def read_pairs(path: Path) -> list[dict]:
     """The preference pairs of a dataset version file (lines with a "rejected" reply)."""
-    import json
-
-    rows = []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError as exc:
-                raise ValidationError(f"{path.name} line {n} is not JSON: {exc}") from exc
-            if isinstance(record, dict) and "rejected" in record:
-                rows.append(to_preference_row(record, f"{path.name} line {n}"))
-    return rows
+    return [to_preference_row(r, where) for where, r in version_records(Path(path)) if is_pair(r)]
 
 
 def pair_rows(version_dir: Path, split: str) -> list[dict]:

@@ -15,9 +15,10 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from assistant.errors import ValidationError
 
@@ -56,22 +57,27 @@ def read_split(version_dir: Path, split: str) -> list[dict]:
     return read_lines(path)
 
 
-def read_lines(path: Path) -> list[dict]:
-    """A file of dataset version lines as prompt-completion rows (preference pairs, the
-    lines with a "rejected" reply, are DPO's: tuning/preference.py)."""
-    rows = []
+def version_records(path: Path) -> Iterator[tuple[str, Any]]:
+    """(where, record) for each line of a dataset version file; a line that is not JSON is an error."""
     with open(path, encoding="utf-8") as fh:
         for n, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                yield f"{path.name} line {n}", json.loads(line)
             except ValueError as exc:
                 raise ValidationError(f"{path.name} line {n} is not JSON: {exc}") from exc
-            if isinstance(record, dict) and "rejected" in record:
-                continue
-            rows.append(to_prompt_completion(record, f"{path.name} line {n}"))
-    return rows
+
+
+def is_pair(record) -> bool:
+    """A preference pair's line (it has a "rejected" reply): DPO's, not SFT's."""
+    return isinstance(record, dict) and "rejected" in record
+
+
+def read_lines(path: Path) -> list[dict]:
+    """A file of dataset version lines as prompt-completion rows (preference pairs, the
+    lines with a "rejected" reply, are DPO's: tuning/preference.py)."""
+    return [to_prompt_completion(r, where) for where, r in version_records(Path(path)) if not is_pair(r)]
 
 
 def training_rows(version_dir: Path, extra_train: Sequence[Path] = ()) -> list[dict]:
