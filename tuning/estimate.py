@@ -124,27 +124,18 @@ def run_probe(probe_dir: Path) -> dict:
     started = time.perf_counter()
     probe_config = config.with_(max_steps=PROBE_STEPS, early_stopping_patience=0, save_total_limit=1)
     probe_config.eval_steps = None
-    extra = [Path(p) for p in spec.get("extra_train", [])]
-    out = probe_dir / "out"
-    if config.method == "dpo":
-        from .preference import build_dpo_trainer
+    from .trainers import build_for
 
-        start = Path(spec["start_adapter_dir"]) if spec.get("start_adapter_dir") else None
-        trainer, _ = build_dpo_trainer(
-            probe_config, hw, Path(spec["base_model_path"]), Path(spec["version_dir"]), out, [Timer()], start
-        )
-    else:
-        from .trainer import build_trainer
-
-        trainer, _ = build_trainer(
-            probe_config,
-            hw,
-            Path(spec["base_model_path"]),
-            Path(spec["version_dir"]),
-            out,
-            [Timer()],
-            extra_train=extra,
-        )
+    trainer, _ = build_for(
+        probe_config,
+        hw,
+        Path(spec["base_model_path"]),
+        Path(spec["version_dir"]),
+        probe_dir / "out",
+        [Timer()],
+        extra_train=[Path(p) for p in spec.get("extra_train", [])],
+        start_adapter_dir=Path(spec["start_adapter_dir"]) if spec.get("start_adapter_dir") else None,
+    )
     trainer.args.eval_strategy = "no"
     trainer.args.save_strategy = "no"
     trainer.args.load_best_model_at_end = False

@@ -28,10 +28,11 @@ from .estimate import ESTIMATE_FILE
 from .grounding_files import GROUNDING_FILE, card_summary, read_grounding_summary
 from .job_store import JobStore
 from .jobs import JobManager
-from .preference import build_dpo_trainer, reward_metrics
+from .preference import reward_metrics
 from .progress import PROGRESS_FILE, ProgressWriter
 from .registry import AdapterRegistry
-from .trainer import build_trainer, last_checkpoint
+from .trainer import last_checkpoint
+from .trainers import build_for
 
 _stop = threading.Event()
 
@@ -234,32 +235,22 @@ def run(job_dir: Path) -> int:
         # Grounding examples made from the documents when the job was queued: this job's
         # training data only (tuning/grounding_mix.py).
         grounding, extra_train = grounding_inputs(job_dir)
-        if config.method == "dpo":
-            start_dir = AdapterRegistry(workspace).get(config.start_adapter).path if config.start_adapter else None
-            if main:
-                writer.log(
-                    "preference tuning (DPO) on the dataset's preference pairs, "
-                    + (f"continuing adapter {config.start_adapter}" if start_dir else "on a new adapter")
-                )
-            trainer, the_plan = build_dpo_trainer(
-                config,
-                hw,
-                Path(job.base_model_path),
-                Path(job.dataset_path),
-                output_dir,
-                callbacks=make_callbacks(store, job.id, writer),
-                start_adapter_dir=start_dir,
+        start_dir = AdapterRegistry(workspace).get(config.start_adapter).path if config.start_adapter else None
+        if main and config.method == "dpo":
+            writer.log(
+                "preference tuning (DPO) on the dataset's preference pairs, "
+                + (f"continuing adapter {config.start_adapter}" if start_dir else "on a new adapter")
             )
-        else:
-            trainer, the_plan = build_trainer(
-                config,
-                hw,
-                Path(job.base_model_path),
-                Path(job.dataset_path),
-                output_dir,
-                callbacks=make_callbacks(store, job.id, writer),
-                extra_train=extra_train,
-            )
+        trainer, the_plan = build_for(
+            config,
+            hw,
+            Path(job.base_model_path),
+            Path(job.dataset_path),
+            output_dir,
+            make_callbacks(store, job.id, writer),
+            extra_train=extra_train,
+            start_adapter_dir=start_dir,
+        )
         if main:
             store.update(job.id, total_steps=the_plan.total_steps)
             if grounding is not None:
