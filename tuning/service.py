@@ -20,6 +20,7 @@ from .grounding_mix import ChunkSource, Exclusions, GroundingMix, GroundingOptio
 from .job_store import Job
 from .jobs import DEFAULT_FAMILY, JobManager
 from .registry import AdapterRegistry
+from .trainer import is_pair
 from .versions import DatasetVersion, DatasetVersions
 
 
@@ -72,7 +73,8 @@ class TuneService:
         exclusions = (exclusions or Exclusions()).merged(exclude)
         return compose_grounding(
             self.chunks() if self.chunks is not None else None,
-            version.records("train"),
+            # the examples only: a preference pair is DPO's, and counting it would enlarge the mix
+            [r for r in version.records("train") if not is_pair(r)],
             options=options,
             seed=config.seed,
             exclusions=exclusions,
