@@ -1,10 +1,13 @@
-"""Where the chat finds adapters: published LoRA folders in the workspace.
+"""Where the chat finds adapters: published LoRA folders in the workspace, and full
+fine-tuned checkpoints beside them (offered under their names like adapters; the chat loads
+each as a second model, assistant/second_model.py).
 
 The contract with the tuning package (which trains and registers adapters) is the folder,
 not its database tables, so the core imports nothing from tuning:
 
     adapters/<name>/adapter_config.json, adapter_model.safetensors   (PEFT's format)
-    adapters/<name>/tailor.json   metadata written at publish time (optional)
+    adapters/<name>/config.json, *.safetensors, tokenizer files      (a full checkpoint: kind "full")
+    adapters/<name>/tailor.json   metadata written at publish time (optional for adapters)
     adapters/ACTIVE               the name the chat uses by default (absent: the base model)
 
 Folders are published by renaming a finished temporary folder into place, so a folder
@@ -22,6 +25,7 @@ from .errors import NotFoundError, ValidationError
 from .workspace import write_atomic
 
 BASE = "base"  # the name under which the base model (no adapter) is offered
+FULL = "full"  # the kind of a full fine-tuned checkpoint (LoRA adapters are kind "lora")
 # fullmatch, not match with "$": "$" also matches before a trailing newline ("x\n" passed)
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
@@ -38,6 +42,16 @@ class AdapterInfo:
     path: Path
     version: str  # changes whenever the folder is re-published
     meta: dict = field(default_factory=dict)
+    kind: str = "lora"  # "lora" (PEFT adapter) or FULL (a whole model folder)
+
+
+def folder_kind(folder: Path) -> str | None:
+    """ "lora", FULL, or None when the folder is neither a PEFT adapter nor a model checkpoint."""
+    if (folder / "adapter_config.json").is_file():
+        return "lora"
+    if (folder / "config.json").is_file() and any(folder.glob("*.safetensors")):
+        return FULL
+    return None
 
 
 class AdapterCatalog:
@@ -49,15 +63,16 @@ class AdapterCatalog:
         if not self.dir.is_dir():
             return found
         for folder in sorted(self.dir.iterdir()):
-            if folder.name.startswith(".") or not (folder / "adapter_config.json").is_file():
+            kind = None if folder.name.startswith(".") else folder_kind(folder)
+            if kind is None:
                 continue
             meta = {}
             try:
                 meta = json.loads((folder / "tailor.json").read_text())
             except (OSError, ValueError):
                 pass
-            version = str((folder / "adapter_config.json").stat().st_mtime_ns)
-            found.append(AdapterInfo(folder.name, folder, version, meta))
+            marker = folder / ("adapter_config.json" if kind == "lora" else "config.json")
+            found.append(AdapterInfo(folder.name, folder, str(marker.stat().st_mtime_ns), meta, kind))
         return found
 
     def names(self) -> builtins.list[str]:  # `list` is the method above in this class
@@ -74,7 +89,7 @@ class AdapterCatalog:
             name = (self.dir / "ACTIVE").read_text().strip()
         except OSError:
             return None
-        return name if name and (self.dir / name / "adapter_config.json").is_file() else None
+        return name if name and _NAME.fullmatch(name) and folder_kind(self.dir / name) else None
 
     def set_active(self, name: str | None) -> None:
         if name in (None, "", BASE):

@@ -12,11 +12,12 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from .adapters import BASE, AdapterCatalog
+from .adapters import BASE, FULL, AdapterCatalog
 from .conversations import ConversationLog, StoredMessage
 from .engine import ChatEngine, Generation, GenerationOptions
 from .errors import ValidationError
 from .prompting import Retrieval, Retriever, build_messages, reading_options
+from .second_model import SecondModels
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,16 @@ class Turn:
         return self.reply
 
 
+@dataclass(frozen=True)
+class Route:
+    """Where a request for a model goes: `engine.stream(..., adapter=adapter)`; `label` is the
+    adapter or full checkpoint name the conversation records (None: the base model)."""
+
+    engine: ChatEngine
+    adapter: str | None
+    label: str | None
+
+
 @dataclass
 class ChatRequest:
     text: str
@@ -110,8 +121,10 @@ class ChatService:
         adapters: AdapterCatalog,
         retriever: Retriever | None = None,
         no_source: str = DEFAULT_NO_SOURCE,
+        second_models: SecondModels | None = None,
     ):
         self.engine = engine
+        self.second_models = second_models  # full checkpoints (None: only LoRA adapters are offered)
         self.log = log_
         self.adapters = adapters
         self.retriever = retriever
@@ -121,19 +134,26 @@ class ChatService:
 
     # ---- models -------------------------------------------------------------------------
     def models(self) -> list[str]:
-        """What the model picker offers: the base model and every published adapter."""
+        """What the model picker offers: the base model and every published adapter (and
+        full fine-tuned checkpoint)."""
         return [BASE] + self.adapters.names()
 
     def default_model(self) -> str:
         return self.adapters.active() or BASE
 
-    def _adapter_for(self, model: str | None) -> str | None:
-        """Make sure the adapter behind `model` is loaded (hot, no base reload)."""
+    def route(self, model: str | None) -> Route:
+        """Which engine answers for `model`, with what adapter, loading it if needed: the base
+        engine for the base and for LoRA adapters (hot-loaded, no base reload); a second engine
+        for a full checkpoint (assistant/second_model.py)."""
         if model in (None, "", BASE):
-            return None
+            return Route(self.engine, None, None)
         info = self.adapters.get(model)
+        if info.kind == FULL:
+            if self.second_models is None:
+                raise ValidationError(f"{info.name!r} is a full checkpoint, and this server cannot load a second model")
+            return Route(self.second_models.engine_for(info), None, info.name)
         self.engine.load_adapter(info.name, info.path, version=info.version)
-        return info.name
+        return Route(self.engine, info.name, info.name)
 
     # ---- chatting -----------------------------------------------------------------------
     def send(self, request: ChatRequest) -> Turn:
@@ -142,8 +162,9 @@ class ChatService:
         text = (request.text or "").strip()
         if not text:
             raise ValidationError("the message is empty")
-        request.options.validate(self.engine.context_window)
-        adapter = self._adapter_for(request.model)
+        route = self.route(request.model)
+        request.options.validate(route.engine.context_window)
+        adapter = route.label  # what the conversation records: the adapter or checkpoint name
         conv = self.log.get(request.conversation_id) if request.conversation_id else None
         rag = request.rag if request.rag is not None else bool(conv and conv.rag)
         if rag and self.retriever is None:
@@ -160,7 +181,7 @@ class ChatService:
         passages = retrieval.passages if retrieval and not retrieval.abstain else None
         messages = build_messages(history, text, system_prompt, passages)
         options = reading_options(request.options, text, passages)
-        generation = None if declined else self.engine.stream(messages, options, adapter=adapter)
+        generation = None if declined else route.engine.stream(messages, options, adapter=route.adapter)
         if conv is None:
             conv = self.log.create(system_prompt=system_prompt, model=self.engine.name, adapter=adapter, rag=rag)
             self.log.add_history(conv.id, history, source=request.source)

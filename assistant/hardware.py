@@ -58,3 +58,41 @@ def set_threads(threads: int | None) -> None:
     each other 5-10x (a training job beside a chat)."""
     if threads:
         torch.set_num_threads(max(1, threads))
+
+
+# Memory a test may plant (bytes): TAILOR_AVAILABLE_MEMORY overrides what the machine reports,
+# so the "does not fit" paths can be tested on any machine.
+AVAILABLE_MEMORY_ENV = "TAILOR_AVAILABLE_MEMORY"
+
+
+def available_memory(device: str = "cpu") -> int | None:
+    """Bytes free for a new model on `device`: the GPU's free memory on cuda, else the memory
+    the OS says a process can still take without swapping (MemAvailable). None: unknown."""
+    import os
+
+    planted = os.environ.get(AVAILABLE_MEMORY_ENV, "").strip()
+    if planted:
+        try:
+            return int(float(planted))
+        except ValueError:
+            pass
+    if device == "cuda" and torch.cuda.is_available():
+        free, _total = torch.cuda.mem_get_info()
+        return int(free)
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except Exception:  # noqa: BLE001 - unknown memory: callers skip their check
+        return None
+
+
+def gigabytes(n: float) -> str:
+    return f"{n / 1e9:.1f} GB"

@@ -142,3 +142,24 @@ def resolve_model(
         )
         raise ModelError(f"Model {spec!r} is not available locally: {exc.__class__.__name__}. {hint}") from exc
     return ResolvedModel(spec, Path(snapshot), "hub-cache")
+
+
+def count_parameters(folder: Path) -> int:
+    """The number of weights in a model folder's *.safetensors files, read from their headers
+    (8 bytes of length, then JSON naming each tensor's dtype and shape): no weight is loaded,
+    so a memory check can run before committing gigabytes. 0 when there are no such files."""
+    import struct
+
+    total = 0
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        with open(path, "rb") as fh:
+            (length,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(length))
+        for name, tensor in header.items():
+            if name == "__metadata__":
+                continue
+            n = 1
+            for d in tensor["shape"]:
+                n *= d
+            total += n
+    return total

@@ -9,13 +9,14 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .adapters import AdapterCatalog
+from .adapters import AdapterCatalog, AdapterInfo
 from .backends import load_engine
 from .chat import ChatService
 from .conversations import ConversationLog
 from .engine import ChatEngine
-from .hardware import pick_hardware, set_threads
+from .hardware import Hardware, pick_hardware, set_threads
 from .models import ResolvedModel, resolve_model
+from .second_model import SecondModels
 from .settings import Settings
 from .workspace import Workspace
 
@@ -53,5 +54,23 @@ def open_core(settings: Settings, progress: Callable[[str], None] = log.info) ->
     )
     conversations = ConversationLog(workspace.db)
     adapters = AdapterCatalog(workspace.adapters_dir)
-    chat = ChatService(engine, conversations, adapters, no_source=settings.no_source)
+    chat = ChatService(
+        engine,
+        conversations,
+        adapters,
+        no_source=settings.no_source,
+        second_models=second_models_for(hardware, settings.max_context),
+    )
     return Core(settings, workspace, resolved, engine, conversations, adapters, chat)
+
+
+def second_models_for(hardware: Hardware, max_context: int) -> SecondModels:
+    """Full fine-tuned checkpoints load as second models on the torch engine (why:
+    assistant/second_model.py)."""
+
+    def load(info: AdapterInfo) -> ChatEngine:
+        from .torch_engine import TorchEngine
+
+        return TorchEngine.load(ResolvedModel(info.name, info.path, "folder"), hardware, max_context=max_context)
+
+    return SecondModels(load, hardware)

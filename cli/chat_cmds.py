@@ -190,7 +190,7 @@ def cmd_models(args) -> int:
         rows.append(
             {
                 "name": info.name,
-                "kind": "adapter",
+                "kind": "full checkpoint" if info.kind == "full" else "adapter",
                 "model": info.meta.get("base_model", resolved.name),
                 "path": str(info.path),
                 "source": "adapter",

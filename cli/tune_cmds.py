@@ -14,7 +14,7 @@ def register(sub, common) -> None:
     p = sub.add_parser(
         "tune",
         parents=[common],
-        help="train a LoRA adapter on the current dataset",
+        help="train a LoRA adapter (or with --full the whole model) on the current dataset",
         description="Queue a training job (TRL SFT + LoRA, or with --method dpo TRL's DPO on the "
         "preference pairs) on a dataset version (default: a snapshot of the current examples). It runs "
         "in its own process; --wait follows it to the end.",
@@ -34,12 +34,19 @@ def register(sub, common) -> None:
         "or 'active' (default: the chat's active adapter, else the base)",
     )
     p.add_argument("--beta", type=float, help="dpo: how far the tuned model may move from the reference (0.1)")
+    p.add_argument(
+        "--full",
+        action="store_true",
+        help="full fine-tuning: train every weight of the model (sft only; small models) and publish a whole "
+        "checkpoint instead of a LoRA adapter; refused when this machine's memory cannot hold it",
+    )
     p.add_argument("--dataset-version", type=int, metavar="V", help="train on this dataset version")
     p.add_argument("--config", metavar="FILE", help="JSON or TOML file with TrainConfig settings")
     p.add_argument(
         "--name",
         metavar="FAMILY",
-        help="adapter name; versions are FAMILY-v1, -v2, ... (default: tailor, or tailor-dpo for --method dpo)",
+        help="adapter name; versions are FAMILY-v1, -v2, ... (default: tailor, tailor-dpo for --method dpo, "
+        "tailor-full for --full)",
     )
     p.add_argument("--no-activate", action="store_true", help="do not make the new adapter the chat's default")
     p.add_argument(
@@ -187,7 +194,7 @@ def grounding_options(args):
 
 
 def cmd_tune(args) -> int:
-    from tuning.config import TrainConfig
+    from tuning.config import TrainConfig, full_defaults
     from tuning.grounding_mix import Exclusions
 
     options = grounding_options(args)  # a bad ratio fails before the model is resolved
@@ -197,10 +204,14 @@ def cmd_tune(args) -> int:
     dpo = args.method == "dpo" or (args.method is None and args.start_adapter is not None)
     if not dpo and (args.start_adapter is not None or args.beta is not None):
         raise ValidationError("--from and --beta apply to --method dpo")
+    if dpo and args.full:
+        raise ValidationError("--full trains on examples (sft); preference tuning (--method dpo) trains LoRA adapters")
     service = _service(args)
     if dpo:  # the DPO defaults, then the file's settings, then --beta
         settings = TrainConfig.file_settings(args.config) if args.config else {}
         config = service.preference_config(args.start_adapter, **{**settings, "beta": args.beta})
+    elif args.full:  # the full fine-tuning defaults, then the file's settings
+        config = full_defaults(**(TrainConfig.file_settings(args.config) if args.config else {}))
     else:
         config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
     estimate = None
@@ -248,7 +259,8 @@ def cmd_adapters_list(args) -> int:
         val = m.get("validation_loss")
         val_text = f"{val:.3f}" if isinstance(val, (int, float)) else "-"
         print(
-            f"{'*' if r.active else ' '} {r.name:<20} data v{r.dataset_version or '-':<4} val loss {val_text:<6} "
+            f"{'*' if r.active else ' '} {r.name:<20} {r.kind:<4} data v{r.dataset_version or '-':<4} "
+            f"val loss {val_text:<6} "
             f"best step {m.get('best_step', '-')}  {r.size_bytes / 1e6:.1f} MB  {r.created_at[:16]}"
         )
     return 0

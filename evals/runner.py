@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 
 from assistant.adapters import BASE, AdapterInfo
-from assistant.chat import NO_SOURCE_REPLY, ChatService, check_no_source
+from assistant.chat import NO_SOURCE_REPLY, ChatService, Route, check_no_source
 from assistant.engine import GenerationOptions, GenerationResult
 from assistant.errors import TailorError, ValidationError
 from assistant.progress import Progress, no_progress
@@ -96,7 +96,7 @@ class _Plan:
     """One arm's question for one item, before it is answered."""
 
     arm: Arm
-    adapter: str | None
+    route: Route  # the engine that answers and the adapter it uses (a full checkpoint: its own engine)
     messages: list[dict]
     passages: list | None
     abstained: bool
@@ -240,7 +240,7 @@ class EvalService:
             raise ValidationError("retrieval arms need a knowledge index: add documents first")
         for arm in arms:  # load adapters now, so a missing one fails before the run exists
             if _uses_adapter(arm):
-                self.chat._adapter_for(arm.model)
+                self.chat.route(arm.model)
         with self._lock:
             busy = [rid for rid, t in self._threads.items() if t.is_alive()]
             if busy:
@@ -296,7 +296,7 @@ class EvalService:
         total, done = len(items) * len(run.arms), 0
         try:
             embedder = self._embedder_factory() if options.semantic else None
-            adapters = {arm.key: self.chat._adapter_for(arm.model) if _uses_adapter(arm) else None for arm in run.arms}
+            routes = {arm.key: self.chat.route(arm.model if _uses_adapter(arm) else BASE) for arm in run.arms}
             # Items go to the engine a batch at a time: a batching backend (llama.cpp) decodes
             # the batch's replies together, every arm's and every item's.
             batch = max(1, self.chat.engine.parallel)
@@ -305,7 +305,7 @@ class EvalService:
                     self.store.set_status(run.id, "cancelled")
                     return
                 chunk = items[start : start + batch]
-                for item, results in zip(chunk, self._answer_many(chunk, run.arms, adapters, options)):
+                for item, results in zip(chunk, self._answer_many(chunk, run.arms, routes, options)):
                     if embedder is not None:
                         vectors = embedder.encode([item.reference] + [r.reply for r in results])
                         for r, vec in zip(results, vectors[1:]):
@@ -333,29 +333,31 @@ class EvalService:
         self.store.save_arm_metrics(run_id, [r for r in rows if not math.isnan(r[2])])
 
     def _answer_many(
-        self, items: list[EvalItem], arms: list[Arm], adapters: dict[str, str | None], options: RunOptions
+        self, items: list[EvalItem], arms: list[Arm], routes: dict[str, Route], options: RunOptions
     ) -> list[list[ItemResult]]:
-        """Every arm's reply to every item, generated together, then measured item by item."""
-        engine = self.chat.engine
+        """Every arm's reply to every item, generated together (per engine: a full checkpoint
+        arm has its own), then measured item by item."""
         gen_options = GenerationOptions(
             temperature=0, max_new_tokens=options.max_new_tokens, repetition_penalty=options.repetition_penalty
         )
-        plans = [self._plan(item, arms, adapters, options) for item in items]
-        asked = [
-            (p.messages, reading_options(gen_options, item.question, p.passages), p.adapter)
-            for item, per_item in zip(items, plans)
-            for p in per_item
-            if not p.declined
-        ]
-        replies = iter(engine.generate_many(asked))
-        out = []
+        plans = [self._plan(item, arms, routes, options) for item in items]
+        asked: dict[int, list[tuple[_Plan, tuple]]] = {}  # id(engine) -> its requests, in order
         for item, per_item in zip(items, plans):
-            out.append([self._measure(item, p, None if p.declined else next(replies), options) for p in per_item])
-        return out
+            for p in per_item:
+                if not p.declined:
+                    request = (p.messages, reading_options(gen_options, item.question, p.passages), p.route.adapter)
+                    asked.setdefault(id(p.route.engine), []).append((p, request))
+        replies: dict[int, GenerationResult] = {}
+        for requests in asked.values():
+            engine = requests[0][0].route.engine
+            for (p, _), reply in zip(requests, engine.generate_many([r for _, r in requests])):
+                replies[id(p)] = reply
+        return [
+            [self._measure(item, p, replies.get(id(p)), options) for p in per_item]
+            for item, per_item in zip(items, plans)
+        ]
 
-    def _plan(
-        self, item: EvalItem, arms: list[Arm], adapters: dict[str, str | None], options: RunOptions
-    ) -> list[_Plan]:
+    def _plan(self, item: EvalItem, arms: list[Arm], routes: dict[str, Route], options: RunOptions) -> list[_Plan]:
         system = item.system_prompt if options.system_prompt is None else options.system_prompt
         retrieval = None
         if any(a.rag for a in arms):  # one retrieval per item, shared by every retrieval arm
@@ -372,7 +374,7 @@ class EvalService:
             arm_system = (options.style_prompt or "") if arm.model == PROMPTED else system
             messages = build_messages(item.history, item.question, arm_system, passages)
             declined = abstained and options.no_source == "decline"
-            plans.append(_Plan(arm, adapters[arm.key], messages, passages, abstained, declined))
+            plans.append(_Plan(arm, routes[arm.key], messages, passages, abstained, declined))
         return plans
 
     def _measure(self, item: EvalItem, plan: _Plan, res: GenerationResult | None, options: RunOptions) -> ItemResult:
@@ -399,7 +401,7 @@ class EvalService:
         }
         if options.score_references and not declined:
             try:
-                m["ref_loss"], _ = self.chat.engine.score(plan.messages, item.reference, adapter=plan.adapter)
+                m["ref_loss"], _ = plan.route.engine.score(plan.messages, item.reference, adapter=plan.route.adapter)
             except ValidationError as exc:  # e.g. a reference longer than the context
                 log.info("no reference loss for %s: %s", item.id, exc)
         passages = plan.passages

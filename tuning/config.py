@@ -55,6 +55,9 @@ ADVANCED = ("epochs", "learning_rate", "lora_r", "batch_size", "max_length", "ea
 
 
 METHODS = ("sft", "dpo")
+# which weights a run changes: a LoRA adapter on the frozen base (the default), or every weight
+# of a copy of the base ("full": small models, tuning/full_model.py)
+FINETUNES = ("lora", "full")
 
 
 @dataclass
@@ -68,6 +71,9 @@ class TrainConfig:
     # as in RPO / the Llama 3 recipe; 0 is plain DPO. After plain DPO on the demo pairs every
     # reply looped on the sign-off; with this term 10 of 22 still did (README "Preference tuning").
     sft_weight: float = 1.0
+    # "lora": train a LoRA adapter (the lora_* settings below); "full": train every weight and
+    # publish a whole checkpoint (sft only; memory-checked before it starts, tuning/full_model.py)
+    finetune: str = "lora"
     # LoRA
     lora_r: int = 16
     lora_alpha: int = 32
@@ -109,6 +115,11 @@ class TrainConfig:
             "start_adapter must be an adapter name or empty",
         )
         need(self.start_adapter is None or self.method == "dpo", "start_adapter applies to method dpo only")
+        need(self.finetune in FINETUNES, f"finetune must be one of {', '.join(FINETUNES)}")
+        need(
+            self.finetune == "lora" or self.method == "sft",
+            "full fine-tuning (finetune full) trains on examples (method sft); preference tuning trains LoRA adapters",
+        )
         need(isinstance(self.beta, (int, float)) and 0 < self.beta <= 10, "beta must be in (0, 10]")
         need(isinstance(self.sft_weight, (int, float)) and 0 <= self.sft_weight <= 10, "sft_weight must be in [0, 10]")
         need(isinstance(self.lora_r, int) and 1 <= self.lora_r <= 512, "lora_r must be an integer 1-512")
@@ -211,6 +222,15 @@ def dpo_defaults(**changes) -> TrainConfig:
     (tens of pairs: one epoch at batch 4 is a dozen updates). README "Preference tuning" has
     what they gave on the demo."""
     base = {"method": "dpo", "learning_rate": 5e-5, "epochs": 2.0, "beta": 0.1, "sft_weight": 1.0}
+    return TrainConfig.from_dict({**base, **{k: v for k, v in changes.items() if v is not None}})
+
+
+def full_defaults(**changes) -> TrainConfig:
+    """The full fine-tuning defaults: every weight moves, so the rate is ten times below LoRA's
+    5e-4 (full fine-tuning's usual range is 1e-5 to 1e-4; TRL's SFT default is 2e-5), and
+    two epochs, as a small model's voice needs more updates at that rate than one epoch of the
+    demo gives. README "Full fine-tuning" has what they gave on the demo."""
+    base = {"finetune": "full", "learning_rate": 5e-5, "epochs": 2.0}
     return TrainConfig.from_dict({**base, **{k: v for k, v in changes.items() if v is not None}})
 
 

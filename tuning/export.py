@@ -1,5 +1,7 @@
 """Take a tuned assistant to other tools: an adapter as a PEFT folder or zip, or a merged
 model (the LoRA folded into the base weights) as a plain Hugging Face safetensors folder.
+A full fine-tuned checkpoint (kind "full") exports the same ways: its folder or zip, and as the
+"merged" model it already is.
 
 - The adapter folder is what PEFT loads on top of the same base model
   (`PeftModel.from_pretrained(base, folder)`); it is small (megabytes).
@@ -23,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from assistant.adapters import AdapterCatalog, AdapterInfo
+from assistant.adapters import FULL, AdapterCatalog, AdapterInfo
 from assistant.db import utcnow
 from assistant.engine import require_safetensors
 from assistant.errors import ModelError, ValidationError, write_failed
@@ -69,7 +71,12 @@ def _check_dest(dest: Path, overwrite: bool) -> Path:
 
 
 def _adapter_files(info: AdapterInfo) -> list[Path]:
-    missing = [f for f in _PEFT_FILES if not (info.path / f).is_file()]
+    """Every file of an adapter (or full checkpoint) folder; an error naming what is missing."""
+    if info.kind == FULL:
+        missing = [] if (info.path / "config.json").is_file() else ["config.json"]
+        missing += [] if any(info.path.glob("*.safetensors")) else ["*.safetensors"]
+    else:
+        missing = [f for f in _PEFT_FILES if not (info.path / f).is_file()]
     if missing:
         raise ValidationError(f"adapter {info.name!r} is incomplete: {', '.join(missing)} missing in {info.path}")
     return sorted(p for p in info.path.rglob("*") if p.is_file() and not p.name.startswith("."))
@@ -137,8 +144,10 @@ def export_merged(
     started = time.perf_counter()
     say = progress or (lambda _m: None)
     info = catalog.get(name)
-    _adapter_files(info)
+    files = _adapter_files(info)
     require_safetensors(info.path, "adapter")
+    if info.kind == FULL:  # already a whole model: copied as it is, nothing to merge
+        return _export_checkpoint(info, files, _check_dest(Path(dest), overwrite), base_name, say, started)
     base_path = Path(base_path)
     require_safetensors(base_path, "model")
     dest = _check_dest(Path(dest), overwrite)
@@ -188,4 +197,36 @@ def export_merged(
         raise ModelError(f"the merged model in {dest} has no safetensors weights")
     n, size = _size(dest)
     say(f"Merged model saved: {n} files, {size / 1e6:.0f} MB.")
+    return ExportResult(dest, "merged", n, size, time.perf_counter() - started)
+
+
+def _export_checkpoint(
+    info: AdapterInfo, files: list[Path], dest: Path, base_name: str | None, say: Progress, started: float
+) -> ExportResult:
+    """A full fine-tuned checkpoint as a merged-model export: its files, and the export's metadata."""
+    say(f"Copying the full checkpoint {info.name!r} to {dest}...")
+    try:
+        with publish_dir(dest) as tmp:
+            for f in files:
+                target = tmp / f.relative_to(info.path)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(f, target)
+            (tmp / "tailor-export.json").write_text(
+                json.dumps(
+                    {
+                        "kind": "merged",
+                        "base_model": base_name or info.meta.get("base_model", ""),
+                        "adapter": info.name,
+                        "adapter_version": info.version,
+                        "adapter_meta": info.meta,
+                        "full_checkpoint": True,
+                        "exported_at": utcnow(),
+                    },
+                    indent=2,
+                )
+            )
+    except OSError as exc:
+        raise write_failed(dest, exc) from exc
+    n, size = _size(dest)
+    say(f"Full checkpoint exported: {n} files, {size / 1e6:.0f} MB.")
     return ExportResult(dest, "merged", n, size, time.perf_counter() - started)

@@ -37,7 +37,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from assistant.adapters import AdapterCatalog
+from assistant.adapters import FULL, AdapterCatalog
 from assistant.db import utcnow
 from assistant.errors import ModelError, TailorError, ValidationError, write_failed
 from assistant.generation import GenerationOptions
@@ -387,18 +387,26 @@ def export_gguf(
     try:
         with publish_dir(dest) as tmp:
             work = tmp / ".work"  # removed before the folder is published
-            stage(f"Merging adapter {name!r} into {base.name}...")
+            full = info.kind == FULL  # a full checkpoint: already merged, and no LoRA to write
+            stage(
+                f"Copying the full checkpoint {name!r}..." if full else f"Merging adapter {name!r} into {base.name}..."
+            )
             merged_dir = work / name  # the folder name becomes the GGUF's general.name
             export_merged(base.path, catalog, name, merged_dir, base_name=base.name, progress=say)
             template, stops = _tokenizer_facts(merged_dir)
             stage(f"Writing the LoRA-only GGUF of {name!r}...")
             lora: Path | None = tmp / f"{name}.lora.gguf"
-            try:
-                convert_lora_to_gguf(info.path, Path(base.path), tmp / f"{name}.lora.gguf")
-            except ModelError as exc:  # e.g. DoRA, which merges but has no GGUF LoRA form
+            if full:
                 lora = None
-                notes.append(f"No LoRA-only file: {exc}")
-                say(f"  skipped: {exc}")
+                notes.append("No LoRA-only file: this is a full fine-tuned checkpoint, not an adapter.")
+                say("  skipped: a full checkpoint has no LoRA")
+            else:
+                try:
+                    convert_lora_to_gguf(info.path, Path(base.path), tmp / f"{name}.lora.gguf")
+                except ModelError as exc:  # e.g. DoRA, which merges but has no GGUF LoRA form
+                    lora = None
+                    notes.append(f"No LoRA-only file: {exc}")
+                    say(f"  skipped: {exc}")
             stage(f"Converting the merged model to GGUF ({first})...")
             source = convert_folder_to_gguf(merged_dir, work / f"{name}.{first}.gguf", outtype=first, progress=say)
             shutil.rmtree(merged_dir)  # the largest intermediate (fp32 on a CPU): free it early

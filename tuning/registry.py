@@ -1,5 +1,6 @@
-"""The adapter registry: a table that records, for every published LoRA adapter, which base
-model, dataset version and config made it, with its metrics, size and status.
+"""The adapter registry: a table that records, for every published LoRA adapter (and every full
+fine-tuned checkpoint, kind "full": tuning/full_model.py), which base model, dataset version and
+config made it, with its metrics, size and status.
 
 The folder is the contract with the chat (assistant.adapters.AdapterCatalog reads
 `adapters/<name>/` and the `ACTIVE` file; ChatService hot-loads an adapter the first time it
@@ -24,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from assistant.adapters import BASE, AdapterCatalog, check_adapter_name
+from assistant.adapters import BASE, FULL, AdapterCatalog, check_adapter_name
 from assistant.db import execute_script, utcnow
 from assistant.errors import NotFoundError, ValidationError
 from assistant.workspace import Workspace, publish_dir, write_atomic
@@ -77,6 +78,14 @@ class AdapterRecord:
     path: Path
     active: bool = False
 
+    @property
+    def kind(self) -> str:
+        """ "lora" (an adapter on the base) or "full" (a whole fine-tuned checkpoint)."""
+        if self.config.get("finetune") == FULL:
+            return FULL
+        hand_placed_full = (self.path / "config.json").is_file() and not (self.path / "adapter_config.json").is_file()
+        return FULL if hand_placed_full else "lora"
+
     def as_dict(self) -> dict:
         return {
             "name": self.name,
@@ -93,6 +102,7 @@ class AdapterRecord:
             "status": self.status,
             "path": str(self.path),
             "active": self.active,
+            "kind": self.kind,
         }
 
 
@@ -219,6 +229,7 @@ class AdapterRegistry:
         config: dict | None = None,
         metrics: dict | None = None,
         grounding: dict | None = None,
+        kind: str | None = None,
     ) -> AdapterRecord:
         """Write an adapter with `write(tmp_folder)` (e.g. PeftModel.save_pretrained) and move
         it into place atomically, with its tailor.json; then record it. `grounding`: what the
@@ -244,9 +255,14 @@ class AdapterRegistry:
         }
         if grounding is not None:
             meta["grounding"] = grounding
+        if kind is not None:
+            meta["kind"] = kind
         with publish_dir(self.dir / name) as tmp:
             write(tmp)
-            if not (tmp / "adapter_config.json").is_file():
+            if kind == FULL:
+                if not (tmp / "config.json").is_file() or not any(tmp.glob("*.safetensors")):
+                    raise ValidationError("the checkpoint writer produced no config.json and safetensors weights")
+            elif not (tmp / "adapter_config.json").is_file():
                 raise ValidationError("the adapter writer produced no adapter_config.json")
             meta["size_bytes"] = folder_size(tmp)
             (tmp / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")

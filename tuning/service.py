@@ -9,12 +9,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from assistant.adapters import FULL
 from assistant.errors import ValidationError
 from assistant.workspace import Workspace
 
-from .config import TrainConfig, default_threads, dpo_defaults
+from .config import TrainConfig, default_threads, dpo_defaults, resolve_hardware
 from .estimate import Estimate
 from .estimate import estimate as estimate_run
+from .full_model import check_memory
 from .grounding_files import GROUNDING_FILE, write_grounding
 from .grounding_mix import ChunkSource, Exclusions, GroundingMix, GroundingOptions, compose_grounding
 from .job_store import Job
@@ -129,8 +131,14 @@ class TuneService:
         """Queue a tune. `grounding` (default: on, at the default ratio) mixes examples made from
         the documents into this job's training data; `exclude` adds to the exclusion list."""
         config = (config or TrainConfig()).validate()
-        if config.start_adapter:
-            self.registry.get(config.start_adapter)  # a clear error now, not in the worker
+        if config.start_adapter and self.registry.get(config.start_adapter).kind == FULL:  # a clear error now
+            raise ValidationError(
+                f"{config.start_adapter!r} is a full fine-tuned checkpoint; preference tuning continues a LoRA adapter"
+            )
+        if config.finetune == FULL:
+            # refused now, with the numbers, rather than minutes later in the worker
+            check_memory(config, resolve_hardware(config), self.base_model_path)
+            family = family or f"{DEFAULT_FAMILY}-full"
         versions = self.versions()
         version = (
             versions.get(dataset_version) if dataset_version is not None else versions.snapshot("taken for training")

@@ -223,6 +223,10 @@ def build_trainer(
     world = int(os.environ.get("WORLD_SIZE", "1"))
     the_plan = plan(config, len(train_rows), len(eval_rows), world)
     if model is None or tokenizer is None:
+        if config.finetune == "full":
+            from .full_model import check_memory
+
+            check_memory(config, hw, base_model_path)  # before gigabytes are committed
         model, tokenizer = load_base_model(base_model_path, hw)
     args = sft_config(config, hw, the_plan, output_dir)
     callbacks = list(callbacks)
@@ -234,7 +238,8 @@ def build_trainer(
         train_dataset=Dataset.from_list(train_rows),
         eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
         processing_class=tokenizer,
-        peft_config=lora_config(config),
+        # full fine-tuning (tuning/full_model.py) trains the model itself: no adapter
+        peft_config=lora_config(config) if config.finetune == "lora" else None,
         callbacks=callbacks,
     )
     return trainer, the_plan

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -25,6 +26,7 @@ from assistant.workspace import Workspace
 
 from .config import TrainConfig, resolve_hardware
 from .estimate import ESTIMATE_FILE
+from .full_model import CHECKPOINT_KIND, check_memory, save_checkpoint
 from .grounding_files import GROUNDING_FILE, card_summary, read_grounding_summary
 from .job_store import JobStore
 from .jobs import JobManager
@@ -236,6 +238,10 @@ def run(job_dir: Path) -> int:
         # training data only (tuning/grounding_mix.py).
         grounding, extra_train = grounding_inputs(job_dir)
         start_dir = AdapterRegistry(workspace).get(config.start_adapter).path if config.start_adapter else None
+        if config.finetune == "full":
+            need = check_memory(config, hw, Path(job.base_model_path))  # fails the job clearly, before loading
+            if main:
+                writer.log(f"full fine-tuning (every weight, no adapter): {need.describe()}")
         if main and config.method == "dpo":
             writer.log(
                 "preference tuning (DPO) on the dataset's preference pairs, "
@@ -295,6 +301,7 @@ def run(job_dir: Path) -> int:
             "dtype": hw.dtype,
             "threads": hw.threads,
             "method": config.method,
+            "finetune": config.finetune,
             **({"start_adapter": config.start_adapter} if config.start_adapter else {}),
             **reward_metrics(state.log_history, best_step),
             **estimate_check(job_dir, duration),
@@ -309,6 +316,9 @@ def run(job_dir: Path) -> int:
         trainer.model.eval()
 
         def write_adapter(tmp: Path) -> None:
+            if config.finetune == "full":  # the whole trained model (tuning/full_model.py)
+                save_checkpoint(trainer.model, trainer.processing_class, tmp)
+                return
             # only the trained adapter: a DPO run that continued an adapter also holds its
             # frozen reference copy ("ref"), which is not part of the result
             trainer.model.save_pretrained(tmp, selected_adapters=["default"])
@@ -326,7 +336,13 @@ def run(job_dir: Path) -> int:
             config=config.to_dict(),
             metrics=metrics,
             grounding=card_summary(grounding),
+            kind=CHECKPOINT_KIND if config.finetune == "full" else None,
         )
+        if config.finetune == "full":
+            # A full run's checkpoints hold the model and its optimizer state (~12 bytes per
+            # parameter each: 1.6 GB for the default model); once published they are not needed.
+            shutil.rmtree(output_dir, ignore_errors=True)
+            writer.log("removed the run's checkpoints (the published model is complete)")
         if job.activate:
             registry.activate(name)
         store.finish(

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import gradio as gr
 import pandas as pd
 
-from tuning.config import TrainConfig, dpo_defaults
+from tuning.config import TrainConfig, dpo_defaults, full_defaults
 from tuning.grounding_mix import DEFAULT_MAX_EXAMPLES, DEFAULT_RATIO, MAX_RATIO, GroundingOptions
 from tuning.job_store import Job
 from tuning.jobs import DEFAULT_FAMILY
@@ -74,6 +74,8 @@ def job_summary(job: Job | None) -> str:
     method = (
         f"DPO on the preference pairs, from {config.get('start_adapter') or 'the base'} · "
         if config.get("method") == "dpo"
+        else "full fine-tuning (every weight; publishes a whole checkpoint) · "
+        if config.get("finetune") == "full"
         else ""
     )
     lines.append(
@@ -127,7 +129,7 @@ ADAPTER_COLUMNS = [
 def _learned(metrics: dict) -> str:
     """What an adapter learned: SFT, or DPO (from which adapter, with its validation reward accuracy)."""
     if metrics.get("method") != "dpo":
-        return "SFT"
+        return "SFT, full model" if metrics.get("finetune") == "full" else "SFT"
     acc = metrics.get("reward_accuracy")
     return f"DPO from {metrics.get('start_adapter') or 'base'}" + (
         f", reward acc. {acc:.2f}" if isinstance(acc, (int, float)) else ""
@@ -216,12 +218,18 @@ def build_tune_tab(
     dpo = dpo_defaults()
     with gr.Row():
         method = gr.Radio(
-            [("Voice and answers (SFT on the examples)", "sft"), ("Preferences (DPO on the preference pairs)", "dpo")],
+            [
+                ("Voice and answers (SFT on the examples)", "sft"),
+                ("Preferences (DPO on the preference pairs)", "dpo"),
+                ("Voice and answers, every weight (full fine-tuning)", "full"),
+            ],
             value="sft",
             label="What to learn",
             scale=3,
             info="DPO learns to prefer each pair's chosen reply over its rejected one (pairs come from edits "
-            "in the chat, 👍/👎 on two replies to one prompt, or imports).",
+            "in the chat, 👍/👎 on two replies to one prompt, or imports). Full fine-tuning trains the whole "
+            "model instead of a LoRA adapter: for small models (about 16 bytes of memory per parameter; refused "
+            "when it does not fit), and each result is a whole checkpoint.",
         )
         start_from = gr.Dropdown(
             label="DPO starts from",
@@ -327,7 +335,7 @@ def build_tune_tab(
 
     def on_method(kind):
         """Show the DPO choices, and move epochs and rate to the chosen method's defaults."""
-        chosen = dpo if kind == "dpo" else d
+        chosen = dpo if kind == "dpo" else full_defaults() if kind == "full" else d
         names = [r.name for r in service.registry.list()]
         return (
             gr.update(visible=kind == "dpo", choices=["active", "base", *names]),
@@ -343,6 +351,11 @@ def build_tune_tab(
             chosen = {k: getattr(config, k) for k in ("epochs", "learning_rate", "lora_r", "lora_alpha")}
             chosen.update({k: getattr(config, k) for k in ("batch_size", "max_length", "early_stopping_patience")})
             config = service.preference_config(start_name or "active", **chosen, threads=config.threads)
+        elif kind == "full":  # the LoRA rank does not apply
+            chosen = {k: getattr(config, k) for k in ("epochs", "learning_rate", "batch_size", "max_length")}
+            config = full_defaults(
+                **chosen, early_stopping_patience=config.early_stopping_patience, threads=config.threads
+            )
         return config
 
     @shows_errors
@@ -359,8 +372,8 @@ def build_tune_tab(
     def start(fam, act, ep, rate, r, bs, ml, pat, th, g_on, g_ratio, kind, start_name, known):
         config = _config(ep, rate, r, bs, ml, pat, th, kind, start_name)
         fam_name = (fam or "").strip() or None
-        if kind == "dpo" and fam_name == DEFAULT_FAMILY:
-            fam_name = None  # the field's default: a DPO run publishes tailor-dpo-vN
+        if kind in ("dpo", "full") and fam_name == DEFAULT_FAMILY:
+            fam_name = None  # the field's default: a DPO run publishes tailor-dpo-vN, a full one tailor-full-vN
         job = service.start(
             config=config,
             family=fam_name,
