@@ -60,22 +60,9 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(max(1, threads))
 
 
-# Memory a test may plant (bytes): TAILOR_AVAILABLE_MEMORY overrides what the machine reports,
-# so the "does not fit" paths can be tested on any machine.
-AVAILABLE_MEMORY_ENV = "TAILOR_AVAILABLE_MEMORY"
-
-
 def available_memory(device: str = "cpu") -> int | None:
     """Bytes free for a new model on `device`: the GPU's free memory on cuda, else the memory
     the OS says a process can still take without swapping (MemAvailable). None: unknown."""
-    import os
-
-    planted = os.environ.get(AVAILABLE_MEMORY_ENV, "").strip()
-    if planted:
-        try:
-            return int(float(planted))
-        except ValueError:
-            pass
     if device == "cuda" and torch.cuda.is_available():
         free, _total = torch.cuda.mem_get_info()
         return int(free)

@@ -16,7 +16,7 @@ from assistant.chat import ChatRequest, ChatService
 from assistant.conversations import ConversationLog
 from assistant.engine import GenerationOptions
 from assistant.errors import ModelError, ValidationError
-from assistant.hardware import AVAILABLE_MEMORY_ENV, pick_hardware
+from assistant.hardware import pick_hardware
 from assistant.models import count_parameters
 from assistant.runtime import second_models_for
 from tuning.config import TrainConfig, full_defaults, resolve_hardware
@@ -82,7 +82,7 @@ def test_a_run_that_does_not_fit_is_refused_before_it_is_queued(
 ):
     from tuning.service import TuneService
 
-    monkeypatch.setenv(AVAILABLE_MEMORY_ENV, "1000000")  # 1 MB free
+    monkeypatch.setattr("tuning.full_model.available_memory", lambda device="cpu": 1_000_000)  # 1 MB free
     config = _config()
     with pytest.raises(ValidationError, match=r"Not enough memory: full fine-tuning of .* needs about .* 0\.0 GB free"):
         check_memory(config, resolve_hardware(config), tiny_model_dir)
@@ -139,7 +139,7 @@ def test_a_checkpoint_too_big_for_memory_is_not_loaded(tiny_model_dir, tiny_engi
     chat = ChatService(
         tiny_engine, ConversationLog(workspace.db), catalog, second_models=second_models_for(pick_hardware("cpu"), 512)
     )
-    monkeypatch.setenv(AVAILABLE_MEMORY_ENV, "1000")
+    monkeypatch.setattr("assistant.second_model.available_memory", lambda device="cpu": 1000)
     with pytest.raises(ModelError, match="Not enough memory to load the full checkpoint 'big-v1'"):
         chat.send(ChatRequest("Hi", model="big-v1"))
     assert chat.log.list() == []  # nothing was written
