@@ -13,6 +13,7 @@ from tuning.service import open_tuning
 
 from .activity_tab import build_activity_tab
 from .chat_tab import build_chat_tab
+from .compare_panel import COMPARE_TAB_ID, build_compare_panel
 from .curation_panel import attach_curation
 from .dataset_tab import build_dataset_tab
 from .demo_panel import build_demo_panel
@@ -48,10 +49,12 @@ def build_ui(core: Core) -> gr.Blocks:
     with gr.Blocks(title="Tailor") as demo:
         gr.Markdown(f"## Tailor · {core.engine.name} · {core.engine.describe()}")
         build_demo_panel(core.workspace, curation, knowledge)
-        with gr.Tabs():
+        with gr.Tabs() as tabs:
             with gr.Tab("Chat", id="chat"):
                 chat = build_chat_tab(core.chat)
                 attach_curation(chat, curation, core.conversations)
+            with gr.Tab("Compare", id=COMPARE_TAB_ID) as compare_tab_obj:
+                compare = build_compare_panel(core.chat)
             with gr.Tab("Knowledge", id="knowledge") as knowledge_tab_obj:
                 knowledge_tab = build_knowledge_tab(knowledge)
             with gr.Tab("Dataset", id="dataset") as dataset_tab:
@@ -62,6 +65,8 @@ def build_ui(core: Core) -> gr.Blocks:
                     chat_models=core.chat.models,
                     chat_model_dropdown=chat.model,
                     chat_default=core.chat.default_model,
+                    compare_model_dropdown=compare.right_model,
+                    tabs=tabs,
                 )
             with gr.Tab("Evaluate", id="evaluate") as eval_tab_obj:
                 evaluate = build_eval_tab_for_core(core, curation)
@@ -84,6 +89,10 @@ def build_ui(core: Core) -> gr.Blocks:
         # refresh a tab's lists whenever it is opened.
         knowledge_tab_obj.select(knowledge_tab.listing, None, knowledge_tab.outputs, api_name="knowledge_on_open")
         tune_tab_obj.select(tune.refresh, tune.inputs, tune.outputs, api_name="tune_on_open")
+        # A job may have published (or renamed) an adapter since the page opened: offer it.
+        compare_tab_obj.select(
+            compare.list_models, compare.model_outputs, compare.model_outputs, api_name="compare_on_open"
+        )
         demo.load(evaluate.list_runs, None, [evaluate.runs], api_name="page_load_eval_runs")
         demo.load(activity.refresh, activity.inputs, activity.outputs, api_name="page_load_activity")
         demo.load(evaluate.refresh_models, None, [evaluate.arms], api_name="page_load_eval_models")

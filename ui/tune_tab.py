@@ -20,6 +20,7 @@ from tuning.jobs import DEFAULT_FAMILY
 from tuning.progress import TrainingProgress as Progress
 from tuning.service import TuneService
 
+from .compare_panel import open_compare_for_job
 from .errors import shows_errors
 from .formatting import plot_value
 from .gguf_panel import build_gguf_panel
@@ -200,9 +201,13 @@ def build_tune_tab(
     chat_models: Callable[[], list[str]] | None = None,
     chat_model_dropdown: gr.Dropdown | None = None,
     chat_default: Callable[[], str] | None = None,
+    compare_model_dropdown: gr.Dropdown | None = None,
+    tabs: gr.Tabs | None = None,
 ) -> TuneTab:
     """chat_models / chat_default: the chat's model choices and the model it answers with by
-    default (the active adapter or the base); the chat's dropdown follows both."""
+    default (the active adapter or the base); the chat's dropdown follows both.
+    compare_model_dropdown / tabs: the Compare tab's right-side model and the app's tabs, which
+    "Compare in chat" sets to the picked finished job's adapter and switches to."""
     d = TrainConfig()
     gr.Markdown(
         "Train a LoRA adapter on the current dataset (a snapshot is taken at start). The job runs in "
@@ -278,6 +283,9 @@ def build_tune_tab(
         job_pick = gr.Dropdown(label="Job", choices=[], value=None, interactive=True, scale=3)
         cancel_btn = gr.Button("Cancel", variant="stop", scale=1)
         resume_btn = gr.Button("Resume", scale=1)
+        can_compare = compare_model_dropdown is not None and tabs is not None and chat_models is not None
+        compare_btn = gr.Button("Compare in chat", scale=1, visible=can_compare)
+    compare_md = gr.Markdown("")
     estimate_md = gr.Markdown("")
     summary = gr.Markdown(job_summary(None))
     plot = gr.LinePlot(
@@ -485,4 +493,18 @@ def build_tune_tab(
         action_outputs,
         api_name="tune_delete_adapter",
     )
+    if can_compare:
+
+        def compare_in_chat(job_value):
+            """The picked job's adapter (the latest job's if none is picked) against the base
+            model, in the Compare tab; a job that has not published one says why instead."""
+            job_id = _job_id(job_value)
+            return open_compare_for_job(service.jobs.get(job_id) if job_id else None, chat_models())
+
+        compare_btn.click(
+            compare_in_chat,
+            [job_pick],
+            [compare_md, compare_model_dropdown, tabs],
+            api_name="tune_compare_in_chat",
+        )
     return TuneTab(refresh=refresh_fn, inputs=[job_pick, known_adapters], outputs=outputs, timer=timer)

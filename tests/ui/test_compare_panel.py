@@ -1,0 +1,131 @@
+"""The Compare tab (ui/compare_panel.py) and the Tune tab's "Compare in chat" button: the send
+handler fills both chatbots, the right side offers adapters only, and a job that has not
+published an adapter gets a clear message instead of an empty comparison."""
+
+from types import SimpleNamespace
+
+import gradio as gr
+import pytest
+
+from assistant.adapters import AdapterCatalog
+from assistant.chat import ChatService
+from assistant.conversations import ConversationLog
+from assistant.models import ResolvedModel
+from assistant.runtime import Core
+from assistant.settings import Settings
+
+ADAPTER = "compare-ui"
+
+
+@pytest.fixture
+def chat(tiny_engine, workspace, tiny_model_dir, random_lora):
+    random_lora(tiny_model_dir, workspace.adapters_dir / ADAPTER, seed=7)
+    return ChatService(tiny_engine, ConversationLog(workspace.db), AdapterCatalog(workspace.adapters_dir))
+
+
+@pytest.fixture
+def panel(chat):
+    from ui.compare_panel import build_compare_panel
+
+    with gr.Blocks():
+        return build_compare_panel(chat)
+
+
+def test_send_fills_both_chatbots_and_continues_both_conversations(panel, chat):
+    outputs = list(panel.send("hello", "base", ADAPTER, "", "", "", 0.0, 16))
+    left, right, left_id, right_id, cleared, status = outputs[-1]
+    assert [m["role"] for m in left] == ["user", "assistant"] and [m["role"] for m in right] == ["user", "assistant"]
+    assert left[0]["content"] == right[0]["content"] == "hello"
+    assert left[1]["content"] == chat.log.get(left_id).messages[-1].content
+    assert right[1]["content"] == chat.log.get(right_id).messages[-1].content
+    assert left_id != right_id and cleared == ""
+    assert status.startswith("base · ") and f" · {ADAPTER} · " in status
+    # the next message goes on in both conversations
+    *_, (left2, right2, left_id2, right_id2, _, _) = panel.send("more", "base", ADAPTER, left_id, right_id, "", 0, 16)
+    assert (left_id2, right_id2) == (left_id, right_id)
+    assert len(left2) == len(right2) == 4
+    assert panel.stop(left_id, right_id) == "Nothing is running."
+    assert panel.new_comparison()[:4] == ([], [], "", "")
+
+
+def test_empty_message_or_no_adapter_is_a_clear_error(panel):
+    with pytest.raises(gr.Error, match="Type a message"):
+        list(panel.send("  ", "base", ADAPTER, "", "", "", 0, 16))
+    with pytest.raises(gr.Error, match="Pick a model for the right side"):
+        list(panel.send("hi", "base", None, "", "", "", 0, 16))
+    with pytest.raises(gr.Error, match="two different models"):
+        list(panel.send("hi", ADAPTER, ADAPTER, "", "", "", 0, 16))
+
+
+def test_model_choices(panel, chat):
+    left, right = panel.list_models("base", None)
+    assert left["choices"] == ["base", ADAPTER] and "value" not in left  # kept as it is
+    assert right["choices"] == [ADAPTER] and right["value"] == ADAPTER  # the base is the left side's
+    assert "value" not in panel.list_models("base", ADAPTER)[1]
+    assert [u["value"] for u in panel.list_models("gone", "gone")] == ["base", ADAPTER]
+
+
+def test_compare_in_chat_opens_a_finished_jobs_adapter_only():
+    from ui.compare_panel import COMPARE_TAB_ID, open_compare_for_job
+
+    models = ["base", "tailor-v1"]
+    done = SimpleNamespace(id=4, status="succeeded", adapter_name="tailor-v1")
+    message, dropdown, tabs = open_compare_for_job(done, models)
+    assert dropdown["value"] == "tailor-v1" and dropdown["choices"] == ["tailor-v1"]
+    assert isinstance(tabs, gr.Tabs) and tabs.selected == COMPARE_TAB_ID
+    assert "tailor-v1" in message
+
+    for job, expected in [
+        (SimpleNamespace(id=5, status="running", adapter_name=None), "Job 5 is still running"),
+        (SimpleNamespace(id=6, status="queued", adapter_name=None), "Job 6 is still queued"),
+        (SimpleNamespace(id=7, status="failed", adapter_name=None), "Job 7 failed and published no adapter"),
+        (SimpleNamespace(id=8, status="succeeded", adapter_name="renamed-away"), "no longer published"),
+        (None, "no training job yet"),
+    ]:
+        message, dropdown, tabs = open_compare_for_job(job, models)
+        assert expected in message
+        assert dropdown == gr.update() and tabs == gr.update()  # nothing moves
+
+
+def test_the_tune_tabs_button_in_the_app(tiny_engine, workspace):
+    """Built as the app builds it: the button's event exists and answers a job that is not done."""
+    from tuning.config import TrainConfig
+    from tuning.job_store import JobStore
+    from ui.app import build_ui
+    from ui.compare_panel import COMPARE_TAB_ID
+
+    store = JobStore(workspace)
+    job_id, _ = store.insert(
+        family="tailor",
+        activate=False,
+        base_model="tiny",
+        base_model_path=workspace.root,
+        dataset_version=1,
+        dataset_path=workspace.root,
+        dataset_hash=None,
+        config=TrainConfig(),
+        threads=1,
+    )
+    store.finish(job_id, "cancelled")  # before the app starts: its job thread must not run it
+    log = ConversationLog(workspace.db)
+    adapters = AdapterCatalog(workspace.adapters_dir)
+    core = Core(
+        Settings(home=workspace.root),
+        workspace,
+        ResolvedModel("tiny", workspace.root, "folder"),
+        tiny_engine,
+        log,
+        adapters,
+        ChatService(tiny_engine, log, adapters),
+    )
+    demo = build_ui(core)
+    by_name = {fn.api_name: fn for fn in demo.fns.values()}
+    assert {"compare_send", "compare_stop", "compare_new", "compare_on_open"} <= set(by_name)
+    button = by_name["tune_compare_in_chat"]
+    message, dropdown, tabs = button.fn(str(job_id))
+    assert f"Job {job_id} cancelled and published no adapter" in message
+    assert dropdown == gr.update() and tabs == gr.update()
+    # its last output is the app's gr.Tabs, and one of those tabs is the Compare tab it selects
+    app_tabs = next(block for block in demo.blocks.values() if isinstance(block, gr.Tabs))
+    assert button.outputs[-1] is app_tabs
+    assert COMPARE_TAB_ID in [getattr(block, "id", None) for block in demo.blocks.values() if isinstance(block, gr.Tab)]

@@ -1,0 +1,223 @@
+"""The Compare tab: one message goes to two models (the base on the left, a tuned adapter on the
+right by default) and both replies stream side by side. Each side is an ordinary logged
+conversation (assistant/compare.py), so its replies show up in the Chat tab's past conversations
+and can be rated or edited there. The Tune tab's "Compare in chat" opens a finished job's
+adapter here (`open_compare_for_job`). Every event has an api_name starting with `compare_`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import gradio as gr
+
+from assistant.adapters import BASE
+from assistant.chat import ChatService
+from assistant.compare import SideBySide
+from assistant.engine import GenerationOptions
+from assistant.errors import ValidationError
+from tuning.job_store import ACTIVE_STATES
+
+from .errors import shows_errors
+from .formatting import chat_history, reply_stats
+from .knowledge_format import with_citations
+
+COMPARE_TAB_ID = "compare"  # the gr.Tab id the Tune tab's "Compare in chat" switches to
+BASE_LABEL = "Base"
+
+
+def side_label(model: str | None) -> str:
+    return BASE_LABEL if model in (None, "", BASE) else str(model)
+
+
+def right_choices(models: list[str]) -> list[str]:
+    """The right side compares a tuned model with the base: every model but the base."""
+    return [m for m in models if m != BASE]
+
+
+def default_right(models: list[str], preferred: str | None = None) -> str | None:
+    choices = right_choices(models)
+    if preferred in choices:
+        return preferred
+    return choices[-1] if choices else None  # the newest name sorts last within a family (tailor-v2)
+
+
+def compare_target(job, models: list[str]) -> str:
+    """The adapter a training job's "Compare in chat" opens, or a ValidationError saying why
+    there is none. `job`: a tuning Job (status, adapter_name, id) or None."""
+    if job is None:
+        raise ValidationError("There is no training job yet: train an adapter, then compare it with the base model.")
+    if job.status in ACTIVE_STATES:
+        raise ValidationError(
+            f"Job {job.id} is still {job.status}: **Compare in chat** opens once it has finished and "
+            "published its adapter."
+        )
+    if job.status != "succeeded" or not job.adapter_name:
+        raise ValidationError(
+            f"Job {job.id} {job.status} and published no adapter: pick a finished job (✅) to compare."
+        )
+    if job.adapter_name not in models:
+        raise ValidationError(
+            f"Job {job.id}'s adapter `{job.adapter_name}` is no longer published (renamed or deleted): "
+            "pick one in the Compare tab."
+        )
+    return job.adapter_name
+
+
+def open_compare_for_job(job, models: list[str]) -> tuple[str, dict, object]:
+    """What "Compare in chat" shows: (message, the right dropdown's update, the gr.Tabs update).
+    A job that cannot be compared leaves the dropdown and the tab as they are and says why."""
+    try:
+        name = compare_target(job, models)
+    except ValidationError as exc:
+        return f"⚠️ {exc}", gr.update(), gr.update()
+    return (
+        f"Comparing `{name}` with the base model in the **Compare** tab.",
+        gr.update(choices=right_choices(models), value=name),
+        gr.Tabs(selected=COMPARE_TAB_ID),
+    )
+
+
+def _shown(messages) -> list[dict]:
+    return with_citations(chat_history(messages), messages)
+
+
+@dataclass
+class ComparePanel:
+    """What the app and the Tune tab hook into."""
+
+    left_model: gr.Dropdown
+    right_model: gr.Dropdown
+    list_models: Callable  # (left value, right value) -> updates of (left_model, right_model)
+    model_outputs: list  # [left_model, right_model]
+    send: Callable  # the streaming send handler (tests call it directly)
+    stop: Callable
+    new_comparison: Callable
+
+
+def build_compare_panel(chat: ChatService) -> ComparePanel:
+    """Build the panel inside the current gr.Blocks (the app puts it in its own tab)."""
+    service = SideBySide(chat)
+    defaults = GenerationOptions()
+    models = chat.models()
+    right_default = default_right(models, chat.default_model())
+    gr.Markdown(
+        "Send one message to two models and read the replies side by side: the base model and a "
+        "tuned adapter by default. Each side is saved as its own conversation (see the Chat tab's "
+        "past conversations), so you can rate or edit the replies there."
+    )
+    with gr.Row():
+        left_model = gr.Dropdown(label="Left", choices=models, value=BASE, interactive=True, scale=1)
+        right_model = gr.Dropdown(
+            label="Right",
+            choices=right_choices(models),
+            value=right_default,
+            interactive=True,
+            scale=1,
+            info=None if right_default else "No tuned adapter yet: train one in the Tune tab.",
+        )
+    with gr.Row():
+        left_chat = gr.Chatbot(label=BASE_LABEL, height=460, buttons=["copy"])
+        right_chat = gr.Chatbot(label=side_label(right_default), height=460, buttons=["copy"])
+    with gr.Row():
+        message = gr.Textbox(
+            placeholder="Ask both models something and press Enter", show_label=False, scale=6, lines=1, max_lines=6
+        )
+        send_btn = gr.Button("Send", variant="primary", scale=1)
+        stop_btn = gr.Button("Stop", variant="stop", scale=1)
+        new_btn = gr.Button("New comparison", scale=1)
+    status = gr.Markdown("")
+    with gr.Accordion("Settings", open=False):
+        use_docs = gr.Checkbox(label="Use my documents", value=False, info="Both sides answer from the documents.")
+        system_prompt = gr.Textbox(label="System prompt", lines=2, placeholder="Optional; the same for both sides")
+        with gr.Row():
+            temperature = gr.Slider(
+                0, 1.5, value=0.0, step=0.05, label="Temperature", info="0 = the most likely word (repeatable)"
+            )
+            max_new_tokens = gr.Slider(16, 1024, value=defaults.max_new_tokens, step=16, label="Max new tokens")
+        with gr.Row():
+            left_id = gr.Textbox(label="Left conversation id", max_lines=1, interactive=True)
+            right_id = gr.Textbox(label="Right conversation id", max_lines=1, interactive=True)
+
+    @shows_errors
+    def send(text, left_name, right_name, left_conv, right_conv, system, temp, max_new, rag=False):
+        text = (text or "").strip()
+        if not text:
+            raise gr.Error("Type a message first.")
+        if not right_name:
+            raise gr.Error("Pick a model for the right side (train an adapter in the Tune tab first).")
+        left, right = service.send(
+            text,
+            left_model=left_name or BASE,
+            right_model=right_name,
+            left_conversation_id=(left_conv or "").strip() or None,
+            right_conversation_id=(right_conv or "").strip() or None,
+            system_prompt=system or "",
+            options=GenerationOptions(temperature=float(temp), max_new_tokens=int(max_new)),
+            rag=bool(rag),
+        )
+        ids = (left.conversation_id, right.conversation_id)
+        before = [_shown(chat.log.get(i).messages) for i in ids]
+        for partial in service.stream(left, right):
+            shown = [h + [{"role": "assistant", "content": p}] if p else h for h, p in zip(before, partial)]
+            yield shown[0], shown[1], *ids, "", "…"
+        replies = service.wait(left, right)
+        after = [_shown(chat.log.get(i).messages) for i in ids]
+        yield after[0], after[1], *ids, "", " · ".join(reply_stats(r) for r in replies)
+
+    def stop(left_conv, right_conv):
+        stopped = service.stop((left_conv or "").strip(), (right_conv or "").strip())
+        return "Stopping…" if stopped else "Nothing is running."
+
+    def new_comparison():
+        return [], [], "", "", "New comparison: type a message."
+
+    def list_models(left_value=None, right_value=None):
+        """Fresh choices (adapters come and go). A side whose model still exists keeps it: its
+        value is left out of the update, so a value set at the same moment (the Tune tab's
+        "Compare in chat" switches to this tab, which runs this) is not undone by a stale one."""
+        names = chat.models()
+        left = gr.update(choices=names) if left_value in names else gr.update(choices=names, value=BASE)
+        right = right_choices(names)
+        if right_value in right:
+            return left, gr.update(choices=right)
+        return left, gr.update(choices=right, value=default_right(names, chat.default_model()))
+
+    def on_model(left_name, right_name):
+        """Another model on a side starts a new comparison: both sides must share one history."""
+        return (
+            gr.update(value=[], label=side_label(left_name)),
+            gr.update(value=[], label=side_label(right_name)),
+            "",
+            "",
+            "",
+        )
+
+    send_inputs = [
+        message,
+        left_model,
+        right_model,
+        left_id,
+        right_id,
+        system_prompt,
+        temperature,
+        max_new_tokens,
+        use_docs,
+    ]
+    send_outputs = [left_chat, right_chat, left_id, right_id, message, status]
+    send_btn.click(send, send_inputs, send_outputs, api_name="compare_send")
+    message.submit(send, send_inputs, send_outputs, api_name="compare_send_on_enter")
+    stop_btn.click(stop, [left_id, right_id], [status], api_name="compare_stop", queue=False)
+    new_outputs = [left_chat, right_chat, left_id, right_id, status]
+    new_btn.click(new_comparison, None, new_outputs, api_name="compare_new")
+    for dropdown, name in ((left_model, "compare_left_model"), (right_model, "compare_right_model")):
+        dropdown.change(on_model, [left_model, right_model], new_outputs, api_name=name)
+    return ComparePanel(
+        left_model=left_model,
+        right_model=right_model,
+        list_models=list_models,
+        model_outputs=[left_model, right_model],
+        send=send,
+        stop=stop,
+        new_comparison=new_comparison,
+    )
