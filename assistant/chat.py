@@ -47,8 +47,10 @@ class Turn:
         generation: Generation | None,
         retrieval: Retrieval | None,
         no_source: str = DEFAULT_NO_SOURCE,
+        replaces: StoredMessage | None = None,
     ):
         self.conversation_id = conversation_id
+        self.replaces = replaces  # the reply this one regenerates (None: a new turn)
         self.user_message = user_message
         self.generation = generation
         self.retrieval = retrieval
@@ -111,6 +113,10 @@ class ChatRequest:
     history: list[dict] | None = None
     source: str = "chat"  # who sent it: "chat" (web UI / CLI) or "api"; stored on every message
     no_source: str | None = None  # "answer" or "decline" (NO_SOURCE_POLICIES); None: the service default
+    # Regenerate: answer the conversation's last user message again (text is not used). The
+    # new reply replaces the last one in the conversation; the old one is kept, out of the
+    # thread, with its rating (ConversationLog.supersede).
+    regenerate: bool = False
 
 
 class ChatService:
@@ -159,13 +165,14 @@ class ChatService:
     def send(self, request: ChatRequest) -> Turn:
         # Everything that can reject the request runs before anything is written, so a bad
         # request leaves no half-saved conversation behind.
-        text = (request.text or "").strip()
+        conv = self.log.get(request.conversation_id) if request.conversation_id else None
+        replaces, asked = self._regenerating(conv) if request.regenerate else (None, None)
+        text = asked.content if asked is not None else (request.text or "").strip()
         if not text:
             raise ValidationError("the message is empty")
         route = self.route(request.model)
         request.options.validate(route.engine.context_window)
         adapter = route.label  # what the conversation records: the adapter or checkpoint name
-        conv = self.log.get(request.conversation_id) if request.conversation_id else None
         rag = request.rag if request.rag is not None else bool(conv and conv.rag)
         if rag and self.retriever is None:
             raise ValidationError("retrieval is not available: add documents in the Knowledge tab first")
@@ -177,7 +184,11 @@ class ChatService:
         )
         if conv is not None and request.history:
             raise ValidationError("earlier messages can only be sent when starting a new conversation")
-        history = [m.as_chat() for m in conv.messages] if conv else _check_history(request.history)
+        if conv is None:
+            history = _check_history(request.history)
+        else:  # a regenerated reply is answered from the turns before its user message
+            earlier = conv.messages if asked is None else [m for m in conv.messages if m.id < asked.id]
+            history = [m.as_chat() for m in earlier]
         passages = retrieval.passages if retrieval and not retrieval.abstain else None
         messages = build_messages(history, text, system_prompt, passages)
         options = reading_options(request.options, text, passages)
@@ -189,8 +200,13 @@ class ChatService:
             updates = {k: v for k, v in {"system_prompt": system_prompt, "rag": rag}.items() if v != getattr(conv, k)}
             if updates:
                 self.log.update(conv.id, **updates)
-        user_msg = self.log.add_message(conv.id, "user", text, source=request.source)
-        turn = Turn(conv.id, user_msg, generation, retrieval, no_source)
+        if asked is None:
+            if adapter != conv.adapter:  # switching model mid-conversation is recorded
+                self.log.update(conv.id, adapter=adapter)
+            user_msg = self.log.add_message(conv.id, "user", text, source=request.source)
+        else:
+            user_msg = asked
+        turn = Turn(conv.id, user_msg, generation, retrieval, no_source, replaces=replaces)
         with self._running_lock:
             self._running[conv.id] = turn
         threading.Thread(
@@ -200,6 +216,21 @@ class ChatService:
             name="tailor-store-reply",
         ).start()
         return turn
+
+    def _regenerating(self, conv) -> tuple[StoredMessage, StoredMessage]:
+        """(the reply to replace, the user message it answered) for Regenerate, or why not."""
+        if conv is None:
+            raise ValidationError("there is no conversation to regenerate a reply in: send a message first")
+        last = conv.messages[-1] if conv.messages else None
+        if last is None or last.role != "assistant":
+            raise ValidationError("only the last reply can be regenerated, and this conversation does not end with one")
+        asked = next((m for m in reversed(conv.messages) if m.role == "user" and m.id < last.id), None)
+        if asked is None:
+            raise ValidationError("the last reply answers no message of yours, so there is nothing to regenerate")
+        with self._running_lock:
+            if conv.id in self._running:
+                raise ValidationError("a reply is still being written in this conversation: stop it first")
+        return last, asked
 
     def chat(self, request: ChatRequest) -> tuple[Turn, StoredMessage]:
         """Blocking convenience for the CLI and tests."""
@@ -243,6 +274,8 @@ class ChatService:
                     retrieval=retrieval_info,
                     source=source,
                 )
+                if turn.replaces is not None:
+                    self.log.supersede(turn.replaces.id, turn.reply.id)
                 return
             result = turn.generation.wait()
             turn.reply = self.log.add_message(
@@ -260,6 +293,8 @@ class ChatService:
                 retrieval=retrieval_info,
                 source=source,
             )
+            if turn.replaces is not None:
+                self.log.supersede(turn.replaces.id, turn.reply.id)
             if result.error:
                 log.warning("reply in %s ended with an error: %s", turn.conversation_id, result.error)
         except BaseException as exc:

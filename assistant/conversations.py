@@ -10,6 +10,7 @@ import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 
 from .db import Database, execute_script, like_escape, utcnow
 from .errors import NotFoundError, ValidationError
@@ -58,7 +59,31 @@ def _m001_conversations(conn: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS = [_m001_conversations]
+def _m002_trash_and_imports(conn: sqlite3.Connection) -> None:
+    # deleted_at: a deleted conversation goes to the trash first, so the chat's Delete can be
+    # undone; it is purged (with its messages) a day later. external_id: where an imported
+    # conversation came from ("chatgpt:<id>", "openwebui:<id>"), so importing the same export
+    # twice adds nothing the second time. superseded_by: a reply that Regenerate replaced; it
+    # stays (with its rating: a 👎 on it and a 👍 on the new one make a preference pair) but is
+    # no longer part of the conversation the model and the chat see. edited_content: the reply
+    # as the user corrected it in place; `content` keeps what the model said (the rejected side
+    # of the preference pair the edit makes), the conversation goes on from the edit.
+    execute_script(
+        conn,
+        """
+        ALTER TABLE messages ADD COLUMN superseded_by INTEGER;
+        ALTER TABLE messages ADD COLUMN edited_content TEXT;
+        ALTER TABLE conversations ADD COLUMN deleted_at TEXT;
+        ALTER TABLE conversations ADD COLUMN external_id TEXT;
+        CREATE UNIQUE INDEX conversations_external ON conversations(external_id) WHERE external_id IS NOT NULL;
+        """,
+    )
+
+
+MIGRATIONS = [_m001_conversations, _m002_trash_and_imports]
+
+# How long a deleted conversation can still be restored.
+TRASH_SECONDS = 24 * 3600
 
 
 @dataclass
@@ -79,9 +104,16 @@ class StoredMessage:
     retrieval: dict | None = None
     source: str = "chat"
     rating: int | None = None
+    superseded_by: int | None = None
+    edited_content: str | None = None  # the user's in-place correction of a reply
+
+    @property
+    def shown(self) -> str:
+        """The text the conversation goes on from: the user's correction, else what was said."""
+        return self.edited_content if self.edited_content is not None else self.content
 
     def as_chat(self) -> dict:
-        return {"role": self.role, "content": self.content}
+        return {"role": self.role, "content": self.shown}
 
 
 @dataclass
@@ -96,6 +128,37 @@ class Conversation:
     updated_at: str
     message_count: int = 0
     messages: list[StoredMessage] = field(default_factory=list)
+    deleted_at: str | None = None
+    external_id: str | None = None
+
+
+@dataclass
+class ImportedMessage:
+    """A message from another chat app's export (assistant/chat_import.py), with its own time
+    (ISO-8601 UTC, like utcnow) and, for a reply, the model that wrote it there ("gpt-4o")."""
+
+    role: str  # "user" or "assistant"
+    content: str
+    created_at: str
+    model: str | None = None
+
+
+@dataclass
+class ImportedConversation:
+    """A conversation from another chat app's export; `external_id` ("chatgpt:<id>") is where it
+    came from, so the same export imported twice adds it once."""
+
+    external_id: str
+    title: str
+    created_at: str
+    updated_at: str
+    messages: list[ImportedMessage] = field(default_factory=list)
+    model: str | None = None
+    system_prompt: str = ""
+
+
+# A conversation's messages as the chat shows them: replies replaced by Regenerate not counted.
+_COUNT = "(SELECT COUNT(*) FROM messages m WHERE m.conversation_id=c.id AND m.superseded_by IS NULL)"
 
 
 def new_conversation_id() -> str:
@@ -112,6 +175,7 @@ class ConversationLog:
     def __init__(self, db: Database):
         self.db = db
         db.migrate("assistant", MIGRATIONS)
+        self.purge_trash()
 
     def create(
         self,
@@ -132,14 +196,14 @@ class ConversationLog:
             )
         return self.get(cid, with_messages=False)
 
-    def get(self, conversation_id: str, with_messages: bool = True) -> Conversation:
+    def get(self, conversation_id: str, with_messages: bool = True, *, deleted: bool = False) -> Conversation:
+        """One conversation; a deleted one (in the trash) only with `deleted=True`."""
         with self.db.read() as conn:
             row = conn.execute(
-                "SELECT c.*, (SELECT COUNT(*) FROM messages m WHERE m.conversation_id=c.id) AS n"
-                " FROM conversations c WHERE id=?",
+                f"SELECT c.*, {_COUNT} AS n FROM conversations c WHERE id=?",
                 (conversation_id,),
             ).fetchone()
-            if row is None:
+            if row is None or (row["deleted_at"] is not None and not deleted):
                 raise NotFoundError(f"conversation {conversation_id!r} does not exist")
             conv = _conversation(row)
             if with_messages:
@@ -147,20 +211,22 @@ class ConversationLog:
                     _message(r)
                     for r in conn.execute(
                         "SELECT m.*, f.rating FROM messages m LEFT JOIN feedback f ON f.message_id=m.id"
-                        " WHERE conversation_id=? ORDER BY m.id",
+                        " WHERE conversation_id=? AND m.superseded_by IS NULL ORDER BY m.id",
                         (conversation_id,),
                     )
                 ]
         return conv
 
     def list(self, limit: int = 100, offset: int = 0, query: str = "") -> list[Conversation]:
-        sql = "SELECT c.*, (SELECT COUNT(*) FROM messages m WHERE m.conversation_id=c.id) AS n FROM conversations c"
+        sql = (
+            f"SELECT c.*, {_COUNT} AS n FROM conversations c WHERE c.deleted_at IS NULL"
+        )
         args: list = []
         if query:
             # % and _ in the query are searched for, not wildcards.
             sql += (
-                " WHERE c.title LIKE ? ESCAPE '\\' OR EXISTS (SELECT 1 FROM messages m"
-                " WHERE m.conversation_id=c.id AND m.content LIKE ? ESCAPE '\\')"
+                " AND (c.title LIKE ? ESCAPE '\\' OR EXISTS (SELECT 1 FROM messages m"
+                " WHERE m.conversation_id=c.id AND m.content LIKE ? ESCAPE '\\'))"
             )
             pattern = "%" + like_escape(query) + "%"
             args += [pattern, pattern]
@@ -185,9 +251,47 @@ class ConversationLog:
             if cur.rowcount == 0:
                 raise NotFoundError(f"conversation {conversation_id!r} does not exist")
 
-    def delete(self, conversation_id: str) -> None:
+    def rename(self, conversation_id: str, title: str) -> Conversation:
+        """Give a conversation its own title (an empty one is refused: the list needs a name)."""
+        title = " ".join((title or "").split())
+        if not title:
+            raise ValidationError("a conversation needs a title: type one, or keep the old one")
+        if len(title) > 200:
+            raise ValidationError(f"a title is at most 200 characters (this one has {len(title)})")
+        self.get(conversation_id, with_messages=False)  # NotFound for a deleted or unknown one
+        self.update(conversation_id, title=title)
+        return self.get(conversation_id, with_messages=False)
+
+    def delete(self, conversation_id: str) -> Conversation:
+        """Move a conversation to the trash: gone from the list and from `get`, restorable with
+        `restore` for TRASH_SECONDS, then purged. Examples saved from it keep their text."""
+        conv = self.get(conversation_id, with_messages=False)
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE conversations SET deleted_at=? WHERE id=?", (utcnow(), conversation_id))
+        return conv
+
+    def restore(self, conversation_id: str) -> Conversation:
+        """Take a deleted conversation back out of the trash (Undo)."""
+        conv = self.get(conversation_id, with_messages=False, deleted=True)
+        if conv.deleted_at is None:
+            return conv
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE conversations SET deleted_at=NULL WHERE id=?", (conversation_id,))
+        return self.get(conversation_id, with_messages=False)
+
+    def purge(self, conversation_id: str) -> None:
+        """Delete a conversation and its messages for good (no undo)."""
         with self.db.transaction() as conn:
             conn.execute("DELETE FROM conversations WHERE id=?", (conversation_id,))
+
+    def purge_trash(self, older_than_s: float = TRASH_SECONDS) -> int:
+        """Purge conversations deleted more than `older_than_s` seconds ago; returns how many."""
+        cutoff = (datetime.now(timezone.utc) - timedelta(seconds=older_than_s)).isoformat(timespec="microseconds")
+        with self.db.transaction() as conn:
+            cur = conn.execute(
+                "DELETE FROM conversations WHERE deleted_at IS NOT NULL AND deleted_at < ?", (cutoff,)
+            )
+        return cur.rowcount
 
     def add_history(self, conversation_id: str, messages: Sequence[dict], *, source: str = "chat") -> int:
         """Log earlier turns that came with a request (`{"role", "content"}` each) in one
@@ -208,6 +312,40 @@ class ConversationLog:
             title = conv["title"] or _title_from(first_user)
             conn.execute("UPDATE conversations SET updated_at=?, title=? WHERE id=?", (now, title, conversation_id))
         return len(messages)
+
+    def add_imported(self, conversations: Sequence[ImportedConversation], *, source: str) -> builtins.list[str | None]:
+        """Store conversations from an export with their own dates and models, all in one
+        transaction (an error leaves none of them). One whose external_id is already in the log
+        (in the trash too), or earlier in `conversations`, is left out. Returns the new ids, in
+        order, None for each left out. `source` marks the messages ("import:chatgpt")."""
+        ids: builtins.list[str | None] = []
+        with self.db.transaction() as conn:
+            for conv in conversations:
+                if conn.execute("SELECT 1 FROM conversations WHERE external_id=?", (conv.external_id,)).fetchone():
+                    ids.append(None)
+                    continue
+                cid = new_conversation_id()
+                first_user = next((m.content for m in conv.messages if m.role == "user"), "")
+                conn.execute(
+                    "INSERT INTO conversations(id, title, system_prompt, model, created_at, updated_at, external_id)"
+                    " VALUES (?,?,?,?,?,?,?)",
+                    (
+                        cid,
+                        conv.title or _title_from(first_user),
+                        conv.system_prompt,
+                        conv.model,
+                        conv.created_at,
+                        conv.updated_at,
+                        conv.external_id,
+                    ),
+                )
+                conn.executemany(
+                    "INSERT INTO messages(conversation_id, role, content, created_at, model, source)"
+                    " VALUES (?,?,?,?,?,?)",
+                    [(cid, m.role, m.content, m.created_at, m.model, source) for m in conv.messages],
+                )
+                ids.append(cid)
+        return ids
 
     def add_message(
         self,
@@ -268,6 +406,26 @@ class ConversationLog:
             raise NotFoundError(f"message {message_id} does not exist")
         return _message(row)
 
+    def edit_reply(self, message_id: int, text: str) -> StoredMessage:
+        """Correct a reply in place: the conversation goes on from `text`, and `content` keeps
+        what the model said. Editing back to the original clears the correction."""
+        msg = self.message(message_id)
+        if msg.role != "assistant":
+            raise ValidationError("only assistant replies can be edited; your own messages stay as you sent them")
+        text = (text or "").strip()
+        if not text:
+            raise ValidationError("the edited reply is empty: type the answer it should have given")
+        edited = None if text == msg.content.strip() else text
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE messages SET edited_content=? WHERE id=?", (edited, message_id))
+            conn.execute("UPDATE conversations SET updated_at=? WHERE id=?", (utcnow(), msg.conversation_id))
+        return self.message(message_id)
+
+    def supersede(self, message_id: int, by: int) -> None:
+        """Regenerate: reply `message_id` was replaced by reply `by` (kept, out of the thread)."""
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE messages SET superseded_by=? WHERE id=?", (by, message_id))
+
     def rated_replies_to(self, user_text: str) -> builtins.list[StoredMessage]:
         """Rated assistant replies whose user turn (the last user message before them) is
         `user_text`, oldest first: the candidates for a preference pair from ratings."""
@@ -311,6 +469,8 @@ def _conversation(row: sqlite3.Row) -> Conversation:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         message_count=row["n"],
+        deleted_at=row["deleted_at"],
+        external_id=row["external_id"],
     )
 
 
@@ -332,4 +492,6 @@ def _message(row: sqlite3.Row) -> StoredMessage:
         retrieval=json.loads(row["retrieval_json"]) if row["retrieval_json"] else None,
         source=row["source"],
         rating=row["rating"],
+        superseded_by=row["superseded_by"],
+        edited_content=row["edited_content"],
     )

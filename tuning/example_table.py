@@ -191,7 +191,7 @@ def from_row(row) -> Example:
 
 @dataclass
 class ExampleFilter:
-    query: str = ""  # words in the prompt or answer
+    query: str = ""  # words in the prompt or answer, and "#id"s
     tag: str | None = None
     source: str | None = None
     split: str | None = None
@@ -203,7 +203,13 @@ class ExampleFilter:
     def where(self) -> tuple[str, list]:
         clauses: list[str] = []
         args: list[object] = []
-        for word in (self.query or "").split():
+        words = (self.query or "").split()
+        # "#12 #15" finds examples 12 and 15 (the chat's "saved as example 12" links here).
+        by_id = [int(w[1:]) for w in words if w.startswith("#") and w[1:].isdigit()]
+        if by_id:
+            clauses.append(f"id IN ({','.join('?' * len(by_id))})")
+            args += by_id
+        for word in (w for w in words if not (w.startswith("#") and w[1:].isdigit())):
             clauses.append(
                 "(prompt_text LIKE ? ESCAPE '\\' OR answer_text LIKE ? ESCAPE '\\' OR messages_json LIKE ? ESCAPE '\\'"
                 " OR rejected_text LIKE ? ESCAPE '\\')"

@@ -167,3 +167,46 @@ def test_models_lists_published_adapters(chat, workspace):
     assert chat.default_model() == "voice-v1"
     chat.adapters.set_active(None)
     assert chat.default_model() == "base"
+
+
+def test_regenerate_replaces_the_last_reply_and_keeps_the_old_one(chat, tiny_engine, monkeypatch):
+    first, _ = chat.chat(ChatRequest("first question", options=GREEDY))
+    conv_id = first.conversation_id
+    _, old = chat.chat(ChatRequest("second question", conversation_id=conv_id, options=GREEDY))
+    chat.log.set_feedback(old.id, -1, "too vague")
+    seen = {}
+    real_stream = tiny_engine.stream
+
+    def spy(messages, options=None, adapter=None):
+        seen["messages"] = messages
+        return real_stream(messages, options, adapter)
+
+    monkeypatch.setattr(tiny_engine, "stream", spy)
+    sampled = GenerationOptions(temperature=1.0, max_new_tokens=8, seed=5)
+    turn, new = chat.chat(ChatRequest("", conversation_id=conv_id, options=sampled, regenerate=True))
+    # asked again from the turns before the question, not with the old reply in the prompt
+    assert [m["content"] for m in seen["messages"] if m["role"] == "user"] == ["first question", "second question"]
+    assert len(seen["messages"]) == 3
+    conv = chat.log.get(conv_id)
+    assert [m.role for m in conv.messages] == ["user", "assistant", "user", "assistant"]
+    assert conv.messages[-1].id == new.id and turn.user_message.content == "second question"
+    kept = chat.log.message(old.id)
+    assert kept.superseded_by == new.id and kept.rating == -1  # out of the thread, rating kept
+    assert conv.message_count == 4
+
+
+def test_regenerate_needs_a_last_reply(chat):
+    with pytest.raises(ValidationError, match="no conversation"):
+        chat.send(ChatRequest("", regenerate=True))
+    conv = chat.log.create()
+    chat.log.add_message(conv.id, "user", "a question with no reply yet")
+    with pytest.raises(ValidationError, match="only the last reply"):
+        chat.send(ChatRequest("", conversation_id=conv.id, regenerate=True))
+
+
+def test_switching_model_mid_conversation_is_recorded(chat, workspace, tiny_model_dir, random_lora):
+    random_lora(tiny_model_dir, workspace.adapters_dir / "switch-v1", seed=3)
+    turn, first = chat.chat(ChatRequest("hello", options=GREEDY))
+    _, second = chat.chat(ChatRequest("again", conversation_id=turn.conversation_id, model="switch-v1", options=GREEDY))
+    assert (first.adapter, second.adapter) == (None, "switch-v1")
+    assert chat.log.get(turn.conversation_id).adapter == "switch-v1"

@@ -125,3 +125,58 @@ def test_a_long_history_is_logged_in_one_transaction(workspace, monkeypatch):
     stored = log.get(conv.id)
     assert [m.content for m in stored.messages] == [t["content"] for t in turns]
     assert stored.title == "turn 0" and {m.source for m in stored.messages} == {"api"}
+
+
+def test_delete_goes_to_the_trash_and_can_be_undone(workspace):
+    log = ConversationLog(workspace.db)
+    keep = log.create()
+    log.add_message(keep.id, "user", "keep me")
+    gone = log.create()
+    log.add_message(gone.id, "user", "delete me")
+    log.delete(gone.id)
+    assert [c.id for c in log.list()] == [keep.id]
+    assert log.list(query="delete me") == []
+    with pytest.raises(NotFoundError):
+        log.get(gone.id)
+    assert log.get(gone.id, deleted=True).deleted_at is not None
+    restored = log.restore(gone.id)
+    assert restored.deleted_at is None and restored.message_count == 1
+    assert {c.id for c in log.list()} == {keep.id, gone.id}
+
+
+def test_the_trash_is_purged_after_its_time(workspace):
+    log = ConversationLog(workspace.db)
+    conv = log.create()
+    log.add_message(conv.id, "user", "old")
+    log.delete(conv.id)
+    assert log.purge_trash(older_than_s=3600) == 0  # deleted just now: still restorable
+    assert log.purge_trash(older_than_s=-1) == 1
+    with pytest.raises(NotFoundError):
+        log.restore(conv.id)
+
+
+def test_rename(workspace):
+    log = ConversationLog(workspace.db)
+    conv = log.create()
+    log.add_message(conv.id, "user", "What are your opening hours?")
+    assert log.rename(conv.id, "  Opening   hours ").title == "Opening hours"
+    with pytest.raises(ValidationError):
+        log.rename(conv.id, "   ")
+    log.delete(conv.id)
+    with pytest.raises(NotFoundError):
+        log.rename(conv.id, "x")
+
+
+def test_a_reply_corrected_in_place_keeps_what_the_model_said(workspace):
+    log = ConversationLog(workspace.db)
+    conv = log.create()
+    asked = log.add_message(conv.id, "user", "Hours?")
+    said = log.add_message(conv.id, "assistant", "We never open.")
+    edited = log.edit_reply(said.id, "  Nine to five.  ")
+    assert (edited.content, edited.edited_content, edited.shown) == ("We never open.", "Nine to five.", "Nine to five.")
+    assert [m.as_chat()["content"] for m in log.get(conv.id).messages] == ["Hours?", "Nine to five."]
+    assert log.edit_reply(said.id, "We never open.").edited_content is None  # back to the original
+    with pytest.raises(ValidationError):
+        log.edit_reply(asked.id, "something else")
+    with pytest.raises(ValidationError):
+        log.edit_reply(said.id, "  ")

@@ -126,3 +126,18 @@ def test_search_treats_percent_and_underscore_literally(cur_store):
     assert ids("%") == [half.id] and ids("_") == [ab.id]
     assert ids("500") == [five_hundred.id] and ids("axb") == [axb.id]
     assert cur_store.count(ExampleFilter(query="50% off")) == 1
+
+
+def test_search_by_id(cur_store):
+    """`#12 #15` finds those examples (the chat's toast links to its saved example this way)."""
+    a = cur_store.add(chat_example("How much is it?", "It costs 500 euros."))
+    b = cur_store.add(chat_example("Any discount?", "50% off on Mondays."))
+    cur_store.add(chat_example("Which file?", "Open a_b.txt."))
+
+    def ids(query):
+        return sorted(e.id for e in cur_store.list(ExampleFilter(query=query)))
+
+    assert ids(f"#{a.id}") == [a.id]
+    assert ids(f"#{a.id} #{b.id}") == sorted([a.id, b.id])
+    assert ids(f"#{a.id} discount") == []  # ids and words both hold
+    assert ids("#x") == []  # not an id: searched as a word
