@@ -13,9 +13,29 @@ import sys
 
 from assistant.errors import TailorError
 
-from . import chat_cmds, compare_cmds, demo_cmds, docs_cmds, eval_cmds, examples_cmds, export_cmds, tune_cmds
+from . import (
+    chat_cmds,
+    compare_cmds,
+    conversation_cmds,
+    demo_cmds,
+    docs_cmds,
+    eval_cmds,
+    examples_cmds,
+    export_cmds,
+    tune_cmds,
+)
 
-COMMAND_MODULES = [chat_cmds, compare_cmds, demo_cmds, examples_cmds, docs_cmds, eval_cmds, tune_cmds, export_cmds]
+COMMAND_MODULES = [
+    chat_cmds,
+    compare_cmds,
+    conversation_cmds,
+    demo_cmds,
+    examples_cmds,
+    docs_cmds,
+    eval_cmds,
+    tune_cmds,
+    export_cmds,
+]
 
 
 def common_parser() -> argparse.ArgumentParser:
