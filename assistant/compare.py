@@ -1,5 +1,5 @@
 """Compare two models side by side on the same prompt: the base model and a tuned adapter, or
-any two of the chat's models.
+any two of the chat's models, each with the documents on or off.
 
 Each side is an ordinary conversation in the log (sent through ChatService.send, so the replies
 can be rated, edited and saved as training pairs like any chat reply); a comparison goes on by
@@ -31,6 +31,7 @@ class Side:
 
     model: str
     conversation_id: str | None = None
+    rag: bool | None = None  # answer from the documents; None: the comparison's `rag`
 
 
 class SideBySide:
@@ -47,14 +48,22 @@ class SideBySide:
         system_prompt: str | None = None,
         options: GenerationOptions | None = None,
         rag: bool | None = None,
+        left_rag: bool | None = None,
+        right_rag: bool | None = None,
     ) -> tuple[Turn, Turn]:
         """Send `text` to both sides; returns (left turn, right turn), both already running.
-        Every check runs before either side writes anything, so a rejected request leaves no
-        half of a comparison in the log."""
+        `rag` turns the documents on (or off) for both sides, `left_rag` / `right_rag` for one
+        (None: `rag`; both None: each conversation keeps its setting). The same model may be on
+        both sides when only one of them reads the documents. Every check runs before either
+        side writes anything, so a rejected request leaves no half of a comparison in the log."""
         options = options or GenerationOptions()
-        left = Side(left_model or BASE, (left_conversation_id or "").strip() or None)
-        right = Side(right_model or "", (right_conversation_id or "").strip() or None)
-        self._check(text, left, right, options, rag)
+        left = Side(
+            left_model or BASE, (left_conversation_id or "").strip() or None, rag if left_rag is None else left_rag
+        )
+        right = Side(
+            right_model or "", (right_conversation_id or "").strip() or None, rag if right_rag is None else right_rag
+        )
+        self._check(text, left, right, options)
         requests = {
             name: ChatRequest(
                 text=text,
@@ -62,7 +71,7 @@ class SideBySide:
                 model=side.model,
                 system_prompt=system_prompt,
                 options=options,
-                rag=rag,
+                rag=side.rag,
             )
             for name, side in (("left", left), ("right", right))
         }
@@ -80,7 +89,7 @@ class SideBySide:
                 raise
         return turns["left"], turns["right"]
 
-    def _check(self, text: str, left: Side, right: Side, options: GenerationOptions, rag: bool | None) -> None:
+    def _check(self, text: str, left: Side, right: Side, options: GenerationOptions) -> None:
         if not (text or "").strip():
             raise ValidationError("the message is empty")
         models = self.chat.models()
@@ -89,14 +98,19 @@ class SideBySide:
                 raise ValidationError(f"pick a model for the {label} side")
             if side.model not in models:
                 raise ValidationError(f"unknown model {side.model!r} for the {label} side (known: {', '.join(models)})")
-        if left.model == right.model:
-            raise ValidationError(f"both sides would answer with {left.model!r}: pick two different models")
         if left.conversation_id is not None and left.conversation_id == right.conversation_id:
             raise ValidationError("each side needs its own conversation")
         options.validate(self.chat.engine.context_window)
-        convs = [self.chat.log.get(s.conversation_id, with_messages=False) for s in (left, right) if s.conversation_id]
-        wants_docs = rag if rag is not None else any(c.rag for c in convs)
-        if wants_docs and self.chat.retriever is None:
+        wants_docs = []
+        for side in (left, right):
+            conv = self.chat.log.get(side.conversation_id, with_messages=False) if side.conversation_id else None
+            wants_docs.append(side.rag if side.rag is not None else bool(conv and conv.rag))
+        if left.model == right.model and wants_docs[0] == wants_docs[1]:
+            raise ValidationError(
+                f"both sides would answer with {left.model!r}: pick two different models "
+                "(or the same one with the documents on one side only)"
+            )
+        if any(wants_docs) and self.chat.retriever is None:
             raise ValidationError("retrieval is not available: add documents in the Knowledge tab first")
 
     def _undo(self, turn: Turn, started_new: bool) -> None:
@@ -108,7 +122,7 @@ class SideBySide:
         except Exception:  # noqa: BLE001 - the other side's error is the one to report
             log.warning("could not finish the reply of %s while undoing a comparison", turn.conversation_id)
         if started_new:
-            self.chat.log.delete(turn.conversation_id)
+            self.chat.log.purge(turn.conversation_id)
 
     def stop(self, *conversation_ids: str | None) -> bool:
         """Stop the replies running in these conversations; True if any was running."""

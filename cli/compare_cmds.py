@@ -1,4 +1,6 @@
-"""`tailor compare`: one prompt to the base model and a tuned adapter, both replies printed."""
+"""`tailor compare`: one prompt to the base model and a tuned adapter, both replies printed;
+`tailor compare-vote`: an open vote on the replies of such a comparison (evals/chat_votes.py),
+counted with the blind votes like a vote in the Compare tab."""
 
 from __future__ import annotations
 
@@ -32,6 +34,21 @@ def register(sub, common) -> None:
         "--json", action="store_true", help="print JSON: left and right, each with model, reply, conversation_id"
     )
     p.set_defaults(func=cmd_compare)
+
+    v = sub.add_parser(
+        "compare-vote",
+        parents=[common],
+        help="vote on the latest replies of a comparison: left, right, tie or both_bad",
+        description="Record which of a comparison's latest replies is better, like the Compare tab's buttons: "
+        "LEFT and RIGHT are the two conversation ids `tailor compare` printed. It is an open vote (you saw "
+        "which model wrote which): the Evaluate tab counts it with the blind votes, marked as open. Voting "
+        "again on the same replies replaces the earlier vote.",
+    )
+    v.add_argument("left", metavar="LEFT", help="the left side's conversation id")
+    v.add_argument("right", metavar="RIGHT", help="the right side's conversation id")
+    v.add_argument("choice", metavar="CHOICE", help="left, right, tie or both_bad")
+    v.add_argument("--json", action="store_true", help="print the vote as JSON")
+    v.set_defaults(func=cmd_compare_vote)
 
 
 def cmd_compare(args) -> int:
@@ -70,4 +87,41 @@ def cmd_compare(args) -> int:
         print(f"=== {side['model']} ===")
         print(side["reply"])
         print(f"[conversation {side['conversation_id']}]", file=sys.stderr)
+    print(
+        f"[vote: tailor compare-vote {sides[0]['conversation_id']} {sides[1]['conversation_id']} "
+        "left|right|tie|both_bad]",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_compare_vote(args) -> int:
+    from assistant.conversations import ConversationLog
+    from assistant.workspace import Workspace
+    from evals.chat_votes import OpenVotes
+    from evals.store import EvalStore
+
+    db = Workspace(settings_from(args).home).db
+    vote = OpenVotes(EvalStore(db), ConversationLog(db)).vote(args.left, args.right, args.choice)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "choice": vote.choice,
+                    "left": vote.left,
+                    "right": vote.right,
+                    "winner": vote.winner,
+                    "left_message_id": vote.left_message_id,
+                    "right_message_id": vote.right_message_id,
+                    "replaced": vote.replaced,
+                    "blind": False,
+                },
+                ensure_ascii=False,
+            )
+        )
+        return 0
+    said = {"left": f"{vote.left} is better", "right": f"{vote.right} is better"}
+    print(f"{said.get(vote.choice, vote.choice.replace('_', ' '))}: {vote.left} (left) vs {vote.right} (right)")
+    if vote.replaced is not None:
+        print(f"(replaces the earlier vote: {vote.replaced})")
     return 0

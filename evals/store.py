@@ -1,5 +1,6 @@
 """Evaluation tables: runs, their items, per-arm results, per-arm aggregates, blind pairs
-and votes. Owned by the "evals" migration namespace.
+and votes (with the open votes cast in the Compare tab). Owned by the "evals" migration
+namespace.
 
 A run keeps its items (the exact prompts and references it used), the arms (model name,
 adapter version, retrieval on/off) and the dataset version, so it can be re-opened and
@@ -98,7 +99,26 @@ def _m001_evals(conn: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS = [_m001_evals]
+def _m002_open_votes(conn: sqlite3.Connection) -> None:
+    # Open votes from the Compare tab: the voter saw which model wrote which reply. They sit
+    # beside the blind ones (blind=0) so win rates and ratings pool both, and the Evaluate tab
+    # says how many of a player's votes were open. Such a vote has no run or pair: pair_id is
+    # "chat:<message_a>:<message_b>" (unique, so a second vote on the same two replies replaces
+    # the first), run_id is NULL and item_id is OPEN_VOTE_ITEM; message_a/b are the two
+    # assistant messages compared (left = side A). Existing votes are blind (the default).
+    execute_script(
+        conn,
+        """
+        ALTER TABLE eval_votes ADD COLUMN blind INTEGER NOT NULL DEFAULT 1;
+        ALTER TABLE eval_votes ADD COLUMN message_a INTEGER;
+        ALTER TABLE eval_votes ADD COLUMN message_b INTEGER;
+    """,
+    )
+
+
+MIGRATIONS = [_m001_evals, _m002_open_votes]
+
+OPEN_VOTE_ITEM = "chat-compare"  # the item_id of an open vote: where it was cast
 
 
 @dataclass
@@ -429,6 +449,22 @@ class EvalStore:
                 )
             except sqlite3.IntegrityError as exc:
                 raise ValidationError("this pair was already voted on; load a new pair") from exc
+
+    def add_open_vote(self, message_a: int, message_b: int, choice: str, player_a: str, player_b: str) -> str | None:
+        """Record an open (not blind) vote on two chat replies, side A = message_a. A vote on
+        the same two replies replaces the earlier one; returns the earlier vote's choice (None
+        when this is the first)."""
+        pair_id = f"chat:{message_a}:{message_b}"
+        with self.db.transaction() as conn:
+            row = conn.execute("SELECT choice FROM eval_votes WHERE pair_id=?", (pair_id,)).fetchone()
+            conn.execute(
+                "INSERT INTO eval_votes(pair_id, run_id, item_id, player_a, player_b, choice, created_at, blind,"
+                " message_a, message_b) VALUES (?,NULL,?,?,?,?,?,0,?,?)"
+                " ON CONFLICT(pair_id) DO UPDATE SET choice=excluded.choice, player_a=excluded.player_a,"
+                " player_b=excluded.player_b, created_at=excluded.created_at",
+                (pair_id, OPEN_VOTE_ITEM, player_a, player_b, choice, utcnow(), message_a, message_b),
+            )
+        return row["choice"] if row is not None else None
 
     def votes(self, run_id: str | None = None) -> list[dict]:
         sql, args = "SELECT * FROM eval_votes", []

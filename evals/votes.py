@@ -9,12 +9,18 @@ Counting: each vote is stored with the *players* on sides A and B ("base", "my-a
 "my-adapter+rag", ...), so win rates and Bradley–Terry ratings pool every vote ever cast on
 a player, across runs. A vote for side A is a win for whoever was on side A; a tie is half a
 win for each in Bradley–Terry; "both bad" says nothing about which is better and is left out
-of the ratings (it is counted in the win-rate table's n, as a non-win)."""
+of the ratings (it is counted in the win-rate table's n, as a non-win).
+
+Open votes (evals/chat_votes.py: cast in the Compare tab, where the voter saw the model names)
+are stored beside the blind ones with blind=0 and pooled with them; each WinRate says how many
+of its votes were open. The counting is two pure functions over vote rows, `tally_win_rates`
+and `rate_players`."""
 
 from __future__ import annotations
 
 import random
 from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from assistant.errors import NotFoundError, ValidationError
@@ -78,6 +84,7 @@ class WinRate:
     decisive_rate: float  # wins / (wins + losses): who is preferred when the voter preferred one
     decisive_lo: float
     decisive_hi: float
+    open_votes: int = 0  # of the n votes, how many were open (not blind: cast in the Compare tab)
 
 
 class VoteService:
@@ -137,48 +144,66 @@ class VoteService:
 
     # ---- tallies ------------------------------------------------------------------------
     def win_rates(self, run_id: str | None = None) -> list[WinRate]:
-        """Each player's record overall ("all") and against each opponent, from every vote
-        (or one run's), with Wilson intervals."""
-        tally: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0])  # wins, losses, ties, both_bad
-        for v in self.store.votes(run_id):
-            a, b, c = v["player_a"], v["player_b"], v["choice"]
-            for me, other, won in ((a, b, c == "a"), (b, a, c == "b")):
-                lost = c in ("a", "b") and not won
-                for key in ((me, other), (me, "all")):
-                    t = tally[key]
-                    t[0] += won
-                    t[1] += lost
-                    t[2] += c == "tie"
-                    t[3] += c == "both_bad"
-        out = []
-        for (player, opponent), (w, losses, ties, bb) in tally.items():
-            n = w + losses + ties + bb
-            lo, hi = wilson_interval(w, n)
-            dlo, dhi = wilson_interval(w, w + losses) if w + losses else (float("nan"), float("nan"))
-            out.append(
-                WinRate(
-                    player,
-                    opponent,
-                    n,
-                    w,
-                    losses,
-                    ties,
-                    bb,
-                    w / n if n else float("nan"),
-                    lo,
-                    hi,
-                    w / (w + losses) if w + losses else float("nan"),
-                    dlo,
-                    dhi,
-                )
-            )
-        return sorted(out, key=lambda r: (r.opponent != "all", -r.win_rate if r.n else 0, r.player, r.opponent))
+        """Each player's record overall ("all") and against each opponent, from every vote,
+        blind and open (or one run's blind votes), with Wilson intervals."""
+        return tally_win_rates(self.store.votes(run_id))
 
     def ratings(self) -> list[Rating]:
-        """Bradley–Terry ratings over every vote ever cast (ties count half, both-bad is left out)."""
-        comps = []
-        for v in self.store.votes():
-            score = {"a": 1.0, "b": 0.0, "tie": 0.5}.get(v["choice"])
-            if score is not None:
-                comps.append(Comparison(v["player_a"], v["player_b"], score))
-        return bradley_terry(comps)
+        """Bradley–Terry ratings over every vote ever cast, blind and open (ties count half,
+        both-bad is left out)."""
+        return rate_players(self.store.votes())
+
+
+def tally_win_rates(votes: Iterable[Mapping]) -> list[WinRate]:
+    """Win rates from vote rows (player_a, player_b, choice, and blind: 1 or 0, 1 when absent):
+    each player's record overall ("all") and against each opponent, with Wilson intervals and
+    how many of its votes were open. Sorted: overall rows first, best win rate first."""
+    # per (player, opponent): wins, losses, ties, both_bad, open
+    tally: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])
+    for v in votes:
+        a, b, c = v["player_a"], v["player_b"], v["choice"]
+        is_open = not v.get("blind", 1)
+        for me, other, won in ((a, b, c == "a"), (b, a, c == "b")):
+            lost = c in ("a", "b") and not won
+            for key in ((me, other), (me, "all")):
+                t = tally[key]
+                t[0] += won
+                t[1] += lost
+                t[2] += c == "tie"
+                t[3] += c == "both_bad"
+                t[4] += is_open
+    out = []
+    for (player, opponent), (w, losses, ties, bb, n_open) in tally.items():
+        n = w + losses + ties + bb
+        lo, hi = wilson_interval(w, n)
+        dlo, dhi = wilson_interval(w, w + losses) if w + losses else (float("nan"), float("nan"))
+        out.append(
+            WinRate(
+                player,
+                opponent,
+                n,
+                w,
+                losses,
+                ties,
+                bb,
+                w / n if n else float("nan"),
+                lo,
+                hi,
+                w / (w + losses) if w + losses else float("nan"),
+                dlo,
+                dhi,
+                n_open,
+            )
+        )
+    return sorted(out, key=lambda r: (r.opponent != "all", -r.win_rate if r.n else 0, r.player, r.opponent))
+
+
+def rate_players(votes: Iterable[Mapping]) -> list[Rating]:
+    """Bradley–Terry ratings from vote rows, blind and open alike (a tie is half a win for
+    each, both-bad is left out)."""
+    comps = []
+    for v in votes:
+        score = {"a": 1.0, "b": 0.0, "tie": 0.5}.get(v["choice"])
+        if score is not None:
+            comps.append(Comparison(v["player_a"], v["player_b"], score))
+    return bradley_terry(comps)

@@ -1,8 +1,11 @@
 """The Compare tab: one message goes to two models (the base on the left, a tuned adapter on the
 right by default) and both replies stream side by side. Each side is an ordinary logged
 conversation (assistant/compare.py), so its replies show up in the Chat tab's past conversations
-and can be rated or edited there. The Tune tab's "Compare in chat" opens a finished job's
-adapter here (`open_compare_for_job`). Every event has an api_name starting with `compare_`."""
+and can be rated or edited there. Each side reads the documents or not ("Use my documents" under
+its picker). Once both replies are in, "Left is better" / "Right is better" / "Tie" / "Both bad"
+records an open vote (evals/chat_votes.py) that the Evaluate tab counts with the blind votes.
+The Tune tab's "Compare in chat" opens a finished job's adapter here (`open_compare_for_job`).
+Every event has an api_name starting with `compare_`."""
 
 from __future__ import annotations
 
@@ -15,7 +18,9 @@ from assistant.adapters import BASE
 from assistant.chat import ChatService
 from assistant.compare import SideBySide
 from assistant.engine import GenerationOptions
-from assistant.errors import ValidationError
+from assistant.errors import TailorError, ValidationError
+from evals.chat_votes import OPEN_CHOICES, OpenVote, OpenVotes
+from evals.store import EvalStore
 from tuning.job_store import ACTIVE_STATES
 
 from .errors import shows_errors
@@ -78,6 +83,26 @@ def open_compare_for_job(job, models: list[str]) -> tuple[str, dict, object]:
     )
 
 
+def vote_message(vote: OpenVote) -> str:
+    """What the status line says after a vote."""
+    left, right = f"**{vote.left}** (left)", f"**{vote.right}** (right)"
+    said = {
+        "left": f"{left} is better than {right}",
+        "right": f"{right} is better than {left}",
+        "tie": f"a tie between {left} and {right}",
+        "both_bad": f"both replies are bad ({left}, {right})",
+    }
+    text = (
+        f"Vote recorded: {said[vote.choice]}. The Evaluate tab counts it with the blind votes, "
+        "as an open vote (you saw the model names)."
+    )
+    if vote.replaced is not None and vote.replaced != vote.choice:
+        text += f" It replaces your earlier vote on these replies ({OPEN_CHOICES[vote.replaced]})."
+    elif vote.replaced is not None:
+        text += " (The same as your earlier vote on these replies: counted once.)"
+    return text
+
+
 def _shown(messages) -> list[dict]:
     return with_citations(chat_history(messages), messages)
 
@@ -93,11 +118,15 @@ class ComparePanel:
     send: Callable  # the streaming send handler (tests call it directly)
     stop: Callable
     new_comparison: Callable
+    # one handler per vote choice (evals.chat_votes.OPEN_CHOICES): (left id, right id) -> status line
+    vote: dict[str, Callable]
 
 
-def build_compare_panel(chat: ChatService) -> ComparePanel:
-    """Build the panel inside the current gr.Blocks (the app puts it in its own tab)."""
+def build_compare_panel(chat: ChatService, votes: OpenVotes | None = None) -> ComparePanel:
+    """Build the panel inside the current gr.Blocks (the app puts it in its own tab). `votes`:
+    where "this one is better" goes (default: the evaluation vote store of the chat's database)."""
     service = SideBySide(chat)
+    votes = votes or OpenVotes(EvalStore(chat.log.db), chat.log)
     defaults = GenerationOptions()
     models = chat.models()
     right_default = default_right(models, chat.default_model())
@@ -107,18 +136,30 @@ def build_compare_panel(chat: ChatService) -> ComparePanel:
         "past conversations), so you can rate or edit the replies there."
     )
     with gr.Row():
-        left_model = gr.Dropdown(label="Left", choices=models, value=BASE, interactive=True, scale=1)
-        right_model = gr.Dropdown(
-            label="Right",
-            choices=right_choices(models),
-            value=right_default,
-            interactive=True,
-            scale=1,
-            info=None if right_default else "No tuned adapter yet: train one in the Tune tab.",
-        )
+        with gr.Column(scale=1):
+            left_model = gr.Dropdown(label="Left", choices=models, value=BASE, interactive=True)
+            left_docs = gr.Checkbox(label="Use my documents (left)", value=False, elem_id="compare-left-docs")
+        with gr.Column(scale=1):
+            right_model = gr.Dropdown(
+                label="Right",
+                choices=right_choices(models),
+                value=right_default,
+                interactive=True,
+                info=None if right_default else "No tuned adapter yet: train one in the Tune tab.",
+            )
+            right_docs = gr.Checkbox(label="Use my documents (right)", value=False, elem_id="compare-right-docs")
     with gr.Row():
         left_chat = gr.Chatbot(label=BASE_LABEL, height=460, buttons=["copy"])
         right_chat = gr.Chatbot(label=side_label(right_default), height=460, buttons=["copy"])
+    gr.Markdown(
+        "**Which reply is better?** Vote once both replies are in. It is an open vote (you see which "
+        "model wrote which): the Evaluate tab counts it with the blind votes, marked as open."
+    )
+    with gr.Row():
+        vote_buttons = {
+            key: gr.Button(label, size="sm", elem_id=f"compare-vote-{key.replace('_', '-')}")
+            for key, label in OPEN_CHOICES.items()
+        }
     with gr.Row():
         message = gr.Textbox(
             placeholder="Ask both models something and press Enter", show_label=False, scale=6, lines=1, max_lines=6
@@ -128,7 +169,9 @@ def build_compare_panel(chat: ChatService) -> ComparePanel:
         new_btn = gr.Button("New comparison", scale=1)
     status = gr.Markdown("")
     with gr.Accordion("Settings", open=False):
-        use_docs = gr.Checkbox(label="Use my documents", value=False, info="Both sides answer from the documents.")
+        # compare_send's 9th input before each side had its own: True turns the documents on for
+        # both sides (the page sends False; the per-side boxes are the 10th and 11th inputs).
+        use_docs = gr.Checkbox(value=False, visible=False)
         system_prompt = gr.Textbox(label="System prompt", lines=2, placeholder="Optional; the same for both sides")
         with gr.Row():
             temperature = gr.Slider(
@@ -140,7 +183,19 @@ def build_compare_panel(chat: ChatService) -> ComparePanel:
             right_id = gr.Textbox(label="Right conversation id", max_lines=1, interactive=True)
 
     @shows_errors
-    def send(text, left_name, right_name, left_conv, right_conv, system, temp, max_new, rag=False):
+    def send(
+        text,
+        left_name,
+        right_name,
+        left_conv,
+        right_conv,
+        system,
+        temp,
+        max_new,
+        rag=False,
+        left_rag=False,
+        right_rag=False,
+    ):
         text = (text or "").strip()
         if not text:
             raise gr.Error("Type a message first.")
@@ -154,7 +209,8 @@ def build_compare_panel(chat: ChatService) -> ComparePanel:
             right_conversation_id=(right_conv or "").strip() or None,
             system_prompt=system or "",
             options=GenerationOptions(temperature=float(temp), max_new_tokens=int(max_new)),
-            rag=bool(rag),
+            left_rag=bool(rag or left_rag),
+            right_rag=bool(rag or right_rag),
         )
         ids = (left.conversation_id, right.conversation_id)
         before = [_shown(chat.log.get(i).messages) for i in ids]
@@ -171,6 +227,16 @@ def build_compare_panel(chat: ChatService) -> ComparePanel:
 
     def new_comparison():
         return [], [], "", "", "New comparison: type a message."
+
+    def make_vote(choice):
+        def vote(left_conv, right_conv):
+            """A refused vote (no replies yet, a side still answering) records nothing and says why."""
+            try:
+                return vote_message(votes.vote(left_conv, right_conv, choice))
+            except TailorError as exc:
+                return f"⚠️ {exc}"
+
+        return vote
 
     def list_models(left_value=None, right_value=None):
         """Fresh choices (adapters come and go). A side whose model still exists keeps it: its
@@ -203,6 +269,8 @@ def build_compare_panel(chat: ChatService) -> ComparePanel:
         temperature,
         max_new_tokens,
         use_docs,
+        left_docs,
+        right_docs,
     ]
     send_outputs = [left_chat, right_chat, left_id, right_id, message, status]
     send_btn.click(send, send_inputs, send_outputs, api_name="compare_send")
@@ -212,6 +280,9 @@ def build_compare_panel(chat: ChatService) -> ComparePanel:
     new_btn.click(new_comparison, None, new_outputs, api_name="compare_new")
     for dropdown, name in ((left_model, "compare_left_model"), (right_model, "compare_right_model")):
         dropdown.change(on_model, [left_model, right_model], new_outputs, api_name=name)
+    vote_handlers = {key: make_vote(key) for key in OPEN_CHOICES}
+    for key, button in vote_buttons.items():
+        button.click(vote_handlers[key], [left_id, right_id], [status], api_name=f"compare_vote_{key}")
     return ComparePanel(
         left_model=left_model,
         right_model=right_model,
@@ -220,4 +291,5 @@ def build_compare_panel(chat: ChatService) -> ComparePanel:
         send=send,
         stop=stop,
         new_comparison=new_comparison,
+        vote=vote_handlers,
     )

@@ -87,6 +87,14 @@ def side_by_side_frame(rows: Sequence, a: str, b: str) -> pd.DataFrame:
     )
 
 
+# Under the win-rate table: what the "of which open" column counts, and why to mind it.
+OPEN_VOTES_NOTE = (
+    "*of which open*: votes cast in the **Compare** tab, where the voter saw which model wrote which "
+    "reply. They are counted with the blind votes here and in the ratings, but they can be biased "
+    "(towards the model you expect to be better): trust a lead that the blind votes show too."
+)
+
+
 def win_frame(rates: Sequence) -> pd.DataFrame:
     return pd.DataFrame(
         [
@@ -94,6 +102,7 @@ def win_frame(rates: Sequence) -> pd.DataFrame:
                 "player": r.player,
                 "against": r.opponent,
                 "votes": r.n,
+                "of which open": r.open_votes,
                 "wins": r.wins,
                 "losses": r.losses,
                 "ties": r.ties,

@@ -37,6 +37,7 @@ from evals.votes import CHOICES
 
 from .errors import shows_errors
 from .eval_format import (
+    OPEN_VOTES_NOTE,
     classification_markdown,
     history_frames,
     ratings_frame,
@@ -169,7 +170,11 @@ def build_eval_tab(
         with gr.Row():
             vote_buttons = {key: gr.Button(label) for key, label in CHOICES.items()}
         reveal = gr.Markdown()
-        win_table = gr.Dataframe(label="Win rates (Wilson 95% intervals), all votes", interactive=False)
+        win_table = gr.Dataframe(
+            label="Win rates (Wilson 95% intervals), all votes: blind, and open ones from the Compare tab",
+            interactive=False,
+        )
+        gr.Markdown(OPEN_VOTES_NOTE)
         bt_table = gr.Dataframe(label="Bradley–Terry ratings over every adapter ever voted on", interactive=False)
         board_btn = gr.Button("Refresh standings", size="sm")
 

@@ -12,7 +12,7 @@ from assistant.compare import SideBySide
 from assistant.conversations import ConversationLog
 from assistant.engine import GenerationOptions
 from assistant.errors import NotFoundError, TailorError, ValidationError
-from assistant.prompting import build_messages
+from assistant.prompting import Passage, Retrieval, build_messages
 
 GREEDY = GenerationOptions(temperature=0, max_new_tokens=16, repetition_penalty=1.0)
 ADAPTER = "compare-pirate"  # a name of its own: the tiny engine is shared by the whole session
@@ -75,6 +75,12 @@ def test_bad_requests_write_nothing(chat, adapter):
             dict(text="hi", right_model=adapter, options=GenerationOptions(max_new_tokens=0)),
         ),
         (ValidationError, "retrieval is not available", dict(text="hi", right_model=adapter, rag=True)),
+        (ValidationError, "retrieval is not available", dict(text="hi", right_model=adapter, right_rag=True)),
+        (
+            ValidationError,
+            "two different models",
+            dict(text="hi", left_model=adapter, right_model=adapter, rag=True, right_rag=True),
+        ),
         (NotFoundError, "does not exist", dict(text="hi", right_model=adapter, right_conversation_id="missing")),
         (
             ValidationError,
@@ -97,6 +103,27 @@ def test_bad_requests_write_nothing(chat, adapter):
         with pytest.raises(kind, match=match):
             compare.send(options=kwargs.pop("options", GREEDY), **kwargs)
     assert [(c.id, c.message_count) for c in chat.log.list()] == before
+
+
+class OnePassage:
+    """A retriever that always finds the same passage (no index, no embedding model)."""
+
+    def retrieve(self, query, k=4):
+        return Retrieval([Passage(id=1, source="rent.md", text="Tandems rent for 40 euro a day.", score=0.9)])
+
+
+def test_each_side_reads_the_documents_or_not(chat, adapter):
+    chat.retriever = OnePassage()
+    compare = SideBySide(chat)
+    # rag for both, overridden for the left side
+    left, right = compare.send("Do you rent tandems?", right_model=adapter, options=GREEDY, rag=True, left_rag=False)
+    base_reply, tuned_reply = compare.wait(left, right, timeout=60)
+    assert base_reply.retrieval is None and tuned_reply.retrieval["passages"][0]["source"] == "rent.md"
+    # the same model on both sides, the documents on one side only, is a comparison
+    left, right = compare.send("Tandems?", left_model=adapter, right_model=adapter, options=GREEDY, left_rag=True)
+    with_docs, without = compare.wait(left, right, timeout=60)
+    assert with_docs.retrieval is not None and without.retrieval is None
+    assert (chat.log.get(left.conversation_id).rag, chat.log.get(right.conversation_id).rag) == (True, False)
 
 
 def test_a_side_that_cannot_start_leaves_no_half_comparison(chat, adapter, workspace):
@@ -192,7 +219,7 @@ def test_base_side_is_the_base_model_on_llamacpp_too(llama_engine, workspace, ad
     assert base_reply.content != tuned_reply.content
 
 
-def test_cli_prints_both_replies_labelled(tiny_model_dir, workspace, adapter):
+def test_cli_prints_both_replies_labelled(tiny_model_dir, workspace, adapter, capsys):
     import subprocess
     import sys
     from pathlib import Path
@@ -218,9 +245,21 @@ def test_cli_prints_both_replies_labelled(tiny_model_dir, workspace, adapter):
     for side in ("left", "right"):
         conv = log.get(out[side]["conversation_id"])
         assert conv.messages[-1].content == out[side]["reply"]
+    # an open vote on those replies, from the command line (no model needed)
+    from cli.main import main
+
+    ids = [out["left"]["conversation_id"], out["right"]["conversation_id"]]
+    assert main(["compare-vote", *ids, "right", "--json", "--workspace", str(workspace.root)]) == 0
+    vote = json.loads(capsys.readouterr().out)
+    assert (vote["left"], vote["right"], vote["winner"], vote["blind"]) == ("base", adapter, adapter, False)
+    assert vote["right_message_id"] == out["right"]["message_id"]
+    assert main(["compare-vote", *ids, "tie", "--workspace", str(workspace.root)]) == 0
+    assert "replaces the earlier vote: right" in capsys.readouterr().out
+    assert main(["compare-vote", ids[0], ids[0], "tie", "--workspace", str(workspace.root)]) == 2
     r = tailor("compare", adapter, "hello", *common)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("=== base ===\n") and f"\n=== {adapter} ===\n" in r.stdout
+    assert "[vote: tailor compare-vote " in r.stderr
     r = tailor("compare", "no-such-adapter", "hello", *common)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith("tailor: error: unknown model 'no-such-adapter'")

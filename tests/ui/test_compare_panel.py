@@ -1,6 +1,8 @@
 """The Compare tab (ui/compare_panel.py) and the Tune tab's "Compare in chat" button: the send
-handler fills both chatbots, the right side offers adapters only, and a job that has not
-published an adapter gets a clear message instead of an empty comparison."""
+handler fills both chatbots, each side reads the documents or not, the vote buttons record an
+open vote that the Evaluate tab counts with the blind ones, the right side offers adapters
+only, and a job that has not published an adapter gets a clear message instead of an empty
+comparison."""
 
 from types import SimpleNamespace
 
@@ -11,10 +13,23 @@ from assistant.adapters import AdapterCatalog
 from assistant.chat import ChatService
 from assistant.conversations import ConversationLog
 from assistant.models import ResolvedModel
+from assistant.prompting import Passage, Retrieval
 from assistant.runtime import Core
 from assistant.settings import Settings
 
 ADAPTER = "compare-ui"
+FERRY = "The first weekday summer ferry leaves Lantern Bay at 07:10 from pier 2."
+
+
+class OnePassage:
+    """A retriever that always finds the same passage (no index, no embedding model)."""
+
+    def __init__(self):
+        self.queries: list[str] = []
+
+    def retrieve(self, query: str, k: int = 4) -> Retrieval:
+        self.queries.append(query)
+        return Retrieval([Passage(id=1, source="timetable.md", text=FERRY, score=0.9)])
 
 
 @pytest.fixture
@@ -46,6 +61,74 @@ def test_send_fills_both_chatbots_and_continues_both_conversations(panel, chat):
     assert len(left2) == len(right2) == 4
     assert panel.stop(left_id, right_id) == "Nothing is running."
     assert panel.new_comparison()[:4] == ([], [], "", "")
+
+
+def test_each_side_reads_the_documents_or_not(panel, chat, tiny_engine, monkeypatch):
+    chat.retriever = OnePassage()
+    prompts = {}
+    real = tiny_engine.stream
+
+    def spy(messages, options=None, adapter=None):
+        prompts[adapter] = messages[-1]["content"]
+        return real(messages, options, adapter)
+
+    monkeypatch.setattr(tiny_engine, "stream", spy)
+    # message, left model, right model, ids, system, temperature, max new tokens, both sides (old 9th input), left, right
+    *_, (left, right, left_id, right_id, _, _) = panel.send(
+        "When does the ferry leave?", "base", ADAPTER, "", "", "", 0, 16, False, False, True
+    )
+    assert FERRY not in prompts[None] and FERRY in prompts[ADAPTER]
+    assert chat.retriever.queries == ["When does the ferry leave?"]
+    replies = [chat.log.get(i).messages[-1] for i in (left_id, right_id)]
+    assert replies[0].retrieval is None and replies[1].retrieval["passages"][0]["source"] == "timetable.md"
+    assert "**Sources**" not in left[-1]["content"] and "**Sources**" in right[-1]["content"]
+    assert (chat.log.get(left_id).rag, chat.log.get(right_id).rag) == (False, True)
+    # the vote names the players as the evaluation does: the right side read the documents
+    assert f"**{ADAPTER}+rag** (right) is better than **base** (left)" in panel.vote["right"](left_id, right_id)
+    # a caller that sends only the old 9 inputs: its "use my documents" still means both sides
+    prompts.clear()
+    list(panel.send("When does the ferry leave?", "base", ADAPTER, "", "", "", 0, 16, True))
+    assert FERRY in prompts[None] and FERRY in prompts[ADAPTER]
+    # the same model on both sides is a comparison when only one side reads the documents
+    *_, (_, _, a_id, b_id, _, _) = panel.send("Ferry?", ADAPTER, ADAPTER, "", "", "", 0, 16, False, False, True)
+    assert "Vote recorded" in panel.vote["tie"](a_id, b_id)
+
+
+def test_vote_buttons_record_an_open_vote_counted_with_the_blind_ones(panel, chat):
+    from evals.store import EvalStore
+    from evals.votes import VoteService
+    from ui.eval_format import win_frame
+
+    assert panel.vote["left"]("", "").startswith("⚠️ Send a message first")
+    *_, (_, _, left_id, right_id, _, _) = panel.send("hello", "base", ADAPTER, "", "", "", 0.0, 16)
+    status = panel.vote["left"](left_id, right_id)
+    assert status.startswith(f"Vote recorded: **base** (left) is better than **{ADAPTER}** (right).")
+    assert "open vote" in status
+    status = panel.vote["right"](left_id, right_id)
+    assert "replaces your earlier vote on these replies (Left is better)" in status
+    store = EvalStore(chat.log.db)
+    [row] = store.votes()
+    replies = [chat.log.get(i).messages[-1].id for i in (left_id, right_id)]
+    assert (row["blind"], row["player_a"], row["player_b"], row["choice"]) == (0, "base", ADAPTER, "b")
+    assert [row["message_a"], row["message_b"]] == replies
+    # a blind vote from an evaluation run on the same two players: both count, one of them open
+    run = store.create_run(
+        set_kind="file",
+        set_name="t",
+        set_fingerprint="x",
+        dataset_version=None,
+        base_model="tiny",
+        arms=[],
+        options={},
+        items=[],
+    )
+    VoteService(store).vote(store.create_pair(run.id, "i1", ADAPTER, "base"), "A better")
+    table = win_frame(VoteService(store).win_rates()).set_index(["player", "against"])
+    assert table.loc[(ADAPTER, "all"), ["votes", "wins", "of which open"]].tolist() == [2, 2, 1]
+    # a side still answering: nothing to vote on yet (its user message is logged, its reply not)
+    chat.log.add_message(right_id, "user", "more")
+    assert panel.vote["tie"](left_id, right_id).startswith("⚠️ Wait for both replies before voting")
+    assert len(store.votes()) == 2
 
 
 def test_empty_message_or_no_adapter_is_a_clear_error(panel):
@@ -121,6 +204,10 @@ def test_the_tune_tabs_button_in_the_app(tiny_engine, workspace):
     demo = build_ui(core)
     by_name = {fn.api_name: fn for fn in demo.fns.values()}
     assert {"compare_send", "compare_stop", "compare_new", "compare_on_open"} <= set(by_name)
+    votes = ["compare_vote_left", "compare_vote_right", "compare_vote_tie", "compare_vote_both_bad"]
+    assert all(len(by_name[v].inputs) == 2 and len(by_name[v].outputs) == 1 for v in votes)
+    assert len(by_name["compare_send"].inputs) == 11  # the old 9, then each side's "Use my documents"
+    assert "⚠️ Send a message first" in by_name["compare_vote_left"].fn("", "")
     button = by_name["tune_compare_in_chat"]
     message, dropdown, tabs = button.fn(str(job_id))
     assert f"Job {job_id} cancelled and published no adapter" in message
