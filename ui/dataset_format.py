@@ -63,6 +63,22 @@ def counts_text(by_split: dict[str, int], excluded: int, pairs: int = 0) -> str:
     )
 
 
+NO_EXAMPLES = (
+    "**No examples yet.** Keep a good reply from the Chat tab as a training example, write one in the editor "
+    "below and press **Save**, import a file under *Import and export*, or load the demo at the top of the "
+    "page. They are listed here, and the Tune tab trains on them."
+)
+
+
+def listing_text(by_split: dict[str, int], excluded: int, pairs: int, shown: int, total: int) -> str:
+    """The line above the example table: the counts and how many of the matches are shown
+    (`shown` of `total`); on an empty dataset, what to do first instead."""
+    if not sum(by_split.values()) and not excluded:
+        return NO_EXAMPLES
+    more = f" · showing {shown} of {total} matches" if total > shown else f" · {total} match(es)"
+    return counts_text(by_split, excluded, pairs) + more
+
+
 def editor_values(ex: Example | None, tokenizer=None) -> tuple:
     """The editor's fields for `ex` (empty for a new example): id, system prompt, context note,
     user message, answer, label, tags, status, provenance, the trainer's view of it, and a

@@ -36,6 +36,7 @@ from .dataset_format import (
     cleaning_markdown,
     counts_text,
     editor_values,
+    listing_text,
     near_rows,
     opt,
     table_rows,
@@ -199,22 +200,23 @@ def build_dataset_tab(curation: Curation, tokenizer=None) -> DatasetTab:
             kind=opt(kind),
         )
 
-    def _counts() -> str:
-        return counts_text(
+    def _count_args() -> tuple:
+        return (
             store.counts_by_split(),
             store.count(ExampleFilter(status="excluded")),
             store.count(ExampleFilter(status="active", kind="pair")),
         )
 
+    def _counts() -> str:
+        return counts_text(*_count_args())
+
     def refresh(q, tag, source, split, lab, stat, kind=None):
         flt = _filter(q, tag, source, split, lab, stat, kind)
         facets = store.facets()
         shown = store.list(flt, limit=PAGE)
-        total = store.count(flt)
-        more = f" · showing {len(shown)} of {total} matches" if total > len(shown) else f" · {total} match(es)"
         return (
             table_rows(shown),
-            _counts() + more,
+            listing_text(*_count_args(), len(shown), store.count(flt)),
             gr.update(choices=[ANY] + facets["tag"]),
             gr.update(choices=[ANY] + facets["label"]),
         )

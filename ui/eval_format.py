@@ -8,7 +8,55 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from evals.reports import METRIC_LABELS
+from evals.reports import METRIC_LABELS, METRICS
+
+# The tables' columns, so that an empty one shows its real headers (not Gradio's "1 2 3").
+METRICS_COLUMNS = ["Arm", "n"] + [label for _, label, _ in METRICS]  # a run's table has those with values
+WIN_COLUMNS = [
+    "player",
+    "against",
+    "votes",
+    "of which open",
+    "wins",
+    "losses",
+    "ties",
+    "both bad",
+    "win rate",
+    "95% low",
+    "95% high",
+    "wins of decided",
+]
+RATING_COLUMNS = ["player", "rating", "strength", "games"]
+HISTORY_COLUMNS = ["created_at", "run_id", "set_kind", "set_name", "arm", "adapter_version", "mean", "lo", "hi", "n"]
+
+NO_RUNS = (
+    "**No evaluation runs yet.** Choose the models, retrieval and set above and press **Start evaluation** "
+    "(the test split needs examples in the Dataset tab; the demo at the top of the page brings examples and "
+    "fact questions). Each arm's scores with their 95% ranges, a chart, paired tests and blind votes then "
+    "appear here."
+)
+PICK_A_RUN = "Pick a run under *Evaluation runs* to see its metrics, or start a new one above."
+
+
+def run_hint(run_open: bool, any_runs: bool) -> str:
+    """The line above the metrics table: nothing once a run is open; else what to do first."""
+    if run_open:
+        return ""
+    return PICK_A_RUN if any_runs else NO_RUNS
+
+
+def side_by_side_columns(a: str | None = None, b: str | None = None) -> list[str]:
+    """The side-by-side table's columns; the reply columns name the two arms once chosen."""
+    return [
+        "item",
+        "prompt",
+        "reference",
+        f"A: {a}" if a else "A",
+        f"B: {b}" if b else "B",
+        "A value",
+        "B value",
+        "A − B",
+    ]
 
 
 def run_choices(runs: Sequence) -> list[tuple[str, str]]:

@@ -1,8 +1,9 @@
 """The Evaluate tab: start an A/B run (arms × retrieval over a set; the prompted arm with an
 editable style prompt, prefilled from the user's train pairs) in the background, watch
 its progress, open past runs (metrics with 95% intervals, a chart, paired tests, per-item
-side by side, save a reply as a training example), the history of each metric over time,
-and blind pairwise votes with win rates and Bradley–Terry ratings.
+side by side, save a reply as a training example), the history of each metric over time
+(ui/eval_history.py), and blind pairwise votes with win rates and Bradley–Terry ratings. Until a
+run is open, what to do first stands where its metrics table will be.
 
 Handlers are thin: read widgets, call evals' services, format. The pair handler returns
 only the opaque pair id, the prompt and the two replies: arm names appear only in the answer
@@ -27,7 +28,6 @@ from evals.reports import (
     PER_ITEM,
     aggregate_run,
     all_comparisons,
-    history_rows,
     metrics_table,
     side_by_side,
 )
@@ -37,17 +37,22 @@ from evals.votes import CHOICES
 
 from .errors import shows_errors
 from .eval_format import (
+    METRICS_COLUMNS,
     OPEN_VOTES_NOTE,
+    RATING_COLUMNS,
+    WIN_COLUMNS,
     classification_markdown,
-    history_frames,
     ratings_frame,
     run_choices,
+    run_hint,
+    side_by_side_columns,
     side_by_side_frame,
     status_line,
     tests_markdown,
     vote_verdict,
     win_frame,
 )
+from .eval_history import build_history_panel
 from .uploads import uploaded_path
 
 SET_TEST, SET_FACTS, SET_FILE = "test split", "facts", "uploaded file"
@@ -133,7 +138,15 @@ def build_eval_tab(
         refresh_btn = gr.Button("Refresh", size="sm", scale=1)
         metric = gr.Dropdown(_METRIC_CHOICES, value="semantic", label="Chart metric", scale=2)
     run_id = gr.Textbox(label="Run id", max_lines=1, visible=False)
-    table = gr.Dataframe(label="Metrics per arm: mean [95% bootstrap interval]", interactive=False, wrap=True)
+    # While no run is open, what to do first stands here and the empty table is hidden (`show_hint`).
+    hint = gr.Markdown("")
+    table = gr.Dataframe(
+        headers=METRICS_COLUMNS,
+        label="Metrics per arm: mean [95% bootstrap interval]",
+        interactive=False,
+        wrap=True,
+        visible=False,
+    )
     chart = gr.HTML()
     classification = gr.Markdown()
 
@@ -145,7 +158,12 @@ def build_eval_tab(
             order = gr.Dropdown(list(ORDERS), value="A did worse first", label="Sort by A − B")
         compare_btn = gr.Button("Compare")
         tests_md = gr.Markdown()
-        sbs = gr.Dataframe(label="Items, sorted by the difference A − B", interactive=False, wrap=True)
+        sbs = gr.Dataframe(
+            headers=side_by_side_columns(),
+            label="Items, sorted by the difference A − B",
+            interactive=False,
+            wrap=True,
+        )
         with gr.Row():
             save_item = gr.Textbox(label="Item id", max_lines=1)
             save_side = gr.Radio(["A", "B"], value="A", label="Reply of")
@@ -171,22 +189,17 @@ def build_eval_tab(
             vote_buttons = {key: gr.Button(label) for key, label in CHOICES.items()}
         reveal = gr.Markdown()
         win_table = gr.Dataframe(
+            headers=WIN_COLUMNS,
             label="Win rates (Wilson 95% intervals), all votes: blind, and open ones from the Compare tab",
             interactive=False,
         )
         gr.Markdown(OPEN_VOTES_NOTE)
-        bt_table = gr.Dataframe(label="Bradley–Terry ratings over every adapter ever voted on", interactive=False)
+        bt_table = gr.Dataframe(
+            headers=RATING_COLUMNS, label="Bradley–Terry ratings over every adapter ever voted on", interactive=False
+        )
         board_btn = gr.Button("Refresh standings", size="sm")
 
-    with gr.Accordion("Metrics over time", open=False):
-        with gr.Row():
-            hist_metric = gr.Dropdown(_METRIC_CHOICES, value="semantic", label="Metric")
-            hist_set = gr.Dropdown(["all", "test", "facts", "file"], value="all", label="Set")
-            hist_btn = gr.Button("Show")
-        hist_plot = gr.LinePlot(
-            x="time", y="mean", color="arm", title="Metric per arm across runs", x_title="run time", y_title="mean"
-        )
-        hist_df = gr.Dataframe(label="Runs", interactive=False)
+    history = build_history_panel(evals.store)  # "Metrics over time"
 
     # ---- handlers -----------------------------------------------------------------------
     @shows_errors
@@ -309,8 +322,11 @@ def build_eval_tab(
 
         return vote
 
-    def history(m, kind):
-        return history_frames(history_rows(evals.store, m or "semantic", None if kind in (None, "all") else kind))
+    def show_hint(rid):
+        """While no run is open: what to do first, and no metrics table; once one is, the table
+        (runs on page load and whenever the open run changes)."""
+        run_open = bool((rid or "").strip())
+        return run_hint(run_open, bool(evals.store.list_runs())), gr.update(visible=run_open)
 
     # ---- events -------------------------------------------------------------------------
     start_btn.click(
@@ -350,7 +366,8 @@ def build_eval_tab(
         vote_handlers[key] = make_vote(key)
         button.click(vote_handlers[key], [pair_id], [pair_id, reveal, win_table, bt_table], api_name=f"eval_vote_{key}")
     board_btn.click(standings, None, [win_table, bt_table], api_name="eval_standings")
-    hist_btn.click(history, [hist_metric, hist_set], [hist_plot, hist_df], api_name="eval_history")
+    # triggers=None: on page load, and whenever `run_id` changes (a run opened or started).
+    gr.on(None, show_hint, [run_id], [hint, table], api_name="eval_hint", show_progress="hidden")
 
     return EvalTab(
         run_id=run_id,

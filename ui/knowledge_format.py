@@ -125,11 +125,20 @@ def with_citations(history: list[dict], messages: Sequence[StoredMessage]) -> li
     return out + history[len(shown) :]
 
 
+NO_DOCUMENTS = (
+    "**No documents yet:** add files on the left (or a whole folder), or load the demo at the top of the page. "
+    "They are listed here, *Search your documents* below finds passages in them, and the chat answers from them "
+    "with *Use my documents*."
+)
+
+
 def status_line(stats: dict, check=None) -> str:
     """The knowledge base in one line: `stats` is KnowledgeService.stats(), `check` its last
-    index check (mentioned when it had to repair the index)."""
+    index check (mentioned when it had to repair the index). With no documents, what to do
+    first comes before it."""
     repaired = f" · index repaired at start ({'; '.join(check.problems)})" if check and check.rebuilt else ""
-    return (
+    line = (
         f"**{stats['documents']} documents · {stats['chunks']} chunks** · index {stats['index_kind'] or 'empty'} · "
         f"embeddings {stats['embedding_model']} · answers need support ≥ {stats['min_score']:.2f}{repaired}"
     )
+    return f"{NO_DOCUMENTS}\n\n{line}" if not stats["documents"] else line

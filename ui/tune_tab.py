@@ -3,7 +3,14 @@
 with a gr.Timer from the database and the job folder, so a browser reload loses nothing;
 cancel and resume; the adapter registry with activate / rename / delete, and the picked adapter as
 GGUF files for llama.cpp / Ollama (ui/gguf_panel.py). The timer only reads:
-the app's background job thread runs the queue (tuning's `start_background`)."""
+the app's background job thread runs the queue (tuning's `start_background`).
+
+The timer ticks only while a job is queued, starting or running (issue #18: an idle page
+sends no requests). Every refresh also returns what the page should show, as a gr.State
+(`{"running": …, "curve": …}`, hidden from API callers); when that changes, one small event
+starts or stops the timer and shows or hides the loss chart. So the timer starts when a job
+is started or resumed here, or when a page opens (or the tab is reopened) and finds a job
+active, and stops at the first tick that finds none. Formatting: ui/tune_format.py."""
 
 from __future__ import annotations
 
@@ -11,180 +18,28 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import gradio as gr
-import pandas as pd
 
 from tuning.config import TrainConfig, dpo_defaults, full_defaults
-from tuning.grounding_mix import DEFAULT_MAX_EXAMPLES, DEFAULT_RATIO, MAX_RATIO, GroundingOptions
-from tuning.job_store import Job
+from tuning.grounding_mix import DEFAULT_MAX_EXAMPLES, DEFAULT_RATIO, MAX_RATIO
 from tuning.jobs import DEFAULT_FAMILY
-from tuning.progress import TrainingProgress as Progress
 from tuning.service import TuneService
 
 from .compare_panel import open_compare_for_job
 from .errors import shows_errors
 from .formatting import plot_value
 from .gguf_panel import build_gguf_panel
+from .tune_format import (
+    ADAPTER_COLUMNS,
+    adapter_rows,
+    config_from_inputs,
+    grounding_from_inputs,
+    job_choices,
+    job_summary,
+    loss_frame,
+)
 
-STATUS_ICONS = {
-    "queued": "⏳",
-    "starting": "⏳",
-    "running": "🏃",
-    "succeeded": "✅",
-    "failed": "❌",
-    "cancelled": "⏹",
-    "interrupted": "⚠️",
-}
-
-
-# ---- pure formatting (no gradio) --------------------------------------------------------------
-def _secs(s: float | None) -> str:
-    if s is None:
-        return "-"
-    s = int(round(s))
-    return f"{s // 60} min {s % 60:02d} s" if s >= 60 else f"{s} s"
-
-
-def job_summary(job: Job | None) -> str:
-    if job is None:
-        return "No training job yet. Press **Train on current dataset**."
-    lines = [
-        f"### {STATUS_ICONS.get(job.status, '')} Job {job.id}: {job.status}"
-        + (f" → `{job.adapter_name}`" if job.adapter_name else "")
-    ]
-    if job.message:
-        lines.append(job.message)
-    facts = []
-    if job.total_steps:
-        pct = 100 * job.step / job.total_steps
-        facts.append(f"step **{job.step}/{job.total_steps}** ({pct:.0f}%)")
-    if job.epoch is not None:
-        facts.append(f"epoch {job.epoch:.2f}")
-    if job.tokens_per_s:
-        facts.append(f"{job.tokens_per_s:.0f} tokens/s")
-    if job.status == "running":
-        facts.append(f"ETA {_secs(job.eta_s)}")
-    if job.loss is not None:
-        facts.append(f"train loss {job.loss:.3f}")
-    if job.eval_loss is not None:
-        facts.append(f"validation loss {job.eval_loss:.3f}")
-    if job.best_step is not None and job.best_eval_loss is not None:
-        facts.append(f"best validation {job.best_eval_loss:.3f} at step **{job.best_step}**")
-    if facts:
-        lines.append(" · ".join(facts))
-    config = job.config or {}
-    method = (
-        f"DPO on the preference pairs, from {config.get('start_adapter') or 'the base'} · "
-        if config.get("method") == "dpo"
-        else "full fine-tuning (every weight; publishes a whole checkpoint) · "
-        if config.get("finetune") == "full"
-        else ""
-    )
-    lines.append(
-        f"{method}dataset version {job.dataset_version} · base {job.base_model} · "
-        f"{job.threads or '-'} threads" + (f" · resumed {job.resumes}×" if job.resumes else "")
-    )
-    grounding = job.grounding()
-    if grounding and grounding.get("message"):
-        lines.append(f"📚 {grounding['message']}")
-    if job.error:
-        lines.append(f"**Error:** {job.error}")
-    if job.status == "succeeded" and job.best_step is not None:
-        lines.append(f"The published adapter is the checkpoint with the lowest validation loss (step {job.best_step}).")
-    return "\n\n".join(lines)
-
-
-def loss_frame(progress: Progress | None) -> pd.DataFrame:
-    rows = []
-    if progress is not None:
-        rows += [{"step": p["step"], "loss": float(p["loss"]), "series": "train"} for p in progress.train]
-        rows += [{"step": p["step"], "loss": float(p["eval_loss"]), "series": "validation"} for p in progress.eval]
-    return pd.DataFrame(rows, columns=["step", "loss", "series"])
-
-
-def job_choices(jobs: list[Job]) -> list[tuple[str, str]]:
-    return [
-        (
-            f"#{j.id} {j.status} · {j.created_at[:16].replace('T', ' ')}"
-            + (f" · {j.adapter_name}" if j.adapter_name else ""),
-            str(j.id),
-        )
-        for j in jobs
-    ]
-
-
-ADAPTER_COLUMNS = [
-    "active",
-    "name",
-    "learned",
-    "dataset version",
-    "val loss",
-    "train loss",
-    "best step",
-    "tokens/s",
-    "duration",
-    "size MB",
-    "created",
-]
-
-
-def _learned(metrics: dict) -> str:
-    """What an adapter learned: SFT, or DPO (from which adapter, with its validation reward accuracy)."""
-    if metrics.get("method") != "dpo":
-        return "SFT, full model" if metrics.get("finetune") == "full" else "SFT"
-    acc = metrics.get("reward_accuracy")
-    return f"DPO from {metrics.get('start_adapter') or 'base'}" + (
-        f", reward acc. {acc:.2f}" if isinstance(acc, (int, float)) else ""
-    )
-
-
-def adapter_rows(records) -> pd.DataFrame:
-    rows = []
-    for r in records:
-        m = r.metrics or {}
-
-        def num(key, fmt="{:.3f}", m=m):
-            v = m.get(key)
-            return fmt.format(v) if isinstance(v, (int, float)) else "-"
-
-        rows.append(
-            [
-                "●" if r.active else "",
-                r.name,
-                _learned(m),
-                r.dataset_version or "-",
-                num("validation_loss"),
-                num("train_loss"),
-                m.get("best_step", "-"),
-                num("tokens_per_s", "{:.0f}"),
-                _secs(m.get("duration_s")),
-                f"{r.size_bytes / 1e6:.1f}",
-                r.created_at[:16].replace("T", " "),
-            ]
-        )
-    return pd.DataFrame(rows, columns=ADAPTER_COLUMNS)
-
-
-def config_from_inputs(epochs, lr, rank, batch, max_length, patience, threads) -> TrainConfig:
-    default = TrainConfig()
-    rank = int(rank)
-    return TrainConfig.from_dict(
-        {
-            **default.to_dict(),
-            "epochs": float(epochs),
-            "learning_rate": float(lr),
-            "lora_r": rank,
-            "lora_alpha": 2 * rank,
-            "batch_size": int(batch),
-            "max_length": int(max_length),
-            "early_stopping_patience": int(patience),
-            "threads": int(threads) if threads else None,
-        }
-    )
-
-
-def grounding_from_inputs(enabled, ratio) -> GroundingOptions:
-    """The "Keep reading my documents" toggle and its share of the training set."""
-    return GroundingOptions(enabled=bool(enabled), ratio=float(DEFAULT_RATIO if ratio is None else ratio)).validate()
+TICK_S = 2.0  # how often the timer refreshes the tab while a job is active
+IDLE_VIEW = {"running": False, "curve": False}  # a page before its first refresh: timer off, no chart
 
 
 # ---- the tab ----------------------------------------------------------------------------------
@@ -193,7 +48,7 @@ class TuneTab:
     refresh: Callable  # (*inputs) -> the values of `outputs`: everything the tab shows
     inputs: list  # the job picked, the adapters the page last saw
     outputs: list
-    timer: gr.Timer  # ticks `refresh` every 2 s
+    timer: gr.Timer  # ticks `refresh` every TICK_S seconds, only while a job is active
 
 
 def build_tune_tab(
@@ -288,11 +143,30 @@ def build_tune_tab(
     compare_md = gr.Markdown("")
     estimate_md = gr.Markdown("")
     summary = gr.Markdown(job_summary(None))
+    # Hidden until the job shown has logged a loss (the summary above says what to do first).
     plot = gr.LinePlot(
-        None, x="step", y="loss", color="series", title="Loss", height=300, x_title="step", y_title="loss"
+        None,
+        x="step",
+        y="loss",
+        color="series",
+        title="Loss",
+        height=300,
+        x_title="step",
+        y_title="loss",
+        visible=IDLE_VIEW["curve"],
+        elem_id="tune-loss-chart",
     )
-    log_box = gr.Textbox(label="Job log", lines=10, max_lines=10, interactive=False, autoscroll=True)
-    adapters_table = gr.Dataframe(adapter_rows([]), interactive=False, wrap=True, label="Published adapters")
+    log_box = gr.Textbox(
+        label="Job log",
+        lines=10,
+        max_lines=10,
+        interactive=False,
+        autoscroll=True,
+        placeholder="The job's log appears here once a job starts.",
+    )
+    adapters_table = gr.Dataframe(
+        adapter_rows([]), headers=ADAPTER_COLUMNS, interactive=False, wrap=True, label="Published adapters"
+    )
     with gr.Row():
         adapter_pick = gr.Dropdown(label="Adapter", choices=[], value=None, interactive=True, scale=2)
         new_name = gr.Textbox(label="New name", max_lines=1, scale=2)
@@ -303,7 +177,8 @@ def build_tune_tab(
     adapter_status = gr.Markdown("")
     build_gguf_panel(service, adapter_pick)  # "Download GGUF (llama.cpp / Ollama)" for the picked adapter
     known_adapters = gr.State({})  # the adapter names and the active one the page last saw
-    timer = gr.Timer(2.0)
+    view = gr.State(dict(IDLE_VIEW))  # a job active (timer on), a loss curve to show: see `show_view`
+    timer = gr.Timer(TICK_S, active=IDLE_VIEW["running"])
 
     def _job_id(value) -> int | None:
         if value:
@@ -330,16 +205,23 @@ def build_tune_tab(
         records = service.registry.list()
         names = [r.name for r in records]
         seen = {"names": names, "active": next((r.name for r in records if r.active), None)}
+        curve = plot_value(loss_frame(progress))
         return (
             job_summary(progress.job if progress else None),
-            plot_value(loss_frame(progress)),
+            curve,
             "\n".join(progress.log) if progress else "",
             gr.update(choices=job_choices(jobs), value=str(job_id) if job_id else None),
             adapter_rows(records),
             gr.update(choices=names),
             seen,
+            {"running": service.jobs.store.any_active(), "curve": curve is not None},
             _chat_update(seen, known),
         )
+
+    def show_view(shown):
+        """The timer ticks only while a job is active; the loss chart shows once there is a curve."""
+        shown = shown or IDLE_VIEW
+        return gr.Timer(active=bool(shown.get("running"))), gr.update(visible=bool(shown.get("curve")))
 
     def on_method(kind):
         """Show the DPO choices, and move epochs and rate to the chosen method's defaults."""
@@ -428,7 +310,8 @@ def build_tune_tab(
     def _delete(name, new):
         return service.registry.delete(name).name
 
-    outputs = [summary, plot, log_box, job_pick, adapters_table, adapter_pick, known_adapters]
+    # `view` is a gr.State: API callers see the same outputs as before it existed.
+    outputs = [summary, plot, log_box, job_pick, adapters_table, adapter_pick, known_adapters, view]
     if chat_model_dropdown is not None:
         outputs.append(chat_model_dropdown)
         refresh_fn, start_fn, cancel_fn, resume_fn = refresh, start, cancel, resume
@@ -467,6 +350,8 @@ def build_tune_tab(
     resume_btn.click(resume_fn, [job_pick, known_adapters], outputs, api_name="tune_resume")
     job_pick.input(refresh_fn, [job_pick, known_adapters], outputs, api_name="tune_pick_job")
     timer.tick(refresh_fn, [job_pick, known_adapters], outputs, api_name="tune_refresh", show_progress="hidden")
+    # Runs only when `view` changes (a job became active or ended, a curve appeared or went).
+    view.change(show_view, [view], [timer, plot], api_name="tune_view", show_progress="hidden")
     action_inputs = [adapter_pick, new_name, job_pick, known_adapters]
     action_outputs = [adapter_status] + outputs
     activate_btn.click(

@@ -1,5 +1,7 @@
 """The idle server uses no measurable CPU with no browser open (issue #12: it used ~5-8% of a
-core). Timers may run only while a job or an evaluation runs, or while a page is open.
+core). Timers may run only while a job or an evaluation runs; an open page on an idle app sends
+no requests at all (issue #18: the Tune tab's timer ticks only while a job is active), which
+tests/e2e/test_browser_first_run.py checks in a browser.
 
 Measured as CPU time (utime + stime from /proc) that the real server process consumes over
 10 s with no client connected, not as wall-clock timing of our code, so a busy machine does
