@@ -66,6 +66,7 @@ def build_server(core: Core, settings: Settings):
     from serving.api import ApiConfig, install_api
     from serving.middleware import LoginThrottle
     from serving.queue import RequestLimiter
+    from ui.app import PAGE_CSS, PAGE_JS
     from ui.quiet_queue import quiet_gradio_queue
 
     auth = check_binding(settings)
@@ -106,6 +107,8 @@ def build_server(core: Core, settings: Settings):
         max_file_size=f"{settings.max_upload_mb}mb",
         server_name=settings.host,
         server_port=settings.port,
+        css=PAGE_CSS,
+        js=PAGE_JS,
     )
     return app, demo
 

@@ -218,9 +218,7 @@ class ConversationLog:
         return conv
 
     def list(self, limit: int = 100, offset: int = 0, query: str = "") -> list[Conversation]:
-        sql = (
-            f"SELECT c.*, {_COUNT} AS n FROM conversations c WHERE c.deleted_at IS NULL"
-        )
+        sql = f"SELECT c.*, {_COUNT} AS n FROM conversations c WHERE c.deleted_at IS NULL"
         args: list = []
         if query:
             # % and _ in the query are searched for, not wildcards.
@@ -288,9 +286,7 @@ class ConversationLog:
         """Purge conversations deleted more than `older_than_s` seconds ago; returns how many."""
         cutoff = (datetime.now(timezone.utc) - timedelta(seconds=older_than_s)).isoformat(timespec="microseconds")
         with self.db.transaction() as conn:
-            cur = conn.execute(
-                "DELETE FROM conversations WHERE deleted_at IS NOT NULL AND deleted_at < ?", (cutoff,)
-            )
+            cur = conn.execute("DELETE FROM conversations WHERE deleted_at IS NOT NULL AND deleted_at < ?", (cutoff,))
         return cur.rowcount
 
     def add_history(self, conversation_id: str, messages: Sequence[dict], *, source: str = "chat") -> int:

@@ -12,7 +12,8 @@ from tuning import open_curation
 from tuning.service import open_tuning
 
 from .activity_tab import build_activity_tab
-from .chat_tab import build_chat_tab
+from .chat_curation import attach_inline_curation, saved_note
+from .chat_tab import CHAT_JS, build_chat_tab
 from .compare_panel import COMPARE_TAB_ID, build_compare_panel
 from .curation_panel import attach_curation
 from .dataset_tab import build_dataset_tab
@@ -21,6 +22,27 @@ from .eval_tab import build_eval_tab_for_core
 from .knowledge_tab import build_knowledge_tab
 from .tune_tab import build_tune_tab
 from .uploads import enforce_upload_check, use_workspace_folder
+
+# The chat's conversation list reads as a list (not as radio buttons), with the open chat
+# highlighted; at phone width the chat's two top controls stack.
+PAGE_CSS = """
+#tailor-conversation-list .wrap { flex-direction: column; gap: 2px; }
+#tailor-conversation-list label { width: 100%; border: none; background: transparent; padding: 6px 8px; }
+#tailor-conversation-list label.selected { background: var(--color-accent-soft); font-weight: 600; }
+#tailor-conversation-list input[type=radio] { display: none; }
+"""
+
+
+# Passed to gr.mount_gradio_app (Gradio 6 takes the page's css and js there, not in Blocks).
+PAGE_JS = CHAT_JS
+
+
+def _find_from_address(request: gr.Request):
+    """`?find=#12` on the page's address (the chat toast's link): open the Dataset tab searching it."""
+    find = (request.query_params.get("find") or "").strip() if request is not None else ""
+    if not find:
+        return gr.update(), gr.update()
+    return gr.Tabs(selected="dataset"), find
 
 
 def build_ui(core: Core) -> gr.Blocks:
@@ -51,7 +73,8 @@ def build_ui(core: Core) -> gr.Blocks:
         build_demo_panel(core.workspace, curation, knowledge)
         with gr.Tabs() as tabs:
             with gr.Tab("Chat", id="chat"):
-                chat = build_chat_tab(core.chat)
+                chat = build_chat_tab(core.chat, note=saved_note(curation))
+                inline = attach_inline_curation(chat, curation, core.conversations)
                 attach_curation(chat, curation, core.conversations)
             with gr.Tab("Compare", id=COMPARE_TAB_ID) as compare_tab_obj:
                 compare = build_compare_panel(core.chat)
@@ -82,7 +105,24 @@ def build_ui(core: Core) -> gr.Blocks:
             dataset.refresh_outputs + [dataset.versions_table],
             api_name="dataset_on_open",
         )
-        demo.load(chat.list_conversations, [chat.search], [chat.conversations], api_name="page_load_conversations")
+        demo.load(
+            chat.list_conversations,
+            [chat.search, chat.conversation_id],
+            [chat.conversations],
+            api_name="page_load_conversations",
+        )
+        # What an edit saved, in the Dataset tab: the button under the chat, or the toast's
+        # link (`?find=#12+#13` on the page's address, opened in a new browser tab).
+        dataset_search = dataset.filters[0]
+        inline.show_saved.click(
+            lambda query: (gr.Tabs(selected="dataset"), query),
+            [inline.saved_query],
+            [tabs, dataset_search],
+            api_name="chat_show_saved",
+        ).then(dataset.refresh, dataset.filters, dataset.refresh_outputs, api_name="chat_show_saved_refresh")
+        demo.load(_find_from_address, None, [tabs, dataset_search], api_name="page_load_find").then(
+            dataset.refresh, dataset.filters, dataset.refresh_outputs, api_name="page_load_find_refresh"
+        )
         demo.load(knowledge_tab.listing, None, knowledge_tab.outputs, api_name="page_load_knowledge")
         demo.load(tune.refresh, tune.inputs, tune.outputs, api_name="page_load_tune")
         # Documents and datasets also change from the demo button, the CLI and other browsers:

@@ -1,5 +1,6 @@
-"""The curation panel under the chat: rate a reply (👍/👎, also through the chatbot's own
-thumbs), or save it, as it is or edited into the ideal answer, as a training example.
+"""The curation panel under the chat, for work the reply's own buttons (ui/chat_curation.py)
+do not cover: rate a reply with a reason of your own, or save it as it is or edited, with tags
+and a label, as a training example.
 
 Both signals also make preference pairs (tuning/from_chat.py): an edit that changes the reply
 is saved as a pair too (chosen = the edit, rejected = the original), and a rating that meets an
@@ -102,21 +103,6 @@ def attach_curation(chat: ChatTab, curation: Curation, log: ConversationLog) -> 
         log.set_feedback(int(msg_id), rating, why or "")
         return reply_state(log.message(int(msg_id)), rating_pairs(int(msg_id)))
 
-    @shows_errors
-    def like(conv_id, evt: gr.LikeData):
-        """The chatbot's own thumbs: its index counts user and assistant messages."""
-        conv_id = (conv_id or "").strip()
-        if not conv_id:
-            raise gr.Error("This chat has not been saved yet.")
-        index = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
-        shown = [m for m in log.get(conv_id).messages if m.role in ("user", "assistant")]
-        if not 0 <= int(index) < len(shown) or shown[int(index)].role != "assistant":
-            raise gr.Error("Only assistant replies can be rated.")
-        m = shown[int(index)]
-        rating = None if evt.liked is None or evt.liked == "" else (1 if evt.liked is True else -1)
-        log.set_feedback(m.id, rating)
-        return reply_state(log.message(m.id), rating_pairs(m.id) if rating is not None else "")
-
     @shows_errors(also=(ValueError,))
     def save(msg_id, text, tag_text, lab, use_edit):
         if msg_id in (None, ""):
@@ -146,7 +132,6 @@ def attach_curation(chat: ChatTab, curation: Curation, log: ConversationLog) -> 
     reply.input(pick, [reply], [edited, cur_status], api_name="curate_pick_reply")
     up_btn.click(lambda m, r: rate(m, r, 1), [reply, reason], [cur_status], api_name="curate_thumbs_up")
     down_btn.click(lambda m, r: rate(m, r, -1), [reply, reason], [cur_status], api_name="curate_thumbs_down")
-    chat.chatbot.like(like, [conv], [cur_status], api_name="curate_like")
     save_btn.click(
         lambda m, t, tg, lb: save(m, t, tg, lb, False),
         [reply, edited, cur_tags, cur_label],

@@ -12,11 +12,9 @@ def chat_history(messages: list[StoredMessage]) -> list[dict]:
 
 
 def conversation_choices(conversations: list[Conversation]) -> list[tuple[str, str]]:
-    """(label, id) pairs for a dropdown: title, message count and date."""
-    return [
-        (f"{c.title or '(empty)'} · {c.message_count} msgs · {c.updated_at[:16].replace('T', ' ')}", c.id)
-        for c in conversations
-    ]
+    """(label, id) pairs for the chat's sidebar list: the title alone (the id is the value,
+    never shown), newest first as the log lists them."""
+    return [(c.title or "(untitled)", c.id) for c in conversations]
 
 
 def reply_stats(m: StoredMessage | None) -> str:

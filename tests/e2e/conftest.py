@@ -75,3 +75,28 @@ def review_screenshots() -> Path:
     """Where other browser tests put pictures for review (never the guide's folder)."""
     REVIEW_FOLDER.mkdir(parents=True, exist_ok=True)
     return REVIEW_FOLDER
+
+
+# ---- page helpers shared by the browser tests -------------------------------------------------
+def visible_panel(page):
+    """The tab panel on show (Gradio renders visited tabs and hides the others)."""
+    return page.get_by_role("tabpanel").filter(visible=True)
+
+
+def open_tab(page, name: str):
+    from playwright.sync_api import expect
+
+    page.get_by_role("tab", name=name, exact=True).click()
+    expect(page.get_by_role("tab", name=name, exact=True)).to_have_attribute("aria-selected", "true")
+    return visible_panel(page)
+
+
+def grid_rows(scope, name: str) -> list[dict]:
+    """A Gradio Dataframe's visible rows as dicts (header -> cell text)."""
+    grid = scope.get_by_role("grid", name=name)
+    headers = [h.inner_text().strip() for h in grid.get_by_role("columnheader").all()]
+    rows: dict[str, dict] = {}
+    for cell in grid.get_by_role("gridcell").all():
+        row, col = cell.get_attribute("data-row"), int(cell.get_attribute("data-col"))
+        rows.setdefault(row, {})[headers[col]] = cell.inner_text().strip()
+    return [rows[k] for k in sorted(rows, key=int)]

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import open_tab
+
 pytestmark = [pytest.mark.server, pytest.mark.browser]
 
 # tab -> the first-run message it shows on an empty workspace
@@ -53,17 +55,6 @@ def _expect():
     from playwright.sync_api import expect
 
     return expect
-
-
-def _panel(page):
-    """The tab panel on show (Gradio renders visited tabs and hides the others)."""
-    return page.get_by_role("tabpanel").filter(visible=True)
-
-
-def _open_tab(page, name: str):
-    page.get_by_role("tab", name=name, exact=True).click()
-    _expect()(page.get_by_role("tab", name=name, exact=True)).to_have_attribute("aria-selected", "true")
-    return _panel(page)
 
 
 class Requests:
@@ -158,7 +149,7 @@ def test_first_run_states_and_a_quiet_idle_page(
 
     # 1. Every tab says what to do first; no placeholder headers, no empty charts.
     for tab, message in FIRST_RUN.items():
-        panel = _open_tab(page, tab)
+        panel = open_tab(page, tab)
         expect(panel.get_by_text(message).first).to_be_visible()
         for name in ACCORDIONS.get(tab, []):
             panel.get_by_role("button", name=re.compile(rf"^{re.escape(name)}")).first.click()
@@ -181,7 +172,7 @@ def test_first_run_states_and_a_quiet_idle_page(
     worker = _plant_running_job(ws)
     try:
         page.reload()
-        tune = _open_tab(page, "Tune")
+        tune = open_tab(page, "Tune")
         refresh = _fn_index(page, "tune_refresh")
         heading = tune.get_by_role("heading", name=re.compile(r"Job 1: running"))
         expect(heading).to_be_visible()

@@ -19,6 +19,8 @@ import shutil
 
 import pytest
 
+from .conftest import grid_rows, open_tab, visible_panel
+
 pytestmark = [pytest.mark.server, pytest.mark.browser]
 
 EDITED_ANSWER = "Ahoy, rider! Pump your tyres before every ride."
@@ -63,39 +65,26 @@ def _expect():
     return expect
 
 
-def _panel(page):
-    """The tab panel on show (Gradio renders visited tabs and hides the others)."""
-    return page.get_by_role("tabpanel").filter(visible=True)
+def _newest_conversation(workspace) -> str:
+    import sqlite3
 
-
-def _open_tab(page, name: str):
-    page.get_by_role("tab", name=name, exact=True).click()
-    _expect()(page.get_by_role("tab", name=name, exact=True)).to_have_attribute("aria-selected", "true")
-    return _panel(page)
-
-
-def _grid(scope, name: str) -> list[dict]:
-    """A Gradio Dataframe's visible rows as dicts (header -> cell text)."""
-    grid = scope.get_by_role("grid", name=name)
-    headers = [h.inner_text().strip() for h in grid.get_by_role("columnheader").all()]
-    rows: dict[str, dict] = {}
-    for cell in grid.get_by_role("gridcell").all():
-        row, col = cell.get_attribute("data-row"), int(cell.get_attribute("data-col"))
-        rows.setdefault(row, {})[headers[col]] = cell.inner_text().strip()
-    return [rows[k] for k in sorted(rows, key=int)]
+    with sqlite3.connect(workspace / "tailor.db") as conn:
+        return conn.execute("SELECT id FROM conversations ORDER BY created_at DESC LIMIT 1").fetchone()[0]
 
 
 def _send(page, text: str) -> str:
     """Type a message, send it, wait for the reply's stats line; return that line."""
     expect = _expect()
-    chat = _panel(page)
+    chat = visible_panel(page)
     before = len(chat.locator("[data-testid='bot']").all())
     chat.get_by_placeholder("Ask something and press Enter").fill(text)
     chat.get_by_role("button", name="Send", exact=True).click()
     expect(chat.locator("[data-testid='user']").filter(has_text=text).last).to_be_visible()
-    expect(chat.locator("[data-testid='bot']")).to_have_count(before + 1, timeout=120_000)
-    # The stats line replaces "…" once the reply is stored.
-    stats = chat.get_by_text(STATS)
+    # A reply shows as two bot messages: its label (model, figures, sources folded) and its text.
+    expect(chat.locator("[data-testid='bot']")).to_have_count(before + 2, timeout=120_000)
+    # The stats line under the chat replaces "…" once the reply is stored (the reply's label
+    # above its text starts the same way, so take the last match: the stats line).
+    stats = chat.get_by_text(STATS).last
     expect(stats).to_be_visible(timeout=120_000)
     return stats.inner_text()
 
@@ -110,14 +99,15 @@ def test_the_whole_loop_in_one_browser_page(
     page.goto(server.url)
 
     # 1. Chat: the reply streams in and its stats line (model · tokens · speed) appears.
-    chat = _open_tab(page, "Chat")
-    chat.get_by_text("Model and generation settings").click()
+    chat = open_tab(page, "Chat")
+    chat.get_by_text("Generation settings").click()
     # Short replies keep the flow fast; the tiny model's words are noise anyway.
     chat.get_by_label("number input for Max new tokens").fill("32")
     chat.get_by_label("number input for Max new tokens").press("Enter")
     stats = _send(page, "Hello! Do you fix punctures?")
     assert stats.startswith("base · ")
-    conversation = chat.get_by_label("Conversation id").input_value()
+    # The conversation id is never shown; the database says which one the page started.
+    conversation = _newest_conversation(tmp_path / "ws")
     assert len(conversation) == 20
 
     # 2. Curate: thumbs up with the chatbot's own button, then edit the reply and save it.
@@ -134,19 +124,19 @@ def test_the_whole_loop_in_one_browser_page(
     pair = re.search(r"as preference pair (\d+)", saved.inner_text())
 
     # ... and it is in the Dataset tab, with where it came from.
-    dataset = _open_tab(page, "Dataset")
+    dataset = open_tab(page, "Dataset")
     dataset.get_by_label("Search", exact=True).fill("Pump your tyres")
     if pair:
         dataset.get_by_role("button", name="Search", exact=True).click()
         expect(dataset.get_by_text("2 match(es)")).to_be_visible()
-        rows = _grid(dataset, "Examples and preference pairs (click a row to edit it)")
+        rows = grid_rows(dataset, "Examples and preference pairs (click a row to edit it)")
         [pair_row] = [r for r in rows if r["id"] == pair.group(1)]
         assert pair_row["answer"] == EDITED_ANSWER and pair_row["rejected"]
     kind = dataset.get_by_label("Kind", exact=True)
     kind.click()
     page.get_by_role("option", name="examples", exact=True).click()
     expect(dataset.get_by_text("1 match(es)")).to_be_visible()
-    [row] = _grid(dataset, "Examples and preference pairs (click a row to edit it)")
+    [row] = grid_rows(dataset, "Examples and preference pairs (click a row to edit it)")
     assert row["id"] == example_id and row["source"] == "chat" and row["answer"] == EDITED_ANSWER
     assert row["provenance"].startswith(f"chat {conversation} · message ") and row["provenance"].endswith("edited")
     dataset.get_by_role("gridcell").filter(has_text=EDITED_ANSWER).click()
@@ -164,7 +154,7 @@ def test_the_whole_loop_in_one_browser_page(
     page.get_by_text("New here? Load the Lantern Bay Bikes demo").click()  # fold it away again
 
     # The Dataset tab now lists the demo too; the edited example stays open in the editor.
-    dataset = _open_tab(page, "Dataset")
+    dataset = open_tab(page, "Dataset")
     dataset.get_by_label("Search", exact=True).fill("")
     dataset.get_by_role("button", name="Search", exact=True).click()
     expect(dataset.get_by_text(re.compile(r"^\d+ active examples · train \d+"))).to_be_visible()
@@ -172,17 +162,17 @@ def test_the_whole_loop_in_one_browser_page(
     page.screenshot(path=str(screenshots / "dataset.png"), full_page=True)
 
     # The Knowledge tab lists the demo documents; a search ranks the right one first.
-    knowledge = _open_tab(page, "Knowledge")
+    knowledge = open_tab(page, "Knowledge")
     expect(knowledge.get_by_text(re.compile(r"^13 documents · \d+ chunks"))).to_be_visible()
     knowledge.get_by_label("Query").fill("opening hours on Monday")
     knowledge.get_by_role("button", name="Search", exact=True).click()
     expect(knowledge.get_by_role("grid", name="Ranked chunks").get_by_role("gridcell").first).to_be_visible()
-    ranked = _grid(knowledge, "Ranked chunks")
+    ranked = grid_rows(knowledge, "Ranked chunks")
     assert ranked[0]["document"] == FACT_DOCUMENT, ranked[:3]
     page.screenshot(path=str(screenshots / "knowledge.png"), full_page=True)
 
     # 4. Tune: a short real TRL run on the demo dataset; watch it run, finish and publish.
-    tune = _open_tab(page, "Tune")
+    tune = open_tab(page, "Tune")
     tune.get_by_text("Advanced").click()
     tune.get_by_label("Epochs").fill("0.3")  # ~14 steps of batch 4: well under a minute here
     tune.get_by_label("Max tokens per example").fill("64")
@@ -212,7 +202,7 @@ def test_the_whole_loop_in_one_browser_page(
     assert seen[0][0] in ("queued", "starting", "running") and seen[0][1] != seen[-1][1], seen
     expect(heading).to_contain_text(ADAPTER)
     expect(tune.get_by_text(f"published {ADAPTER}")).to_be_visible()
-    published = _grid(tune, "Published adapters")
+    published = grid_rows(tune, "Published adapters")
     assert [(r["active"], r["name"]) for r in published] == [("●", ADAPTER)], published
     log = re.compile(rf"validation loss[\s\S]*publishing adapter {ADAPTER}")
     expect(tune.get_by_label("Job log")).to_have_value(log)
@@ -220,7 +210,7 @@ def test_the_whole_loop_in_one_browser_page(
 
     # 5. Chat with the new adapter. "Use it in the chat when done" was ticked, so the open
     # page's model picker has moved to it; pick it there anyway, as a user would.
-    chat = _open_tab(page, "Chat")
+    chat = open_tab(page, "Chat")
     picker = chat.get_by_label("Model", exact=True)
     expect(picker).to_have_value(ADAPTER)
     picker.click()
@@ -231,7 +221,11 @@ def test_the_whole_loop_in_one_browser_page(
     # 6. Retrieval on: a demo fact question gets numbered citations naming the document.
     chat.get_by_label("Use my documents").check()
     _send(page, FACT_QUESTION)
-    reply = chat.locator("[data-testid='bot']").last
+    # The sources are folded under the reply's label; a click opens them.
+    label = chat.get_by_role("button", name=re.compile(r"📚 \d+ sources")).last
+    expect(label).to_be_visible()
+    label.click()
+    reply = chat.locator("[data-testid='bot']").nth(-2)
     expect(reply).to_contain_text("[1]")
     expect(reply).to_contain_text(FACT_DOCUMENT)
     # Grounded: the passages were used, not offered as "closest passages" after abstaining.
@@ -241,7 +235,7 @@ def test_the_whole_loop_in_one_browser_page(
     page.screenshot(path=str(screenshots / "chat.png"), full_page=True)
 
     # 7. Evaluate: base and the adapter, retrieval off and on, on a few test-split items.
-    evaluate = _open_tab(page, "Evaluate")
+    evaluate = open_tab(page, "Evaluate")
     # The adapter published after the page opened is offered as an arm of its own too.
     expect(evaluate.get_by_label(ADAPTER, exact=True)).to_be_visible()
     evaluate.get_by_label("Items (0 = all)").fill("3")
@@ -251,13 +245,13 @@ def test_the_whole_loop_in_one_browser_page(
     expect(evaluate.get_by_text(re.compile(r"^Run \S+: done, 12/12 replies")).first).to_be_visible(timeout=300_000)
     metrics = "Metrics per arm: mean [95% bootstrap interval]"
     expect(evaluate.get_by_role("grid", name=metrics).get_by_role("gridcell").first).to_be_visible()
-    table = _grid(evaluate, metrics)
+    table = grid_rows(evaluate, metrics)
     assert [r["Arm"] for r in table] == list(ARMS)
     assert all(r["n"] == "3" for r in table)
     assert all(re.match(r"^\d\.\d{3} \[", r["ROUGE-L"]) for r in table), table
 
     # 8. Blind votes: arm names appear only after the vote; win rates follow the votes.
-    evaluate.get_by_text("Blind votes").click()
+    evaluate.get_by_role("button", name=re.compile(r"^Blind votes")).click()
     votes = page.locator("#blind-votes")
     for n, choice in enumerate(["A is better", "B is better"], start=1):
         votes.get_by_role("button", name="New pair").click()
@@ -275,14 +269,14 @@ def test_the_whole_loop_in_one_browser_page(
         assert {a, b} <= set(ARMS) and a != b
         winner = a if choice == "A is better" else b
         expect(revealed).to_contain_text(f"you preferred {winner}")
-        rates = _grid(votes, "Win rates (Wilson 95% intervals), all votes")
+        rates = grid_rows(votes, "Win rates (Wilson 95% intervals), all votes")
         overall = {r["player"]: r for r in rates if r["against"] == "all"}
         assert sum(int(r["votes"]) for r in overall.values()) == 2 * n, rates  # each vote has two players
         assert int(overall[winner]["wins"]) >= 1
     page.screenshot(path=str(screenshots / "evaluate.png"), full_page=True)
 
     # Activity: the day's conversations, the thumbs up and reply times.
-    activity = _open_tab(page, "Activity")
+    activity = open_tab(page, "Activity")
     activity.get_by_role("button", name="Refresh", exact=True).click()
     expect(activity.get_by_text(re.compile(r"· 👍 1 ·"))).to_be_visible()
     expect(activity.get_by_text(re.compile(r"\d+ conversations · \d+ messages"))).to_be_visible()
