@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -113,6 +114,39 @@ def tiny_gguf(tiny_model_dir, tmp_path_factory) -> Path:
     from assistant.gguf_convert import convert_folder_to_gguf
 
     return convert_folder_to_gguf(tiny_model_dir, tmp_path_factory.mktemp("tiny-gguf") / "tiny.f32.gguf", outtype="f32")
+
+
+@pytest.fixture
+def tiny_core(tiny_engine, workspace):
+    """The app's core on the tiny engine, as `tailor serve` builds it (no server): for tests that
+    build the whole web app with ui.app.build_ui."""
+    from assistant.adapters import AdapterCatalog
+    from assistant.chat import ChatService
+    from assistant.conversations import ConversationLog
+    from assistant.models import ResolvedModel
+    from assistant.runtime import Core
+    from assistant.settings import Settings
+
+    log = ConversationLog(workspace.db)
+    adapters = AdapterCatalog(workspace.adapters_dir)
+    return Core(
+        Settings(home=workspace.root),
+        workspace,
+        ResolvedModel("tiny", workspace.root, "folder"),
+        tiny_engine,
+        log,
+        adapters,
+        ChatService(tiny_engine, log, adapters),
+    )
+
+
+def read_db(workspace: Path, sql: str, *args) -> list[tuple]:
+    """Read a server's database from outside, as another process would (WAL allows it)."""
+    conn = sqlite3.connect(f"file:{Path(workspace) / 'tailor.db'}?mode=ro", uri=True, timeout=30)
+    try:
+        return conn.execute(sql, args).fetchall()
+    finally:
+        conn.close()
 
 
 @pytest.fixture

@@ -1,28 +1,10 @@
 """Every Gradio event has an explicit, unique api_name: others script against them."""
 
-from assistant.adapters import AdapterCatalog
-from assistant.chat import ChatService
-from assistant.conversations import ConversationLog
-from assistant.models import ResolvedModel
-from assistant.runtime import Core
-from assistant.settings import Settings
 
-
-def test_every_event_has_a_unique_api_name(tiny_engine, workspace):
+def test_every_event_has_a_unique_api_name(tiny_core):
     from ui.app import build_ui
 
-    log = ConversationLog(workspace.db)
-    adapters = AdapterCatalog(workspace.adapters_dir)
-    core = Core(
-        Settings(home=workspace.root),
-        workspace,
-        ResolvedModel("tiny", workspace.root, "folder"),
-        tiny_engine,
-        log,
-        adapters,
-        ChatService(tiny_engine, log, adapters),
-    )
-    demo = build_ui(core)
+    demo = build_ui(tiny_core)
     deps = demo.config["dependencies"]
     assert deps
     names = [d.get("api_name") for d in deps]

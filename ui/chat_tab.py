@@ -61,7 +61,9 @@ def build_chat_tab(chat: ChatService, note: Note | None = None) -> ChatTab:
     defaults = GenerationOptions()
     with gr.Sidebar(label="Conversations", open=True, elem_id="tailor-chat-sidebar") as sidebar:
         new_btn = gr.Button("+ New chat", variant="primary")
-        search = gr.Textbox(placeholder="Search chats", show_label=False, max_lines=1, container=False)
+        search = gr.Textbox(
+            placeholder="Search chats", label="Search chats", show_label=False, max_lines=1, container=False
+        )
         conversations = gr.Radio(
             choices=[], value=None, show_label=False, label="Conversations", elem_id="tailor-conversation-list"
         )
@@ -101,6 +103,7 @@ def build_chat_tab(chat: ChatService, note: Note | None = None) -> ChatTab:
     with gr.Row(equal_height=True):
         message = gr.Textbox(
             placeholder=MESSAGE_PLACEHOLDER,
+            label="Message",
             show_label=False,
             scale=6,
             lines=1,
@@ -189,20 +192,9 @@ def build_chat_tab(chat: ChatService, note: Note | None = None) -> ChatTab:
     def open_conversation(conv_id):
         conv_id = (conv_id or "").strip()
         if not conv_id:
-            return [], "", gr.update(), "", gr.update(), "", gr.update()
+            return [], "", gr.update(), "", gr.update()
         conv = chat.log.get(conv_id)
-        replies = [m for m in conv.messages if m.role == "assistant" and not m.source.startswith("import:")]
-        last_model = (replies[-1].adapter or "base") if replies else None
-        picked = gr.update(value=last_model) if last_model in chat.models() else gr.update()
-        return (
-            render(conv.id),
-            conv.id,
-            conv.system_prompt,
-            f"Opened “{conv.title or 'untitled'}”.",
-            conv.rag,
-            conv.title,
-            picked,
-        )
+        return render(conv.id), conv.id, conv.system_prompt, f"Opened “{conv.title or 'untitled'}”.", conv.rag
 
     @shows_errors
     def rename(conv_id, new_title, query):
@@ -249,13 +241,18 @@ def build_chat_tab(chat: ChatService, note: Note | None = None) -> ChatTab:
 
     def follow_open(conv_id, query):
         """The open conversation changed (a new chat got its first message, or one was opened):
-        the list shows it at once, highlighted, and the title box holds its title."""
+        the list shows it at once, highlighted, the title box holds its title, and the model
+        picker moves to the model of its latest reply (so carrying on keeps that model)."""
         conv_id = (conv_id or "").strip()
         try:
-            title_now = chat.log.get(conv_id, with_messages=False).title if conv_id else ""
+            conv = chat.log.get(conv_id) if conv_id else None
         except TailorError:
-            title_now = ""
-        return list_conversations(query, conv_id), title_now
+            conv = None
+        replies = [m for m in conv.messages if m.role == "assistant"] if conv else []
+        replies = [m for m in replies if not m.source.startswith("import:")]
+        last_model = (replies[-1].adapter or "base") if replies else None
+        picked = gr.update(value=last_model) if last_model in chat.models() else gr.update()
+        return list_conversations(query, conv_id), conv.title if conv else "", picked
 
     send_inputs = [message, conversation_id, model, system_prompt, temperature, top_p, max_new_tokens, use_docs]
     send_inputs.append(no_source)
@@ -270,13 +267,13 @@ def build_chat_tab(chat: ChatService, note: Note | None = None) -> ChatTab:
     chatbot.retry(regenerate, regen_inputs, send_outputs, api_name="regenerate")
     stop_btn.click(stop, [conversation_id], [status], api_name="stop", queue=False)
     conversation_id.change(
-        follow_open, [conversation_id, search], [conversations, title], api_name="conversation_changed"
+        follow_open, [conversation_id, search], [conversations, title, model], api_name="conversation_changed"
     )
     new_btn.click(new_chat, None, [chatbot, conversation_id, status, title], api_name="new_chat")
     search.change(list_conversations, [search, conversation_id], [conversations], api_name="search_conversations")
     refresh_btn = gr.Button("Refresh list", size="sm", visible=False)
     refresh_btn.click(list_conversations, [search, conversation_id], [conversations], api_name="list_conversations")
-    opened = [chatbot, conversation_id, system_prompt, status, use_docs, title, model]
+    opened = [chatbot, conversation_id, system_prompt, status, use_docs]
     conversations.input(open_conversation, [conversations], opened, api_name="pick_conversation")
     open_btn_hidden = gr.Button(visible=False)
     open_btn_hidden.click(open_conversation, [conversation_id], opened, api_name="open_conversation")

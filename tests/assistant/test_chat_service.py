@@ -169,24 +169,17 @@ def test_models_lists_published_adapters(chat, workspace):
     assert chat.default_model() == "base"
 
 
-def test_regenerate_replaces_the_last_reply_and_keeps_the_old_one(chat, tiny_engine, monkeypatch):
+def test_regenerate_replaces_the_last_reply_and_keeps_the_old_one(chat, prompts_seen):
     first, _ = chat.chat(ChatRequest("first question", options=GREEDY))
     conv_id = first.conversation_id
     _, old = chat.chat(ChatRequest("second question", conversation_id=conv_id, options=GREEDY))
     chat.log.set_feedback(old.id, -1, "too vague")
-    seen = {}
-    real_stream = tiny_engine.stream
-
-    def spy(messages, options=None, adapter=None):
-        seen["messages"] = messages
-        return real_stream(messages, options, adapter)
-
-    monkeypatch.setattr(tiny_engine, "stream", spy)
     sampled = GenerationOptions(temperature=1.0, max_new_tokens=8, seed=5)
     turn, new = chat.chat(ChatRequest("", conversation_id=conv_id, options=sampled, regenerate=True))
     # asked again from the turns before the question, not with the old reply in the prompt
-    assert [m["content"] for m in seen["messages"] if m["role"] == "user"] == ["first question", "second question"]
-    assert len(seen["messages"]) == 3
+    asked = prompts_seen[-1]
+    assert [m["content"] for m in asked if m["role"] == "user"] == ["first question", "second question"]
+    assert len(asked) == 3
     conv = chat.log.get(conv_id)
     assert [m.role for m in conv.messages] == ["user", "assistant", "user", "assistant"]
     assert conv.messages[-1].id == new.id and turn.user_message.content == "second question"

@@ -16,11 +16,11 @@ Screenshots go to tests/e2e/screenshots/ for review."""
 from __future__ import annotations
 
 import re
-import sqlite3
 from pathlib import Path
 
 import pytest
 
+from ..conftest import read_db
 from .conftest import grid_rows, open_tab
 
 pytestmark = [pytest.mark.server, pytest.mark.browser]
@@ -41,14 +41,6 @@ def _expect():
     from playwright.sync_api import expect
 
     return expect
-
-
-def _db(ws: Path, sql: str, *args) -> list[tuple]:
-    conn = sqlite3.connect(f"file:{ws / 'tailor.db'}?mode=ro", uri=True, timeout=30)
-    try:
-        return conn.execute(sql, args).fetchall()
-    finally:
-        conn.close()
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +104,7 @@ def test_conversations_live_in_a_sidebar_list(chat_page, review_screenshots):
     titles = _listed(page).all_inner_texts()
     assert titles.index("Sidebar two: chain oil") < titles.index("Sidebar one: puncture repair")  # newest first
     # No ids anywhere on the page, and no raw id box.
-    ids = [row[0] for row in _db(ws, "SELECT id FROM conversations")]
+    ids = [row[0] for row in read_db(ws, "SELECT id FROM conversations")]
     shown = page.locator("body").inner_text()
     assert ids and not [i for i in ids if i in shown]
     expect(page.get_by_label("Conversation id")).to_have_count(0)
@@ -140,7 +132,7 @@ def test_conversations_live_in_a_sidebar_list(chat_page, review_screenshots):
     page.get_by_role("button", name="↩ Undo delete").click()
     expect(renamed).to_have_class(re.compile(r"\bselected\b"))
     expect(page.locator("[data-testid='user']").filter(has_text="Sidebar one: puncture repair")).to_be_visible()
-    assert _db(ws, "SELECT deleted_at FROM conversations WHERE title='Punctures'") == [(None,)]
+    assert read_db(ws, "SELECT deleted_at FROM conversations WHERE title='Punctures'") == [(None,)]
 
 
 def test_the_model_choice_is_in_sight_and_every_reply_says_who_wrote_it(chat_page):
@@ -156,10 +148,12 @@ def test_the_model_choice_is_in_sight_and_every_reply_says_who_wrote_it(chat_pag
     _send(page, "Labels: then from the adapter")
     expect(page.get_by_role("button", name=re.compile(rf"^{ADAPTER} · \d+ tokens"))).to_have_count(1)
     expect(page.get_by_role("button", name=re.compile(r"^base · \d+ tokens"))).to_have_count(1)
-    [(conv,)] = _db(ws, "SELECT conversation_id FROM messages WHERE content='Labels: first from the base'")
-    adapters = _db(ws, "SELECT adapter FROM messages WHERE conversation_id=? AND role='assistant' ORDER BY id", conv)
+    [(conv,)] = read_db(ws, "SELECT conversation_id FROM messages WHERE content='Labels: first from the base'")
+    adapters = read_db(
+        ws, "SELECT adapter FROM messages WHERE conversation_id=? AND role='assistant' ORDER BY id", conv
+    )
     assert adapters == [(None,), (ADAPTER,)]
-    assert _db(ws, "SELECT adapter FROM conversations WHERE id=?", conv) == [(ADAPTER,)]
+    assert read_db(ws, "SELECT adapter FROM conversations WHERE id=?", conv) == [(ADAPTER,)]
 
 
 def test_curate_where_you_read(chat_page, review_screenshots):
@@ -167,7 +161,7 @@ def test_curate_where_you_read(chat_page, review_screenshots):
     expect = _expect()
     page.context.grant_permissions(["clipboard-read", "clipboard-write"])
     _send(page, "Curate: do you fix punctures?")
-    [(conv, reply_id)] = _db(
+    [(conv, reply_id)] = read_db(
         ws,
         "SELECT conversation_id, id FROM messages WHERE role='assistant' AND conversation_id="
         "(SELECT conversation_id FROM messages WHERE content='Curate: do you fix punctures?')",
@@ -176,16 +170,16 @@ def test_curate_where_you_read(chat_page, review_screenshots):
     bot.hover()
     page.get_by_role("button", name="Like", exact=True).last.click()
     expect(page.get_by_text("👍 on this reply.")).to_be_visible()
-    assert _db(ws, "SELECT rating, reason FROM feedback WHERE message_id=?", reply_id) == [(1, "")]
+    assert read_db(ws, "SELECT rating, reason FROM feedback WHERE message_id=?", reply_id) == [(1, "")]
     # A reason from under the flag is a 👎 with that reason.
     bot.hover()
     page.get_by_role("button", name="Feedback", exact=True).last.click()
     page.get_by_text("Too long", exact=True).click()
     expect(page.get_by_text("👎 on this reply (Too long).")).to_be_visible()
-    assert _db(ws, "SELECT rating, reason FROM feedback WHERE message_id=?", reply_id) == [(-1, "Too long")]
+    assert read_db(ws, "SELECT rating, reason FROM feedback WHERE message_id=?", reply_id) == [(-1, "Too long")]
 
     # Copy puts the reply alone on the clipboard, not its label.
-    said = _db(ws, "SELECT content FROM messages WHERE id=?", reply_id)[0][0]
+    said = read_db(ws, "SELECT content FROM messages WHERE id=?", reply_id)[0][0]
     bot.hover()
     page.get_by_role("button", name="Copy message").last.click()
     shown_reply = bot.inner_text().strip()
@@ -204,7 +198,7 @@ def test_curate_where_you_read(chat_page, review_screenshots):
     expect(bot).to_contain_text("Bring the bike in")
     expect(page.get_by_role("button", name=re.compile(r"✏️ edited by you"))).to_be_visible()
     page.screenshot(path=str(review_screenshots / "chat-edited.png"), full_page=True)
-    assert _db(ws, "SELECT edited_content, content FROM messages WHERE id=?", reply_id) == [
+    assert read_db(ws, "SELECT edited_content, content FROM messages WHERE id=?", reply_id) == [
         ("Yes! Bring the bike in and we patch it the same day.", said)
     ]
     # ... and "Show in the Dataset tab" opens both there.
@@ -217,6 +211,15 @@ def test_curate_where_you_read(chat_page, review_screenshots):
     assert set(rows) == {example, pair}
     assert rows[pair]["answer"].startswith("Yes! Bring the bike in") and rows[pair]["rejected"]
     assert rows[example]["provenance"].startswith(f"chat {conv} · message {reply_id}")
+    # The toast's link opens the same search in the Dataset tab of a new page.
+    server = page.url.split("?")[0]
+    linked = page.context.new_page()
+    linked.goto(f"{server}?find=%23{example}")
+    expect(linked.get_by_role("tab", name="Dataset", exact=True)).to_have_attribute("aria-selected", "true")
+    linked_panel = linked.get_by_role("tabpanel").filter(visible=True)
+    expect(linked_panel.get_by_label("Search", exact=True)).to_have_value(f"#{example}")
+    expect(linked_panel.get_by_text("1 match(es)")).to_be_visible()
+    linked.close()
 
     # Regenerate: a new reply replaces the last one; the old one is kept with its rating.
     open_tab(page, "Chat")
@@ -226,7 +229,7 @@ def test_curate_where_you_read(chat_page, review_screenshots):
     page.wait_for_function(
         "() => !document.querySelector('#tailor-chatbot').innerText.includes('writing…')", timeout=120_000
     )
-    rows_now = _db(ws, "SELECT id, superseded_by FROM messages WHERE conversation_id=? AND role='assistant'", conv)
+    rows_now = read_db(ws, "SELECT id, superseded_by FROM messages WHERE conversation_id=? AND role='assistant'", conv)
     new_id = max(i for i, _ in rows_now)
     assert dict(rows_now) == {reply_id: new_id, new_id: None}
 
@@ -290,15 +293,19 @@ def test_import_chats_from_chatgpt_and_open_webui(chat_page, tmp_path):
     expect(_listed(page).filter(has_text="Trip plan")).to_be_visible()
     upload.set_input_files(str(EXPORTS / "openwebui_export.json"))
     expect(page.get_by_text(re.compile(r"Imported \d+ conversations \(Open WebUI export"))).to_be_visible()
-    imported = _db(ws, "SELECT COUNT(*) FROM conversations WHERE external_id IS NOT NULL")[0][0]
+    imported = read_db(ws, "SELECT COUNT(*) FROM conversations WHERE external_id IS NOT NULL")[0][0]
     assert imported >= 4
+    titles = [t for (t,) in read_db(ws, "SELECT title FROM conversations WHERE external_id LIKE 'openwebui:%'")]
+    for title in titles:  # the list has been refreshed with the second import
+        expect(_listed(page).filter(has_text=title).first).to_be_visible()
     _listed(page).filter(has_text="Trip plan").click()
+    expect(page.locator("[data-testid='user']").first).to_be_visible()
     expect(page.get_by_role("button", name=re.compile(r"imported from chatgpt")).first).to_be_visible()
     bad = tmp_path / "broken.json"
     bad.write_text('[{"title": "x", "mapping": ')
     upload.set_input_files(str(bad))
     expect(page.get_by_text(re.compile(r"not JSON|is not valid JSON", re.I)).first).to_be_visible()
-    assert _db(ws, "SELECT COUNT(*) FROM conversations WHERE external_id IS NOT NULL")[0][0] == imported
+    assert read_db(ws, "SELECT COUNT(*) FROM conversations WHERE external_id IS NOT NULL")[0][0] == imported
 
 
 def test_compare_mode_vote_is_counted_as_open(chat_page):
@@ -321,7 +328,7 @@ def test_compare_mode_vote_is_counted_as_open(chat_page):
     expect(
         compare.get_by_text(re.compile(rf"Vote recorded: {ADAPTER}\+rag \(right\) is better than base"))
     ).to_be_visible(timeout=60_000)
-    assert _db(ws, "SELECT player_a, player_b, blind FROM eval_votes") == [("base", f"{ADAPTER}+rag", 0)]
+    assert read_db(ws, "SELECT player_a, player_b, blind FROM eval_votes") == [("base", f"{ADAPTER}+rag", 0)]
     evaluate = open_tab(page, "Evaluate")
     evaluate.get_by_role("button", name=re.compile(r"^Blind votes")).click()
     votes = page.locator("#blind-votes")

@@ -8,11 +8,12 @@ would, through the Tune tab's `tune_start` API, on the tiny random model."""
 
 from __future__ import annotations
 
-import sqlite3
 import urllib.request
 from pathlib import Path
 
 import pytest
+
+from ..conftest import read_db
 
 pytestmark = [pytest.mark.server, pytest.mark.browser]
 
@@ -32,17 +33,8 @@ def _import_pairs(ws: Path, n: int) -> None:
     assert result.imported == n and result.bad_total == 0
 
 
-def _query(ws: Path, sql: str, *args) -> list[tuple]:
-    """Read the server's database from outside, as another process (WAL allows it)."""
-    conn = sqlite3.connect(f"file:{ws / 'tailor.db'}?mode=ro", uri=True, timeout=30)
-    try:
-        return conn.execute(sql, args).fetchall()
-    finally:
-        conn.close()
-
-
 def _job(ws: Path) -> tuple[str, int, int | None]:
-    [(status, step, total)] = _query(ws, "SELECT status, step, total_steps FROM tune_jobs")
+    [(status, step, total)] = read_db(ws, "SELECT status, step, total_steps FROM tune_jobs")
     return status, step, total
 
 
@@ -81,7 +73,7 @@ def test_two_browsers_chat_while_a_job_trains(browser, tailor_server, tiny_model
         for who, (_, page) in contexts.items():
             page.get_by_text("tokens ·").first.wait_for()  # the reply's label: the reply is stored
             # The page never shows the id: the database says which conversation got the message.
-            [(conv_ids[who],)] = _query(ws, "SELECT conversation_id FROM messages WHERE content=?", MESSAGES[who])
+            [(conv_ids[who],)] = read_db(ws, "SELECT conversation_id FROM messages WHERE content=?", MESSAGES[who])
         # The job is still training (or has just finished): its step moves on past where it was
         # when the messages were sent. (The server writes the step to the database every 2 s.)
         assert _job(ws)[0] in ("running", "succeeded")
@@ -90,7 +82,7 @@ def test_two_browsers_chat_while_a_job_trains(browser, tailor_server, tiny_model
         # Each reply landed in its own person's conversation, nothing from the other one.
         assert conv_ids["ana"] and conv_ids["ben"] and conv_ids["ana"] != conv_ids["ben"]
         for who, conv_id in conv_ids.items():
-            rows = _query(ws, "SELECT role, content FROM messages WHERE conversation_id=? ORDER BY id", conv_id)
+            rows = read_db(ws, "SELECT role, content FROM messages WHERE conversation_id=? ORDER BY id", conv_id)
             assert [r[0] for r in rows] == ["user", "assistant"], rows
             assert rows[0][1] == MESSAGES[who] and rows[1][1].strip()
             other = MESSAGES["ben" if who == "ana" else "ana"]
@@ -99,7 +91,7 @@ def test_two_browsers_chat_while_a_job_trains(browser, tailor_server, tiny_model
             page = contexts[who][1]
             assert page.locator(".message.user, [data-testid='user']").filter(has_text=MESSAGES[who]).count() >= 1
             assert page.locator(".message.user, [data-testid='user']").filter(has_text=other).count() == 0
-        assert _query(ws, "SELECT COUNT(*) FROM conversations") == [(2,)]
+        assert read_db(ws, "SELECT COUNT(*) FROM conversations") == [(2,)]
     finally:
         for context, _ in contexts.values():
             context.close()
@@ -109,7 +101,7 @@ def test_two_browsers_chat_while_a_job_trains(browser, tailor_server, tiny_model
         lambda: (j := _job(ws))[0] not in ("queued", "starting", "running") and j, timeout=300, interval=1
     )
     assert done[0] == "succeeded" and done[1] == done[2] == total, (done, server.log()[-3000:])
-    assert _query(ws, "SELECT name FROM adapters WHERE status='ready'") == [("concurrency-v1",)]
+    assert read_db(ws, "SELECT name FROM adapters WHERE status='ready'") == [("concurrency-v1",)]
     # The server is still up and answers.
     assert server.proc.poll() is None
     with urllib.request.urlopen(server.url, timeout=10) as r:

@@ -100,6 +100,9 @@ def test_the_whole_loop_in_one_browser_page(
 
     # 1. Chat: the reply streams in and its stats line (model · tokens · speed) appears.
     chat = open_tab(page, "Chat")
+    # The flow does not use the conversation list: fold the sidebar away, so nothing it covers
+    # can intercept a click (seen once on a 2-core CI run, clicking a reply's sources label).
+    chat.get_by_role("button", name="Toggle Sidebar").click()
     chat.get_by_text("Generation settings").click()
     # Short replies keep the flow fast; the tiny model's words are noise anyway.
     chat.get_by_label("number input for Max new tokens").fill("32")
@@ -230,6 +233,7 @@ def test_the_whole_loop_in_one_browser_page(
     expect(reply).to_contain_text(FACT_DOCUMENT)
     # Grounded: the passages were used, not offered as "closest passages" after abstaining.
     expect(reply).not_to_contain_text("not used to answer")
+    chat.get_by_role("button", name="Toggle Sidebar").click()  # the guide's picture shows the list
     # Show the question above its cited answer in the picture (the chat scrolls to the end).
     chat.locator("[data-testid='user']").last.evaluate("e => e.scrollIntoView({block: 'start'})")
     page.screenshot(path=str(screenshots / "chat.png"), full_page=True)

@@ -23,7 +23,10 @@ def test_conversation_survives_restart(tailor_server, tiny_model_dir, tmp_path):
         "first message", "", "base", "Be brief.", *GREEDY, api_name="/send"
     )
     assert conv_id and cleared == ""
-    assert [m["role"] for m in history] == ["user", "assistant"]
+    # a reply is its label (metadata title: the model and figures) then its text
+    assert [m["role"] for m in history] == ["user", "assistant", "assistant"]
+    assert history[1]["metadata"]["title"].startswith("base · ")
+    assert (history[2].get("metadata") or {}).get("title") is None
     assert "tokens" in stats
     server.stop()
 
@@ -36,8 +39,8 @@ def test_conversation_survives_restart(tailor_server, tiny_model_dir, tmp_path):
     assert use_docs is False
     history, same_id, _, _ = client.predict("second message", conv_id, "base", "Be brief.", *GREEDY, api_name="/send")
     assert same_id == conv_id
-    assert [m["role"] for m in history] == ["user", "assistant", "user", "assistant"]
-    assert _text(history[2]) == "second message"
+    assert [m["role"] for m in history] == ["user", "assistant", "assistant", "user", "assistant", "assistant"]
+    assert _text(history[3]) == "second message"
     assert client.predict(conv_id, api_name="/stop") == "Nothing is running."
 
 

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 from pathlib import Path
 
 import pytest
+
+from ..conftest import read_db
 
 pytestmark = pytest.mark.server
 
@@ -28,16 +29,8 @@ PAIRS = REPO_ROOT / "demo" / "lantern_bay" / "pairs.jsonl"
 GREEDY = (0.0, 0.9, 16)  # temperature, top-p, max new tokens
 
 
-def _query(ws: Path, sql: str, *args) -> list[tuple]:
-    conn = sqlite3.connect(f"file:{ws / 'tailor.db'}?mode=ro", uri=True, timeout=30)
-    try:
-        return conn.execute(sql, args).fetchall()
-    finally:
-        conn.close()
-
-
 def _job(ws: Path) -> dict:
-    [row] = _query(ws, "SELECT status, step, total_steps, pid, message FROM tune_jobs")
+    [row] = read_db(ws, "SELECT status, step, total_steps, pid, message FROM tune_jobs")
     return dict(zip(("status", "step", "total", "pid", "message"), row))
 
 
@@ -85,7 +78,7 @@ def test_server_stopped_mid_job_and_started_again(tailor_server, tiny_model_dir,
 
     # 2. The machine goes down: the server and the worker die at once, no clean-up runs. Wait
     # for a checkpoint first, so there is something to resume from.
-    job_dir = ws / _query(ws, "SELECT job_dir FROM tune_jobs")[0][0]  # stored relative to the workspace
+    job_dir = ws / read_db(ws, "SELECT job_dir FROM tune_jobs")[0][0]  # stored relative to the workspace
     wait_until(
         lambda: list((job_dir / "checkpoints").glob("checkpoint-*/trainer_state.json")), timeout=240, interval=0.5
     )
@@ -111,7 +104,7 @@ def test_server_stopped_mid_job_and_started_again(tailor_server, tiny_model_dir,
     wait_until(lambda: _job(ws)["status"] == "cancelled", timeout=120, interval=0.5)
 
     # The conversation from before both restarts is intact, and the server still chats.
-    rows = _query(ws, "SELECT role, content FROM messages WHERE conversation_id=? ORDER BY id", conv_id)
+    rows = read_db(ws, "SELECT role, content FROM messages WHERE conversation_id=? ORDER BY id", conv_id)
     assert [r[0] for r in rows] == ["user", "assistant"] and rows[0][1] == "Remember me after the restart"
     _, again, _, stats = client.predict("Still there?", conv_id, "base", "", *GREEDY, api_name="/send")
     assert again == conv_id and "tokens" in stats

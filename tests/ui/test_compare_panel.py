@@ -12,10 +12,7 @@ import pytest
 from assistant.adapters import AdapterCatalog
 from assistant.chat import ChatService
 from assistant.conversations import ConversationLog
-from assistant.models import ResolvedModel
 from assistant.prompting import Passage, Retrieval
-from assistant.runtime import Core
-from assistant.settings import Settings
 
 ADAPTER = "compare-ui"
 FERRY = "The first weekday summer ferry leaves Lantern Bay at 07:10 from pier 2."
@@ -170,7 +167,7 @@ def test_compare_in_chat_opens_a_finished_jobs_adapter_only():
         assert dropdown == gr.update() and tabs == gr.update()  # nothing moves
 
 
-def test_the_tune_tabs_button_in_the_app(tiny_engine, workspace):
+def test_the_tune_tabs_button_in_the_app(tiny_core, workspace):
     """Built as the app builds it: the button's event exists and answers a job that is not done."""
     from tuning.config import TrainConfig
     from tuning.job_store import JobStore
@@ -190,18 +187,7 @@ def test_the_tune_tabs_button_in_the_app(tiny_engine, workspace):
         threads=1,
     )
     store.finish(job_id, "cancelled")  # before the app starts: its job thread must not run it
-    log = ConversationLog(workspace.db)
-    adapters = AdapterCatalog(workspace.adapters_dir)
-    core = Core(
-        Settings(home=workspace.root),
-        workspace,
-        ResolvedModel("tiny", workspace.root, "folder"),
-        tiny_engine,
-        log,
-        adapters,
-        ChatService(tiny_engine, log, adapters),
-    )
-    demo = build_ui(core)
+    demo = build_ui(tiny_core)
     by_name = {fn.api_name: fn for fn in demo.fns.values()}
     assert {"compare_send", "compare_stop", "compare_new", "compare_on_open"} <= set(by_name)
     votes = ["compare_vote_left", "compare_vote_right", "compare_vote_tie", "compare_vote_both_bad"]

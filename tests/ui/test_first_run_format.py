@@ -113,28 +113,11 @@ def test_activity_hides_the_charts_until_they_have_something_to_draw(workspace):
 
 
 @pytest.fixture
-def app(tiny_engine, workspace):
+def app(tiny_core):
     """The whole app, built as `tailor serve` builds it (no server)."""
-    from assistant.adapters import AdapterCatalog
-    from assistant.chat import ChatService
-    from assistant.conversations import ConversationLog
-    from assistant.models import ResolvedModel
-    from assistant.runtime import Core
-    from assistant.settings import Settings
     from ui.app import build_ui
 
-    log = ConversationLog(workspace.db)
-    adapters = AdapterCatalog(workspace.adapters_dir)
-    core = Core(
-        Settings(home=workspace.root),
-        workspace,
-        ResolvedModel("tiny", workspace.root, "folder"),
-        tiny_engine,
-        log,
-        adapters,
-        ChatService(tiny_engine, log, adapters),
-    )
-    return build_ui(core)
+    return build_ui(tiny_core)
 
 
 def test_no_table_placeholder_headers_no_empty_chart_no_running_timer(app):
