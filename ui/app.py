@@ -13,7 +13,7 @@ from tuning.service import open_tuning
 
 from .activity_tab import build_activity_tab
 from .chat_curation import attach_inline_curation, saved_note
-from .chat_tab import CHAT_JS, build_chat_tab
+from .chat_tab import CHAT_JS, build_chat_sidebar, build_chat_tab
 from .compare_panel import COMPARE_TAB_ID, build_compare_panel
 from .curation_panel import attach_curation
 from .dataset_tab import build_dataset_tab
@@ -69,11 +69,12 @@ def build_ui(core: Core) -> gr.Blocks:
     )
     tuning.jobs.start_background()
     with gr.Blocks(title="Tailor") as demo:
+        sidebar = build_chat_sidebar(core.chat)  # the conversation list, beside every tab
         gr.Markdown(f"## Tailor · {core.engine.name} · {core.engine.describe()}")
         build_demo_panel(core.workspace, curation, knowledge)
         with gr.Tabs() as tabs:
             with gr.Tab("Chat", id="chat"):
-                chat = build_chat_tab(core.chat, note=saved_note(curation))
+                chat = build_chat_tab(core.chat, sidebar, note=saved_note(curation))
                 inline = attach_inline_curation(chat, curation, core.conversations)
                 attach_curation(chat, curation, core.conversations)
             with gr.Tab("Compare", id=COMPARE_TAB_ID) as compare_tab_obj:
@@ -111,6 +112,9 @@ def build_ui(core: Core) -> gr.Blocks:
             [chat.conversations],
             api_name="page_load_conversations",
         )
+        # Opening a chat from the sidebar while another tab is on show brings the Chat tab forward.
+        for i, event in enumerate(chat.opened):
+            event.then(lambda: gr.Tabs(selected="chat"), None, [tabs], api_name=f"show_chat_tab_{i}")
         # What an edit saved, in the Dataset tab: the button under the chat, or the toast's
         # link (`?find=#12+#13` on the page's address, opened in a new browser tab).
         dataset_search = dataset.filters[0]

@@ -17,7 +17,7 @@ from assistant.engine import GenerationOptions
 from assistant.errors import TailorError
 
 from .chat_display import Note, chat_messages, with_pending_reply
-from .chat_import_panel import build_chat_import
+from .chat_import_panel import ChatImportPanel, build_chat_import
 from .errors import shows_errors
 from .formatting import conversation_choices, reply_stats
 
@@ -50,15 +50,32 @@ class ChatTab:
     use_docs: gr.Checkbox
     sidebar: gr.Sidebar
     show_saved: gr.Button  # "Show in the Dataset tab", once an edit saved something
+    opened: list  # the sidebar's events that open a chat (pick, new, undo): the app shows the tab
     list_models: Callable  # () -> update of `model`: the chat's models and its default
     list_conversations: Callable  # (search text, open id) -> update of `conversations`
     render: Callable  # (conversation id) -> the chatbot's value for it
 
 
-def build_chat_tab(chat: ChatService, note: Note | None = None) -> ChatTab:
-    """Build the tab inside the current gr.Blocks. `note(reply)` adds words to a reply's label
-    (the curation passes what was saved from it)."""
-    defaults = GenerationOptions()
+@dataclass
+class ChatSidebar:
+    """The conversation list and its controls: a page-level gr.Sidebar (Gradio makes room for it
+    beside the page only at the top level of the Blocks; inside a tab, reopening it covered the
+    chat), so it shows on every tab, like the chat apps people know."""
+
+    sidebar: gr.Sidebar
+    new_btn: gr.Button
+    search: gr.Textbox
+    conversations: gr.Radio
+    title: gr.Textbox
+    rename_btn: gr.Button
+    delete_btn: gr.Button
+    undo_btn: gr.Button
+    deleted_id: gr.State
+    imported: ChatImportPanel
+
+
+def build_chat_sidebar(chat: ChatService) -> ChatSidebar:
+    """Build the sidebar at the top level of the current gr.Blocks (before the tabs)."""
     with gr.Sidebar(label="Conversations", open=True, elem_id="tailor-chat-sidebar") as sidebar:
         new_btn = gr.Button("+ New chat", variant="primary")
         search = gr.Textbox(
@@ -75,6 +92,18 @@ def build_chat_tab(chat: ChatService, note: Note | None = None) -> ChatTab:
         undo_btn = gr.Button("↩ Undo delete", size="sm", visible=False)
         deleted_id = gr.State("")
         imported = build_chat_import(chat.log)
+    return ChatSidebar(
+        sidebar, new_btn, search, conversations, title, rename_btn, delete_btn, undo_btn, deleted_id, imported
+    )
+
+
+def build_chat_tab(chat: ChatService, side: ChatSidebar, note: Note | None = None) -> ChatTab:
+    """Build the tab inside the current gr.Blocks and wire the sidebar `side` to it. `note(reply)`
+    adds words to a reply's label (the curation passes what was saved from it)."""
+    defaults = GenerationOptions()
+    sidebar, new_btn, search, conversations = side.sidebar, side.new_btn, side.search, side.conversations
+    title, rename_btn, delete_btn, undo_btn = side.title, side.rename_btn, side.delete_btn, side.undo_btn
+    deleted_id, imported = side.deleted_id, side.imported
     with gr.Row(equal_height=True):
         model = gr.Dropdown(
             label="Model",
@@ -114,7 +143,7 @@ def build_chat_tab(chat: ChatService, note: Note | None = None) -> ChatTab:
         send_btn = gr.Button("Send", variant="primary", scale=1, min_width=70)
         stop_btn = gr.Button("Stop", variant="stop", scale=1, min_width=70, elem_id=STOP_ID)
     with gr.Row(equal_height=True):
-        status = gr.Markdown("")
+        status = gr.Markdown("", elem_id="tailor-chat-status")
         show_saved = gr.Button("Show in the Dataset tab", size="sm", visible=False, scale=0, min_width=180)
     with gr.Accordion("Generation settings", open=False):
         system_prompt = gr.Textbox(label="System prompt", lines=2, placeholder="Optional")
@@ -269,12 +298,12 @@ def build_chat_tab(chat: ChatService, note: Note | None = None) -> ChatTab:
     conversation_id.change(
         follow_open, [conversation_id, search], [conversations, title, model], api_name="conversation_changed"
     )
-    new_btn.click(new_chat, None, [chatbot, conversation_id, status, title], api_name="new_chat")
+    started = new_btn.click(new_chat, None, [chatbot, conversation_id, status, title], api_name="new_chat")
     search.change(list_conversations, [search, conversation_id], [conversations], api_name="search_conversations")
     refresh_btn = gr.Button("Refresh list", size="sm", visible=False)
     refresh_btn.click(list_conversations, [search, conversation_id], [conversations], api_name="list_conversations")
     opened = [chatbot, conversation_id, system_prompt, status, use_docs]
-    conversations.input(open_conversation, [conversations], opened, api_name="pick_conversation")
+    picked = conversations.input(open_conversation, [conversations], opened, api_name="pick_conversation")
     open_btn_hidden = gr.Button(visible=False)
     open_btn_hidden.click(open_conversation, [conversation_id], opened, api_name="open_conversation")
     rename_btn.click(rename, [conversation_id, title, search], [title, conversations, status], api_name="rename_chat")
@@ -285,7 +314,7 @@ def build_chat_tab(chat: ChatService, note: Note | None = None) -> ChatTab:
         [chatbot, conversation_id, title, conversations, status, undo_btn, deleted_id],
         api_name="delete_chat",
     )
-    undo_btn.click(
+    restored = undo_btn.click(
         undo_delete,
         [deleted_id, search],
         [chatbot, conversation_id, title, conversations, status, undo_btn, deleted_id],
@@ -307,6 +336,7 @@ def build_chat_tab(chat: ChatService, note: Note | None = None) -> ChatTab:
         use_docs=use_docs,
         sidebar=sidebar,
         show_saved=show_saved,
+        opened=[picked, started, restored],
         list_models=list_models,
         list_conversations=list_conversations,
         render=render,

@@ -81,7 +81,8 @@ def _send(page, text: str) -> None:
     box.press("Enter")
     expect(page.locator("[data-testid='user']").filter(has_text=text).last).to_be_visible()
     expect(page.locator("[data-testid='bot']")).to_have_count(before + 2, timeout=120_000)  # label + text
-    expect(page.get_by_role("button", name=re.compile(r" · \d+ tokens")).last).to_be_visible(timeout=120_000)
+    # the stats line under the chat (it shows "…" while the reply streams) once it is stored
+    expect(page.locator("#tailor-chat-status")).to_have_text(re.compile(r"^\s*\S+ · \d+ tokens"), timeout=120_000)
 
 
 def _listed(page):
@@ -260,7 +261,7 @@ def test_keyboard_dark_theme_and_phone_width(browser, chat_page, ux, review_scre
     expect(page.locator("[data-testid='user']")).to_have_count(0)
     box.press("Enter")
     expect(page.locator("[data-testid='user']").filter(has_text="line two")).to_be_visible()
-    expect(page.get_by_role("button", name=re.compile(r" · \d+ tokens")).last).to_be_visible(timeout=120_000)
+    expect(page.locator("#tailor-chat-status")).to_have_text(re.compile(r"^\s*\S+ · \d+ tokens"), timeout=120_000)
     page.keyboard.press("Escape")  # Esc is the Stop button (nothing is running any more)
     expect(page.get_by_text("Nothing is running.")).to_be_visible()
 

@@ -30,7 +30,7 @@ FACT_QUESTION = "What are the shop hours on a Monday?"
 FACT_DOCUMENT = "opening_hours.md"
 ADAPTER = "tailor-v1"  # the Tune tab's default family "tailor", first version
 ARMS = ("base", "base+rag", ADAPTER, f"{ADAPTER}+rag")
-STATS = re.compile(r"^(base|tailor-v\d+) · \d+ tokens")
+STATS = re.compile(r"^\s*(base|tailor-v\d+) · \d+ tokens")
 
 
 @pytest.fixture(scope="module")
@@ -82,11 +82,10 @@ def _send(page, text: str) -> str:
     expect(chat.locator("[data-testid='user']").filter(has_text=text).last).to_be_visible()
     # A reply shows as two bot messages: its label (model, figures, sources folded) and its text.
     expect(chat.locator("[data-testid='bot']")).to_have_count(before + 2, timeout=120_000)
-    # The stats line under the chat replaces "…" once the reply is stored (the reply's label
-    # above its text starts the same way, so take the last match: the stats line).
-    stats = chat.get_by_text(STATS).last
-    expect(stats).to_be_visible(timeout=120_000)
-    return stats.inner_text()
+    # The stats line under the chat replaces "…" once the reply is stored.
+    stats = page.locator("#tailor-chat-status")
+    expect(stats).to_have_text(STATS, timeout=120_000)
+    return stats.inner_text().strip()
 
 
 def test_the_whole_loop_in_one_browser_page(
@@ -100,9 +99,9 @@ def test_the_whole_loop_in_one_browser_page(
 
     # 1. Chat: the reply streams in and its stats line (model · tokens · speed) appears.
     chat = open_tab(page, "Chat")
-    # The flow does not use the conversation list: fold the sidebar away, so nothing it covers
-    # can intercept a click (seen once on a 2-core CI run, clicking a reply's sources label).
-    chat.get_by_role("button", name="Toggle Sidebar").click()
+    # The flow does not use the conversation list: fold the sidebar away (a 2-core CI run once
+    # had it cover a reply's sources label, when it still lived inside the Chat tab).
+    page.get_by_role("button", name="Toggle Sidebar").click()
     chat.get_by_text("Generation settings").click()
     # Short replies keep the flow fast; the tiny model's words are noise anyway.
     chat.get_by_label("number input for Max new tokens").fill("32")
@@ -233,10 +232,17 @@ def test_the_whole_loop_in_one_browser_page(
     expect(reply).to_contain_text(FACT_DOCUMENT)
     # Grounded: the passages were used, not offered as "closest passages" after abstaining.
     expect(reply).not_to_contain_text("not used to answer")
-    chat.get_by_role("button", name="Toggle Sidebar").click()  # the guide's picture shows the list
-    # Show the question above its cited answer in the picture (the chat scrolls to the end).
+    # The guide's picture: the list open, the settings and the bulk panel folded, the question
+    # above its cited answer (the chat scrolls to the end), the page at its top. A picture of the
+    # window, not the full page: the sidebar is fixed to the window, so a full-page picture of a
+    # scrolled page would show it half-way down.
+    page.get_by_role("button", name="Toggle Sidebar").click()
+    chat.get_by_text("Generation settings").click()
+    chat.get_by_text("Curate a reply: rate it, or save it (edited) as a training example").click()
     chat.locator("[data-testid='user']").last.evaluate("e => e.scrollIntoView({block: 'start'})")
-    page.screenshot(path=str(screenshots / "chat.png"), full_page=True)
+    page.evaluate("window.scrollTo(0, 0)")
+    page.wait_for_timeout(1000)  # the sidebar slides in and the page makes room for it
+    page.screenshot(path=str(screenshots / "chat.png"))
 
     # 7. Evaluate: base and the adapter, retrieval off and on, on a few test-split items.
     evaluate = open_tab(page, "Evaluate")
