@@ -118,7 +118,7 @@ def build_chat_tab(chat: ChatService, side: ChatSidebar, note: Note | None = Non
             value=False,
             info="Answer from the Knowledge tab's documents, with sources; kept per chat.",
             scale=2,
-            min_width=160,
+            min_width=220,  # with the picker's 200 px: they stack on a phone instead of squeezing
         )
     chatbot = gr.Chatbot(
         label="Chat",
@@ -184,7 +184,11 @@ def build_chat_tab(chat: ChatService, side: ChatSidebar, note: Note | None = Non
 
     def _stream(request: ChatRequest):
         turn = chat.send(request)
-        shown = render(turn.conversation_id)
+        # While a regenerated reply streams, the one it replaces is already out of the picture.
+        kept = [
+            m for m in chat.log.get(turn.conversation_id).messages if turn.replaces is None or m.id != turn.replaces.id
+        ]
+        shown = chat_messages(kept, note)
         label = request.model or "base"
         for partial in turn:
             yield with_pending_reply(shown, label, partial), turn.conversation_id, "", "…"
