@@ -23,9 +23,9 @@ from evals.chat_votes import OPEN_CHOICES, OpenVote, OpenVotes
 from evals.store import EvalStore
 from tuning.job_store import ACTIVE_STATES
 
+from .chat_display import chat_messages, with_pending_reply
 from .errors import shows_errors
-from .formatting import chat_history, reply_stats
-from .knowledge_format import with_citations
+from .formatting import reply_stats
 
 COMPARE_TAB_ID = "compare"  # the gr.Tab id the Tune tab's "Compare in chat" switches to
 BASE_LABEL = "Base"
@@ -104,7 +104,8 @@ def vote_message(vote: OpenVote) -> str:
 
 
 def _shown(messages) -> list[dict]:
-    return with_citations(chat_history(messages), messages)
+    """As the chat shows a conversation: each reply under its label, its sources folded there."""
+    return chat_messages(messages)
 
 
 @dataclass
@@ -214,8 +215,9 @@ def build_compare_panel(chat: ChatService, votes: OpenVotes | None = None) -> Co
         )
         ids = (left.conversation_id, right.conversation_id)
         before = [_shown(chat.log.get(i).messages) for i in ids]
+        names = (left_name or BASE, right_name)
         for partial in service.stream(left, right):
-            shown = [h + [{"role": "assistant", "content": p}] if p else h for h, p in zip(before, partial)]
+            shown = [with_pending_reply(h, n, p) if p else h for h, n, p in zip(before, names, partial)]
             yield shown[0], shown[1], *ids, "", "…"
         replies = service.wait(left, right)
         after = [_shown(chat.log.get(i).messages) for i in ids]

@@ -6,11 +6,6 @@ from __future__ import annotations
 from assistant.conversations import Conversation, StoredMessage
 
 
-def chat_history(messages: list[StoredMessage]) -> list[dict]:
-    """Stored messages as Gradio chatbot messages (system prompts are shown elsewhere)."""
-    return [{"role": m.role, "content": m.content} for m in messages if m.role in ("user", "assistant")]
-
-
 def conversation_choices(conversations: list[Conversation]) -> list[tuple[str, str]]:
     """(label, id) pairs for the chat's sidebar list: the title alone (the id is the value,
     never shown), newest first as the log lists them."""

@@ -1,12 +1,10 @@
 """Gradio-free helpers that turn knowledge data into what widgets show: document and search
-tables, per-file upload reports, and the numbered citations under a chat reply (each with its
+tables, per-file upload reports, and the numbered citations of a chat reply (each with its
 supporting sentences highlighted in the source: ui/evidence_format.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-
-from assistant.conversations import StoredMessage
 
 from .evidence_format import escape_markdown, evidence_snippet
 
@@ -111,18 +109,6 @@ def citations_markdown(retrieval: dict | None) -> str:
         shown = evidence_snippet(str(p.get("text") or ""), p.get("evidence"), 200)
         lines.append(f"[{i}] *{where}*: “{shown}”")
     return "\n\n".join(lines)
-
-
-def with_citations(history: list[dict], messages: Sequence[StoredMessage]) -> list[dict]:
-    """The chatbot history with citations appended to each assistant reply that used
-    retrieval. `history` is `chat_history(messages)` (same order, user/assistant only), so
-    message indices stay aligned with it for anything that maps them back to stored messages."""
-    shown = [m for m in messages if m.role in ("user", "assistant")]
-    out = []
-    for item, msg in zip(history, shown):
-        cites = citations_markdown(msg.retrieval) if msg.role == "assistant" else ""
-        out.append({**item, "content": f"{item['content']}\n\n---\n{cites}"} if cites else item)
-    return out + history[len(shown) :]
 
 
 NO_DOCUMENTS = (

@@ -7,8 +7,8 @@ from assistant.adapters import AdapterCatalog
 from assistant.chat import NO_SOURCE_REPLY, ChatRequest, ChatService
 from assistant.conversations import ConversationLog
 from assistant.engine import GenerationOptions
-from ui.formatting import chat_history
-from ui.knowledge_format import citations_markdown, with_citations
+from ui.chat_display import chat_messages
+from ui.knowledge_format import citations_markdown
 
 GREEDY = GenerationOptions(temperature=0, max_new_tokens=8, repetition_penalty=1.0)
 
@@ -44,10 +44,10 @@ def test_rag_turn_puts_sources_in_the_prompt_and_stores_chunk_ids(rag_chat, tiny
     ids = [p["id"] for p in stored["passages"]]
     assert set(ids) <= set(kb.store.chunk_ids().tolist())
     assert rag_chat.log.get(turn.conversation_id).rag is True
-    history = with_citations(
-        chat_history(rag_chat.log.get(turn.conversation_id).messages), rag_chat.log.get(turn.conversation_id).messages
-    )
-    assert "**Sources**" in history[-1]["content"] and "[1] *timetable.md" in history[-1]["content"]
+    history = chat_messages(rag_chat.log.get(turn.conversation_id).messages)  # as the chat shows it
+    label = history[-2]  # the reply's label: its sources are folded there
+    assert "**Sources**" in label["content"] and "[1] *timetable.md" in label["content"]
+    assert "📚 " in label["metadata"]["title"] and history[-1]["content"] == turn.reply.content
     assert history[0]["content"] == "When does the first weekday summer ferry leave?"
 
 

@@ -16,8 +16,7 @@ from assistant.chat import ChatRequest, ChatService
 from assistant.conversations import ConversationLog
 from assistant.engine import GenerationOptions
 from retrieval import open_knowledge
-from ui.formatting import chat_history
-from ui.knowledge_format import with_citations
+from ui.chat_display import chat_messages
 
 from .conftest import DEMO_DOCS
 
@@ -45,9 +44,7 @@ def test_answer_follows_an_edited_document_without_retuning(real_engine, workspa
     cited = reply.retrieval["passages"]
     assert not reply.retrieval["abstained"]
     assert any(p["source"] == "rentals.md" and "€150" in p["text"] for p in cited)
-    shown = with_citations(
-        chat_history(chat.log.get(turn.conversation_id).messages), chat.log.get(turn.conversation_id).messages
-    )[-1]["content"]
+    shown = chat_messages(chat.log.get(turn.conversation_id).messages)[-2]["content"]  # the reply's folded sources
     assert "rentals.md" in shown and "[1]" in shown
 
     rentals = docs / "rentals.md"

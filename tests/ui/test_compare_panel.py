@@ -46,16 +46,19 @@ def panel(chat):
 def test_send_fills_both_chatbots_and_continues_both_conversations(panel, chat):
     outputs = list(panel.send("hello", "base", ADAPTER, "", "", "", 0.0, 16))
     left, right, left_id, right_id, cleared, status = outputs[-1]
-    assert [m["role"] for m in left] == ["user", "assistant"] and [m["role"] for m in right] == ["user", "assistant"]
+    roles = ["user", "assistant", "assistant"]
+    assert [m["role"] for m in left] == roles and [m["role"] for m in right] == roles
     assert left[0]["content"] == right[0]["content"] == "hello"
-    assert left[1]["content"] == chat.log.get(left_id).messages[-1].content
-    assert right[1]["content"] == chat.log.get(right_id).messages[-1].content
+    # each reply as the chat shows it: its label (which model wrote it), then its text
+    assert left[1]["metadata"]["title"].startswith("base · ") and right[1]["metadata"]["title"].startswith(ADAPTER)
+    assert left[2]["content"] == chat.log.get(left_id).messages[-1].content
+    assert right[2]["content"] == chat.log.get(right_id).messages[-1].content
     assert left_id != right_id and cleared == ""
     assert status.startswith("base · ") and f" · {ADAPTER} · " in status
     # the next message goes on in both conversations
     *_, (left2, right2, left_id2, right_id2, _, _) = panel.send("more", "base", ADAPTER, left_id, right_id, "", 0, 16)
     assert (left_id2, right_id2) == (left_id, right_id)
-    assert len(left2) == len(right2) == 4
+    assert len(left2) == len(right2) == 6  # two turns: a question, a label and a reply each
     assert panel.stop(left_id, right_id) == "Nothing is running."
     assert panel.new_comparison()[:4] == ([], [], "", "")
 
@@ -78,7 +81,7 @@ def test_each_side_reads_the_documents_or_not(panel, chat, tiny_engine, monkeypa
     assert chat.retriever.queries == ["When does the ferry leave?"]
     replies = [chat.log.get(i).messages[-1] for i in (left_id, right_id)]
     assert replies[0].retrieval is None and replies[1].retrieval["passages"][0]["source"] == "timetable.md"
-    assert "**Sources**" not in left[-1]["content"] and "**Sources**" in right[-1]["content"]
+    assert "**Sources**" not in left[-2]["content"] and "**Sources**" in right[-2]["content"]  # folded under the label
     assert (chat.log.get(left_id).rag, chat.log.get(right_id).rag) == (False, True)
     # the vote names the players as the evaluation does: the right side read the documents
     assert f"**{ADAPTER}+rag** (right) is better than **base** (left)" in panel.vote["right"](left_id, right_id)

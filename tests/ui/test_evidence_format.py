@@ -13,8 +13,9 @@ import pytest
 from assistant.conversations import StoredMessage
 from assistant.evidence import Evidence, select_evidence, sentence_spans
 from assistant.prompting import Passage
+from ui.chat_display import chat_messages
 from ui.evidence_format import ELLIPSIS, escape_markdown, evidence_snippet
-from ui.knowledge_format import citations_markdown, search_rows, with_citations
+from ui.knowledge_format import citations_markdown, search_rows
 
 MARK = re.compile(r"<mark>(.*?)</mark>")
 
@@ -168,13 +169,13 @@ def test_replies_stored_before_evidence_render_as_before():
         ],
     }
     assert citations_markdown(old) == _old_citations(old)
-    # the chat shows them under the reply, as before
+    # the chat shows them folded under the reply's label, the reply's text untouched
     msgs = [
         StoredMessage(1, "c", "user", "When?", ""),
         StoredMessage(2, "c", "assistant", "At ten.", "", retrieval=old),
     ]
-    history = with_citations([{"role": m.role, "content": m.content} for m in msgs], msgs)
-    assert history[1]["content"] == "At ten.\n\n---\n" + _old_citations(old)
+    history = chat_messages(msgs)
+    assert history[1]["content"] == _old_citations(old) and history[2]["content"] == "At ten."
 
 
 @pytest.mark.parametrize(
