@@ -23,8 +23,8 @@ from .knowledge_tab import build_knowledge_tab
 from .tune_tab import build_tune_tab
 from .uploads import enforce_upload_check, use_workspace_folder
 
-# The chat's conversation list reads as a list (not as radio buttons), with the open chat
-# highlighted; at phone width the chat's two top controls stack.
+# The sidebar's conversation list reads as a list (not as radio buttons), with the open chat
+# highlighted.
 PAGE_CSS = """
 #tailor-conversation-list .wrap { flex-direction: column; gap: 2px; }
 #tailor-conversation-list label { width: 100%; border: none; background: transparent; padding: 6px 8px; }
