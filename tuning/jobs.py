@@ -287,6 +287,7 @@ class JobManager:
     def _kill_after(self, job: Job, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         proc = self._procs.get(job.id)
+        message = "cancelled (the worker was stopped)"
         while time.monotonic() < deadline:
             if proc is not None and proc.poll() is not None:
                 break
@@ -294,13 +295,12 @@ class JobManager:
                 break
             time.sleep(0.2)
         else:
+            message = "cancelled (killed after the grace period)"
             if self._signal(job, signal.SIGKILL):
                 log.warning("job %s did not stop within %.0f s; killed it", job.id, timeout)
             if proc is not None:
                 proc.wait(10)
-        self.store.finish(
-            job.id, "cancelled", only_if=("starting", "running"), message="cancelled (killed after the grace period)"
-        )
+        self.store.finish(job.id, "cancelled", only_if=("starting", "running"), message=message)
         self.pump()
 
     def resume(self, job_id: int) -> Job:
@@ -388,6 +388,14 @@ class JobManager:
     def wake(self) -> None:
         """Ask the background thread to pump now (e.g. after a job was queued elsewhere)."""
         self._wake.set()
+
+    def watch_if_idle(self) -> None:
+        """Someone saw a job active (a page's refresh): if the background thread sleeps without
+        a timeout, wake it so it watches that job. A worker that `tailor tune` started while
+        the app was idle is otherwise never checked, and if it is killed its job shows
+        `running` until the app restarts. Does nothing while the thread already watches."""
+        if self._idle:
+            self._wake.set()
 
     def stop_background(self) -> None:
         self._stop.set()

@@ -3,14 +3,16 @@
 with a gr.Timer from the database and the job folder, so a browser reload loses nothing;
 cancel and resume; the adapter registry with activate / rename / delete, and the picked adapter as
 GGUF files for llama.cpp / Ollama (ui/gguf_panel.py). The timer only reads:
-the app's background job thread runs the queue (tuning's `start_background`).
+the app's background job thread runs the queue (tuning's `start_background`); a refresh that
+finds a job active at most wakes that thread, should it sleep unaware of a worker started elsewhere.
 
 The timer ticks only while a job is queued, starting or running (issue #18: an idle page
 sends no requests). Every refresh also returns what the page should show, as a gr.State
 (`{"running": …, "curve": …}`, hidden from API callers); when that changes, one small event
 starts or stops the timer and shows or hides the loss chart. So the timer starts when a job
 is started or resumed here, or when a page opens (or the tab is reopened) and finds a job
-active, and stops at the first tick that finds none. Formatting: ui/tune_format.py."""
+active, and stops at the first tick that finds none (read before the rest of the tick, so
+the page it leaves shows the job's end). Formatting: ui/tune_format.py."""
 
 from __future__ import annotations
 
@@ -199,6 +201,12 @@ def build_tune_tab(
     def refresh(job_value, known):
         """Everything the tab shows, from the DB and the job folder (the timer calls it). It
         only reads: starting queued jobs and watching workers is the background thread's."""
+        # Whether a job is active is read first: a job that ends while the rest is read then
+        # leaves the timer on for one more tick, which shows its end. (Read last, a job that
+        # ended in between stopped the timer on a page still showing it running.)
+        active = service.jobs.store.any_active()
+        if active:
+            service.jobs.watch_if_idle()  # a worker started elsewhere while the app was idle
         job_id = _job_id(job_value)
         progress = service.jobs.progress(job_id) if job_id else None
         jobs = service.jobs.list(limit=30)
@@ -214,7 +222,7 @@ def build_tune_tab(
             adapter_rows(records),
             gr.update(choices=names),
             seen,
-            {"running": service.jobs.store.any_active(), "curve": curve is not None},
+            {"running": active, "curve": curve is not None},
             _chat_update(seen, known),
         )
 

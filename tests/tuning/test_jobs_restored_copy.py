@@ -287,6 +287,37 @@ def test_the_queue_thread_watches_a_job_only_while_it_is_active(workspace, count
             outsider.wait()
 
 
+def test_a_page_that_sees_a_job_wakes_the_sleeping_thread_to_watch_it(workspace, counting, wait_until):
+    """A worker that the CLI started while the app slept: the Tune tab's refresh (which only
+    reads) finds it active and calls `watch_if_idle`; when the worker is then killed, the job
+    becomes `interrupted` instead of showing `running` until the app restarts."""
+    import time
+
+    manager = counting(workspace)
+    manager.start_background(interval=0.05)
+    outsider = _fake_worker(workspace.jobs_dir / "job-0001")
+    try:
+        time.sleep(0.3)  # the thread is asleep without a timeout
+        job_id = _insert_running(workspace, outsider.pid)
+        time.sleep(0.3)
+        assert manager.pumps == 0  # nobody told it
+        manager.watch_if_idle()
+        wait_until(lambda: manager.pumps >= 3, timeout=10)  # awake, watching every interval
+        busy = manager.pumps
+        for _ in range(20):
+            manager.watch_if_idle()  # while it watches, a page's refreshes add no pumps
+        time.sleep(0.02)
+        assert manager.pumps <= busy + 2
+        outsider.kill()
+        outsider.wait()
+        wait_until(lambda: manager.get(job_id).status == "interrupted", timeout=10)
+    finally:
+        manager.stop_background()
+        if outsider.poll() is None:
+            outsider.kill()
+            outsider.wait()
+
+
 def test_tailor_jobs_cancel_in_a_copy_says_so_and_leaves_the_worker_alone(tmp_path, capsys):
     from cli.main import main as tailor_main
 
