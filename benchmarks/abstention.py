@@ -248,7 +248,7 @@ class Signals:
         bm25 = kb.bm25
         terms = set(tokenize(question))
         idf = {t: bm25._idf(t) for t in terms}
-        df = {t: len(bm25.postings.get(t, ())) for t in terms}
+        df = {t: bm25.df(t) for t in terms}
         total_idf = sum(idf.values()) or 1.0
         f: dict[str, float] = {}
         f["dense"] = best

@@ -1,5 +1,5 @@
-"""The two search structures over the chunks: a FAISS vector index and a BM25 index, and
-reciprocal rank fusion to combine them.
+"""The two search structures over the chunks: a FAISS vector index and a BM25 index (bm25.py,
+re-exported here), and reciprocal rank fusion to combine them.
 
 FAISS ids are the chunk row ids in SQLite (IndexIDMap2), so a hit maps straight back to its
 text and metadata, and single chunks can be added, replaced and removed without a rebuild.
@@ -16,15 +16,16 @@ on the vectors, then one assignment each), at some recall cost."""
 
 from __future__ import annotations
 
-import math
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import cast
 
 import faiss
 import numpy as np
 
-from assistant.terms import tokenize
+from assistant.terms import tokenize as tokenize  # re-exported: tests and callers tokenize as BM25 does
+
+from .bm25 import BM25Index as BM25Index  # re-exported: the index module names both structures
 
 FLAT, HNSW, IVF = "flat", "hnsw", "ivf"
 KINDS = (FLAT, HNSW, IVF)
@@ -209,84 +210,6 @@ class VectorIndex:
         if actual != kind:
             raise ValueError(f"the file holds a {type(inner).__name__} index, the metadata says {kind}")
         return cls(index.d, kind, index=index, deleted=deleted)
-
-
-# ---- BM25 -----------------------------------------------------------------------------------
-
-
-class BM25Index:
-    """Okapi BM25 over tokenized chunk texts, updated in place on add/remove.
-
-    Kept in memory and rebuilt from the chunk texts in SQLite on start (a few ms per thousand
-    chunks), so it can never disagree with the database."""
-
-    def __init__(self, k1: float = 1.2, b: float = 0.75):
-        self.k1, self.b = k1, b
-        self.postings: dict[str, dict[int, int]] = defaultdict(dict)  # term -> {chunk id: term count}
-        self.lengths: dict[int, int] = {}
-        self.total_length = 0
-        self._terms: dict[int, list[str]] = {}
-
-    def __len__(self) -> int:
-        return len(self.lengths)
-
-    def add(self, chunk_id: int, text: str) -> None:
-        if chunk_id in self.lengths:
-            self.remove([chunk_id])
-        tokens = tokenize(text)
-        counts = Counter(tokens)
-        for term, tf in counts.items():
-            self.postings[term][chunk_id] = tf
-        self.lengths[chunk_id] = len(tokens)
-        self.total_length += len(tokens)
-        self._terms[chunk_id] = list(counts)
-
-    def remove(self, chunk_ids: Iterable[int]) -> None:
-        for cid in chunk_ids:
-            if cid not in self.lengths:
-                continue
-            for term in self._terms.pop(cid):
-                posting = self.postings[term]
-                posting.pop(cid, None)
-                if not posting:
-                    del self.postings[term]
-            self.total_length -= self.lengths.pop(cid)
-
-    def _idf(self, term: str) -> float:
-        n = len(self.lengths)
-        df = len(self.postings.get(term, ()))
-        return math.log(1 + (n - df + 0.5) / (df + 0.5))
-
-    def scores(self, query: str) -> dict[int, float]:
-        if not self.lengths:
-            return {}
-        avg = self.total_length / len(self.lengths) or 1.0
-        out: dict[int, float] = defaultdict(float)
-        for term in set(tokenize(query)):
-            posting = self.postings.get(term)
-            if not posting:
-                continue
-            idf = self._idf(term)
-            for cid, tf in posting.items():
-                norm = tf + self.k1 * (1 - self.b + self.b * self.lengths[cid] / avg)
-                out[cid] += idf * tf * (self.k1 + 1) / norm
-        return out
-
-    def coverage(self, query: str, chunk_id: int) -> float:
-        """The idf-weighted share of the query's terms that occur in the chunk (0..1). A term
-        no chunk contains weighs the most: a question about "wetsuits" is not answered by a
-        passage about bikes, however similar the two sound to the embedder."""
-        terms = set(tokenize(query))
-        if not terms or chunk_id not in self._terms:
-            return 0.0
-        present = set(self._terms[chunk_id])
-        weights = {t: self._idf(t) for t in terms}
-        total = sum(weights.values())
-        return sum(w for t, w in weights.items() if t in present) / total if total > 0 else 0.0
-
-    def search(self, query: str, k: int) -> list[tuple[int, float]]:
-        scored = self.scores(query)
-        return sorted(scored.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
 
 
 def reciprocal_rank_fusion(rankings: Sequence[Sequence[int]], k: int = RRF_K) -> dict[int, float]:

@@ -76,8 +76,7 @@ class LiveIndex:
     # ---- the in-memory copy -----------------------------------------------------------------
     def reload_bm25(self) -> None:
         bm25 = BM25Index()
-        for row in self.store.all_chunks():
-            bm25.add(row.id, embed_text(row.title, row.heading, row.text))
+        bm25.add_many((cid, embed_text(title, heading, text)) for cid, title, heading, text in self.store.chunk_texts())
         self.bm25 = bm25
 
     def apply(

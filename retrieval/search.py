@@ -54,8 +54,11 @@ class Searcher:
             dense_rank = [int(i) for i in d_ids[0] if i >= 0]
             dense = {int(i): float(s) for i, s in zip(d_ids[0], d_scores[0]) if i >= 0}
             best_dense = max(dense.values(), default=float("-inf"))
-            bm25_all = live.bm25.scores(query)
-            bm25_rank = [cid for cid, _ in sorted(bm25_all.items(), key=lambda kv: (-kv[1], kv[0]))[:n]]
+            # only the top n of BM25: at a million chunks, scoring and sorting every match in
+            # Python took longer than the rest of the search together
+            bm25_top = live.bm25.search(query, n)
+            bm25_rank = [cid for cid, _ in bm25_top]
+            bm25_all = dict(bm25_top)
             fused = reciprocal_rank_fusion([dense_rank, bm25_rank])
             if mode == "dense":
                 top = dense_rank[:k]
@@ -66,6 +69,8 @@ class Searcher:
             for cid in top:  # chunks found by BM25 alone still show their dense score
                 if cid not in dense:
                     dense[cid] = float(np.dot(index.reconstruct(cid), qv))
+            # and chunks found by dense search alone their BM25 score
+            bm25_all.update(live.bm25.scores_for(query, [cid for cid in top if cid not in bm25_all]))
             rows = self.store.chunks(top)
             bm25 = live.bm25
         d_pos = {cid: r for r, cid in enumerate(dense_rank, start=1)}

@@ -10,7 +10,7 @@ be rebuilt in milliseconds instead of re-embedding every chunk (~15 chunks/s per
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -188,6 +188,15 @@ class KnowledgeStore:
                     " ORDER BY c.id"
                 )
             ]
+
+    def chunk_texts(self) -> Iterator[tuple[int, str, str, str]]:
+        """(id, document title, heading, text) of every chunk, streamed in id order: loading BM25
+        at a million chunks must not hold every row (and `all_chunks`' vector blobs) at once."""
+        with self.db.read() as conn:
+            yield from conn.execute(
+                "SELECT c.id, d.title, c.heading, c.text FROM chunks c JOIN documents d ON d.id=c.document_id"
+                " ORDER BY c.id"
+            )
 
     def vectors(self, model: str, ids: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(ids, vectors) of the chunks whose stored vector came from `model`."""

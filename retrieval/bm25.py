@@ -1,0 +1,321 @@
+"""Okapi BM25 over the chunk texts in compact numpy arrays, updated in place on add/remove.
+
+Why arrays: the first version kept every posting in Python dicts (term -> {chunk id: count}),
+~100+ bytes a posting. At a million chunks of demo length (~35 distinct terms each) that is
+35M postings, several GB, and a query summed a Python loop over every posting of every query
+term. Here a posting costs 12 bytes (a term id and a count per chunk, and a chunk slot and a
+count per term) and a query is a few numpy gathers (benchmarks/retrieval.py --sizes 1000000).
+
+Layout. Each chunk gets a *slot* (0, 1, 2, ... in the order added):
+- forward: for every slot, its distinct term ids and their counts (`_fw_terms`, `_fw_tf`, slot
+  s owns `[_fw_start[s], _fw_start[s + 1])`). This is the primary copy: removals, coverage and
+  scoring a given chunk read it.
+- inverted (CSR): for every term, the slots that contain it and the counts (`_inv_slots`,
+  `_inv_tf`, term t owns `[_inv_off[t], _inv_off[t + 1])`), covering slots below
+  `_sealed_slots`. Slots added after the last rebuild (the tail) are found by scanning their
+  forward postings, which stay few: past TAIL_POSTINGS the inverted index is rebuilt.
+- removal clears the slot's `_alive` flag and lowers the document frequencies; dead postings
+  are skipped at query time and dropped when a quarter of the slots are dead.
+
+Scores are the same as the dict version's (same tokenizer, idf = ln(1 + (N - df + .5) /
+(df + .5)) over live chunks, same length normalisation; tests/retrieval/test_bm25.py compares
+them on the demo documents), computed in float64."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from assistant.terms import tokenize
+
+# Postings in the not-yet-inverted tail before the inverted index is rebuilt. A query scans the
+# tail's term ids once (~0.1 ms per 100k on one core); a rebuild sorts every posting (~1 s per
+# 10M). At 1M chunks a rebuild comes every ~3k added chunks, which take minutes to embed.
+TAIL_POSTINGS = 100_000
+MAX_TF = np.iinfo(np.uint16).max  # counts are stored as uint16; a chunk has at most a few hundred tokens
+
+
+class _Buffer:
+    """A numpy array that grows by doubling, for appends one chunk at a time."""
+
+    def __init__(self, dtype, capacity: int = 1024):
+        self.data = np.zeros(capacity, dtype=dtype)
+        self.size = 0
+
+    def extend(self, values) -> None:
+        values = np.asarray(values, dtype=self.data.dtype)
+        end = self.size + len(values)
+        if end > len(self.data):
+            grown = np.zeros(max(end, 2 * len(self.data)), dtype=self.data.dtype)
+            grown[: self.size] = self.data[: self.size]
+            self.data = grown
+        self.data[self.size : end] = values
+        self.size = end
+
+    def view(self) -> np.ndarray:
+        return self.data[: self.size]
+
+
+class BM25Index:
+    """Okapi BM25 over tokenized chunk texts, updated in place on add/remove.
+
+    Kept in memory and rebuilt from the chunk texts in SQLite on start (`add_many`: ~80 us a
+    chunk on one core, nearly all of it the tokenizer), so it can never disagree with the
+    database."""
+
+    def __init__(self, k1: float = 1.2, b: float = 0.75, tail_postings: int = TAIL_POSTINGS):
+        self.k1, self.b = k1, b
+        self.tail_postings = int(tail_postings)
+        self._term_ids: dict[str, int] = {}
+        self._df = _Buffer(np.int32)  # live chunks containing each term
+        self._slot_of: dict[int, int] = {}  # live chunk id -> slot
+        self._chunk = _Buffer(np.int64)  # slot -> chunk id
+        self._length = _Buffer(np.int32)  # slot -> tokens
+        self._alive = _Buffer(np.bool_)
+        self._fw_start = _Buffer(np.int64)
+        self._fw_start.extend([0])
+        self._fw_terms = _Buffer(np.int32)
+        self._fw_tf = _Buffer(np.uint16)
+        self.total_length = 0  # tokens over live chunks
+        self._dead = 0
+        self._sealed_slots = 0  # slots below this are in the inverted index
+        self._inv_off = np.zeros(1, dtype=np.int64)
+        self._inv_slots = np.zeros(0, dtype=np.int32)
+        self._inv_tf = np.zeros(0, dtype=np.uint16)
+
+    def __len__(self) -> int:
+        return len(self._slot_of)
+
+    def __contains__(self, chunk_id: int) -> bool:
+        return int(chunk_id) in self._slot_of
+
+    # ---- changes ----------------------------------------------------------------------------
+    def _term_counts(self, text: str) -> tuple[list[int], list[int], int]:
+        tokens = tokenize(text)
+        counts = Counter(tokens)
+        ids = self._term_ids
+        tids = [ids.setdefault(t, len(ids)) for t in counts]
+        return tids, [min(c, MAX_TF) for c in counts.values()], len(tokens)
+
+    def _append(self, chunk_id: int, tids: Sequence[int], tfs: Sequence[int], length: int) -> None:
+        if chunk_id in self._slot_of:  # a chunk's new text replaces its old one
+            self.remove([chunk_id])
+        slot = self._chunk.size
+        self._slot_of[chunk_id] = slot
+        self._chunk.extend([chunk_id])
+        self._length.extend([length])
+        self._alive.extend([True])
+        self._fw_terms.extend(tids)
+        self._fw_tf.extend(tfs)
+        self._fw_start.extend([self._fw_terms.size])
+        self.total_length += length
+
+    def _count_terms(self, tids: np.ndarray, many: bool = False) -> None:
+        """Raise the document frequency of each term id (`many`: the ids of many chunks, which
+        may repeat; otherwise one chunk's, which are distinct)."""
+        n_terms = len(self._term_ids)
+        if self._df.size < n_terms:
+            self._df.extend(np.zeros(n_terms - self._df.size, dtype=np.int32))
+        if many:
+            self._df.data[:n_terms] += np.bincount(tids, minlength=n_terms).astype(np.int32)
+        else:
+            self._df.data[tids] += 1
+
+    def add(self, chunk_id: int, text: str) -> None:
+        tids, tfs, length = self._term_counts(text)
+        self._append(int(chunk_id), tids, tfs, length)
+        self._count_terms(np.asarray(tids, dtype=np.int64))
+        if self._fw_terms.size - int(self._fw_start.data[self._sealed_slots]) > self.tail_postings:
+            self._rebuild()
+
+    def add_many(self, items: Iterable[tuple[int, str]]) -> None:
+        """Add many (chunk id, text) pairs with one rebuild at the end (loading a workspace)."""
+        start = self._fw_terms.size
+        for chunk_id, text in items:
+            tids, tfs, length = self._term_counts(text)
+            self._append(int(chunk_id), tids, tfs, length)
+        self._count_terms(self._fw_terms.view()[start:], many=True)
+        self._rebuild()
+
+    def remove(self, chunk_ids: Iterable[int]) -> None:
+        for cid in chunk_ids:
+            slot = self._slot_of.pop(int(cid), None)
+            if slot is None:
+                continue
+            self._alive.data[slot] = False
+            a, b = self._fw_start.data[slot], self._fw_start.data[slot + 1]
+            self._df.data[self._fw_terms.data[a:b]] -= 1  # a chunk's term ids are distinct
+            self.total_length -= int(self._length.data[slot])
+            self._dead += 1
+        if self._dead > max(1000, self._chunk.size // 4):
+            self._compact()
+
+    def _compact(self) -> None:
+        """Renumber the live slots (dropping the dead ones' postings) and rebuild."""
+        alive = self._alive.view()
+        starts = self._fw_start.view()
+        counts = np.diff(starts)
+        keep = np.repeat(alive, counts)
+        live_counts = counts[alive]
+        chunk, length = self._chunk.view()[alive], self._length.view()[alive]
+        terms, tfs = self._fw_terms.view()[keep], self._fw_tf.view()[keep]
+        for buf, values in (
+            (self._chunk, chunk),
+            (self._length, length),
+            (self._alive, np.ones(len(chunk), dtype=np.bool_)),
+            (self._fw_terms, terms),
+            (self._fw_tf, tfs),
+        ):
+            buf.size = 0
+            buf.extend(values)
+        self._fw_start.size = 0
+        self._fw_start.extend(np.concatenate([[0], np.cumsum(live_counts)]))
+        self._slot_of = {int(c): s for s, c in enumerate(chunk.tolist())}
+        self._dead = 0
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        """The inverted index of every slot, from the forward arrays (a stable sort by term, so
+        each term's slots stay in increasing order)."""
+        terms = self._fw_terms.view()
+        order = np.argsort(terms, kind="stable")
+        n_terms = len(self._term_ids)
+        counts = np.bincount(terms, minlength=n_terms)
+        self._inv_off = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        slot_of_posting = np.repeat(np.arange(self._chunk.size, dtype=np.int32), np.diff(self._fw_start.view()))
+        self._inv_slots = slot_of_posting[order]
+        self._inv_tf = self._fw_tf.view()[order]
+        self._sealed_slots = self._chunk.size
+
+    # ---- scoring ----------------------------------------------------------------------------
+    def df(self, term: str) -> int:
+        """Live chunks that contain `term` (an already tokenized term)."""
+        tid = self._term_ids.get(term)
+        return int(self._df.data[tid]) if tid is not None else 0
+
+    def _idf_of(self, df: int) -> float:
+        n = len(self._slot_of)
+        return math.log(1 + (n - df + 0.5) / (df + 0.5))
+
+    def _idf(self, term: str) -> float:
+        return self._idf_of(self.df(term))
+
+    def _norm(self, slots: np.ndarray, tf: np.ndarray) -> np.ndarray:
+        """BM25's term-frequency part without idf: tf (k1 + 1) / (tf + k1 (1 - b + b len / avg))."""
+        avg = self.total_length / len(self._slot_of) or 1.0
+        tf = tf.astype(np.float64)
+        lengths = self._length.data[slots]
+        return tf * (self.k1 + 1) / (tf + self.k1 * (1 - self.b + self.b * lengths / avg))
+
+    def _postings(self, tid: int) -> tuple[np.ndarray, np.ndarray]:
+        """(slots, counts) of the live chunks that contain term `tid`."""
+        parts_s, parts_t = [], []
+        if tid + 1 < len(self._inv_off):
+            a, b = self._inv_off[tid], self._inv_off[tid + 1]
+            parts_s.append(self._inv_slots[a:b])
+            parts_t.append(self._inv_tf[a:b])
+        tail_start = int(self._fw_start.data[self._sealed_slots])
+        if self._fw_terms.size > tail_start:
+            pos = tail_start + np.flatnonzero(self._fw_terms.data[tail_start : self._fw_terms.size] == tid)
+            if len(pos):
+                tail_slots = np.searchsorted(self._fw_start.view(), pos, side="right") - 1
+                parts_s.append(tail_slots.astype(np.int32))
+                parts_t.append(self._fw_tf.data[pos])
+        if not parts_s:
+            return np.zeros(0, np.int32), np.zeros(0, np.uint16)
+        slots = np.concatenate(parts_s) if len(parts_s) > 1 else parts_s[0]
+        tf = np.concatenate(parts_t) if len(parts_t) > 1 else parts_t[0]
+        if self._dead:
+            live = self._alive.data[slots]
+            slots, tf = slots[live], tf[live]
+        return slots, tf
+
+    def _query_terms(self, query: str) -> list[int]:
+        ids = self._term_ids
+        # set order, as the dict version summed: the same float additions in the same order
+        return [ids[t] for t in set(tokenize(query)) if t in ids]
+
+    def _accumulate(self, query: str) -> tuple[np.ndarray, np.ndarray]:
+        """(slots, scores) of every live chunk with a query term; a slot may repeat (once per
+        term), its score is the total either way."""
+        if not self._slot_of:
+            return np.zeros(0, np.int32), np.zeros(0)
+        acc = np.zeros(self._chunk.size, dtype=np.float64)
+        touched = []
+        for tid in self._query_terms(query):
+            slots, tf = self._postings(tid)
+            if not len(slots):
+                continue
+            acc[slots] += self._idf_of(int(self._df.data[tid])) * self._norm(slots, tf)  # distinct slots per term
+            touched.append(slots)
+        if not touched:
+            return np.zeros(0, np.int32), np.zeros(0)
+        slots = np.concatenate(touched) if len(touched) > 1 else touched[0]
+        return slots, acc[slots]
+
+    def scores(self, query: str) -> dict[int, float]:
+        """chunk id -> BM25 score for every chunk that holds a query term."""
+        slots, values = self._accumulate(query)
+        slots, first = np.unique(slots, return_index=True)
+        return dict(zip(self._chunk.data[slots].tolist(), values[first].tolist()))
+
+    def search(self, query: str, k: int) -> list[tuple[int, float]]:
+        """The top `k` (chunk id, score), best first, ties by chunk id (as sorting `scores`)."""
+        slots, values = self._accumulate(query)
+        if not len(slots) or k <= 0:
+            return []
+        n_terms = max(1, len(self._query_terms(query)))
+        m = k * n_terms  # a slot repeats at most once per term: the top m entries hold >= k slots
+        if len(values) > m:
+            # everything at least as good as the m-th best entry: exact, ties included
+            cut = np.partition(values, len(values) - m)[len(values) - m]
+            keep = values >= cut
+            slots, values = slots[keep], values[keep]
+        slots, first = np.unique(slots, return_index=True)
+        values = values[first]
+        ids = self._chunk.data[slots]
+        order = np.lexsort((ids, -values))[:k]
+        return list(zip(ids[order].tolist(), values[order].tolist()))
+
+    def scores_for(self, query: str, chunk_ids: Iterable[int]) -> dict[int, float]:
+        """BM25 scores of the given chunks (0.0 when one holds no query term or is unknown)."""
+        out: dict[int, float] = {}
+        tids = self._query_terms(query)
+        for cid in chunk_ids:
+            slot = self._slot_of.get(int(cid))
+            if slot is None or not tids:
+                out[int(cid)] = 0.0
+                continue
+            a, b = self._fw_start.data[slot], self._fw_start.data[slot + 1]
+            terms = self._fw_terms.data[a:b]
+            total = 0.0
+            for tid in tids:
+                hit = np.flatnonzero(terms == tid)
+                if len(hit):
+                    norm = self._norm(np.array([slot]), self._fw_tf.data[a + hit])
+                    total += self._idf_of(int(self._df.data[tid])) * float(norm[0])
+            out[int(cid)] = total
+        return out
+
+    def coverage(self, query: str, chunk_id: int) -> float:
+        """The idf-weighted share of the query's terms that occur in the chunk (0..1). A term
+        no chunk contains weighs the most: a question about "wetsuits" is not answered by a
+        passage about bikes, however similar the two sound to the embedder."""
+        terms = set(tokenize(query))
+        slot = self._slot_of.get(int(chunk_id))
+        if not terms or slot is None:
+            return 0.0
+        a, b = self._fw_start.data[slot], self._fw_start.data[slot + 1]
+        present = set(self._fw_terms.data[a:b].tolist())
+        weights = {t: self._idf(t) for t in terms}
+        total = sum(weights.values())
+        held = sum(w for t, w in weights.items() if self._term_ids.get(t, -1) in present)
+        return held / total if total > 0 else 0.0
+
+    def nbytes(self) -> int:
+        """Bytes held in the numpy arrays (the term and chunk-id dicts come on top)."""
+        bufs = (self._df, self._chunk, self._length, self._alive, self._fw_start, self._fw_terms, self._fw_tf)
+        return sum(b.data.nbytes for b in bufs) + self._inv_off.nbytes + self._inv_slots.nbytes + self._inv_tf.nbytes
