@@ -18,6 +18,7 @@ from .engine import ChatEngine, Generation, GenerationOptions
 from .errors import ValidationError
 from .prompting import Retrieval, Retriever, build_messages, reading_options
 from .second_model import SecondModels
+from .served_adapters import ServedAdapters
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,9 @@ class ChatService:
         self.second_models = second_models  # full checkpoints (None: only LoRA adapters are offered)
         self.log = log_
         self.adapters = adapters
+        # Adapters registered by folder path through /v1/load_lora_adapter (another Tailor using
+        # this one as its engine): offered and routed beside the workspace's own.
+        self.served = ServedAdapters(engine, adapters)
         self.retriever = retriever
         self.no_source = check_no_source(no_source)
         self._running: dict[str, Turn] = {}
@@ -142,7 +146,8 @@ class ChatService:
     def models(self) -> list[str]:
         """What the model picker offers: the base model and every published adapter (and
         full fine-tuned checkpoint)."""
-        return [BASE] + self.adapters.names()
+        own = self.adapters.names()
+        return [BASE] + own + [n for n in self.served.names() if n not in own]
 
     def default_model(self) -> str:
         return self.adapters.active() or BASE
@@ -153,6 +158,10 @@ class ChatService:
         for a full checkpoint (assistant/second_model.py)."""
         if model in (None, "", BASE):
             return Route(self.engine, None, None)
+        served = self.served.get(model)
+        if served is not None:
+            self.engine.load_adapter(model, served[0], version=served[1])
+            return Route(self.engine, model, model)
         info = self.adapters.get(model)
         if info.kind == FULL:
             if self.second_models is None:

@@ -13,6 +13,15 @@ class ModelError(TailorError):
     """The chat model could not be found, converted or loaded."""
 
 
+class EngineUnavailable(ModelError):
+    """The remote engine (TAILOR_ENGINE_URL) could not be reached or refused a request; `status`
+    is its HTTP status when it answered."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
 class NotFoundError(TailorError):
     """A conversation, message, adapter or other record does not exist."""
 

@@ -41,17 +41,33 @@ def open_core(settings: Settings, progress: Callable[[str], None] = log.info) ->
         settings.model, workspace.models_dir, allow_downloads=settings.allow_downloads, progress=progress
     )
     hardware = pick_hardware(settings.device, settings.dtype)
-    engine = load_engine(
-        resolved,
-        hardware,
-        backend=settings.engine,
-        max_context=settings.max_context,
-        threads=settings.threads,
-        parallel=settings.parallel,
-        weights=settings.gguf_weights,
-        models_dir=workspace.models_dir,
-        progress=progress,
-    )
+    engine: ChatEngine
+    if settings.engine_url:  # generation on a remote server; the tokenizer and catalog stay here
+        from .remote_engine import load_remote_engine
+
+        engine = load_remote_engine(
+            resolved,
+            hardware,
+            url=settings.engine_url,
+            api_key=settings.engine_api_key,
+            remote_adapter_dir=settings.engine_adapter_dir,
+            catalog=AdapterCatalog(workspace.adapters_dir),
+            max_context=settings.max_context,
+            parallel=settings.parallel,
+            progress=progress,
+        )
+    else:
+        engine = load_engine(
+            resolved,
+            hardware,
+            backend=settings.engine,
+            max_context=settings.max_context,
+            threads=settings.threads,
+            parallel=settings.parallel,
+            weights=settings.gguf_weights,
+            models_dir=workspace.models_dir,
+            progress=progress,
+        )
     conversations = ConversationLog(workspace.db)
     adapters = AdapterCatalog(workspace.adapters_dir)
     chat = ChatService(

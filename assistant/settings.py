@@ -45,6 +45,9 @@ ENV_VARS = (
     "TAILOR_DEVICE",
     "TAILOR_DTYPE",
     "TAILOR_ENGINE",
+    "TAILOR_ENGINE_URL",
+    "TAILOR_ENGINE_API_KEY",
+    "TAILOR_ENGINE_ADAPTER_DIR",
     "TAILOR_PARALLEL",
     "TAILOR_GGUF_WEIGHTS",
     "TAILOR_LLAMACPP_EXTRA_BUFFERS",
@@ -128,6 +131,12 @@ class Settings:
     # The generation backend (assistant/backends.py): "auto" is llama.cpp on a CPU where it is
     # installed and works, torch on a GPU and everywhere else.
     engine: str = "auto"
+    # An OpenAI-compatible server that generates instead (vLLM, another Tailor), its API key, and
+    # the workspace's adapters folder as that server sees it (None: the local path); see
+    # assistant/remote_engine.py.
+    engine_url: str | None = None
+    engine_api_key: str | None = None
+    engine_adapter_dir: str | None = None
     # Requests the llama.cpp backend decodes together; each holds max_context tokens of KV cache.
     parallel: int = 8
     # Weights llama.cpp runs: "embedded" (a GGUF model's own file; the default model's Q4_1) or
@@ -164,6 +173,9 @@ class Settings:
             device=env_str("TAILOR_DEVICE"),
             dtype=env_str("TAILOR_DTYPE"),
             engine=env_str("TAILOR_ENGINE", "auto"),
+            engine_url=env_str("TAILOR_ENGINE_URL"),
+            engine_api_key=env_str("TAILOR_ENGINE_API_KEY"),
+            engine_adapter_dir=env_str("TAILOR_ENGINE_ADAPTER_DIR"),
             parallel=_env_int("TAILOR_PARALLEL", 8),
             gguf_weights=env_str("TAILOR_GGUF_WEIGHTS", "embedded"),
             allow_downloads=(env_str("TAILOR_ALLOW_DOWNLOADS") or "").lower() in {"1", "true", "yes"},

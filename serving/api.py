@@ -3,6 +3,8 @@
     GET  /v1/models                  "base" and every published adapter
     GET  /v1/models/{id}
     POST /v1/chat/completions        OpenAI chat format; "stream": true gives server-sent events
+    POST /v1/load_lora_adapter       vLLM's run-time adapter routes (serving/lora_routes.py), so
+    POST /v1/unload_lora_adapter     another Tailor can use this one as its engine
 
 Requests go through `ChatService` like chat-tab messages, so each one is logged (as a new
 conversation with source "api", unless it continues one) and shows up in curation and in
@@ -56,6 +58,7 @@ from assistant.errors import TailorError
 from assistant.prompting import Passage
 
 from .errors import ApiError, error_body, from_tailor_error
+from .lora_routes import add_lora_routes
 from .middleware import BodyLimit
 from .queue import RequestLimiter
 from .requests import ParsedRequest, load_json_body, parse_chat_request
@@ -298,6 +301,7 @@ def build_router(chat: ChatService, limiter: RequestLimiter, config: ApiConfig) 
             "tailor": _tailor_info(turn, reply, slot.waited_s),
         }
 
+    add_lora_routes(router, chat)  # POST /load_lora_adapter, /unload_lora_adapter (serving/lora_routes.py)
     return router
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from fastapi.responses import JSONResponse
 
-from assistant.errors import NotFoundError, TailorError
+from assistant.errors import EngineUnavailable, NotFoundError, TailorError
 
 from .queue import Overloaded
 
@@ -47,6 +47,8 @@ def from_tailor_error(exc: TailorError) -> ApiError:
             exc.code,
             headers={"Retry-After": str(exc.retry_after)},
         )
+    if isinstance(exc, EngineUnavailable):  # the remote engine (TAILOR_ENGINE_URL) is down or refused
+        return ApiError(502, str(exc), "server_error", "engine_unavailable")
     if isinstance(exc, NotFoundError):
         return ApiError(404, str(exc), "invalid_request_error", "not_found")
     return ApiError(400, str(exc), "invalid_request_error", "invalid_request")

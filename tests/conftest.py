@@ -293,10 +293,16 @@ class ServerProcess:
 
 
 def start_server_process(
-    workspace: Path, model: str | Path | None = None, *, args=(), env=None, timeout: float = 240
+    workspace: Path,
+    model: str | Path | None = None,
+    *,
+    args=(),
+    env=None,
+    timeout: float = 240,
+    port: int | None = None,
 ) -> ServerProcess:
-    """Start `tailor serve` on a free port and wait until it answers HTTP."""
-    port = free_port()
+    """Start `tailor serve` on `port` (default: a free one) and wait until it answers HTTP."""
+    port = port or free_port()
     cmd = [sys.executable, "-m", "cli.main", "serve", "--port", str(port), "--workspace", str(workspace), *args]
     if model is not None:
         cmd += ["--model", str(model)]
