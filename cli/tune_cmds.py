@@ -82,6 +82,7 @@ def register(sub, common) -> None:
         action="store_true",
         help="measure the estimate first, then queue the job; the adapter card compares it with the real run",
     )
+    add_distributed_arguments(p)
     p.add_argument("--wait", action="store_true", help="follow the job until it ends (progress on stderr)")
     p.add_argument("--json", action="store_true", help="print the job as JSON")
     p.set_defaults(func=cmd_tune)
@@ -115,6 +116,55 @@ def register(sub, common) -> None:
     j.add_argument("job_id", type=int)
     j.add_argument("--wait", action="store_true")
     j.set_defaults(func=cmd_jobs_resume)
+
+
+def add_distributed_arguments(p) -> None:
+    from tuning.config import DISTRIBUTED
+
+    g = p.add_argument_group("several GPUs or machines (accelerate launch; the config is written to the job folder)")
+    g.add_argument(
+        "--processes",
+        type=int,
+        metavar="N",
+        help="training processes on all machines together, one per GPU (on a CPU: processes sharing its cores)",
+    )
+    g.add_argument(
+        "--distributed",
+        choices=DISTRIBUTED,
+        help="auto (default): ddp for several processes; fsdp, deepspeed-zero2/3 shard the model over GPUs "
+        "(DeepSpeed: pip install 'tailor[deepspeed]')",
+    )
+    g.add_argument("--machines", type=int, metavar="M", help="machines in the job (default 1)")
+    g.add_argument("--main-process-ip", metavar="ADDR", help="several machines: the address of this machine (0)")
+    g.add_argument("--main-process-port", type=int, metavar="PORT", help="several machines: its port (29500)")
+
+
+def distributed_settings(args) -> dict:
+    """The TrainConfig settings the distributed flags give (those not given are left out, so a
+    --config file's own settings stand)."""
+    given = {
+        "num_processes": args.processes,
+        "distributed": args.distributed,
+        "num_machines": args.machines,
+        "main_process_ip": args.main_process_ip,
+        "main_process_port": args.main_process_port,
+    }
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def _print_join_commands(job, config) -> None:
+    """A multi-node job: what each other machine runs to join it."""
+    import shlex
+
+    from tuning.launch import join_command
+
+    print(
+        f"job {job.id} waits for {config.num_machines - 1} more machine(s); on each, with this workspace at the "
+        "same path, run:",
+        file=sys.stderr,
+    )
+    for rank in range(1, config.num_machines):
+        print(f"  machine {rank}: {shlex.join(join_command(job.job_dir, config, rank))}", file=sys.stderr)
 
 
 def _workspace(args):
@@ -214,6 +264,8 @@ def cmd_tune(args) -> int:
         config = full_defaults(**(TrainConfig.file_settings(args.config) if args.config else {}))
     else:
         config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
+    if distributed_settings(args):  # the flags over the file's settings and the defaults
+        config = config.with_(**distributed_settings(args))
     estimate = None
     if args.dry_run or args.estimate:
         print("measuring a short probe of this run...", file=sys.stderr, flush=True)
@@ -233,6 +285,8 @@ def cmd_tune(args) -> int:
         exclude=exclude,
         estimate=estimate,
     )
+    if config.num_machines > 1:
+        _print_join_commands(job, config)
     grounding = job.grounding()
     if grounding and not args.json:
         print(f"grounding: {grounding.get('message', '')}", file=sys.stderr, flush=True)

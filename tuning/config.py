@@ -54,6 +54,12 @@ ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "d
 ADVANCED = ("epochs", "learning_rate", "lora_r", "batch_size", "max_length", "early_stopping_patience", "threads")
 
 
+# how a job's processes share the work (tuning/launch.py): "ddp" copies the model into each
+# process (gloo on CPUs, NCCL on GPUs); "fsdp" (FSDP2) and DeepSpeed ZeRO-2/3 shard optimizer
+# state, gradients (and with zero3 / fsdp the weights) over the GPUs
+DISTRIBUTED = ("auto", "none", "ddp", "fsdp", "deepspeed-zero2", "deepspeed-zero3")
+SHARDED = ("fsdp", "deepspeed-zero2", "deepspeed-zero3")
+
 METHODS = ("sft", "dpo")
 # which weights a run changes: a LoRA adapter on the frozen base (the default), or every weight
 # of a copy of the base ("full": small models, tuning/full_model.py)
@@ -101,7 +107,14 @@ class TrainConfig:
     device: str | None = None
     threads: int | None = None
     gradient_checkpointing: bool | None = None
-    num_processes: int = 1  # >1: launched with `accelerate launch` (several GPUs)
+    # several processes, GPUs or machines (tuning/launch.py writes JOB/accelerate.yaml for them):
+    # "auto" is ddp when num_processes > 1, else none; fsdp and deepspeed-zero2/3 shard the model
+    # over GPUs (one process per GPU), and need GPUs
+    distributed: str = "auto"
+    num_processes: int = 1  # processes on all machines together (accelerate's meaning); one per GPU
+    num_machines: int = 1
+    main_process_ip: str | None = None  # several machines: the address of machine 0 (where the job was queued)
+    main_process_port: int | None = None  # None: a free port on one machine, 29500 across machines
 
     # ---- validation / (de)serialisation ---------------------------------------------------
     def validate(self) -> TrainConfig:
@@ -159,8 +172,43 @@ class TrainConfig:
         need(self.dtype in (None, "float32", "bfloat16", "float16"), "dtype must be float32, bfloat16 or float16")
         need(self.device in (None, "cpu", "cuda", "mps"), "device must be cpu, cuda or mps")
         need(self.threads is None or (isinstance(self.threads, int) and self.threads >= 1), "threads must be >= 1")
-        need(isinstance(self.num_processes, int) and self.num_processes >= 1, "num_processes must be >= 1")
+        self._validate_distributed(need)
         return self
+
+    def _validate_distributed(self, need) -> None:
+        need(self.distributed in DISTRIBUTED, f"distributed must be one of {', '.join(DISTRIBUTED)}")
+        need(isinstance(self.num_processes, int) and self.num_processes >= 1, "num_processes must be >= 1")
+        need(isinstance(self.num_machines, int) and self.num_machines >= 1, "num_machines must be >= 1")
+        need(
+            self.num_processes % self.num_machines == 0,
+            f"num_processes counts the processes of all machines together: {self.num_processes} cannot be split "
+            f"evenly over {self.num_machines} machines",
+        )
+        need(
+            self.distributed != "none" or self.num_processes == 1,
+            "distributed none runs one process; choose ddp (or fsdp, deepspeed-zero2/3) for several",
+        )
+        need(
+            self.distributed != "ddp" or self.num_processes > 1,
+            "distributed ddp needs num_processes of 2 or more (one per GPU)",
+        )
+        need(
+            self.num_machines == 1 or (isinstance(self.main_process_ip, str) and bool(self.main_process_ip.strip())),
+            "several machines need main_process_ip: the address of machine 0, which the others connect to",
+        )
+        need(
+            self.main_process_port is None
+            or (isinstance(self.main_process_port, int) and 1 <= self.main_process_port <= 65535),
+            "main_process_port must be a port number 1-65535 or empty",
+        )
+
+    @property
+    def strategy(self) -> str:
+        """The distributed strategy in effect: `distributed` with "auto" decided ("ddp" for
+        several processes, else "none")."""
+        if self.distributed == "auto":
+            return "ddp" if self.num_processes > 1 else "none"
+        return self.distributed
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -35,7 +35,7 @@ from .config import TrainConfig, default_threads
 from .estimate import ESTIMATE_FILE
 from .grounding_files import GroundingMix, write_grounding
 from .job_store import TERMINAL_STATES, Job, JobStore
-from .launch import start_worker, worker_command, worker_env
+from .launch import check_launch, launch_hardware, prepare_launch, start_worker, worker_env
 from .processes import is_our_worker, signal_group, worker_job_dir
 from .progress import TrainingProgress, training_progress
 from .registry import AdapterRegistry
@@ -86,6 +86,8 @@ class JobManager:
         examples made from the documents for this job's training data only, written into the
         job folder (grounding.jsonl, grounding.json) before the job can start."""
         config = (config or TrainConfig()).validate()
+        if config.strategy != "none":  # e.g. DeepSpeed not installed, FSDP on a CPU: refused before it is queued
+            check_launch(config, launch_hardware(config)[0])
         family = (family or DEFAULT_FAMILY).strip()
         self.registry.next_name(family)  # validates the name early, before anything runs
         dataset_path = Path(dataset_path)
@@ -139,7 +141,9 @@ class JobManager:
                 self._wake.set()  # the background thread slept with nothing to watch: watch this job
 
     def command(self, job: Job) -> list[str]:
-        return worker_command(job.job_dir, int(job.config.get("num_processes", 1) or 1))
+        """The job's worker command; for several processes its accelerate config is written
+        into the job folder first (tuning/launch.py)."""
+        return prepare_launch(job.job_dir, TrainConfig.from_dict(job.config))
 
     def _launch(self, job: Job) -> None:
         if not self.store.owns(job.job_dir):

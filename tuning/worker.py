@@ -6,6 +6,13 @@ JSON lines to JOB_DIR/progress.jsonl (the format: tuning/progress.py) and to the
 and on success publishes the best-validation adapter atomically into the registry. SIGTERM asks it to stop after the
 current step (saving a checkpoint, so the job can be resumed); anything that goes wrong is
 recorded on the job as `failed` with the error, and nothing already published is touched.
+
+Under `accelerate launch` (several processes: tuning/launch.py) every rank trains, and the side
+effects happen exactly once, on rank 0: the progress file, the job's row, the pid a cancel
+signals, the published adapter and the next queued job. The ranks agree on stopping (a cancel
+seen by any rank stops all of them after the same step, so none waits forever for the others
+and the checkpoint saved is whole), and each rank dies with its launcher, so killing the job's
+process group (a cancel's last resort) leaves no rank behind.
 """
 
 from __future__ import annotations
@@ -24,7 +31,8 @@ from pathlib import Path
 from assistant.db import utcnow
 from assistant.workspace import Workspace
 
-from .config import TrainConfig, resolve_hardware
+from . import ranks
+from .config import SHARDED, TrainConfig, resolve_hardware
 from .estimate import ESTIMATE_FILE
 from .full_model import CHECKPOINT_KIND, check_memory, save_checkpoint
 from .grounding_files import GROUNDING_FILE, card_summary, read_grounding_summary
@@ -32,6 +40,7 @@ from .job_store import JobStore
 from .jobs import JobManager
 from .preference import reward_metrics
 from .progress import PROGRESS_FILE, ProgressWriter
+from .ranks import agree, is_main_process
 from .registry import AdapterRegistry
 from .trainer import last_checkpoint
 from .trainers import build_for
@@ -41,10 +50,6 @@ _stop = threading.Event()
 
 def _on_sigterm(signum, frame):
     _stop.set()
-
-
-def is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 def make_callbacks(store: JobStore, job_id: int, writer: ProgressWriter):
@@ -156,17 +161,20 @@ def make_callbacks(store: JobStore, job_id: int, writer: ProgressWriter):
                 writer.log(f"checkpoint saved at step {state.global_step}")
 
     class Stop(TrainerCallback):
-        """SIGTERM (or a cancel recorded in the DB) ends training after the current step,
-        with a checkpoint saved so that the job can be resumed."""
+        """SIGTERM (or a cancel recorded in the DB, read by rank 0 only) ends training after
+        the current step, with a checkpoint saved so that the job can be resumed. With several
+        processes the ranks agree at every step: a rank that stopped alone would leave the
+        others waiting for it in the next gradient exchange."""
 
         def on_step_end(self, args, state, control, **kw):
-            if not _stop.is_set():
+            if not _stop.is_set() and state.is_world_process_zero:
                 try:
                     if store.get(job_id).cancel_requested:
                         _stop.set()
                 except Exception:  # noqa: BLE001 - the DB being busy must not stop training
                     pass
-            if _stop.is_set():
+            if agree(_stop.is_set(), args.device):
+                _stop.set()  # also on the ranks that only heard of it now
                 control.should_training_stop = True
                 control.should_save = True
 
@@ -206,6 +214,8 @@ def run(job_dir: Path) -> int:
         print(f"tuning.worker: job {job.id} of {root} runs in {job.job_dir}, not {job_dir}", file=sys.stderr)
         return 2
     main = is_main_process()
+    if ranks.launched():
+        ranks.die_with_launcher()
     writer = ProgressWriter(job_dir / PROGRESS_FILE, enabled=main)
     signal.signal(signal.SIGTERM, _on_sigterm)
     started = time.perf_counter()
@@ -213,9 +223,10 @@ def run(job_dir: Path) -> int:
         import torch
 
         config = TrainConfig.from_dict(job.config)
-        if job.threads:
-            torch.set_num_threads(job.threads)
-        hw = resolve_hardware(config, default_thread_count=job.threads)
+        threads = ranks.rank_threads(job.threads) if job.threads else None
+        if threads:
+            torch.set_num_threads(threads)
+        hw = resolve_hardware(config, default_thread_count=threads)
         output_dir = job_dir / "checkpoints"
         resume_from = last_checkpoint(output_dir)
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(job_dir / "tensorboard")
@@ -223,7 +234,7 @@ def run(job_dir: Path) -> int:
             store.update(
                 job.id,
                 status="running",
-                pid=os.getpid(),
+                pid=ranks.signalled_pid(job_dir),
                 started_at=job.started_at or utcnow(),
                 message="loading the base model",
             )
@@ -267,12 +278,16 @@ def run(job_dir: Path) -> int:
                 f"{the_plan.total_steps} steps, evaluation every {the_plan.eval_steps or '-'} steps"
                 + (f"; resuming from {resume_from.name}" if resume_from else "")
             )
-        if _stop.is_set():
+        ranks.report_rank(trainer, config.strategy)
+        if agree(_stop.is_set(), trainer.args.device):
             raise _Cancelled()
         result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
         state = trainer.state
-        if _stop.is_set():
+        if agree(_stop.is_set(), trainer.args.device):  # every rank takes the same way out
             raise _Cancelled()
+        # Sharded weights (FSDP, ZeRO) are gathered by every rank together into one folder,
+        # which rank 0 then publishes; otherwise rank 0 holds the whole model and saves it alone.
+        gathered = ranks.gather_sharded(trainer, config.finetune, job_dir) if config.strategy in SHARDED else None
         if not main:
             return 0
         duration = time.perf_counter() - started
@@ -316,6 +331,11 @@ def run(job_dir: Path) -> int:
         trainer.model.eval()
 
         def write_adapter(tmp: Path) -> None:
+            if gathered is not None:
+                shutil.copytree(gathered, tmp, dirs_exist_ok=True)
+                if config.finetune == "lora":
+                    _write_lora_gguf(tmp, Path(job.base_model_path), writer)
+                return
             if config.finetune == "full":  # the whole trained model (tuning/full_model.py)
                 save_checkpoint(trainer.model, trainer.processing_class, tmp)
                 return
@@ -338,6 +358,8 @@ def run(job_dir: Path) -> int:
             grounding=card_summary(grounding),
             kind=CHECKPOINT_KIND if config.finetune == "full" else None,
         )
+        if gathered is not None:
+            shutil.rmtree(gathered, ignore_errors=True)  # published: the copy in the job folder is not needed
         if config.finetune == "full":
             # A full run's checkpoints hold the model and its optimizer state (~12 bytes per
             # parameter each: 1.6 GB for the default model); once published they are not needed.

@@ -1,4 +1,5 @@
-"""`accelerate launch` command construction, and the tune/jobs/adapters commands end to end."""
+"""The tune/jobs/adapters commands end to end (the `accelerate launch` command and its config:
+tests/tuning/test_distributed_config.py)."""
 
 import json
 import os
@@ -6,69 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-from assistant.errors import ValidationError
 from tuning.config import dpo_defaults
-from tuning.jobs import JobManager
-from tuning.launch import accelerate_command
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def test_accelerate_command_for_several_gpus_and_machines(tmp_path):
-    cmd = accelerate_command(tmp_path / "job-0001", 4, accelerate="accelerate")
-    assert cmd == [
-        "accelerate",
-        "launch",
-        "--num_processes",
-        "4",
-        "--num_machines",
-        "1",
-        "--multi_gpu",
-        "-m",
-        "tuning.worker",
-        str(tmp_path / "job-0001"),
-    ]
-    cmd = accelerate_command(
-        "J",
-        16,
-        num_machines=2,
-        machine_rank=1,
-        main_process_ip="10.0.0.1",
-        main_process_port=29500,
-        mixed_precision="bf16",
-        accelerate="accelerate",
-    )
-    assert cmd[cmd.index("--machine_rank") + 1] == "1" and cmd[cmd.index("--main_process_ip") + 1] == "10.0.0.1"
-    assert cmd[cmd.index("--main_process_port") + 1] == "29500" and cmd[cmd.index("--mixed_precision") + 1] == "bf16"
-    assert cmd[-3:] == ["-m", "tuning.worker", "J"]
-    with pytest.raises(ValidationError):
-        accelerate_command("J", 2, num_machines=2)  # no main process address
-    with pytest.raises(ValidationError):
-        accelerate_command("J", 0)
-
-
-def test_manager_uses_accelerate_for_several_processes(workspace, tiny_model_dir, tune_version_dir):
-    from tuning.config import TrainConfig
-
-    manager = JobManager(workspace)
-    job = manager.submit(
-        base_model="tiny",
-        base_model_path=tiny_model_dir,
-        dataset_version=1,
-        dataset_path=tune_version_dir,
-        config=TrainConfig(num_processes=2),
-        start=False,
-    )
-    cmd = manager.command(job)
-    assert cmd[1:3] == ["launch", "--num_processes"] and cmd[-2:] == ["tuning.worker", str(job.job_dir)]
-    single = manager.submit(
-        base_model="tiny", base_model_path=tiny_model_dir, dataset_version=1, dataset_path=tune_version_dir, start=False
-    )
-    assert manager.command(single) == [sys.executable, "-m", "tuning.worker", str(single.job_dir)]
-    for j in (job, single):
-        manager.cancel(j.id)
 
 
 def tailor(*args, timeout=300):
