@@ -338,6 +338,7 @@ class RemoteEngine(ChatEngine):
                 if gen.stopped:
                     break
                 if data == "[DONE]":
+                    finish = finish or "stop"
                     break
                 chunk = json.loads(data)
                 if not isinstance(chunk, dict):
@@ -357,6 +358,8 @@ class RemoteEngine(ChatEngine):
                     finish = choice.get("finish_reason") or finish
             if gen.stopped:
                 res.finish_reason = "stopped"
+            elif finish is None:  # neither a finish reason nor [DONE]: the connection just ended
+                raise RuntimeError("the stream ended before the reply was complete")
             else:
                 res.finish_reason = "length" if finish == "length" else "stop"
         except Exception as exc:  # noqa: BLE001 - a broken stream is this reply's error, not a crash

@@ -1,0 +1,188 @@
+"""The remote engine in process, against a small scripted OpenAI server (stdlib http.server in a
+thread): what it sends for each option, how it reads a stream (with and without `usage`, broken
+off midway), and its errors. The real round trip, Tailor to Tailor, is
+tests/server/test_remote_engine_server.py."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from assistant.errors import EngineUnavailable, ModelError, ValidationError
+from assistant.generation import GenerationOptions
+from assistant.hardware import pick_hardware
+from assistant.remote_engine import RemoteEngine, api_root
+
+from ..conftest import free_port
+
+ASK = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+class Script:
+    """What the scripted server answers, and what it was sent."""
+
+    def __init__(self):
+        self.requests: list[tuple[str, dict]] = []
+        self.chunks: list[dict] = [
+            {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]},
+            {"choices": [{"index": 0, "delta": {"content": "Paris"}}]},
+            {"choices": [{"index": 0, "delta": {"content": " is it."}, "finish_reason": "length"}]},
+            {"choices": [], "usage": {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14}},
+        ]
+        self.done = True  # send "data: [DONE]" (False: end the body without it, as a dying server)
+        self.status = 200
+
+
+@pytest.fixture
+def scripted():
+    script = Script()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):  # keep the test output clean
+            pass
+
+        def _send(self, status: int, body: bytes, ctype="application/json"):
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self):
+            script.requests.append((self.path, {}))
+            cards = [{"id": "org/model", "parent": None}, {"id": "other-lora", "parent": "org/model"}]
+            self._send(200, json.dumps({"object": "list", "data": cards}).encode())
+
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            script.requests.append((self.path, body))
+            if self.path != "/v1/chat/completions":
+                self._send(200, b"Success", "text/plain")
+                return
+            if script.status != 200:
+                self._send(script.status, json.dumps({"error": {"message": "no such model"}}).encode())
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            for chunk in script.chunks:  # a str goes as it is (a broken line)
+                line = chunk if isinstance(chunk, str) else json.dumps(chunk)
+                self.wfile.write(f"data: {line}\n\n".encode())
+            if script.done:
+                self.wfile.write(b"data: [DONE]\n\n")
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    script.url = f"http://127.0.0.1:{server.server_address[1]}"
+    yield script
+    server.shutdown()
+
+
+def _engine(tiny_engine, url: str, **kwargs) -> RemoteEngine:
+    return RemoteEngine(
+        tiny_engine.tokenizer,
+        name="tiny",
+        url=url,
+        hardware=pick_hardware("cpu"),
+        context_window=512,
+        **kwargs,
+    )
+
+
+def test_the_url_may_name_the_v1_root_or_the_server():
+    assert api_root("http://gpu:8000") == api_root("http://gpu:8000/v1/") == "http://gpu:8000/v1"
+    with pytest.raises(ModelError, match="http:// or https://"):
+        api_root("gpu:8000")
+
+
+def test_options_become_openai_fields_and_the_stream_becomes_the_reply(scripted, tiny_engine):
+    engine = _engine(tiny_engine, scripted.url, top_k=50)
+    options = GenerationOptions(temperature=0.7, top_p=0.8, max_new_tokens=20, seed=5)
+    gen = engine.stream(ASK, options)
+    texts = list(gen)
+    result = gen.wait()
+    assert texts == ["Paris", "Paris is it."]
+    assert (result.text, result.finish_reason, result.error) == ("Paris is it.", "length", None)
+    assert (result.prompt_tokens, result.completion_tokens) == (11, 3)  # the server's own counts
+    path, sent = scripted.requests[-1]
+    assert path == "/v1/chat/completions"
+    assert sent["model"] == "org/model"  # the base: the first model without a parent
+    assert sent["messages"] == ASK and sent["stream"] is True
+    assert sent["stream_options"] == {"include_usage": True}
+    assert (sent["temperature"], sent["top_p"], sent["max_tokens"], sent["seed"]) == (0.7, 0.8, 20, 5)
+    assert sent["top_k"] == 50 and sent["repetition_penalty"] == options.repetition_penalty
+    assert "logit_bias" not in sent
+
+    # Greedy below the sampling threshold; the copy bias as OpenAI's logit_bias on the sources' ids.
+    reading = GenerationOptions(temperature=0.001, copy_bias=2.0, copy_source="Paris is the capital.")
+    engine.generate(ASK, reading)
+    sent = scripted.requests[-1][1]
+    assert sent["temperature"] == 0.0 and sent["top_p"] == 1.0 and "top_k" not in sent
+    assert sent["logit_bias"] == {str(t): 2.0 for t in engine.copy_ids(reading)} and sent["logit_bias"]
+    engine.close()
+
+
+def test_without_usage_the_local_tokenizer_counts(scripted, tiny_engine):
+    scripted.chunks = scripted.chunks[:3]
+    engine = _engine(tiny_engine, scripted.url)
+    result = engine.generate(ASK)
+    assert result.prompt_tokens == tiny_engine.count_tokens(ASK)
+    assert result.completion_tokens == len(tiny_engine.tokenizer("Paris is it.", add_special_tokens=False)["input_ids"])
+
+
+def test_a_stream_broken_off_keeps_the_partial_reply_and_says_why(scripted, tiny_engine):
+    engine = _engine(tiny_engine, scripted.url)
+    scripted.chunks = [*scripted.chunks[:2], "{not json"]
+    result = engine.generate(ASK)
+    assert result.finish_reason == "error" and result.text == "Paris"
+    assert scripted.url in result.error and "broke off" in result.error
+    # A connection that just ends (no finish reason, no [DONE]) is not a finished reply either.
+    scripted.chunks, scripted.done = scripted.chunks[:2], False
+    result = engine.generate(ASK)
+    assert result.finish_reason == "error" and result.text == "Paris"
+    assert "ended before the reply was complete" in result.error
+
+
+def test_a_refusal_and_an_unreachable_engine_name_the_url(scripted, tiny_engine):
+    scripted.status = 404
+    engine = _engine(tiny_engine, scripted.url)
+    with pytest.raises(EngineUnavailable, match="HTTP 404: no such model") as refused:
+        engine.stream(ASK)
+    assert refused.value.status == 404 and scripted.url in str(refused.value)
+    down = _engine(tiny_engine, f"http://127.0.0.1:{free_port()}")
+    assert "could not be reached" in down.check()
+    for call in (lambda: down.stream(ASK), lambda: down.unload_adapter("x")):
+        with pytest.raises(EngineUnavailable, match="could not be reached") as exc:
+            call()
+        assert down.url in str(exc.value) and "TAILOR_ENGINE_URL" in str(exc.value)
+
+
+def test_adapters_are_registered_by_the_path_the_remote_sees(
+    scripted, tiny_engine, tmp_path, random_lora, tiny_model_dir
+):
+    folder = random_lora(tiny_model_dir, tmp_path / "adapters" / "tone-v1")
+    engine = _engine(tiny_engine, scripted.url, remote_adapter_dir="/shared/adapters")
+    engine.load_adapter("tone-v1", folder, version="1")
+    engine.load_adapter("tone-v1", folder, version="1")  # the same version: nothing sent
+    assert [r for r in scripted.requests if r[0].endswith("_lora_adapter")] == [
+        ("/v1/load_lora_adapter", {"lora_name": "tone-v1", "lora_path": "/shared/adapters/tone-v1"})
+    ]
+    engine.load_adapter("tone-v1", folder, version="2")  # re-published: replaced
+    assert [r[0] for r in scripted.requests[-2:]] == ["/v1/unload_lora_adapter", "/v1/load_lora_adapter"]
+    engine.generate(ASK, adapter="tone-v1")
+    assert scripted.requests[-1][1]["model"] == "tone-v1"
+    with pytest.raises(ValidationError, match="not loaded"):
+        engine.stream(ASK, adapter="never-loaded")
+    assert _engine(tiny_engine, scripted.url).remote_path(folder) == str(Path(folder).resolve())
+
+
+def test_reference_loss_is_computed_locally_never_remotely(scripted, tiny_engine):
+    engine = _engine(tiny_engine, scripted.url, scorer=lambda: tiny_engine)
+    assert engine.score(ASK, "Paris.") == tiny_engine.score(ASK, "Paris.")
+    assert not any(path.endswith("completions") for path, _ in scripted.requests)
+    with pytest.raises(ModelError, match="local torch model"):
+        _engine(tiny_engine, scripted.url).score(ASK, "Paris.")
