@@ -236,13 +236,22 @@ class RemoteEngine(ChatEngine):
         wanted = {info.name: info for info in self.catalog.list() if info.kind == "lora"}
         served = {str(c["id"]) for c in self.remote_models()}
         ours = [n for n, p in list(self._paths.items()) if p.parent == self.catalog.dir]  # not /v1-registered ones
+        problems = []  # one adapter the remote cannot read must not hold up the others
         for name in [n for n in ours if n not in wanted]:
-            self.unload_adapter(name)
+            try:
+                self.unload_adapter(name)
+            except ModelError as exc:
+                problems.append(str(exc))
         for name, info in wanted.items():
             if name not in served:  # forget our record: the remote does not have it
                 with self._adapter_lock:
                     self._adapters.pop(name, None)
-            self.load_adapter(name, info.path, info.version)
+            try:
+                self.load_adapter(name, info.path, info.version)
+            except ModelError as exc:
+                problems.append(str(exc))
+        if problems:
+            raise EngineUnavailable("; ".join(problems))
 
     def start_sync(self, known_problem: str | None = None) -> None:
         """Start the watcher that keeps the remote's adapters in sync with the catalog (no-op

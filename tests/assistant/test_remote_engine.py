@@ -35,6 +35,7 @@ class Script:
         ]
         self.done = True  # send "data: [DONE]" (False: end the body without it, as a dying server)
         self.status = 200
+        self.loaded: set[str] = set()  # adapters registered through the two routes
 
 
 @pytest.fixture
@@ -55,12 +56,17 @@ def scripted():
         def do_GET(self):
             script.requests.append((self.path, {}))
             cards = [{"id": "org/model", "parent": None}, {"id": "other-lora", "parent": "org/model"}]
+            cards += [{"id": name, "parent": "org/model"} for name in sorted(script.loaded)]
             self._send(200, json.dumps({"object": "list", "data": cards}).encode())
 
         def do_POST(self):
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             script.requests.append((self.path, body))
             if self.path != "/v1/chat/completions":
+                if self.path == "/v1/load_lora_adapter":
+                    script.loaded.add(body["lora_name"])
+                else:
+                    script.loaded.discard(body["lora_name"])
                 self._send(200, b"Success", "text/plain")
                 return
             if script.status != 200:
@@ -186,3 +192,26 @@ def test_reference_loss_is_computed_locally_never_remotely(scripted, tiny_engine
     assert not any(path.endswith("completions") for path, _ in scripted.requests)
     with pytest.raises(ModelError, match="local torch model"):
         _engine(tiny_engine, scripted.url).score(ASK, "Paris.")
+
+
+def test_the_remote_follows_the_catalog(scripted, tiny_engine, tmp_path, random_lora, tiny_model_dir):
+    """Published -> registered, deleted -> unregistered, forgotten by a restarted remote ->
+    registered again; adapters the remote has from elsewhere are left alone."""
+    from assistant.adapters import AdapterCatalog
+
+    catalog = AdapterCatalog(tmp_path / "adapters")
+    engine = _engine(tiny_engine, scripted.url, catalog=catalog)
+    engine.sync_adapters()
+    assert scripted.loaded == set()
+    random_lora(tiny_model_dir, tmp_path / "adapters" / "tone-v1")
+    engine.sync_adapters()
+    assert scripted.loaded == {"tone-v1"} and engine.adapters == ["tone-v1"]
+    scripted.loaded.clear()  # the remote restarted
+    engine.sync_adapters()
+    assert scripted.loaded == {"tone-v1"}
+    import shutil
+
+    shutil.rmtree(tmp_path / "adapters" / "tone-v1")
+    engine.sync_adapters()
+    assert scripted.loaded == set() and engine.adapters == []
+    assert not any(body.get("lora_name") == "other-lora" for _, body in scripted.requests)
