@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 import shutil
 import signal
 import sys
@@ -38,6 +39,7 @@ from .full_model import CHECKPOINT_KIND, check_memory, save_checkpoint
 from .grounding_files import GROUNDING_FILE, card_summary, read_grounding_summary
 from .job_store import JobStore
 from .jobs import JobManager
+from .launch import join_command
 from .preference import reward_metrics
 from .progress import PROGRESS_FILE, ProgressWriter
 from .ranks import agree, is_main_process
@@ -272,6 +274,8 @@ def run(job_dir: Path) -> int:
             store.update(job.id, total_steps=the_plan.total_steps)
             if grounding is not None:
                 writer.log(f"grounding: {grounding.get('message', '')}")
+            for rank in range(1, config.num_machines):  # a multi-node job waits for the others
+                writer.log(f"machine {rank} joins with: {shlex.join(join_command(job_dir, config, rank))}")
             writer.log(
                 f"{the_plan.train_examples} training / {the_plan.validation_examples} validation "
                 f"{'preference pairs' if config.method == 'dpo' else 'examples'}; "
@@ -315,6 +319,8 @@ def run(job_dir: Path) -> int:
             "device": hw.device,
             "dtype": hw.dtype,
             "threads": hw.threads,
+            "processes": int(os.environ.get("WORLD_SIZE", "1")),  # with `distributed`: how the run was split
+            "distributed": config.strategy,
             "method": config.method,
             "finetune": config.finetune,
             **({"start_adapter": config.start_adapter} if config.start_adapter else {}),

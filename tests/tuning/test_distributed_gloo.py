@@ -3,7 +3,6 @@ model: both ranks train, rank 0 alone writes progress and publishes, and a cance
 stops both ranks after the same step, saves one whole checkpoint and resumes from it."""
 
 import os
-import signal
 
 from tuning.processes import worker_job_dir
 from tuning.progress import read_progress
@@ -51,6 +50,8 @@ def test_two_gloo_processes_train_publish_once_and_resume_after_cancel(
     assert done.step == 24 and done.adapter_name == "tailor-v1"
     # exactly once: one adapter, one "done" record, each step's loss written once per run
     assert [a.name for a in tune_manager.registry.list()] == ["tailor-v1"]
+    card = tune_manager.registry.get("tailor-v1").metrics
+    assert card["processes"] == 2 and card["distributed"] == "ddp"
     assert [p.name for p in tune_manager.registry.dir.iterdir() if p.is_dir()] == [
         "tailor-v1"
     ]  # no half-published copy
