@@ -117,6 +117,13 @@ def test_chat_and_streaming_go_through_the_engine(pair, local_engine):
     # The engine generated it: its own log has the request, as an API conversation.
     logged = read_db(pair.root / "engine", "SELECT content FROM messages WHERE role='user' AND source='api'")
     assert (ASK[0]["content"],) in logged
+    # The sampling options reach the engine: the same seed there directly and through the front
+    # gives the same text (the tiny model's greedy reply decodes to nothing, a sampled one does not).
+    sampled = dict(temperature=1.0, top_p=0.95, seed=7, max_tokens=16)
+    direct = _chat(engine, key=KEY, **sampled).json()["choices"][0]["message"]["content"]
+    through = _chat(front, **sampled).json()["choices"][0]["message"]["content"]
+    assert direct == through and through
+    assert through != _chat(front, **{**sampled, "seed": 8}).json()["choices"][0]["message"]["content"]
     # Streaming: the chunks arrive one by one and add up to the stored reply.
     deltas = []
     with httpx.stream(
