@@ -29,6 +29,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from assistant import terms
 from assistant.terms import tokenize
 
 # Postings in the not-yet-inverted tail before the inverted index is rebuilt. A query scans the
@@ -36,6 +37,31 @@ from assistant.terms import tokenize
 # 10M). At 1M chunks a rebuild comes every ~3k added chunks, which take minutes to embed.
 TAIL_POSTINGS = 100_000
 MAX_TF = np.iinfo(np.uint16).max  # counts are stored as uint16; a chunk has at most a few hundred tokens
+
+
+TOKEN_CACHE = 500_000  # distinct raw words remembered by `_Tokens` (~100 bytes each)
+
+
+class _Tokens:
+    """`tokenize`, memoised per raw word: the stop list, stemming and splitting of a word do not
+    depend on its neighbours, so each distinct word is worked out once. Loading a million chunks
+    spent ~70% of its time there (profiled); the result is the same list (tests/retrieval/test_bm25.py)."""
+
+    def __init__(self, size: int = TOKEN_CACHE):
+        self.size = size
+        self.cache: dict[str, list[str]] = {}
+
+    def __call__(self, text: str) -> list[str]:
+        out: list[str] = []
+        cache = self.cache
+        for raw in terms._TOKEN.findall(text.lower()):  # the same word pattern tokenize uses
+            done = cache.get(raw)
+            if done is None:
+                if len(cache) >= self.size:
+                    cache.clear()
+                done = cache[raw] = tokenize(raw)
+            out += done
+        return out
 
 
 class _Buffer:
@@ -70,6 +96,7 @@ class BM25Index:
         self.k1, self.b = k1, b
         self.tail_postings = int(tail_postings)
         self._term_ids: dict[str, int] = {}
+        self._tokenize = _Tokens()
         self._df = _Buffer(np.int32)  # live chunks containing each term
         self._slot_of: dict[int, int] = {}  # live chunk id -> slot
         self._chunk = _Buffer(np.int64)  # slot -> chunk id
@@ -94,7 +121,7 @@ class BM25Index:
 
     # ---- changes ----------------------------------------------------------------------------
     def _term_counts(self, text: str) -> tuple[list[int], list[int], int]:
-        tokens = tokenize(text)
+        tokens = self._tokenize(text)
         counts = Counter(tokens)
         ids = self._term_ids
         tids = [ids.setdefault(t, len(ids)) for t in counts]

@@ -119,21 +119,55 @@ class VectorIndex:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(ids), self.dim)
         ids_arr = np.asarray(ids, dtype=np.int64)
         if self.kind == IVF and not self.index.is_trained:
-            # ~2 sqrt(n) lists of ~sqrt(n)/2 vectors; k-means on at most 40 vectors per list
-            # (faiss's minimum for stable centroids), which keeps training at 1M to seconds.
-            n_lists = int(max(1, min(IVF_MAX_LISTS, 2 * np.sqrt(len(vectors)), len(vectors) // 39)))
-            self.index = self._empty(self.dim, IVF, n_lists)
-            sample = vectors
-            if len(vectors) > 40 * n_lists:
-                rows = np.random.default_rng(0).choice(len(vectors), 40 * n_lists, replace=False)
-                sample = vectors[np.sort(rows)]
-            self.index.train(sample)
-            # faiss's stubs omit DirectMap (the SWIG class exists at runtime)
-            cast(faiss.IndexIVF, self.index).set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]
+            self._train_ivf(vectors)
+        elif self.kind == IVF and self._ivf_outgrown(self.count + len(ids_arr)):
+            # lists trained for a small index grow long and every search scans a larger share of
+            # the vectors: retrain once the index has grown ~4x (amortised, like a growing array)
+            old_ids, old_vecs = self._ivf_contents()
+            keep = ~np.isin(old_ids, ids_arr)
+            ids_arr = np.concatenate([old_ids[keep], ids_arr])
+            vectors = np.concatenate([old_vecs[keep], vectors])
+            self._train_ivf(vectors)
         stale = [int(i) for i in ids_arr if int(i) in self.deleted]
         if stale:  # an id that was tombstoned comes back: drop the tombstone's vector first
             self._compact()
         self.index.add_with_ids(vectors, ids_arr)
+
+    @staticmethod
+    def _ivf_lists(n: int) -> int:
+        """~2 sqrt(n) lists of ~sqrt(n)/2 vectors (at least 39 vectors per list)."""
+        return int(max(1, min(IVF_MAX_LISTS, 2 * np.sqrt(n), n // 39)))
+
+    def _ivf_outgrown(self, n: int) -> bool:
+        return cast(faiss.IndexIVF, self.index).nlist * 2 <= self._ivf_lists(n)
+
+    def _train_ivf(self, vectors: np.ndarray) -> None:
+        """A fresh, trained, empty IVF index for `vectors`: k-means on at most 40 vectors per
+        list (faiss's minimum for stable centroids), which keeps training at 1M to seconds."""
+        n_lists = self._ivf_lists(len(vectors))
+        self.index = self._empty(self.dim, IVF, n_lists)
+        sample = vectors
+        if len(vectors) > 40 * n_lists:
+            rows = np.random.default_rng(0).choice(len(vectors), 40 * n_lists, replace=False)
+            sample = vectors[np.sort(rows)]
+        self.index.train(sample)
+        # faiss's stubs omit DirectMap (the SWIG class exists at runtime)
+        cast(faiss.IndexIVF, self.index).set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]
+
+    def _ivf_contents(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, vectors) straight from the inverted lists (IVFFlat stores raw float32 codes):
+        one copy per list instead of a reconstruct call per vector."""
+        ivf = cast(faiss.IndexIVF, self.index)
+        lists = ivf.invlists
+        assert lists is not None
+        ids, vecs = [np.zeros(0, np.int64)], [np.zeros((0, self.dim), np.float32)]
+        for i in range(ivf.nlist):
+            size = lists.list_size(i)
+            if size:
+                ids.append(faiss.rev_swig_ptr(lists.get_ids(i), size).copy().astype(np.int64))
+                codes = faiss.rev_swig_ptr(lists.get_codes(i), size * lists.code_size).copy()
+                vecs.append(codes.view(np.float32).reshape(size, self.dim))
+        return np.concatenate(ids), np.concatenate(vecs)
 
     def remove(self, ids: Iterable[int]) -> None:
         ids = [int(i) for i in ids]

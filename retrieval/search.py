@@ -3,6 +3,7 @@ with reciprocal rank fusion. Every passage carries all its scores, whichever mod
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import cast
 
 import numpy as np
@@ -12,13 +13,52 @@ from assistant.prompting import Passage
 
 from .chunking import context_line
 from .encoder import Encoder
-from .index import reciprocal_rank_fusion
+from .index import BM25Index, VectorIndex, reciprocal_rank_fusion
 from .index_check import IndexChecker
 from .live_index import LiveIndex
 from .locking import KnowledgeLock
 
 SEARCH_MODES = ("hybrid", "dense", "bm25")
 MIN_CANDIDATES = 50  # each ranking looks at least this deep (and 4 × k) before fusing
+
+
+@dataclass
+class Ranked:
+    top: list[int]  # chunk ids, best first
+    dense: dict[int, float]  # cosine of every dense candidate and of every top chunk
+    dense_rank: list[int]
+    bm25: dict[int, float]  # BM25 of every BM25 candidate and of every top chunk
+    bm25_rank: list[int]
+    fused: dict[int, float]
+    best_dense: float  # the best cosine among the candidates (what abstention reads)
+
+
+def rank(index: VectorIndex, bm25: BM25Index, query: str, qv: np.ndarray, k: int, n: int, mode: str) -> Ranked:
+    """The ranking part of a search, from the query text and its vector: the top `n` of each
+    ranking fused, the top `k` in `mode`. Apart so that benchmarks/retrieval.py times what the
+    app runs."""
+    d_scores, d_ids = index.search(qv[None, :], n)
+    dense_rank = [int(i) for i in d_ids[0] if i >= 0]
+    dense = {int(i): float(s) for i, s in zip(d_ids[0], d_scores[0]) if i >= 0}
+    best_dense = max(dense.values(), default=float("-inf"))
+    # only the top n of BM25: at a million chunks, scoring and sorting every match in Python
+    # took longer than the rest of the search together
+    bm25_top = bm25.search(query, n)
+    bm25_rank = [cid for cid, _ in bm25_top]
+    bm25_all = dict(bm25_top)
+    fused = reciprocal_rank_fusion([dense_rank, bm25_rank])
+    if mode == "dense":
+        top = dense_rank[:k]
+    elif mode == "bm25":
+        top = bm25_rank[:k]
+    else:
+        top = sorted(fused, key=lambda cid: (-fused[cid], cid))[:k]
+    for cid in top:  # chunks found by BM25 alone still show their dense score
+        if cid not in dense:
+            dense[cid] = float(np.dot(index.reconstruct(cid), qv))
+    # and chunks found by dense search alone their BM25 score
+    bm25_all.update(bm25.scores_for(query, [cid for cid in top if cid not in bm25_all]))
+    return Ranked(top, dense, dense_rank, bm25_all, bm25_rank, fused, best_dense)
 
 
 class Searcher:
@@ -50,31 +90,12 @@ class Searcher:
                 return [], float("-inf")
             n = max(int(candidates or 0), MIN_CANDIDATES, 4 * k)
             qv = self.encoder.embedder.encode([query])[0]
-            d_scores, d_ids = index.search(qv[None, :], n)
-            dense_rank = [int(i) for i in d_ids[0] if i >= 0]
-            dense = {int(i): float(s) for i, s in zip(d_ids[0], d_scores[0]) if i >= 0}
-            best_dense = max(dense.values(), default=float("-inf"))
-            # only the top n of BM25: at a million chunks, scoring and sorting every match in
-            # Python took longer than the rest of the search together
-            bm25_top = live.bm25.search(query, n)
-            bm25_rank = [cid for cid, _ in bm25_top]
-            bm25_all = dict(bm25_top)
-            fused = reciprocal_rank_fusion([dense_rank, bm25_rank])
-            if mode == "dense":
-                top = dense_rank[:k]
-            elif mode == "bm25":
-                top = bm25_rank[:k]
-            else:
-                top = sorted(fused, key=lambda cid: (-fused[cid], cid))[:k]
-            for cid in top:  # chunks found by BM25 alone still show their dense score
-                if cid not in dense:
-                    dense[cid] = float(np.dot(index.reconstruct(cid), qv))
-            # and chunks found by dense search alone their BM25 score
-            bm25_all.update(live.bm25.scores_for(query, [cid for cid in top if cid not in bm25_all]))
+            ranked = rank(index, live.bm25, query, qv, k, n, mode)
+            top, dense, bm25_all, fused = ranked.top, ranked.dense, ranked.bm25, ranked.fused
             rows = self.store.chunks(top)
             bm25 = live.bm25
-        d_pos = {cid: r for r, cid in enumerate(dense_rank, start=1)}
-        b_pos = {cid: r for r, cid in enumerate(bm25_rank, start=1)}
+        d_pos = {cid: r for r, cid in enumerate(ranked.dense_rank, start=1)}
+        b_pos = {cid: r for r, cid in enumerate(ranked.bm25_rank, start=1)}
         passages = []
         for cid in top:
             row = rows.get(cid)
@@ -100,4 +121,4 @@ class Searcher:
                     scores=scores,
                 )
             )
-        return passages, best_dense
+        return passages, ranked.best_dense

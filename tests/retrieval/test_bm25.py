@@ -147,3 +147,12 @@ def test_empty_and_unknown():
     assert bm.coverage("ferry", 8) == 0.0 and bm.coverage("the", 7) == 0.0  # a stopword-only query
     bm.remove([7])
     assert len(bm) == 0 and bm.search("ferry", 5) == []
+
+
+def test_memoised_tokens_equal_tokenize(demo_chunks):
+    from retrieval.bm25 import _Tokens
+
+    tokens = _Tokens(size=50)  # small enough to be cleared on the way
+    tricky = ["The Breakwater costs €1,349 (form LB-W1); tyres' prices: 14.6 km, bike's", "what IS the ferry's... fare?"]
+    for text in tricky + demo_chunks:
+        assert tokens(text) == tokenize(text), text

@@ -95,3 +95,22 @@ def test_reciprocal_rank_fusion():
     assert fused[3] == pytest.approx(1 / 63 + 1 / 61)
     assert fused[2] == pytest.approx(1 / 62)
     assert max(fused, key=fused.get) == 1
+
+
+def test_ivf_retrains_as_it_grows_without_losing_vectors():
+    """Adds one document's chunks at a time: lists trained on the first few vectors would
+    leave a grown index scanning nearly everything, so it retrains (from its own vectors) once
+    it has grown ~4x; every id stays findable and exact."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((6100, 16)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    index = VectorIndex(16, IVF)
+    index.add(np.arange(100), x[:100])
+    first_lists = index.index.nlist
+    for start in range(100, 6100, 500):
+        index.add(np.arange(start, start + 500), x[start : start + 500])
+    assert index.index.nlist > 4 * first_lists and index.count == 6100
+    assert np.array_equal(np.sort(index.ids()), np.arange(6100))
+    assert np.allclose(index.vectors([0, 6099]), x[[0, 6099]])
+    _, ids = index.search(x[:50], 1)
+    assert (ids[:, 0] == np.arange(50)).mean() >= 0.9  # a vector finds itself through the probed lists
