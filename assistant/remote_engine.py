@@ -42,7 +42,7 @@ import httpx
 
 from .adapters import AdapterCatalog
 from .engine import ChatEngine, require_safetensors
-from .errors import EngineUnavailable, ModelError
+from .errors import EngineUnavailable, ModelError, ValidationError
 from .generation import MIN_SAMPLING_TEMPERATURE, Generation, GenerationOptions, Message
 from .hardware import Hardware
 
@@ -120,6 +120,7 @@ class RemoteEngine(ChatEngine):
         self._scorer_factory = scorer
         self._scorer: ChatEngine | None = None
         self._scorer_lock = threading.Lock()
+        self._scorer_failed: str | None = None  # why the local scorer could not load
         self._closing = threading.Event()
         self._last_sync_error: str | None = None
         self._sync_interval = sync_interval
@@ -389,13 +390,24 @@ class RemoteEngine(ChatEngine):
 
     # ---- scoring (reference loss) stays local ---------------------------------------------
     def score(self, messages: Sequence[Message], completion: str, adapter: str | None = None) -> tuple[float, int]:
+        """Reference loss on the local torch model. Where it cannot load, the loss is reported as
+        unavailable (a ValidationError, which an evaluation records as no value for the item)
+        rather than estimated; the reason is kept, so the load is not retried for every item."""
         self._check_adapter(adapter)
-        if self._scorer_factory is None:
-            raise ModelError("reference-loss scoring needs a local torch model, which this engine was built without")
         with self._scorer_lock:
             if self._scorer is None:
-                log.info("Loading the local torch model for reference-loss scoring (once)")
-                self._scorer = self._scorer_factory()
+                if self._scorer_factory is None:
+                    self._scorer_failed = "this engine was built without a local torch model"
+                if self._scorer_failed is None:
+                    log.info("Loading the local torch model for reference-loss scoring (once)")
+                    try:
+                        self._scorer = self._scorer_factory()  # type: ignore[misc]  # checked above
+                    except (ModelError, OSError, RuntimeError) as exc:
+                        self._scorer_failed = str(exc)
+                if self._scorer is None:
+                    raise ValidationError(
+                        f"reference loss is unavailable with the remote engine: {self._scorer_failed}"
+                    )
             if adapter is not None:
                 self._scorer.load_adapter(adapter, self._paths[adapter], self._adapters[adapter])
         return self._scorer.score(messages, completion, adapter)

@@ -190,7 +190,20 @@ def test_reference_loss_is_computed_locally_never_remotely(scripted, tiny_engine
     engine = _engine(tiny_engine, scripted.url, scorer=lambda: tiny_engine)
     assert engine.score(ASK, "Paris.") == tiny_engine.score(ASK, "Paris.")
     assert not any(path.endswith("completions") for path, _ in scripted.requests)
-    with pytest.raises(ModelError, match="local torch model"):
+    # Where the local model cannot load, the loss is unavailable (what an evaluation records as
+    # no value), once: the load is not retried for every item.
+    calls = []
+
+    def broken():
+        calls.append(1)
+        raise ModelError("no weights here")
+
+    engine = _engine(tiny_engine, scripted.url, scorer=broken)
+    for _ in range(2):
+        with pytest.raises(ValidationError, match="reference loss is unavailable.*no weights here"):
+            engine.score(ASK, "Paris.")
+    assert calls == [1]
+    with pytest.raises(ValidationError, match="without a local torch model"):
         _engine(tiny_engine, scripted.url).score(ASK, "Paris.")
 
 
