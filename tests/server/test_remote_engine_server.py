@@ -185,3 +185,51 @@ def test_the_engine_adapter_routes_check_keys_and_paths(pair, tmp_path):
     assert post("load_lora_adapter", {"lora_name": "x"}).status_code == 400
     gone = post("unload_lora_adapter", {"lora_name": "never-loaded"})
     assert gone.status_code == 404 and "cannot be found" in gone.json()["error"]["message"]
+
+
+def test_an_evaluation_generates_on_the_engine_and_scores_locally(pair, tiny_model_dir, tmp_path, random_lora):
+    """Base vs tuned through the remote engine: the replies come from the engine (its log has
+    the questions), the reference loss from the local model (finite, and different under the
+    adapter: it was applied locally too)."""
+    from assistant.adapters import AdapterCatalog
+    from assistant.chat import ChatService
+    from assistant.conversations import ConversationLog
+    from assistant.remote_engine import load_remote_engine
+    from evals import open_evals
+    from evals.runner import RunOptions
+    from evals.sets import load_facts
+
+    pair.start_engine()
+    ws = Workspace(tmp_path / "ws")
+    random_lora(tiny_model_dir, ws.adapters_dir / "eval-lora", target_modules=["q_proj", "v_proj"])
+    catalog = AdapterCatalog(ws.adapters_dir)
+    engine = load_remote_engine(
+        ResolvedModel("tiny", tiny_model_dir, "folder"),
+        pick_hardware("cpu"),
+        url=pair.engine_url,
+        api_key=KEY,
+        catalog=catalog,
+        max_context=512,
+    )
+    try:
+        chat = ChatService(engine, ConversationLog(ws.db), catalog)
+        facts = tmp_path / "facts.jsonl"
+        asked = ["What is the name of the shop dog?", "Which day is the shop closed?"]
+        facts.write_text(
+            "".join(json.dumps({"id": f"q{i}", "question": q, "answer": "x"}) + "\n" for i, q in enumerate(asked))
+        )
+        evals = open_evals(ws, chat)
+        arms = evals.runs.resolve_arms("base,eval-lora", "off")
+        run = evals.runs.start(load_facts(facts), arms, RunOptions(max_new_tokens=8, semantic=False))
+        run = evals.runs.wait(run.id, timeout=300)
+        assert run.status == "done", run.error
+        results = {(r.arm, r.item_id): r for r in evals.store.results(run.id)}
+        assert len(results) == 4
+        for r in results.values():
+            assert r.metrics["ref_loss"] is not None and r.metrics["latency_s"] > 0
+        assert results[("eval-lora", "q0")].metrics["ref_loss"] != results[("base", "q0")].metrics["ref_loss"]
+        on_engine = read_db(pair.root / "engine", "SELECT adapter, COUNT(*) FROM conversations GROUP BY adapter")
+        by_adapter = dict(on_engine)
+        assert by_adapter.get("eval-lora", 0) >= 2 and by_adapter.get(None, 0) >= 2
+    finally:
+        engine.close()
