@@ -13,6 +13,7 @@ from assistant.settings import env_number, env_str
 
 from .abstain import DEFAULT_MIN_SCORE
 from .chunking import DEFAULT_OVERLAP_TOKENS, DEFAULT_TARGET_TOKENS
+from .encoder import EMBED_BACKENDS
 from .index import DEFAULT_HNSW_THRESHOLD, FLAT, HNSW, IVF
 
 INDEX_KINDS = ("auto", FLAT, HNSW, IVF)
@@ -34,6 +35,7 @@ class KnowledgeConfig:
     min_score: float = DEFAULT_MIN_SCORE  # support needed to answer (abstain.py)
     target_tokens: int = DEFAULT_TARGET_TOKENS
     overlap_tokens: int = DEFAULT_OVERLAP_TOKENS
+    embed_backend: str = "auto"  # auto, torch or onnx (encoder.py); auto: ONNX when installed
 
     @classmethod
     def resolve(
@@ -46,6 +48,7 @@ class KnowledgeConfig:
         min_score: float | None = None,
         target_tokens: int = DEFAULT_TARGET_TOKENS,
         overlap_tokens: int = DEFAULT_OVERLAP_TOKENS,
+        embed_backend: str = "auto",
     ) -> KnowledgeConfig:
         model_name = (
             embedder.name
@@ -55,6 +58,8 @@ class KnowledgeConfig:
         kind = (index_kind or env_str("TAILOR_INDEX_KIND") or "auto").lower()
         if kind not in INDEX_KINDS:
             raise ValidationError(f"index kind must be auto, flat, hnsw or ivf, not {kind!r}")
+        if embed_backend not in EMBED_BACKENDS:
+            raise ValidationError(f"the embedding backend must be auto, torch or onnx, not {embed_backend!r}")
         return cls(
             model_name=model_name,
             index_kind=kind,
@@ -64,6 +69,7 @@ class KnowledgeConfig:
             ),
             target_tokens=target_tokens,
             overlap_tokens=overlap_tokens,
+            embed_backend=embed_backend,
         )
 
     def desired_kind(self, count: int, current: str | None = None) -> str:

@@ -16,8 +16,11 @@ on the vectors, then one assignment each), at some recall cost."""
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import cast
 
 import faiss
@@ -228,11 +231,35 @@ class VectorIndex:
     def to_bytes(self) -> bytes:
         return faiss.serialize_index(self.index).tobytes()
 
+    def write(self, path: Path) -> None:
+        """Write the index to `path` atomically (a temporary name, fsync, rename), straight from
+        faiss to the file: `to_bytes` first copies the whole index into memory (1.5 GB at a
+        million 384-d vectors) and the copy doubled the resident memory of every save."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            faiss.write_index(self.index, tmp)
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def read(cls, path: Path, kind: str, deleted: Iterable[int] = ()) -> VectorIndex:
+        """The index saved at `path` (read by faiss, without a copy in Python bytes)."""
+        return cls._wrap(faiss.read_index(str(path)), kind, deleted)
+
     @classmethod
     def from_bytes(cls, data: bytes, kind: str, deleted: Iterable[int] = ()) -> VectorIndex:
-        # deserialize_index already returns the most derived type; wrapping it again with
-        # downcast_index would let the first (owning) wrapper free the C++ object.
-        index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+        return cls._wrap(faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8)), kind, deleted)
+
+    @classmethod
+    def _wrap(cls, index: faiss.Index, kind: str, deleted: Iterable[int]) -> VectorIndex:
+        # deserialize_index / read_index already return the most derived type; wrapping it again
+        # with downcast_index would let the first (owning) wrapper free the C++ object.
         if isinstance(index, faiss.IndexIVF):
             if kind != IVF:
                 raise ValueError(f"the file holds a {type(index).__name__} index, the metadata says {kind}")

@@ -42,9 +42,7 @@ class LiveIndex:
         """The saved index and its metadata, or (None, {}, why they cannot be read)."""
         try:
             meta = json.loads(self.meta_path.read_text(encoding="utf-8"))
-            index = VectorIndex.from_bytes(
-                self.index_path.read_bytes(), meta.get("kind", FLAT), meta.get("deleted", ())
-            )
+            index = VectorIndex.read(self.index_path, meta.get("kind", FLAT), meta.get("deleted", ()))
         except Exception as exc:  # noqa: BLE001 - any failure to read means "corrupt"
             return None, {}, f"the index file cannot be read ({exc.__class__.__name__}: {exc})"[:300]
         return index, meta, None
@@ -56,7 +54,7 @@ class LiveIndex:
             return
         # The index first, then the metadata: a crash in between leaves a pair that the startup
         # check finds inconsistent (ids or tombstones differ) and rebuilds.
-        write_atomic(self.index_path, index.to_bytes())
+        index.write(self.index_path)
         write_atomic(
             self.meta_path,
             json.dumps(

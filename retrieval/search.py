@@ -89,11 +89,11 @@ class Searcher:
             if index is None or index.count == 0:
                 return [], float("-inf")
             n = max(int(candidates or 0), MIN_CANDIDATES, 4 * k)
-            qv = self.encoder.embedder.encode([query])[0]
+            qv = self.encoder.encode_query(query)
             ranked = rank(index, live.bm25, query, qv, k, n, mode)
             top, dense, bm25_all, fused = ranked.top, ranked.dense, ranked.bm25, ranked.fused
             rows = self.store.chunks(top)
-            bm25 = live.bm25
+            coverage = live.bm25.coverage_many(query, top)
         d_pos = {cid: r for r, cid in enumerate(ranked.dense_rank, start=1)}
         b_pos = {cid: r for r, cid in enumerate(ranked.bm25_rank, start=1)}
         passages = []
@@ -107,7 +107,7 @@ class Searcher:
                 "fused": round(fused.get(cid, 0.0), 5),
                 "dense_rank": d_pos.get(cid),
                 "bm25_rank": b_pos.get(cid),
-                "coverage": round(bm25.coverage(query, cid), 4),
+                "coverage": round(coverage[cid], 4),
             }
             # the three score entries are rounded floats (the ranks are what may be None)
             primary = cast(float, {"dense": scores["dense"], "bm25": scores["bm25"], "hybrid": scores["fused"]}[mode])

@@ -76,7 +76,9 @@ class KnowledgeService:
         )
         self.store = KnowledgeStore(workspace.db)
         self.lock = KnowledgeLock(workspace.indexes_dir / "knowledge.lock")
-        self.encoder = Encoder(self.config.model_name, embedder)
+        self.encoder = Encoder(
+            self.config.model_name, embedder, self.config.embed_backend, workspace.models_dir / "onnx"
+        )
         self.live = LiveIndex(workspace.indexes_dir, self.store, self.config)
         self.checker = IndexChecker(self.live, self.lock, self.encoder)
         self.ingestor = Ingestor(self.live, self.lock, self.encoder, self.checker)

@@ -14,7 +14,7 @@ def _vectors(n, dim=16, seed=0):
 
 
 @pytest.mark.parametrize("kind", [FLAT, HNSW, IVF])
-def test_add_search_remove_and_round_trip(kind):
+def test_add_search_remove_and_round_trip(kind, tmp_path):
     x = _vectors(200)
     ids = np.arange(1000, 1200)
     index = VectorIndex(16, kind)
@@ -31,6 +31,10 @@ def test_add_search_remove_and_round_trip(kind):
     assert np.allclose(copy.reconstruct(1010), x[10])
     _, again = copy.search(x[5:6], 10)
     assert np.array_equal(again, found)
+    index.write(tmp_path / "k.faiss")  # straight to the file, renamed into place
+    assert [p.name for p in tmp_path.iterdir()] == ["k.faiss"]
+    from_file = VectorIndex.read(tmp_path / "k.faiss", kind, index.deleted)
+    assert np.array_equal(from_file.search(x[5:6], 10)[1], found)
 
 
 def test_hnsw_tombstones_are_compacted_and_kind_mismatch_is_refused():
