@@ -30,6 +30,10 @@ def check_binding(settings: Settings) -> list[tuple[str, str]] | None:
         pairs = settings.auth_pairs()
     except ValueError as exc:
         raise StartupError(f"TAILOR_AUTH / --auth: {exc}") from exc
+    try:
+        settings.accounts()
+    except ValueError as exc:
+        raise StartupError(f"TAILOR_ADMINS: {exc}") from exc
     if not settings.is_loopback and not pairs:
         raise StartupError(
             f"Refusing to listen on {settings.host} without credentials: anyone on the network could read "
@@ -44,9 +48,10 @@ def build_app(core: Core):
     return build_ui(core)
 
 
-def check_api_keys(settings: Settings) -> list[str]:
+def check_api_keys(settings: Settings) -> dict[str, str | None]:
+    """The /v1 keys, each with the user it is bound to (or None)."""
     try:
-        return settings.api_key_list()
+        return settings.api_key_users()
     except ValueError as exc:
         raise StartupError(f"TAILOR_API_KEYS: {exc}") from exc
 
@@ -87,7 +92,9 @@ def build_server(core: Core, settings: Settings):
         core.chat,
         limiter,
         ApiConfig(
-            keys=keys,
+            keys=list(keys),
+            key_users=keys,
+            accounts=core.conversations.accounts.enabled,
             open_without_key=settings.is_loopback,
             max_request_bytes=settings.max_request_kb * 1024,
             max_messages=settings.max_messages,
@@ -132,6 +139,13 @@ def serve(settings: Settings, *, block: bool = True):
     closed = "closed: set TAILOR_API_KEYS"
     access = "API key required" if keys else "open on localhost" if settings.is_loopback else closed
     print(f"OpenAI API:     http://{host}:{settings.port}/v1 ({access})", flush=True)
+    accounts = core.conversations.accounts
+    if accounts.enabled:
+        print(
+            f"Accounts:       {len(accounts.users)} users, each with their own conversations;"
+            f" admins: {', '.join(sorted(accounts.admins))}",
+            flush=True,
+        )
     server = uvicorn.Server(
         uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", timeout_graceful_shutdown=3)
     )

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from .adapters import BASE, FULL, AdapterCatalog
 from .conversations import ConversationLog, StoredMessage
 from .engine import ChatEngine, Generation, GenerationOptions
-from .errors import ValidationError
+from .errors import NotFoundError, ValidationError
 from .prompting import Retrieval, Retriever, build_messages, reading_options
 from .second_model import SecondModels
 from .served_adapters import ServedAdapters
@@ -247,6 +247,10 @@ class ChatService:
         return turn, turn.wait()
 
     def stop(self, conversation_id: str) -> bool:
+        try:  # only a conversation this user may see (accounts: another's reply keeps going)
+            self.log.get(conversation_id, with_messages=False, deleted=True)
+        except NotFoundError:
+            return False
         with self._running_lock:
             turn = self._running.get(conversation_id)
         if turn is None:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
+from .accounts import NO_ACCOUNTS, Accounts, Viewer
 from .db import Database, execute_script, like_escape, utcnow
 from .errors import NotFoundError, ValidationError
 
@@ -80,7 +81,19 @@ def _m002_trash_and_imports(conn: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS = [_m001_conversations, _m002_trash_and_imports]
+def _m003_owners(conn: sqlite3.Connection) -> None:
+    # owner: the user who started the conversation when accounts are on (assistant/accounts.py);
+    # NULL for conversations from before, or with no accounts.
+    execute_script(
+        conn,
+        """
+        ALTER TABLE conversations ADD COLUMN owner TEXT;
+        CREATE INDEX conversations_owner ON conversations(owner, updated_at);
+        """,
+    )
+
+
+MIGRATIONS = [_m001_conversations, _m002_trash_and_imports, _m003_owners]
 
 # How long a deleted conversation can still be restored.
 TRASH_SECONDS = 24 * 3600
@@ -130,6 +143,8 @@ class Conversation:
     messages: list[StoredMessage] = field(default_factory=list)
     deleted_at: str | None = None
     external_id: str | None = None
+    owner: str | None = None  # the user who started it, when accounts are on
+    readable: bool = True  # False: an admin sees it only to delete or restore it (no title, no messages)
 
 
 @dataclass
@@ -172,10 +187,26 @@ def _title_from(text: str) -> str:
 
 
 class ConversationLog:
-    def __init__(self, db: Database):
+    """The log, as seen by whoever asks: with accounts on, every method acts for the current
+    request's user (assistant/accounts.py), and another user's conversation or message "does
+    not exist" (the same error as an unknown id, so nothing leaks)."""
+
+    def __init__(self, db: Database, accounts: Accounts = NO_ACCOUNTS):
         self.db = db
+        self.accounts = accounts
         db.migrate("assistant", MIGRATIONS)
         self.purge_trash()
+
+    def _viewer(self) -> Viewer:
+        return self.accounts.viewer()
+
+    def _owner_of(self, conn: sqlite3.Connection, conversation_id: str, *, deleted: bool = False) -> str | None:
+        """The conversation's owner, after checking the current user may read it (NotFound
+        otherwise, as for an unknown id). `deleted`: a conversation in the trash counts too."""
+        row = conn.execute("SELECT owner, deleted_at FROM conversations WHERE id=?", (conversation_id,)).fetchone()
+        if row is None or (row["deleted_at"] is not None and not deleted) or not self._viewer().may_read(row["owner"]):
+            raise NotFoundError(f"conversation {conversation_id!r} does not exist")
+        return row["owner"]
 
     def create(
         self,
@@ -190,22 +221,33 @@ class ConversationLog:
         cid = new_conversation_id()
         with self.db.transaction() as conn:
             conn.execute(
-                "INSERT INTO conversations(id, title, system_prompt, model, adapter, rag, created_at, updated_at)"
-                " VALUES (?,?,?,?,?,?,?,?)",
-                (cid, title, system_prompt, model, adapter, int(rag), now, now),
+                "INSERT INTO conversations(id, title, system_prompt, model, adapter, rag, created_at, updated_at,"
+                " owner) VALUES (?,?,?,?,?,?,?,?,?)",
+                (cid, title, system_prompt, model, adapter, int(rag), now, now, self.accounts.owner_for_new()),
             )
         return self.get(cid, with_messages=False)
 
-    def get(self, conversation_id: str, with_messages: bool = True, *, deleted: bool = False) -> Conversation:
-        """One conversation; a deleted one (in the trash) only with `deleted=True`."""
+    def get(
+        self, conversation_id: str, with_messages: bool = True, *, deleted: bool = False, to_delete: bool = False
+    ) -> Conversation:
+        """One conversation; a deleted one (in the trash) only with `deleted=True`.
+        `to_delete`: fetched to be deleted or restored, which admins may do to anyone's."""
+        viewer = self._viewer()
         with self.db.read() as conn:
             row = conn.execute(
                 f"SELECT c.*, {_COUNT} AS n FROM conversations c WHERE id=?",
                 (conversation_id,),
             ).fetchone()
-            if row is None or (row["deleted_at"] is not None and not deleted):
+            allowed = row is not None and (viewer.may_delete if to_delete else viewer.may_read)(row["owner"])
+            if row is None or (row["deleted_at"] is not None and not deleted) or not allowed:
                 raise NotFoundError(f"conversation {conversation_id!r} does not exist")
             conv = _conversation(row)
+            if not viewer.may_read(row["owner"]):
+                # An admin deleting or restoring another user's conversation: its title is the
+                # first message's words, so it is not shown either.
+                conv.title = f"a conversation of {row['owner'] or 'no user'}"
+                conv.readable = False
+                return conv
             if with_messages:
                 conv.messages = [
                     _message(r)
@@ -220,6 +262,10 @@ class ConversationLog:
     def list(self, limit: int = 100, offset: int = 0, query: str = "") -> list[Conversation]:
         sql = f"SELECT c.*, {_COUNT} AS n FROM conversations c WHERE c.deleted_at IS NULL"
         args: list = []
+        viewer = self._viewer()
+        if viewer.restricted:  # one's own; admins also those from before accounts (no owner)
+            sql += " AND (c.owner = ?" + (" OR c.owner IS NULL)" if viewer.admin else ")")
+            args.append(viewer.user)
         if query:
             # % and _ in the query are searched for, not wildcards.
             sql += (
@@ -242,6 +288,7 @@ class ConversationLog:
             return
         sets = ", ".join(f"{k}=?" for k in fields)
         with self.db.transaction() as conn:
+            self._owner_of(conn, conversation_id, deleted=True)  # as before: the trash too
             cur = conn.execute(
                 f"UPDATE conversations SET {sets}, updated_at=? WHERE id=?",
                 [*fields.values(), utcnow(), conversation_id],
@@ -263,22 +310,23 @@ class ConversationLog:
     def delete(self, conversation_id: str) -> Conversation:
         """Move a conversation to the trash: gone from the list and from `get`, restorable with
         `restore` for TRASH_SECONDS, then purged. Examples saved from it keep their text."""
-        conv = self.get(conversation_id, with_messages=False)
+        conv = self.get(conversation_id, with_messages=False, to_delete=True)
         with self.db.transaction() as conn:
             conn.execute("UPDATE conversations SET deleted_at=? WHERE id=?", (utcnow(), conversation_id))
         return conv
 
     def restore(self, conversation_id: str) -> Conversation:
         """Take a deleted conversation back out of the trash (Undo)."""
-        conv = self.get(conversation_id, with_messages=False, deleted=True)
+        conv = self.get(conversation_id, with_messages=False, deleted=True, to_delete=True)
         if conv.deleted_at is None:
             return conv
         with self.db.transaction() as conn:
             conn.execute("UPDATE conversations SET deleted_at=NULL WHERE id=?", (conversation_id,))
-        return self.get(conversation_id, with_messages=False)
+        return self.get(conversation_id, with_messages=False, to_delete=True)
 
     def purge(self, conversation_id: str) -> None:
         """Delete a conversation and its messages for good (no undo)."""
+        self.get(conversation_id, with_messages=False, deleted=True, to_delete=True)
         with self.db.transaction() as conn:
             conn.execute("DELETE FROM conversations WHERE id=?", (conversation_id,))
 
@@ -297,9 +345,8 @@ class ConversationLog:
             return 0
         now = utcnow()
         with self.db.transaction() as conn:
+            self._owner_of(conn, conversation_id, deleted=True)  # as before: the trash too
             conv = conn.execute("SELECT title FROM conversations WHERE id=?", (conversation_id,)).fetchone()
-            if conv is None:
-                raise NotFoundError(f"conversation {conversation_id!r} does not exist")
             conn.executemany(
                 "INSERT INTO messages(conversation_id, role, content, created_at, source) VALUES (?,?,?,?,?)",
                 [(conversation_id, m["role"], m["content"], now, source) for m in messages],
@@ -315,6 +362,7 @@ class ConversationLog:
         (in the trash too), or earlier in `conversations`, is left out. Returns the new ids, in
         order, None for each left out. `source` marks the messages ("import:chatgpt")."""
         ids: builtins.list[str | None] = []
+        owner = self.accounts.owner_for_new()
         with self.db.transaction() as conn:
             for conv in conversations:
                 if conn.execute("SELECT 1 FROM conversations WHERE external_id=?", (conv.external_id,)).fetchone():
@@ -323,8 +371,8 @@ class ConversationLog:
                 cid = new_conversation_id()
                 first_user = next((m.content for m in conv.messages if m.role == "user"), "")
                 conn.execute(
-                    "INSERT INTO conversations(id, title, system_prompt, model, created_at, updated_at, external_id)"
-                    " VALUES (?,?,?,?,?,?,?)",
+                    "INSERT INTO conversations(id, title, system_prompt, model, created_at, updated_at,"
+                    " external_id, owner) VALUES (?,?,?,?,?,?,?,?)",
                     (
                         cid,
                         conv.title or _title_from(first_user),
@@ -333,6 +381,7 @@ class ConversationLog:
                         conv.created_at,
                         conv.updated_at,
                         conv.external_id,
+                        owner,
                     ),
                 )
                 conn.executemany(
@@ -362,9 +411,8 @@ class ConversationLog:
     ) -> StoredMessage:
         now = utcnow()
         with self.db.transaction() as conn:
+            self._owner_of(conn, conversation_id, deleted=True)  # as before: the trash too
             conv = conn.execute("SELECT title FROM conversations WHERE id=?", (conversation_id,)).fetchone()
-            if conv is None:
-                raise NotFoundError(f"conversation {conversation_id!r} does not exist")
             cur = conn.execute(
                 "INSERT INTO messages(conversation_id, role, content, created_at, model, adapter, settings_json,"
                 " latency_ms, ttft_ms, prompt_tokens, completion_tokens, finish_reason, retrieval_json, source)"
@@ -393,12 +441,15 @@ class ConversationLog:
         return self.message(message_id)
 
     def message(self, message_id: int) -> StoredMessage:
+        """One message, of a conversation the current user may read (NotFound otherwise)."""
         with self.db.read() as conn:
             row = conn.execute(
-                "SELECT m.*, f.rating FROM messages m LEFT JOIN feedback f ON f.message_id=m.id WHERE m.id=?",
+                "SELECT m.*, f.rating, c.owner AS conversation_owner FROM messages m"
+                " LEFT JOIN feedback f ON f.message_id=m.id JOIN conversations c ON c.id=m.conversation_id"
+                " WHERE m.id=?",
                 (message_id,),
             ).fetchone()
-        if row is None:
+        if row is None or not self._viewer().may_read(row["conversation_owner"]):
             raise NotFoundError(f"message {message_id} does not exist")
         return _message(row)
 
@@ -419,6 +470,8 @@ class ConversationLog:
 
     def supersede(self, message_id: int, by: int) -> None:
         """Regenerate: reply `message_id` was replaced by reply `by` (kept, out of the thread)."""
+        self.message(message_id)
+        self.message(by)
         with self.db.transaction() as conn:
             conn.execute("UPDATE messages SET superseded_by=? WHERE id=?", (by, message_id))
 
@@ -467,6 +520,7 @@ def _conversation(row: sqlite3.Row) -> Conversation:
         message_count=row["n"],
         deleted_at=row["deleted_at"],
         external_id=row["external_id"],
+        owner=row["owner"],
     )
 
 

@@ -68,7 +68,7 @@ def open_core(settings: Settings, progress: Callable[[str], None] = log.info) ->
             models_dir=workspace.models_dir,
             progress=progress,
         )
-    conversations = ConversationLog(workspace.db)
+    conversations = ConversationLog(workspace.db, settings.accounts())
     adapters = AdapterCatalog(workspace.adapters_dir)
     chat = ChatService(
         engine,

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, overload
 
+from .accounts import Accounts
+
 LOOPBACK_NAMES = {"localhost"}
 
 
@@ -40,6 +42,7 @@ ENV_VARS = (
     "TAILOR_HOST",
     "TAILOR_PORT",
     "TAILOR_AUTH",
+    "TAILOR_ADMINS",
     "TAILOR_MAX_CONTEXT",
     "TAILOR_THREADS",
     "TAILOR_DEVICE",
@@ -119,8 +122,12 @@ class Settings:
     model: str | None = None
     host: str = "127.0.0.1"
     port: int = 7860
-    # "user:password" pairs separated by commas; required when binding off loopback.
+    # "user:password" pairs separated by commas; required when binding off loopback. With it,
+    # each user's conversations are their own (assistant/accounts.py).
     auth: str | None = None
+    # Users of `auth` who may delete and restore shared things and anyone's conversation;
+    # comma-separated; None: the first user of `auth`.
+    admins: str | None = None
     # Upper bound on prompt + reply tokens. Small by default: prefill on a CPU runs at
     # roughly 600 tokens/s, so a long history would make every reply slow to start.
     max_context: int = 2048
@@ -144,7 +151,8 @@ class Settings:
     gguf_weights: str = "embedded"
     allow_downloads: bool = False  # never fetch weights from a hub unless asked to
     # Keys for the OpenAI-compatible /v1 API ("Authorization: Bearer <key>"), comma-separated.
-    # Without keys /v1 is open on loopback and closed (401) anywhere else.
+    # Without keys /v1 is open on loopback and closed (401) anywhere else. `user:key` binds a
+    # key to one of `auth`'s users: its conversations are that user's.
     api_keys: str | None = None
     # Load limits. The engine answers `parallel` requests at a time (one on torch), so the rest
     # wait in a bounded queue; beyond it the API answers 429, after queue_timeout 503.
@@ -168,6 +176,7 @@ class Settings:
             host=env_str("TAILOR_HOST", "127.0.0.1"),
             port=_env_int("TAILOR_PORT", 7860),
             auth=env_str("TAILOR_AUTH"),
+            admins=env_str("TAILOR_ADMINS"),
             max_context=_env_int("TAILOR_MAX_CONTEXT", 2048),
             threads=_env_int("TAILOR_THREADS", None),
             device=env_str("TAILOR_DEVICE"),
@@ -214,9 +223,33 @@ class Settings:
             pairs.append((user, password))
         return pairs
 
+    def accounts(self) -> Accounts:
+        """The users and admins of `auth` (no users: no accounts); ValueError when malformed."""
+        admins = [a.strip() for a in (self.admins or "").split(",") if a.strip()]
+        return Accounts([user for user, _ in self.auth_pairs()], admins or None)
+
+    def api_key_users(self) -> dict[str, str | None]:
+        """Each /v1 key with the user it is bound to (`user:key`, user one of `auth`'s), or
+        None; ValueError on a key too short to be a secret. A key whose text merely contains
+        a colon stays a plain key unless the part before it names a user."""
+        users = {user for user, _ in self.auth_pairs()}
+        bound: dict[str, str | None] = {}
+        for item in (k.strip() for k in (self.api_keys or "").split(",")):
+            if not item:
+                continue
+            user, sep, key = item.partition(":")
+            if sep and user in users:
+                bound[key.strip()] = user
+            else:
+                bound[item] = None
+        short = [k for k in bound if len(k) < 8]
+        if short:
+            raise ValueError("each API key must be at least 8 characters long")
+        return bound
+
     def api_key_list(self) -> list[str]:
         """The /v1 API keys; raise ValueError on a key too short to be a secret."""
-        keys = [k.strip() for k in (self.api_keys or "").split(",") if k.strip()]
+        keys = list(self.api_key_users())
         short = [k for k in keys if len(k) < 8]
         if short:
             raise ValueError("each API key must be at least 8 characters long")

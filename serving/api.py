@@ -51,6 +51,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from assistant.accounts import API_USER, as_user
 from assistant.adapters import BASE
 from assistant.chat import ChatRequest, ChatService, Turn
 from assistant.conversations import StoredMessage
@@ -71,6 +72,10 @@ _FINISH = {"stop": "stop", "length": "length", "stopped": "stop", "no_source": "
 @dataclass
 class ApiConfig:
     keys: list[str] = field(default_factory=list)
+    # Accounts (assistant/accounts.py): the user each key is bound to (`user:key` in
+    # TAILOR_API_KEYS); a request with an unbound key, or none, acts as accounts.API_USER.
+    key_users: dict[str, str | None] = field(default_factory=dict)
+    accounts: bool = False
     # Off loopback the API is never open: without keys it answers 401 to everyone.
     open_without_key: bool = True
     max_request_bytes: int = 1024 * 1024
@@ -136,14 +141,17 @@ def _sse(obj) -> bytes:
     return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n".encode()
 
 
-def _check_key(request: Request, config: ApiConfig) -> None:
+def _check_key(request: Request, config: ApiConfig) -> str | None:
+    """Check the request's key; returns the user the request acts as (None: no accounts)."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     token = token.strip() if scheme.lower() == "bearer" else ""
+    fallback = API_USER if config.accounts else None
     if config.keys:
-        # compare_digest against every key: timing does not reveal which prefix matched
-        if token and any(hmac.compare_digest(token.encode(), k.encode()) for k in config.keys):
-            return
+        # compare_digest against every key (no early exit): timing does not reveal which matched
+        matches = [k for k in config.keys if token and hmac.compare_digest(token.encode(), k.encode())]
+        if matches:
+            return (config.key_users.get(matches[0]) or fallback) if config.accounts else None
         raise ApiError(
             401,
             "Missing or wrong API key: send 'Authorization: Bearer <key>' with one of the keys in TAILOR_API_KEYS.",
@@ -156,6 +164,7 @@ def _check_key(request: Request, config: ApiConfig) -> None:
             "with TAILOR_API_KEYS=<key>[,<key2>] and send 'Authorization: Bearer <key>'.",
             code="invalid_api_key",
         )
+    return fallback
 
 
 def _origin_of(url: str) -> str:
@@ -198,7 +207,7 @@ def build_router(chat: ChatService, limiter: RequestLimiter, config: ApiConfig) 
     def guard(request: Request) -> None:
         """Every /v1 route's one check: the browser rules first (they need no secret), then the key."""
         _check_browser(request, config)
-        _check_key(request, config)
+        request.state.tailor_user = _check_key(request, config)
 
     router = APIRouter(prefix="/v1", dependencies=[Depends(guard)])
     started = int(time.time())
@@ -242,7 +251,7 @@ def build_router(chat: ChatService, limiter: RequestLimiter, config: ApiConfig) 
             raise from_tailor_error(exc) from None
         try:
             turn = await run_in_threadpool(
-                chat.send,
+                as_user(request.state.tailor_user, chat.send),  # its conversations are this user's
                 ChatRequest(
                     text=req.text,
                     conversation_id=req.conversation_id,

@@ -11,6 +11,7 @@ from retrieval import open_knowledge
 from tuning import open_curation
 from tuning.service import open_tuning
 
+from .accounts_gate import install_accounts
 from .activity_tab import build_activity_tab
 from .chat_curation import attach_inline_curation, saved_note
 from .chat_tab import CHAT_JS, build_chat_sidebar, build_chat_tab
@@ -142,6 +143,9 @@ def build_ui(core: Core) -> gr.Blocks:
         demo.load(evaluate.refresh_models, None, [evaluate.arms], api_name="page_load_eval_models")
         # A job may have published an adapter since the page opened: offer it as an arm.
         eval_tab_obj.select(evaluate.refresh_models, None, [evaluate.arms], api_name="eval_on_open")
+    # With accounts, every event acts for its signed-in user, and only admins delete or
+    # restore what the team shares (ui/accounts_gate.py).
+    install_accounts(demo, core.conversations.accounts)
     # Mounted in FastAPI, Gradio would skip its own "was this file uploaded?" check and read
     # any server path a request names: turn it on (the handlers check again, ui/uploads.py).
     return enforce_upload_check(demo)

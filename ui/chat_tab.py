@@ -259,6 +259,9 @@ def build_chat_tab(chat: ChatService, side: ChatSidebar, note: Note | None = Non
         if not gone_id:
             raise gr.Error("Nothing to undo.")
         conv = chat.log.restore(gone_id)
+        if not conv.readable:  # an admin restored another user's conversation: it is not shown
+            gr.Info(f"Restored {conv.title}.")
+            return [], "", "", list_conversations(query), f"Restored {conv.title}.", gr.update(visible=False), ""
         return (
             render(conv.id),
             conv.id,
