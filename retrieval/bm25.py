@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import threading
+from array import array
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
@@ -163,9 +164,44 @@ class BM25Index:
     def add_many(self, items: Iterable[tuple[int, str]]) -> None:
         """Add many (chunk id, text) pairs with one rebuild at the end (loading a workspace)."""
         start = self._fw_terms.size
+        # gathered in compact Python arrays and appended once per batch: seven numpy appends
+        # per chunk were a sixth of the load time
+        batch: dict[int, int] = {}  # chunk id -> its position in this batch
+        ids, lengths, counts = array("q"), array("q"), array("q")
+        tids_all, tfs_all = array("i"), array("H")
+
+        def flush() -> None:
+            n0 = self._chunk.size
+            self._chunk.extend(np.frombuffer(ids, dtype=np.int64))
+            self._length.extend(np.frombuffer(lengths, dtype=np.int64))
+            self._alive.extend(np.ones(len(ids), dtype=np.bool_))
+            self._fw_terms.extend(np.frombuffer(tids_all, dtype=np.int32))
+            self._fw_tf.extend(np.frombuffer(tfs_all, dtype=np.uint16))
+            self._fw_start.extend(
+                self._fw_start.data[self._fw_start.size - 1] + np.cumsum(np.frombuffer(counts, np.int64))
+            )
+            self._slot_of.update(zip(ids.tolist(), range(n0, n0 + len(ids))))
+            self.total_length += int(sum(lengths))
+            for a in (ids, lengths, counts, tids_all, tfs_all):
+                del a[:]
+            batch.clear()
+
         for chunk_id, text in items:
+            cid = int(chunk_id)
+            if cid in batch:  # the same chunk twice: the later text wins, as with add()
+                flush()
+            if cid in self._slot_of:
+                self.remove([cid])
             tids, tfs, length = self._term_counts(text)
-            self._append(int(chunk_id), tids, tfs, length)
+            batch[cid] = len(ids)
+            ids.append(cid)
+            lengths.append(length)
+            counts.append(len(tids))
+            tids_all.extend(tids)
+            tfs_all.extend(tfs)
+            if len(ids) >= 100_000:
+                flush()
+        flush()
         self._count_terms(self._fw_terms.view()[start:], many=True)
         self._rebuild()
 

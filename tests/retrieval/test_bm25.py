@@ -127,6 +127,11 @@ def test_removals_replacements_and_compaction(demo_chunks, questions):
     ref.remove(gone)
     compact.add(2, demo_chunks[0])  # a chunk's text replaced by another's
     ref.add(2, demo_chunks[0])
+    # a bulk add that replaces a chunk, names one chunk twice (the later text wins) and adds one
+    bulk = [(3, demo_chunks[7]), (10_001, demo_chunks[8]), (10_001, demo_chunks[9]), (10_002, demo_chunks[4])]
+    compact.add_many(bulk)
+    for cid, text in bulk:
+        ref.add(cid, text)
     assert compact._dead > 0
     assert_same(compact, ref, questions[:40])
     assert compact.df("bike") == len(ref.postings["bike"])
@@ -153,6 +158,9 @@ def test_memoised_tokens_equal_tokenize(demo_chunks):
     from retrieval.bm25 import _Tokens
 
     tokens = _Tokens(size=50)  # small enough to be cleared on the way
-    tricky = ["The Breakwater costs €1,349 (form LB-W1); tyres' prices: 14.6 km, bike's", "what IS the ferry's... fare?"]
+    tricky = [
+        "The Breakwater costs €1,349 (form LB-W1); tyres' prices: 14.6 km, bike's",
+        "what IS the ferry's... fare?",
+    ]
     for text in tricky + demo_chunks:
         assert tokens(text) == tokenize(text), text
