@@ -29,7 +29,7 @@ from pathlib import Path
 from assistant.errors import ValidationError
 from assistant.workspace import write_atomic
 
-from .config import SHARDED, TrainConfig
+from .config import SHARDED, TrainConfig, resolve_hardware
 
 WORKER_MODULE = "tuning.worker"
 ACCELERATE_CONFIG = "accelerate.yaml"
@@ -62,8 +62,6 @@ def prepare_launch(job_dir: Path | str, config: TrainConfig) -> list[str]:
 def launch_hardware(config: TrainConfig) -> tuple[str, str]:
     """(device, compute dtype) the job's processes will use here: tuning/config.py's choice,
     the one the worker makes too (bf16 on GPUs that support it)."""
-    from .config import resolve_hardware
-
     hw = resolve_hardware(config, default_thread_count=1)
     return hw.device, hw.dtype
 
