@@ -144,10 +144,11 @@ class VectorIndex:
     def _ivf_outgrown(self, n: int) -> bool:
         return cast(faiss.IndexIVF, self.index).nlist * 2 <= self._ivf_lists(n)
 
-    def _train_ivf(self, vectors: np.ndarray) -> None:
-        """A fresh, trained, empty IVF index for `vectors`: k-means on at most 40 vectors per
-        list (faiss's minimum for stable centroids), which keeps training at 1M to seconds."""
-        n_lists = self._ivf_lists(len(vectors))
+    def _train_ivf(self, vectors: np.ndarray, total: int | None = None) -> None:
+        """A fresh, trained, empty IVF index for `vectors` (or, given `total`, for that many
+        vectors of which `vectors` is a sample): k-means on at most 40 vectors per list (faiss's
+        minimum for stable centroids), which keeps training at 1M to seconds."""
+        n_lists = self._ivf_lists(total or len(vectors))
         self.index = self._empty(self.dim, IVF, n_lists)
         sample = vectors
         if len(vectors) > 40 * n_lists:

@@ -1,6 +1,9 @@
 """The embedding model run by ONNX Runtime instead of torch, for the knowledge base's embedding
-(documents in, queries): ~2-3x the chunks/s of the torch path on 2 CPU cores with the same
-vectors (largest difference ~2e-7, the same top 10 for every demo question; benchmarks/retrieval.py).
+(documents in, queries), with the same vectors (largest difference ~2e-7, the same top 10 for
+every demo question). Measured on 2 cores (benchmarks/retrieval.py): one query embeds in ~4 ms
+instead of ~13 ms (sentence-transformers' own per-call overhead is most of those), which is
+what a search waits for; batches run 1.0-1.4x torch's chunks/s when idle (both sorted by
+length), and ~3x in one run on a machine loaded by other processes.
 
 sentence-transformers' own `backend="onnx"` needs optimum-onnx, whose exporter (0.1.0) does not
 import with transformers 5 (`transformers.modeling_utils.get_parameter_dtype` is gone), so the

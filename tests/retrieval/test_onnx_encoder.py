@@ -43,6 +43,9 @@ def test_onnx_vectors_and_rankings_match_torch(embedder, tmp_path):
     assert not (tmp_path / "other").exists()
     torch_only = Encoder(embedder.name, embedder, "torch", tmp_path / "other")
     assert torch_only.runner is embedder and torch_only.backend_used == "torch"
+    # sorted by length inside, returned in the caller's order
+    assert np.abs(torch_only.encode(texts[:6]) - want[:6]).max() < 1e-5
+    assert np.abs(encoder.encode(texts[:6]) - want[:6]).max() < 1e-5
 
 
 def test_backend_setting():
