@@ -318,7 +318,7 @@ def run(job_dir: Path) -> int:
             "validation_examples": the_plan.validation_examples,
             "device": hw.device,
             "dtype": hw.dtype,
-            "threads": hw.threads,
+            "threads": threads or hw.threads,  # per process
             "processes": int(os.environ.get("WORLD_SIZE", "1")),  # with `distributed`: how the run was split
             "distributed": config.strategy,
             "method": config.method,

@@ -51,7 +51,7 @@ def test_two_gloo_processes_train_publish_once_and_resume_after_cancel(
     # exactly once: one adapter, one "done" record, each step's loss written once per run
     assert [a.name for a in tune_manager.registry.list()] == ["tailor-v1"]
     card = tune_manager.registry.get("tailor-v1").metrics
-    assert card["processes"] == 2 and card["distributed"] == "ddp"
+    assert card["processes"] == 2 and card["distributed"] == "ddp" and card["threads"] == 1  # 2 threads split over 2
     assert [p.name for p in tune_manager.registry.dir.iterdir() if p.is_dir()] == [
         "tailor-v1"
     ]  # no half-published copy
