@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from assistant.errors import ValidationError
+from retrieval import encoder as encoder_module
 from retrieval.chunking import chunk_document, embed_text
 from retrieval.config import KnowledgeConfig
 from retrieval.documents import parse_document
@@ -18,7 +19,8 @@ from retrieval.onnx_encoder import OnnxEmbedder
 from .conftest import DEMO_DOCS
 
 
-def test_onnx_vectors_and_rankings_match_torch(embedder, tmp_path):
+def test_onnx_vectors_and_rankings_match_torch(embedder, tmp_path, monkeypatch):
+    monkeypatch.setattr(encoder_module, "_onnx", {})  # export here, whatever ran before
     texts = []
     for path in sorted(DEMO_DOCS.iterdir())[:3]:
         doc = parse_document(path.name, path.read_bytes())
