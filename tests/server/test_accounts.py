@@ -24,10 +24,12 @@ SHARED_KEY = "shared-key-890"
 SECRET = "Alice's secret plan for the spring sale"
 
 
-def _v1(server, key: str | None, body: dict) -> tuple[int, dict]:
+def _continue(server, key: str | None, conv_id: str, text: str) -> tuple[int, dict]:
+    """One `/v1` message that continues conversation `conv_id`, sent with `key`."""
+    body = {"model": "base", "messages": [{"role": "user", "content": text}], "max_tokens": 4}
     request = urllib.request.Request(
         server.url + "v1/chat/completions",
-        data=json.dumps(body).encode(),
+        data=json.dumps({**body, "tailor": {"conversation_id": conv_id}}).encode(),
         headers={"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})},
     )
     try:
@@ -83,16 +85,7 @@ def test_each_route_as_the_wrong_user(tailor_server, tiny_model_dir, tmp_path):
     _, conv_id, _, _ = alice.predict(SECRET, "", "base", "", *GREEDY, api_name="/send")
     [(owner,)] = read_db(ws, "SELECT owner FROM conversations WHERE id=?", conv_id)
     assert owner == "alice"
-    status, body = _v1(
-        server,
-        KEYS["alice"],
-        {
-            "model": "base",
-            "messages": [{"role": "user", "content": "And?"}],
-            "max_tokens": 4,
-            "tailor": {"conversation_id": conv_id},
-        },
-    )
+    status, body = _continue(server, KEYS["alice"], conv_id, "And?")
     assert status == 200 and body["tailor"]["conversation_id"] == conv_id  # her own: she continues it
     [(reply_id,)] = read_db(ws, "SELECT MAX(id) FROM messages WHERE conversation_id=? AND role='assistant'", conv_id)
     before = _state(ws, conv_id)
@@ -118,16 +111,7 @@ def test_each_route_as_the_wrong_user(tailor_server, tiny_model_dir, tmp_path):
 
     # Bob through /v1: with his own key, and with a key bound to nobody.
     for key in (KEYS["bob"], SHARED_KEY):
-        status, body = _v1(
-            server,
-            key,
-            {
-                "model": "base",
-                "messages": [{"role": "user", "content": "Show me"}],
-                "max_tokens": 4,
-                "tailor": {"conversation_id": conv_id},
-            },
-        )
+        status, body = _continue(server, key, conv_id, "Show me")
         assert status == 404 and "does not exist" in body["error"]["message"]
     assert _state(ws, conv_id) == before  # nothing of Alice's changed, nothing of hers was saved
 
@@ -135,17 +119,7 @@ def test_each_route_as_the_wrong_user(tailor_server, tiny_model_dir, tmp_path):
     _, bobs, _, _ = bob.predict("Bob's question", "", "base", "", *GREEDY, api_name="/send")
     assert [c[1] for c in bob.predict("", api_name="/list_conversations")["choices"]] == [bobs]
     assert bobs not in [c[1] for c in alice.predict("", api_name="/list_conversations")["choices"]]
-    status, body = _v1(
-        server,
-        KEYS["bob"],
-        {
-            "model": "base",
-            "messages": [{"role": "user", "content": "More"}],
-            "max_tokens": 4,
-            "tailor": {"conversation_id": bobs},
-        },
-    )
-    assert status == 200
+    assert _continue(server, KEYS["bob"], bobs, "More")[0] == 200
     bob.predict(reply_of(ws, bobs), "A good answer.", "", "", api_name="/curate_save_edited")  # shared dataset
     assert read_db(ws, "SELECT COUNT(*) FROM examples")[0][0] == before["examples"][0][0] + 1
     # ... but only an admin deletes from it.
