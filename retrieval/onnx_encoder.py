@@ -15,9 +15,11 @@ normalisation (MiniLM and most sentence-transformers models) take this path; oth
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import logging
 import os
 import re
+import sys
 import tempfile
 import threading
 import warnings
@@ -34,13 +36,34 @@ INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 EXPORT_VERSION = 1  # bump when the exported graph changes, so old files are not reused
 
 
+_import_lock = threading.Lock()
+
+
 def onnx_installed() -> bool:
-    try:
-        import onnx  # noqa: F401  (torch.onnx.export writes through it)
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """onnxruntime, and onnx (torch.onnx.export writes through it), can be imported; checked
+    without importing onnxruntime (see `_import_onnxruntime`)."""
+    return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx"))
+
+
+def _import_onnxruntime(private_dir: Path) -> Any:
+    """Import onnxruntime with TMPDIR pointing at `private_dir`: on import it writes a session id
+    file, `.ses`, readable by every user, into the temporary folder (1.32), and Tailor keeps
+    nothing of its own in the shared one (tests/server/test_upload_hardening.py)."""
+    if "onnxruntime" in sys.modules:
+        return sys.modules["onnxruntime"]
+    with _import_lock:
+        private_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        before = os.environ.get("TMPDIR")
+        os.environ["TMPDIR"] = str(private_dir)
+        try:
+            import onnxruntime
+
+            return onnxruntime
+        finally:
+            if before is None:
+                os.environ.pop("TMPDIR", None)
+            else:
+                os.environ["TMPDIR"] = before
 
 
 def _mean_pooling_model(embedder: Embedder) -> bool:
@@ -78,8 +101,7 @@ class OnnxEmbedder:
     ONNX Runtime. Texts are embedded longest first so that each batch pads little."""
 
     def __init__(self, embedder: Embedder, cache_dir: Path, threads: int | None = None):
-        import onnxruntime as ort
-
+        ort = _import_onnxruntime(cache_dir)
         if not _mean_pooling_model(embedder):
             raise ValueError(f"{embedder.name} is not a transformer with mean pooling")
         self.embedder = embedder
