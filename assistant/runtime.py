@@ -41,6 +41,7 @@ def open_core(settings: Settings, progress: Callable[[str], None] = log.info) ->
         settings.model, workspace.models_dir, allow_downloads=settings.allow_downloads, progress=progress
     )
     hardware = pick_hardware(settings.device, settings.dtype)
+    adapters = AdapterCatalog(workspace.adapters_dir)
     engine: ChatEngine
     if settings.engine_url:  # generation on a remote server; the tokenizer and catalog stay here
         from .remote_engine import load_remote_engine
@@ -51,7 +52,7 @@ def open_core(settings: Settings, progress: Callable[[str], None] = log.info) ->
             url=settings.engine_url,
             api_key=settings.engine_api_key,
             remote_adapter_dir=settings.engine_adapter_dir,
-            catalog=AdapterCatalog(workspace.adapters_dir),
+            catalog=adapters,
             max_context=settings.max_context,
             parallel=settings.parallel,
             progress=progress,
@@ -69,7 +70,6 @@ def open_core(settings: Settings, progress: Callable[[str], None] = log.info) ->
             progress=progress,
         )
     conversations = ConversationLog(workspace.db, settings.accounts())
-    adapters = AdapterCatalog(workspace.adapters_dir)
     chat = ChatService(
         engine,
         conversations,
