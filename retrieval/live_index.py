@@ -87,7 +87,7 @@ class LiveIndex:
             self.index = VectorIndex(vectors.shape[1], self.config.desired_kind(len(new_ids)))
         if self.index is not None:
             self.index.remove(removed)
-            self.index.add(new_ids, vectors)
+            self.index.add(new_ids, vectors, stored=lambda: self.store.vectors(self.config.model_name))
             wanted = self.config.desired_kind(self.index.count, self.index.kind)
             if wanted != self.index.kind:
                 self.index = self.index.converted(wanted)

@@ -118,3 +118,77 @@ def test_ivf_retrains_as_it_grows_without_losing_vectors():
     assert np.allclose(index.vectors([0, 6099]), x[[0, 6099]])
     _, ids = index.search(x[:50], 1)
     assert (ids[:, 0] == np.arange(50)).mean() >= 0.9  # a vector finds itself through the probed lists
+
+
+def test_ivf_is_8_bit_at_scale_retrains_from_the_stored_vectors_and_reads_old_flat_files(tmp_path, monkeypatch):
+    """From IVF_SQ8_FROM vectors (lowered here) the lists hold 8-bit residuals, a quarter of the
+    bytes; a retraining given the exact stored vectors re-encodes from them, so the error stays
+    that of one encoding however often the index grows; below the threshold and in IVF-Flat
+    files written before, vectors stay float32, and such a file still loads, searches and grows."""
+    import faiss
+
+    import retrieval.index as index_module
+
+    monkeypatch.setattr(index_module, "IVF_SQ8_FROM", 1000)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3000, 32)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    index = VectorIndex(32, IVF)
+    calls = []
+
+    def stored():
+        calls.append(1)
+        return np.arange(3000), x  # the database holds every chunk, some not yet indexed
+
+    index.add(np.arange(50), x[:50], stored=stored)
+    assert isinstance(index.index, faiss.IndexIVFFlat)  # small: exact float32
+    assert np.allclose(index.vectors(range(50)), x[:50])
+    for start in range(50, 3000, 50):
+        index.add(np.arange(start, start + 50), x[start : start + 50], stored=stored)
+    assert isinstance(index.index, faiss.IndexIVFScalarQuantizer) and index.index.code_size == 32
+    assert calls and index.count == 3000 and np.array_equal(np.sort(index.ids()), np.arange(3000))
+    err = np.abs(index.vectors(range(3000)) - x).max()
+    assert err < 0.01
+    scores, found = index.search(x[5:6], 3)
+    assert found[0, 0] == 5 and scores[0, 0] == pytest.approx(1.0, abs=0.01)
+    index.remove([5])
+    copy = VectorIndex.read(_written(index, tmp_path / "sq8.faiss"), IVF)
+    assert copy.count == 2999 and 5 not in copy.search(x[5:6], 10)[1][0]
+    # without the stored copy it re-encodes its own decoded vectors: close, never exact
+    own = VectorIndex(32, IVF)
+    for start in range(0, 3000, 50):
+        own.add(np.arange(start, start + 50), x[start : start + 50])
+    assert own.count == 3000 and np.abs(own.vectors(range(3000)) - x).max() < 0.02
+
+    # a file from before: IVF-Flat with a hash-table direct map, as the old code wrote it
+    old = faiss.IndexIVFFlat(faiss.IndexFlatIP(32), 32, 16, faiss.METRIC_INNER_PRODUCT)
+    old.train(x[:1000])
+    old.set_direct_map_type(faiss.DirectMap.Hashtable)
+    old.add_with_ids(x[:1000], np.arange(1000))
+    faiss.write_index(old, str(tmp_path / "old.faiss"))
+    loaded = VectorIndex.read(tmp_path / "old.faiss", IVF)
+    _, found = loaded.search(x[:20], 1)
+    assert (found[:, 0] == np.arange(20)).mean() >= 0.9
+    loaded.add(np.arange(1000, 3000), x[1000:3000])  # grown 3x: retrains from its float32 codes
+    assert isinstance(loaded.index, faiss.IndexIVFScalarQuantizer) and loaded.count == 3000
+    assert np.abs(loaded.vectors([0, 2999]) - x[[0, 2999]]).max() < 0.01
+
+
+def _written(index, path):
+    index.write(path)
+    return path
+
+
+def test_the_index_check_accepts_8_bit_codes_of_the_stored_vectors_only(monkeypatch):
+    import retrieval.index as index_module
+    from retrieval.index_check import _same_vectors
+
+    monkeypatch.setattr(index_module, "IVF_SQ8_FROM", 100)
+    x = _vectors(400, dim=64, seed=5)
+    index = VectorIndex(64, IVF)
+    index.add(np.arange(400), x)
+    decoded = index.vectors(range(10))
+    assert not np.array_equal(decoded, x[:10])  # 8-bit: close, not equal
+    assert _same_vectors(decoded, x[:10], IVF)
+    assert not _same_vectors(decoded, x[10:20], IVF)  # other chunks' vectors
+    assert not _same_vectors(decoded, x[:10], FLAT)  # float32 kinds compare exactly
