@@ -179,22 +179,28 @@ class ChatService:
         text = asked.content if asked is not None else (request.text or "").strip()
         if not text:
             raise ValidationError("the message is empty")
-        route = self.route(request.model)
-        request.options.validate(route.engine.context_window)
-        adapter = route.label  # what the conversation records: the adapter or checkpoint name
         rag = request.rag if request.rag is not None else bool(conv and conv.rag)
         if rag and self.retriever is None:
             raise ValidationError("retrieval is not available: add documents in the Knowledge tab first")
         no_source = check_no_source(request.no_source or self.no_source)
+        if conv is not None and request.history:
+            raise ValidationError("earlier messages can only be sent when starting a new conversation")
+        new_history = _check_history(request.history) if conv is None else []
+        # the options are checked against the base model's context window before routing: a full
+        # checkpoint is a fine-tune of the same base (the same window), and routing to one loads
+        # a second model, which a request that is refused anyway must not cost
+        request.options.validate(self.engine.context_window)
+        route = self.route(request.model)
+        if route.engine is not self.engine:
+            request.options.validate(route.engine.context_window)
+        adapter = route.label  # what the conversation records: the adapter or checkpoint name
         retrieval = self.retriever.retrieve(text, k=request.k) if rag and self.retriever is not None else None
         declined = retrieval is not None and retrieval.abstain and no_source == "decline"
         system_prompt = (
             request.system_prompt if request.system_prompt is not None else (conv.system_prompt if conv else "")
         )
-        if conv is not None and request.history:
-            raise ValidationError("earlier messages can only be sent when starting a new conversation")
         if conv is None:
-            history = _check_history(request.history)
+            history = new_history
         else:  # a regenerated reply is answered from the turns before its user message
             earlier = conv.messages if asked is None else [m for m in conv.messages if m.id < asked.id]
             history = [m.as_chat() for m in earlier]

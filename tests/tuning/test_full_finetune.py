@@ -184,3 +184,30 @@ def test_a_full_checkpoint_exports_as_gguf_without_a_lora_file(tiny_model_dir, w
     names = {p.name for p in (tmp_path / "out").iterdir()}
     assert "whole-v1.f32.gguf" in names and "Modelfile" in names and "whole-v1.lora.gguf" not in names
     assert any("full fine-tuned checkpoint" in n for n in result.notes)
+
+
+def test_a_request_refused_anyway_does_not_load_a_full_checkpoint(tiny_model_dir, tiny_engine, workspace):
+    """Every check that can refuse a request runs before routing: routing to a full checkpoint
+    loads a second model, which a bad request must not cost."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = workspace.adapters_dir / "full-v1"
+    AutoModelForCausalLM.from_pretrained(tiny_model_dir).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(folder)
+    catalog = AdapterCatalog(workspace.adapters_dir)
+    chat = ChatService(
+        tiny_engine, ConversationLog(workspace.db), catalog, second_models=second_models_for(pick_hardware("cpu"), 512)
+    )
+    bad = [
+        ChatRequest("Hi", model="full-v1", options=GenerationOptions(temperature=5)),
+        ChatRequest("Hi", model="full-v1", options=GenerationOptions(max_new_tokens=10**6)),
+        ChatRequest("Hi", model="full-v1", rag=True),  # no knowledge base
+        ChatRequest("Hi", model="full-v1", history=[{"role": "wizard", "content": "x"}]),
+        ChatRequest("Hi", model="full-v1", no_source="shrug"),
+    ]
+    for request in bad:
+        with pytest.raises(ValidationError):
+            chat.send(request)
+    assert chat.second_models.loaded is None and chat.log.list() == []
+    _, reply = chat.chat(ChatRequest("Hi", model="full-v1", options=GREEDY))  # a good one loads it
+    assert chat.second_models.loaded is not None and reply.adapter == "full-v1"
