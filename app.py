@@ -92,7 +92,6 @@ def build_server(core: Core, settings: Settings):
         core.chat,
         limiter,
         ApiConfig(
-            keys=list(keys),
             key_users=keys,
             accounts=core.conversations.accounts.enabled,
             open_without_key=settings.is_loopback,

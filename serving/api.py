@@ -86,6 +86,10 @@ class ApiConfig:
     # itself; every other page is refused (see _check_browser).
     allowed_origins: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        # a key bound to a user is a key: the app passes key_users alone, tests often keys alone
+        self.keys = list(dict.fromkeys([*self.keys, *self.key_users]))
+
 
 def _evidence(p: Passage) -> list[dict]:
     """The passage's evidence spans, as offsets into its text; a span that does not match the
