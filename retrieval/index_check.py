@@ -75,7 +75,7 @@ class IndexChecker:
                     index = index.converted(wanted)
                     live.save(index, generation)
             live.index = index if (not problems or rebuilt) else None
-            live.reload_bm25()
+            live.load_bm25(db_ids)
             live.generation = generation
             check = IndexCheck(
                 ok=not problems,

@@ -189,14 +189,22 @@ class KnowledgeStore:
                 )
             ]
 
-    def chunk_texts(self) -> Iterator[tuple[int, str, str, str]]:
-        """(id, document title, heading, text) of every chunk, streamed in id order: loading BM25
-        at a million chunks must not hold every row (and `all_chunks`' vector blobs) at once."""
-        with self.db.read() as conn:
-            yield from conn.execute(
-                "SELECT c.id, d.title, c.heading, c.text FROM chunks c JOIN documents d ON d.id=c.document_id"
-                " ORDER BY c.id"
-            )
+    def chunk_texts(self, ids: Sequence[int] | np.ndarray | None = None) -> Iterator[tuple[int, str, str, str]]:
+        """(id, document title, heading, text) of every chunk (or of the given ids), streamed in
+        id order: loading BM25 at a million chunks must not hold every row (and `all_chunks`'
+        vector blobs) at once."""
+        sql = "SELECT c.id, d.title, c.heading, c.text FROM chunks c JOIN documents d ON d.id=c.document_id"
+        if ids is None:
+            with self.db.read() as conn:
+                yield from conn.execute(sql + " ORDER BY c.id")
+            return
+        wanted = sorted(int(i) for i in ids)
+        for start in range(0, len(wanted), 500):  # SQLite binds at most 999 parameters
+            part = wanted[start : start + 500]
+            where = f" WHERE c.id IN ({','.join('?' * len(part))}) ORDER BY c.id"
+            with self.db.read() as conn:
+                rows = conn.execute(sql + where, part).fetchall()
+            yield from rows
 
     def vectors(self, model: str, ids: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(ids, vectors) of the chunks whose stored vector came from `model`."""
