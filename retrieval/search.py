@@ -24,8 +24,9 @@ SEARCH_MODES = ("hybrid", "dense", "bm25")
 MIN_CANDIDATES = 50  # each ranking looks at least this deep (and 4 × k) before fusing
 # From this many vectors on, the dense half of a search runs on a second thread while BM25 runs
 # on the caller's: at a million chunks each half takes 2-4 ms, and faiss releases the GIL while
-# it scans, so the two overlap on two cores (hybrid p50 ~1.6x lower, benchmarks/retrieval.py
-# --sizes 1000000). Below it a dense search takes well under a millisecond and handing it to
+# it scans, so the two overlap on two cores (hybrid p50 1.27x lower at a million chunks on an
+# idle machine, benchmarks/retrieval.py --sizes 1000000; no gain when other work holds the
+# second core). Below it a dense search takes well under a millisecond and handing it to
 # another thread would cost more than it saves.
 PARALLEL_FROM = 50_000
 _pool: ThreadPoolExecutor | None = None
