@@ -2,7 +2,7 @@
 files they are mirrored to: `indexes/knowledge.faiss` and its metadata `knowledge.json`
 (embedding model, dimension, kind, HNSW tombstones, the database generation it matches), and
 `knowledge.bm25.npz`, a snapshot of BM25 written when it is loaded, not after every change
-(~0.7 GB at a million chunks): a start catches up from it by chunk id.
+(0.53 GB at a million chunks): a start catches up from it by chunk id.
 
 The database is the truth; this is a copy that index_check.py verifies and rebuilds."""
 
