@@ -137,6 +137,13 @@ def register(sub, common) -> None:
         help="retrieval arms, when no document supports an answer: answer without sources or decline "
         "(default: $TAILOR_NO_SOURCE or answer, as in the chat)",
     )
+    p.add_argument(
+        "--paired",
+        metavar="METRICS",
+        default=None,
+        help="comma-separated metrics to test every pair of arms on, e.g. semantic,repeats,words "
+        "(default: the set's headline metric: semantic, or fact for the facts set)",
+    )
     p.add_argument("--show", metavar="RUN_ID", help="print a stored run instead of starting one")
     p.add_argument("--json", action="store_true", help="print JSON: run, metrics per arm, paired tests")
     p.set_defaults(func=cmd_eval)
@@ -149,16 +156,29 @@ def _progress(label: str):
     return report
 
 
-def _report(store, run_id: str) -> dict:
+def paired_metrics(value: str | None) -> list[str] | None:
+    """`--paired`: the metrics to test arm against arm (None: the set's headline metric)."""
+    if not value:
+        return None
+    from evals.reports import PER_ITEM
+
+    names = [m.strip() for m in value.split(",") if m.strip()]
+    unknown = [m for m in names if m not in PER_ITEM]
+    if unknown or not names:
+        raise ValidationError(f"--paired {value}: choose from {', '.join(PER_ITEM)}")
+    return names
+
+
+def _report(store, run_id: str, paired: list[str] | None = None) -> dict:
     from evals.reports import aggregate_run, all_comparisons, metrics_table, summary_json
 
     run = store.get_run(run_id)
     summary = aggregate_run(store, run_id)
     header, rows = metrics_table(summary)
-    headline = HEADLINE.get(run.set_kind, "semantic")
     tests = [
-        {"a": a, "b": b, "metric": headline, **t.as_dict()}
-        for a, b, t in all_comparisons(store, run_id, headline)
+        {"a": a, "b": b, "metric": metric, **t.as_dict()}
+        for metric in paired or [HEADLINE.get(run.set_kind, "semantic")]
+        for a, b, t in all_comparisons(store, run_id, metric)
         if t.n
     ]
     return {
@@ -204,17 +224,19 @@ def _print_table(report: dict) -> None:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
         if j == 0:
             print("  ".join("-" * w for w in widths))
-    if report["tests"]:
-        print(
-            f"\nPaired permutation test on {report['tests'][0]['metric']} (per-item differences, random sign "
-            "flips; interval: bootstrap 95% of the mean difference):"
-        )
-        for t in report["tests"]:
-            star = "  *" if t["significant"] else ""
+    metric = None
+    for t in report["tests"]:
+        if t["metric"] != metric:
+            metric = t["metric"]
             print(
-                f"  {t['a']} − {t['b']}: {t['mean_diff']:+.3f} [{t['lo']:+.3f}, {t['hi']:+.3f}]  "
-                f"p={t['p_value']:.4f}  n={t['n']}{star}"
+                f"\nPaired permutation test on {metric} (per-item differences, random sign "
+                "flips; interval: bootstrap 95% of the mean difference):"
             )
+        star = "  *" if t["significant"] else ""
+        print(
+            f"  {t['a']} − {t['b']}: {t['mean_diff']:+.3f} [{t['lo']:+.3f}, {t['hi']:+.3f}]  "
+            f"p={t['p_value']:.4f}  n={t['n']}{star}"
+        )
     print()
 
 
@@ -230,13 +252,14 @@ def cmd_eval(args) -> int:
         from evals.store import EvalStore
 
         store = EvalStore(Workspace(settings_from(args).home).db)
-        report = _report(store, args.show)
+        report = _report(store, args.show, paired_metrics(args.paired))
         print(json.dumps(report, indent=1, ensure_ascii=False)) if args.json else _print_table(report)
         return 0
     specs = [s.strip() for s in (args.sets or "test").split(",") if s.strip()]
     if not specs:
         raise ValidationError("--set needs test, facts or a file")
     style_prompt = read_style_prompt(args.style_prompt)  # a missing file should not cost a model load
+    paired = paired_metrics(args.paired)
     from assistant.workspace import Workspace
 
     settings = settings_from(args)
@@ -262,7 +285,7 @@ def cmd_eval(args) -> int:
         )
         if run.status != "done":
             raise ValidationError(f"evaluation run {run.id} {run.status}: {run.error}")
-        reports.append(_report(evals.store, run.id))
+        reports.append(_report(evals.store, run.id, paired))
     if args.json:
         print(json.dumps(reports[0] if len(reports) == 1 else reports, indent=1, ensure_ascii=False))
     else:

@@ -85,6 +85,30 @@ def fact_found(prediction: str, answers: Iterable[str]) -> float:
     return 0.0
 
 
+# A sentence ends at . ! or ? followed by white space, or at a line break (so in "Fair winds!
+# — Lantern Bay Bikes" the dash starts a sentence of its own).
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+def sentences(text: str, min_words: int = 3) -> list[str]:
+    """The reply's normalised sentences of at least `min_words` words (shorter ones, such as
+    "Yes." or "Thanks!", are left out: repeating those is not a loop)."""
+    out = []
+    for part in _SENTENCE_END.split(text or ""):
+        norm = normalize_answer(part)
+        if len(norm.split()) >= min_words:
+            out.append(norm)
+    return out
+
+
+def repeats(prediction: str, min_words: int = 3) -> float:
+    """1.0 when some sentence of at least `min_words` words occurs twice or more in the reply
+    (after normalisation), else 0.0. It catches a model that loops ("Fair winds! Fair winds!
+    ...") or restates itself, a flaw a tuned small model picks up from a fixed sign-off."""
+    found = sentences(prediction, min_words)
+    return float(len(found) != len(set(found)))
+
+
 def cosine(a, b) -> float:
     """Cosine similarity of two vectors (embedders here return unit vectors, but do not rely on it)."""
     import numpy as np

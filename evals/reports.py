@@ -22,8 +22,10 @@ METRICS: list[tuple[str, str, bool]] = [
     ("ref_loss", "Ref. loss (nats/tok)", False),
     ("perplexity", "Ref. perplexity", False),
     ("abstained", "No-source rate", False),
-    # lower is better where a reply should be short (the demo's preference pairs teach that);
-    # for other sets it is a description, read with the references' own lengths in mind
+    # share of replies that repeat a sentence (a loop); the demo's preference pairs teach against it
+    ("repeats", "Repeats itself", False),
+    # lower is better where a reply should be short; for most sets it is a description, read
+    # with the references' own lengths in mind
     ("words", "Reply length (words)", False),
     ("latency_s", "Latency (s)", False),
     ("tokens_per_s", "Tokens/s", True),

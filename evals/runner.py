@@ -398,6 +398,7 @@ class EvalService:
             "tokens_per_s": tps,
             "abstained": float(abstained) if arm.rag else None,
             "words": None if declined else float(len(reply.split())),
+            "repeats": None if declined else M.repeats(reply),
         }
         if options.score_references and not declined:
             try:

@@ -68,6 +68,16 @@ def test_eval_prints_json_and_a_stored_run_can_be_shown(tiny_model_dir, facts_fi
     shown = tailor("eval", "--show", out["run"]["id"], "--workspace", ws)
     assert shown.returncode == 0, shown.stderr
     assert out["run"]["id"] in shown.stdout and "Fact accuracy" in shown.stdout and "tiny-lora" in shown.stdout
+    assert "Repeats itself" in shown.stdout  # every reply is checked for a repeated sentence
+
+    # --paired: the paired tests on the metrics asked for, in that order, each with its own heading
+    paired = tailor("eval", "--show", out["run"]["id"], "--paired", "repeats,words", "--json", "--workspace", ws)
+    assert paired.returncode == 0, paired.stderr
+    assert [t["metric"] for t in json.loads(paired.stdout)["tests"]] == ["repeats", "words"]
+    shown = tailor("eval", "--show", out["run"]["id"], "--paired", "repeats,words", "--workspace", ws)
+    assert "Paired permutation test on repeats" in shown.stdout and "Paired permutation test on words" in shown.stdout
+    bad = tailor("eval", "--show", out["run"]["id"], "--paired", "loops", "--workspace", ws)
+    assert bad.returncode == 2 and "choose from" in bad.stderr and "repeats" in bad.stderr
 
 
 def test_eval_user_errors_exit_2(tiny_model_dir, tmp_path):

@@ -78,3 +78,25 @@ def test_classification_report_by_hand():
     assert sum(sum(row.values()) for row in r.confusion.values()) == 5
     with pytest.raises(ValueError):
         M.classification_report(["a"], [])
+
+
+def test_sentences_and_repeats_by_hand():
+    sign = "Fair winds and smooth roads! — Lantern Bay Bikes"
+    # sentences of 3+ normalised words; "Ahoy, rider!" (2 words) and "Yes." are left out
+    assert M.sentences(f"Ahoy, rider! Yes. Pump the tyres up first. {sign}") == [
+        "pump tyres up first",
+        "fair winds and smooth roads",
+        "lantern bay bikes",
+    ]
+    assert M.repeats(f"Ahoy, rider! Pump the tyres up first. {sign}") == 0.0
+    # the sign-off loop the demo's SFT adapter falls into: the same sentence twice or more
+    loop = "Ahoy, rider! Fair winds and smooth roads! Fair winds and smooth roads! Fair winds and"
+    assert M.repeats(loop) == 1.0
+    # an early sign-off then the real one repeats "fair winds and smooth roads"
+    assert M.repeats(f"Ahoy, rider! Fair winds and smooth roads! Take it to the shop. {sign}") == 1.0
+    # normalisation: case, punctuation and articles do not hide a repeat; line breaks end sentences
+    assert M.repeats("Check the brake pads.\n- check THE brake pads!") == 1.0
+    # short sentences may repeat (a yes, a thanks); the threshold is a parameter
+    assert M.repeats("Yes. Yes. Ride on.") == 0.0
+    assert M.repeats("Yes. Yes. Ride on.", min_words=1) == 1.0
+    assert M.repeats("") == 0.0
