@@ -24,8 +24,6 @@ them on the demo documents), computed in float64."""
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 import threading
 from array import array
 from collections import Counter
@@ -36,6 +34,7 @@ import numpy as np
 
 from assistant import terms
 from assistant.terms import tokenize
+from assistant.workspace import replaced_atomically
 
 # Postings in the not-yet-inverted tail before the inverted index is rebuilt. A query scans the
 # tail's term ids once (~0.1 ms per 100k on one core); a rebuild sorts every posting (~1 s per
@@ -452,17 +451,8 @@ class BM25Index:
             "inv_slots": self._inv_slots,
             "inv_tf": self._inv_tf,
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, **arrays)  # type: ignore[arg-type]  # the stubs fear a key named allow_pickle
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with replaced_atomically(path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)  # type: ignore[arg-type]  # the stubs fear a key named allow_pickle
 
     @classmethod
     def load(cls, path: Path) -> BM25Index:

@@ -21,8 +21,6 @@ before, keep float32 vectors until a retraining or rebuild at that size."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -32,6 +30,7 @@ import faiss
 import numpy as np
 
 from assistant.terms import tokenize as tokenize  # re-exported: tests and callers tokenize as BM25 does
+from assistant.workspace import replaced_atomically
 
 from .bm25 import BM25Index as BM25Index  # re-exported: the index module names both structures
 
@@ -289,17 +288,8 @@ class VectorIndex:
         """Write the index to `path` atomically (a temporary name, fsync, rename), straight from
         faiss to the file: `to_bytes` first copies the whole index into memory (1.5 GB at a
         million 384-d vectors) and the copy doubled the resident memory of every save."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            faiss.write_index(self.index, tmp)
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with replaced_atomically(path) as tmp:
+            faiss.write_index(self.index, str(tmp))
 
     @classmethod
     def read(cls, path: Path, kind: str, deleted: Iterable[int] = ()) -> VectorIndex:
