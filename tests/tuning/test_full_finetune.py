@@ -129,16 +129,21 @@ def test_a_full_job_publishes_a_checkpoint_the_chat_loads_as_a_second_model(
     assert base_reply.content == tiny_engine.generate(messages, GREEDY).text
 
 
-def test_a_checkpoint_too_big_for_memory_is_not_loaded(tiny_model_dir, tiny_engine, workspace, monkeypatch):
+def _chat_with_a_full_copy(tiny_model_dir, tiny_engine, workspace, name: str) -> ChatService:
+    """A chat whose registry holds a full checkpoint `name` (a copy of the tiny base model)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder = workspace.adapters_dir / "big-v1"
+    folder = workspace.adapters_dir / name
     AutoModelForCausalLM.from_pretrained(tiny_model_dir).save_pretrained(folder)
     AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(folder)
     catalog = AdapterCatalog(workspace.adapters_dir)
-    chat = ChatService(
+    return ChatService(
         tiny_engine, ConversationLog(workspace.db), catalog, second_models=second_models_for(pick_hardware("cpu"), 512)
     )
+
+
+def test_a_checkpoint_too_big_for_memory_is_not_loaded(tiny_model_dir, tiny_engine, workspace, monkeypatch):
+    chat = _chat_with_a_full_copy(tiny_model_dir, tiny_engine, workspace, "big-v1")
     monkeypatch.setattr("assistant.second_model.available_memory", lambda device="cpu": 1000)
     with pytest.raises(ModelError, match="Not enough memory to load the full checkpoint 'big-v1'"):
         chat.send(ChatRequest("Hi", model="big-v1"))
@@ -189,15 +194,7 @@ def test_a_full_checkpoint_exports_as_gguf_without_a_lora_file(tiny_model_dir, w
 def test_a_request_refused_anyway_does_not_load_a_full_checkpoint(tiny_model_dir, tiny_engine, workspace):
     """Every check that can refuse a request runs before routing: routing to a full checkpoint
     loads a second model, which a bad request must not cost."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    folder = workspace.adapters_dir / "full-v1"
-    AutoModelForCausalLM.from_pretrained(tiny_model_dir).save_pretrained(folder)
-    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(folder)
-    catalog = AdapterCatalog(workspace.adapters_dir)
-    chat = ChatService(
-        tiny_engine, ConversationLog(workspace.db), catalog, second_models=second_models_for(pick_hardware("cpu"), 512)
-    )
+    chat = _chat_with_a_full_copy(tiny_model_dir, tiny_engine, workspace, "full-v1")
     bad = [
         ChatRequest("Hi", model="full-v1", options=GenerationOptions(temperature=5)),
         ChatRequest("Hi", model="full-v1", options=GenerationOptions(max_new_tokens=10**6)),
