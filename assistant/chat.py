@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from .adapters import BASE, FULL, AdapterCatalog
+from .answer_choice import answer_focus
 from .conversations import ConversationLog, StoredMessage
 from .engine import ChatEngine, Generation, GenerationOptions
 from .errors import NotFoundError, ValidationError
@@ -207,6 +208,8 @@ class ChatService:
         passages = retrieval.passages if retrieval and not retrieval.abstain else None
         messages = build_messages(history, text, system_prompt, passages)
         options = reading_options(request.options, text, passages)
+        if not declined:
+            messages, options = answer_focus(options, route.engine, messages, text, passages, route.adapter)
         generation = None if declined else route.engine.stream(messages, options, adapter=route.adapter)
         if conv is None:
             conv = self.log.create(system_prompt=system_prompt, model=self.engine.name, adapter=adapter, rag=rag)

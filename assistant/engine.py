@@ -135,6 +135,21 @@ class ChatEngine(ABC):
         ids = set(self.tokenizer(options.copy_source, add_special_tokens=False)["input_ids"])
         return sorted(ids - set(self.tokenizer.all_special_ids))
 
+    def _span_ids(self, text: str) -> list[int]:
+        # " €689" and "€689" tokenize differently: a span is favoured however it is preceded
+        ids = set(self.tokenizer(text.strip(), add_special_tokens=False)["input_ids"])
+        ids |= set(self.tokenizer(" " + text.strip(), add_special_tokens=False)["input_ids"])
+        return sorted(ids - set(self.tokenizer.all_special_ids))
+
+    def logit_biases(self, options: GenerationOptions) -> dict[int, float]:
+        """Token id -> logit added while decoding: the sources' tokens get `copy_bias`, the
+        chosen answer span's tokens `focus_bias` (when higher). Empty for a plain chat."""
+        biases = dict.fromkeys(self.copy_ids(options), options.copy_bias)
+        if options.focus_bias > 0 and options.focus_text.strip():
+            for t in self._span_ids(options.focus_text):
+                biases[t] = max(biases.get(t, 0.0), options.focus_bias)
+        return biases
+
     def count_tokens(self, messages: Sequence[Message]) -> int:
         return len(self.encode(messages))
 
@@ -235,6 +250,14 @@ class ChatEngine(ABC):
         """Mean cross-entropy (nats/token) of `completion` as the assistant's reply to
         `messages`, under `adapter` (None: the base model), and how many tokens it covers."""
         ...
+
+    def span_logprobs(
+        self, messages: Sequence[Message], prefix: str, spans: Sequence[str], adapter: str | None = None
+    ) -> list[tuple[float, int]]:
+        """(total log-probability, tokens) of each of `spans` continuing the assistant's reply
+        to `messages` after `prefix`, under `adapter`: how answers are chosen from the sources
+        (assistant/answer_choice.py). Backends without their own logits use a torch scorer."""
+        raise ModelError(f"the {self.backend} backend cannot score answer spans")
 
     def close(self) -> None:  # noqa: B027 - optional: only backends with native resources override it
         """Free what the backend holds outside Python's memory (threads, native buffers)."""

@@ -34,6 +34,11 @@ class GenerationOptions:
     copy_bias: float = 0.0
     copy_source: str = ""
     penalize_prompt: bool = True
+    # The answer span chosen from the sources (assistant/answer_choice.py): its tokens get
+    # `focus_bias` instead of `copy_bias`, so the reply states that span rather than a
+    # neighbouring figure of the same sentence.
+    focus_bias: float = 0.0
+    focus_text: str = ""
 
     def validate(self, context_window: int) -> GenerationOptions:
         if not 0 <= self.temperature <= 2:
@@ -46,6 +51,8 @@ class GenerationOptions:
             raise ValidationError("seed must fit in a signed 64-bit integer")
         if not 0 <= self.copy_bias <= MAX_COPY_BIAS:
             raise ValidationError(f"copy_bias must be between 0 and {MAX_COPY_BIAS:g}")
+        if not 0 <= self.focus_bias <= MAX_COPY_BIAS:
+            raise ValidationError(f"focus_bias must be between 0 and {MAX_COPY_BIAS:g}")
         return self
 
     def as_dict(self) -> dict:
@@ -57,6 +64,8 @@ class GenerationOptions:
             "seed": self.seed,
             "copy_bias": self.copy_bias,
             "penalize_prompt": self.penalize_prompt,
+            "focus_bias": self.focus_bias,
+            "focus_text": self.focus_text,
         }
 
 

@@ -249,10 +249,10 @@ class LlamaCppEngine(ChatEngine):
                     self._n_vocab, self.context_window, options.repetition_penalty, 0.0, 0.0
                 ),
             )
-        copy_ids = self.copy_ids(options)
-        if copy_ids:  # after the penalty, before temperature and top-p: the torch backend's order
-            biases = (ll.llama_logit_bias * len(copy_ids))(*[(t, options.copy_bias) for t in copy_ids])
-            ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_logit_bias(self._n_vocab, len(copy_ids), biases))
+        bias = self.logit_biases(options)
+        if bias:  # after the penalty, before temperature and top-p: the torch backend's order
+            biases = (ll.llama_logit_bias * len(bias))(*bias.items())
+            ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_logit_bias(self._n_vocab, len(bias), biases))
         # Below ~0.01 sampling is greedy in all but name (see the torch backend): decode greedily.
         if options.temperature >= MIN_SAMPLING_TEMPERATURE:
             if self.top_k > 0:  # also makes top-p cheap: it sorts k candidates, not the vocabulary
@@ -389,18 +389,28 @@ class LlamaCppEngine(ChatEngine):
         self._retired = keep
 
     # ---- scoring (reference loss) stays on torch ------------------------------------------
-    def score(self, messages: Sequence[Message], completion: str, adapter: str | None = None) -> tuple[float, int]:
+    def _torch_scorer(self, adapter: str | None) -> ChatEngine:
+        """The torch model (loaded once, on first use) that scores text for this engine, with
+        `adapter` loaded: llama.cpp's batched decoder keeps no logits for prompt positions."""
         self._check_adapter(adapter)
         if self._scorer_factory is None:
-            raise ModelError("reference-loss scoring needs the torch backend, which this engine was built without")
+            raise ModelError("scoring text needs the torch backend, which this engine was built without")
         with self._scorer_lock:
             if self._scorer is None:
-                log.info("Loading the torch model for reference-loss scoring (once)")
+                log.info("Loading the torch model for scoring (once)")
                 self._scorer = self._scorer_factory()
             if adapter is not None:
                 path, version = self._lora_paths[adapter]
                 self._scorer.load_adapter(adapter, path, version)
-        return self._scorer.score(messages, completion, adapter)
+            return self._scorer
+
+    def score(self, messages: Sequence[Message], completion: str, adapter: str | None = None) -> tuple[float, int]:
+        return self._torch_scorer(adapter).score(messages, completion, adapter)
+
+    def span_logprobs(
+        self, messages: Sequence[Message], prefix: str, spans: Sequence[str], adapter: str | None = None
+    ) -> list[tuple[float, int]]:
+        return self._torch_scorer(adapter).span_logprobs(messages, prefix, spans, adapter)
 
     def close(self) -> None:
         with self._wake:

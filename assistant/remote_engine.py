@@ -303,9 +303,9 @@ class RemoteEngine(ChatEngine):
             body["top_k"] = self.top_k
         if options.repetition_penalty != 1.0:
             body["repetition_penalty"] = options.repetition_penalty
-        copy_ids = self.copy_ids(options)
-        if copy_ids:  # OpenAI bounds a bias to [-100, 100]; ours is at most 10
-            body["logit_bias"] = {str(t): options.copy_bias for t in copy_ids}
+        bias = self.logit_biases(options)
+        if bias:  # OpenAI bounds a bias to [-100, 100]; ours is at most 10
+            body["logit_bias"] = {str(t): b for t, b in bias.items()}
         return body
 
     def _open(self, body: dict) -> httpx.Response:
@@ -389,28 +389,37 @@ class RemoteEngine(ChatEngine):
             gen._finish()
 
     # ---- scoring (reference loss) stays local ---------------------------------------------
-    def score(self, messages: Sequence[Message], completion: str, adapter: str | None = None) -> tuple[float, int]:
-        """Reference loss on the local torch model. Where it cannot load, the loss is reported as
-        unavailable (a ValidationError, which an evaluation records as no value for the item)
-        rather than estimated; the reason is kept, so the load is not retried for every item."""
+    def _torch_scorer(self, adapter: str | None) -> ChatEngine:
+        """The local torch model (loaded once) that scores text, with `adapter` loaded: an
+        OpenAI-compatible server returns no logits for given text. Where it cannot load, the
+        score is reported as unavailable (a ValidationError: an evaluation records no value for
+        the item, an answer choice falls back to the plain reply) rather than estimated; the
+        reason is kept, so the load is not retried for every request."""
         self._check_adapter(adapter)
         with self._scorer_lock:
             if self._scorer is None:
                 if self._scorer_factory is None:
                     self._scorer_failed = "this engine was built without a local torch model"
                 if self._scorer_failed is None:
-                    log.info("Loading the local torch model for reference-loss scoring (once)")
+                    log.info("Loading the local torch model for scoring (once)")
                     try:
                         self._scorer = self._scorer_factory()  # type: ignore[misc]  # checked above
                     except (ModelError, OSError, RuntimeError) as exc:
                         self._scorer_failed = str(exc)
                 if self._scorer is None:
-                    raise ValidationError(
-                        f"reference loss is unavailable with the remote engine: {self._scorer_failed}"
-                    )
+                    raise ValidationError(f"scoring is unavailable with the remote engine: {self._scorer_failed}")
             if adapter is not None:
                 self._scorer.load_adapter(adapter, self._paths[adapter], self._adapters[adapter])
-        return self._scorer.score(messages, completion, adapter)
+            return self._scorer
+
+    def score(self, messages: Sequence[Message], completion: str, adapter: str | None = None) -> tuple[float, int]:
+        """Reference loss on the local torch model (see `_torch_scorer`)."""
+        return self._torch_scorer(adapter).score(messages, completion, adapter)
+
+    def span_logprobs(
+        self, messages: Sequence[Message], prefix: str, spans: Sequence[str], adapter: str | None = None
+    ) -> list[tuple[float, int]]:
+        return self._torch_scorer(adapter).span_logprobs(messages, prefix, spans, adapter)
 
     def close(self) -> None:
         self._closing.set()

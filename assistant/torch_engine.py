@@ -65,20 +65,21 @@ class _StopOnEvent:
         return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
-class _CopyBias:
-    """Logits processor adding `bias` to the logits of `ids` (the sources' tokens). It runs
-    after the repetition penalty and before temperature and top-p, as llama.cpp's chain does."""
+class _LogitBias:
+    """Logits processor adding a bias to the logits of some tokens (the sources' tokens, the
+    chosen answer span's). It runs after the repetition penalty and before temperature and
+    top-p, as llama.cpp's chain does."""
 
-    def __init__(self, ids: list[int], bias: float, device):
-        self.ids = torch.tensor(ids, dtype=torch.long, device=device)
-        self.bias = bias
+    def __init__(self, biases: dict[int, float], device):
+        self.ids = torch.tensor(list(biases), dtype=torch.long, device=device)
+        self.values = torch.tensor(list(biases.values()), dtype=torch.float32, device=device)
 
     def __call__(self, input_ids, scores):
-        scores[:, self.ids] += self.bias
+        scores[:, self.ids] += self.values.to(scores.dtype)
         return scores
 
 
-def _reading_processors(options: GenerationOptions, prompt_len: int, copy_ids: list[int], device):
+def _reading_processors(options: GenerationOptions, prompt_len: int, biases: dict[int, float], device):
     """The custom logits processors for `options` (empty for a plain chat). transformers runs
     custom processors after its own (the penalty, when it counts the prompt) and before its
     sampling warpers (temperature, top-p)."""
@@ -87,8 +88,8 @@ def _reading_processors(options: GenerationOptions, prompt_len: int, copy_ids: l
     processors = LogitsProcessorList()
     if not options.penalize_prompt and options.repetition_penalty != 1.0:
         processors.append(RepetitionPenaltyLogitsProcessor(options.repetition_penalty, prompt_ignore_length=prompt_len))
-    if copy_ids:
-        processors.append(_CopyBias(copy_ids, options.copy_bias, device))
+    if biases:
+        processors.append(_LogitBias(biases, device))
     return processors
 
 
@@ -199,7 +200,7 @@ class TorchEngine(ChatEngine):
                     streamer=streamer,
                     stopping_criteria=[_StopOnEvent(gen._stop)],
                     logits_processor=_reading_processors(
-                        options, len(ids), self.copy_ids(options), self.hardware.device
+                        options, len(ids), self.logit_biases(options), self.hardware.device
                     ),
                 )
                 # Below ~0.01 sampling is greedy in all but name, and logits / 1e-248 overflow to
@@ -268,6 +269,40 @@ class TorchEngine(ChatEngine):
         target = ids[0, start:]
         loss = torch.nn.functional.cross_entropy(pred, target, reduction="mean")
         return float(loss), int(target.numel())
+
+    def span_logprobs(
+        self, messages: Sequence[Message], prefix: str, spans: Sequence[str], adapter: str | None = None
+    ) -> list[tuple[float, int]]:
+        """(total log-probability, token count) of each span as the continuation of the
+        assistant's reply to `messages` after `prefix` (e.g. "The answer is "), under `adapter`.
+        The prompt is run once and its cache shared by every span, so scoring a handful of
+        candidate answers costs about one prompt's prefill plus a few tokens each."""
+        self._check_adapter(adapter)
+        if not spans:
+            return []
+        prompt = self.encode(messages, add_generation_prompt=True)
+        if prefix:
+            prompt += self.tokenizer(prefix, add_special_tokens=False)["input_ids"]
+        eos = self.tokenizer.eos_token_id
+        conts = [self.tokenizer(s, add_special_tokens=False)["input_ids"] or [eos] for s in spans]
+        longest = max(len(c) for c in conts)
+        prompt = prompt[-(self.context_window - longest) :]  # keep the end (the question) if too long
+        device = self.hardware.device
+        pad = self.tokenizer.pad_token_id
+        batch = torch.tensor([c + [pad] * (longest - len(c)) for c in conts], device=device)
+        mask = torch.tensor([[1] * len(prompt) + [1] * len(c) + [0] * (longest - len(c)) for c in conts], device=device)
+        with self._lock, self._use(adapter), torch.inference_mode():
+            head = self.model(input_ids=torch.tensor([prompt], device=device), use_cache=True)
+            cache = head.cache  # transformers 5.x names it `cache` (`past_key_values` is deprecated)
+            cache.batch_repeat_interleave(len(conts))
+            tail = self.model(input_ids=batch, attention_mask=mask, cache=cache).logits.float()
+        first = head.logits[0, -1].float().log_softmax(-1)
+        rest = tail.log_softmax(-1)
+        out = []
+        for i, c in enumerate(conts):
+            total = float(first[c[0]]) + sum(float(rest[i, j - 1, c[j]]) for j in range(1, len(c)))
+            out.append((total, len(c)))
+        return out
 
     def _eos_ids(self) -> set[int]:
         eos = self.model.generation_config.eos_token_id

@@ -53,6 +53,18 @@ ROWS: dict[str, tuple[dict[str, str], list[str], str]] = {
     "copy-1": ({**OFF, "TAILOR_COPY_BIAS": "1"}, [], "copy bias 1, penalty kept to the reply"),
     "copy-2": ({**OFF, "TAILOR_COPY_BIAS": "2"}, [], "copy bias 2, penalty kept to the reply"),
     "copy-3": ({**OFF, "TAILOR_COPY_BIAS": "3"}, [], "copy bias 3, penalty kept to the reply"),
+    "focus-off": (
+        {"TAILOR_ANSWER_FOCUS": "0", "TAILOR_ANSWER_HINT": "off"},
+        [],
+        "no answer choice: the free reply (before answer focus)",
+    ),
+    "focus-4": ({"TAILOR_ANSWER_FOCUS": "4", "TAILOR_ANSWER_HINT": "off"}, [], "the chosen span's tokens +4 logits"),
+    "focus-8": ({"TAILOR_ANSWER_FOCUS": "8", "TAILOR_ANSWER_HINT": "off"}, [], "the chosen span's tokens +8 logits"),
+    "hint-focus-4": (
+        {"TAILOR_ANSWER_FOCUS": "4", "TAILOR_ANSWER_HINT": "on"},
+        [],
+        "the chosen span named in the prompt and +4 logits (the default)",
+    ),
     "system-short": ({}, ["--system", SHORT_SYSTEM], f"our short system prompt: {SHORT_SYSTEM!r}"),
     "budget-64": ({}, ["--max-new-tokens", "64"], "the defaults, 64 new tokens (the eval's default is 128)"),
     "budget-256": ({}, ["--max-new-tokens", "256"], "the defaults, 256 new tokens (the chat's and the API's default)"),
@@ -136,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rows", default="all", help=f"comma-separated rows: {', '.join(ROWS)}")
     p.add_argument("--arms", default="base,tuned")
     p.add_argument("--max-new-tokens", type=int, default=128, help="the eval's default budget")
+    p.add_argument("--skip-demo", action="store_true", help="run the held-out set only")
     args = p.parse_args(argv)
     rows = list(ROWS) if args.rows == "all" else [r.strip() for r in args.rows.split(",") if r.strip()]
     if "defaults" in rows:  # first, so every other row is compared with it (paired, per item)
@@ -144,7 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [r for r in rows if r not in ROWS]
     if unknown:
         p.error(f"unknown rows: {', '.join(unknown)}")
-    sets = [("demo", args.demo, "facts")]
+    sets = [] if args.skip_demo else [("demo", args.demo, "facts")]
+    if args.skip_demo and not args.heldout:
+        p.error("--skip-demo needs --heldout")
     if args.heldout:
         prepare_heldout(args.demo, args.heldout)
         sets.append(("held-out", args.heldout, str(HELDOUT / "facts.jsonl")))

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 
 from assistant.adapters import BASE, AdapterInfo
+from assistant.answer_choice import answer_focus
 from assistant.chat import NO_SOURCE_REPLY, ChatService, Route, check_no_source
 from assistant.engine import GenerationOptions, GenerationResult
 from assistant.errors import TailorError, ValidationError
@@ -345,7 +346,11 @@ class EvalService:
         for item, per_item in zip(items, plans):
             for p in per_item:
                 if not p.declined:
-                    request = (p.messages, reading_options(gen_options, item.question, p.passages), p.route.adapter)
+                    reading = reading_options(gen_options, item.question, p.passages)
+                    messages, reading = answer_focus(
+                        reading, p.route.engine, p.messages, item.question, p.passages, p.route.adapter
+                    )
+                    request = (messages, reading, p.route.adapter)
                     asked.setdefault(id(p.route.engine), []).append((p, request))
         replies: dict[int, GenerationResult] = {}
         for requests in asked.values():

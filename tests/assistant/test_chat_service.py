@@ -128,6 +128,39 @@ def test_reading_options_reach_the_engine_only_with_sources(chat, tiny_engine, m
         chat.chat(ChatRequest("when do you open?", rag=True, options=GREEDY))
 
 
+class _PriceRetriever:
+    def retrieve(self, query, k=4):
+        text = "A basic service costs €45 and a full overhaul €145; both come with a wash."
+        return Retrieval([Passage(3, "prices.txt", text, 0.3)], abstain=False, reason="test")
+
+
+def test_answer_focus_chooses_a_span_with_the_engine_and_records_it(chat, tiny_engine, prompts_seen, monkeypatch):
+    """With TAILOR_ANSWER_FOCUS and TAILOR_ANSWER_HINT the chat (and so /v1) scores the
+    candidate spans with the engine under the conversation's adapter, favours the chosen one
+    and names it in the prompt; the reply records which span it was."""
+    monkeypatch.setenv("TAILOR_ANSWER_FOCUS", "3")
+    monkeypatch.setenv("TAILOR_ANSWER_HINT", "on")
+    scored = []
+    real = tiny_engine.span_logprobs
+    monkeypatch.setattr(
+        tiny_engine,
+        "span_logprobs",
+        lambda m, p, spans, adapter=None: scored.append(spans) or real(m, p, spans, adapter),
+    )
+    chat.retriever = _PriceRetriever()
+    _, reply = chat.chat(ChatRequest("How much is a full overhaul?", rag=True, options=GREEDY))
+    assert scored == [["€45", "€145"]]
+    chosen = reply.settings["focus_text"]
+    assert chosen in {"€45", "€145"} and reply.settings["focus_bias"] == 3
+    assert (
+        f"Answer found in the sources: {chosen}\n\nQuestion: How much is a full overhaul?"
+        in prompts_seen[-1][-1]["content"]
+    )
+    # a plain chat is untouched
+    _, plain = chat.chat(ChatRequest("hello", options=GREEDY))
+    assert plain.settings["focus_bias"] == 0 and len(scored) == 1
+
+
 def test_abstention_with_decline_does_not_guess(chat):
     chat.retriever = _FakeRetriever(abstain=True)
     turn, reply = chat.chat(ChatRequest("what is the meaning of life?", rag=True, options=GREEDY, no_source="decline"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import threading
+from dataclasses import replace
 
 import pytest
 
@@ -106,6 +107,8 @@ READING = GenerationOptions(
 )
 
 PLAIN_16 = GenerationOptions(temperature=0, max_new_tokens=16, repetition_penalty=1.3)
+# ... and with an answer span chosen from them (assistant/answer_choice.py) favoured more
+FOCUSED = replace(READING, focus_bias=5.0, focus_text="45 euros")
 
 
 @needs_llamacpp
@@ -120,6 +123,8 @@ def test_reading_options_match_torch_and_change_the_reply(engines, adapter):
         got = llama.generate(messages, READING, adapter=adapter)
         assert got.text == expected.text, (adapter, messages)
         assert got.completion_tokens == expected.completion_tokens
+        focused = torch_engine.generate(messages, FOCUSED, adapter=adapter)
+        assert llama.generate(messages, FOCUSED, adapter=adapter).text == focused.text, (adapter, messages)
         plain = torch_engine.generate(messages, PLAIN_16, adapter=adapter)
         for key, res in (("plain", plain), ("reading", got)):
             ids = torch_engine.tokenizer(res.text, add_special_tokens=False)["input_ids"]

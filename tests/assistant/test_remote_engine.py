@@ -129,6 +129,14 @@ def test_options_become_openai_fields_and_the_stream_becomes_the_reply(scripted,
     sent = scripted.requests[-1][1]
     assert sent["temperature"] == 0.0 and sent["top_p"] == 1.0 and "top_k" not in sent
     assert sent["logit_bias"] == {str(t): 2.0 for t in engine.copy_ids(reading)} and sent["logit_bias"]
+    # the chosen answer span's tokens carry the focus bias instead
+    focused = GenerationOptions(
+        temperature=0, copy_bias=2.0, copy_source="Paris is the capital.", focus_bias=5.0, focus_text="Paris"
+    )
+    engine.generate(ASK, focused)
+    sent = scripted.requests[-1][1]
+    assert sent["logit_bias"] == {str(t): b for t, b in engine.logit_biases(focused).items()}
+    assert 5.0 in sent["logit_bias"].values() and 2.0 in sent["logit_bias"].values()
     engine.close()
 
 
@@ -200,7 +208,7 @@ def test_reference_loss_is_computed_locally_never_remotely(scripted, tiny_engine
 
     engine = _engine(tiny_engine, scripted.url, scorer=broken)
     for _ in range(2):
-        with pytest.raises(ValidationError, match="reference loss is unavailable.*no weights here"):
+        with pytest.raises(ValidationError, match="scoring is unavailable.*no weights here"):
             engine.score(ASK, "Paris.")
     assert calls == [1]
     with pytest.raises(ValidationError, match="without a local torch model"):

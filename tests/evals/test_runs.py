@@ -277,3 +277,10 @@ def test_retrieval_arms_decode_with_the_reading_options(workspace, chat, facts_f
     grounded = [o for o in seen if o.copy_source]
     assert grounded and all(o.copy_bias == 1.5 for o in grounded)
     assert any(o.copy_bias == 0 and not o.copy_source for o in seen)  # the plain arm and sourceless items
+    # answer focus: a span chosen from the sources the model reads, favoured while decoding
+    monkeypatch.setenv("TAILOR_ANSWER_FOCUS", "3")
+    seen.clear()
+    run = evals.runs.start(load_facts(facts_file), evals.runs.resolve_arms("base", "on"), OPTS, background=False)
+    focused = [o for o in seen if o.focus_text]
+    assert focused and all(o.focus_bias == 3 and o.focus_text in o.copy_source for o in focused)
+    assert evals.store.get_run(run.id).options["reading"]["answer_focus"] == 3

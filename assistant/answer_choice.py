@@ -1,0 +1,93 @@
+"""Answer choice: pick the span of the sources that answers, by the model's own likelihood, and
+steer the reply to state it.
+
+Measured on the demo's 114 facts (default model, greedy; README "Answer focus"): the answer is
+in the evidence sentences the model reads for 103 of them and among the typed candidate spans
+(assistant/answer_spans.py) for 96, yet a free reply states it for under half. Asked instead
+which candidate is likelier after "The answer is ", the same model picks the right one far
+more often (mean log-probability per token; the sum favours short spans and the pointwise
+mutual information against the bare question did worse). The reply is then decoded with that
+span's tokens favoured (`GenerationOptions.focus_bias`), in the adapter's own voice: the
+choice is soft, so the model can still phrase the answer or decline.
+
+Every answering path (the chat, /v1 and evaluations) calls `focus_options` right after
+`prompting.reading_options`, so they choose alike."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from .answer_spans import Candidate, candidates
+from .errors import ModelError, ValidationError
+from .evidence import choose_evidence
+from .generation import GenerationOptions, Message
+from .prompting import Passage, answer_hint, focus_bias, with_answer_hint
+
+log = logging.getLogger(__name__)
+
+ANSWER_PREFIX = "The answer is "
+
+
+@dataclass(frozen=True)
+class AnswerChoice:
+    """The chosen span and how every candidate scored (mean log-probability per token)."""
+
+    candidate: Candidate
+    score: float
+    scored: tuple[tuple[str, float], ...]
+
+
+class SpanScorer(Protocol):
+    """What choosing needs of an engine (assistant.engine.ChatEngine is one)."""
+
+    def span_logprobs(
+        self, messages: Sequence[Message], prefix: str, spans: Sequence[str], adapter: str | None = None
+    ) -> list[tuple[float, int]]: ...
+
+
+def choose_answer(
+    engine: SpanScorer, messages: Sequence[Message], question: str, sources: Sequence[str], adapter: str | None = None
+) -> AnswerChoice | None:
+    """The candidate span of `sources` (the texts the model is shown) that the model finds
+    likeliest as the answer to `question`, asked with `messages`; None without candidates."""
+    found = candidates(question, list(sources))
+    if not found:
+        return None
+    if len(found) == 1:
+        return AnswerChoice(found[0], 0.0, ((found[0].text, 0.0),))
+    scored = engine.span_logprobs(messages, ANSWER_PREFIX, [c.text for c in found], adapter)
+    means = [total / max(n, 1) for total, n in scored]
+    best = max(range(len(found)), key=lambda i: (means[i], -i))
+    return AnswerChoice(found[best], means[best], tuple((c.text, round(m, 4)) for c, m in zip(found, means)))
+
+
+def answer_focus(
+    options: GenerationOptions,
+    engine: SpanScorer,
+    messages: Sequence[Message],
+    question: str,
+    passages: Sequence[Passage] | None,
+    adapter: str | None = None,
+) -> tuple[list[Message], GenerationOptions]:
+    """The messages and options to answer with, when the reply is read from sources and answer
+    focus is on: the chosen span favoured while decoding (`TAILOR_ANSWER_FOCUS`) and, with
+    `TAILOR_ANSWER_HINT`, named in the prompt next to the question. Unchanged otherwise, or
+    when the engine cannot score (logged: the reply is then made as without the option, never
+    refused for it)."""
+    bias, hint = focus_bias(), answer_hint()
+    if (bias <= 0 and not hint) or not passages:
+        return list(messages), options
+    sources = [p.shown_text for p in choose_evidence(question, passages)]
+    try:
+        choice = choose_answer(engine, messages, question, sources, adapter)
+    except (ModelError, ValidationError) as exc:
+        log.warning("answer focus skipped: %s", exc)
+        return list(messages), options
+    if choice is None:
+        return list(messages), options
+    span = choice.candidate.text
+    focused = replace(options, focus_bias=bias, focus_text=span)
+    return (with_answer_hint(messages, span) if hint else list(messages)), focused
