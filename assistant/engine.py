@@ -257,7 +257,12 @@ class ChatEngine(ABC):
         """(total log-probability, tokens) of each of `spans` continuing the assistant's reply
         to `messages` after `prefix`, under `adapter`: how answers are chosen from the sources
         (assistant/answer_choice.py). Backends without their own logits use a torch scorer."""
-        raise ModelError(f"the {self.backend} backend cannot score answer spans")
+        return self._torch_scorer(adapter).span_logprobs(messages, prefix, spans, adapter)
+
+    def _torch_scorer(self, adapter: str | None) -> ChatEngine:
+        """The torch engine that scores text for a backend that keeps no logits of given text
+        (llama.cpp, a remote server), with `adapter` loaded."""
+        raise ModelError(f"the {self.backend} backend cannot score text")
 
     def close(self) -> None:  # noqa: B027 - optional: only backends with native resources override it
         """Free what the backend holds outside Python's memory (threads, native buffers)."""

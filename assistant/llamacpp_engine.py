@@ -407,11 +407,6 @@ class LlamaCppEngine(ChatEngine):
     def score(self, messages: Sequence[Message], completion: str, adapter: str | None = None) -> tuple[float, int]:
         return self._torch_scorer(adapter).score(messages, completion, adapter)
 
-    def span_logprobs(
-        self, messages: Sequence[Message], prefix: str, spans: Sequence[str], adapter: str | None = None
-    ) -> list[tuple[float, int]]:
-        return self._torch_scorer(adapter).span_logprobs(messages, prefix, spans, adapter)
-
     def close(self) -> None:
         with self._wake:
             if self._closing:

@@ -130,15 +130,20 @@ DEFAULT_PENALIZE_SOURCES = False
 
 def copy_bias() -> float:
     """TAILOR_COPY_BIAS: logits added to the sources' tokens while answering from them."""
-    raw = env_str("TAILOR_COPY_BIAS")
+    return _logits("TAILOR_COPY_BIAS", DEFAULT_COPY_BIAS)
+
+
+def _logits(name: str, default: float) -> float:
+    """A logit bias setting: a number from 0 to MAX_COPY_BIAS, or `default` when unset."""
+    raw = env_str(name)
     if raw is None:
-        return DEFAULT_COPY_BIAS
+        return default
     try:
         value = float(raw)
     except ValueError:
-        raise ValidationError(f"TAILOR_COPY_BIAS must be a number, got {raw!r}") from None
+        raise ValidationError(f"{name} must be a number, got {raw!r}") from None
     if not 0 <= value <= MAX_COPY_BIAS:
-        raise ValidationError(f"TAILOR_COPY_BIAS must be between 0 and {MAX_COPY_BIAS:g}, got {raw!r}")
+        raise ValidationError(f"{name} must be between 0 and {MAX_COPY_BIAS:g}, got {raw!r}")
     return value
 
 
@@ -172,16 +177,7 @@ DEFAULT_ANSWER_HINT = True
 def focus_bias() -> float:
     """TAILOR_ANSWER_FOCUS: logits added to the chosen answer span's tokens while answering
     from sources (0: no answer choice)."""
-    raw = env_str("TAILOR_ANSWER_FOCUS")
-    if raw is None:
-        return DEFAULT_FOCUS_BIAS
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValidationError(f"TAILOR_ANSWER_FOCUS must be a number, got {raw!r}") from None
-    if not 0 <= value <= MAX_COPY_BIAS:
-        raise ValidationError(f"TAILOR_ANSWER_FOCUS must be between 0 and {MAX_COPY_BIAS:g}, got {raw!r}")
-    return value
+    return _logits("TAILOR_ANSWER_FOCUS", DEFAULT_FOCUS_BIAS)
 
 
 ANSWER_HINT = "Answer found in the sources: "

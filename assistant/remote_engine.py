@@ -416,11 +416,6 @@ class RemoteEngine(ChatEngine):
         """Reference loss on the local torch model (see `_torch_scorer`)."""
         return self._torch_scorer(adapter).score(messages, completion, adapter)
 
-    def span_logprobs(
-        self, messages: Sequence[Message], prefix: str, spans: Sequence[str], adapter: str | None = None
-    ) -> list[tuple[float, int]]:
-        return self._torch_scorer(adapter).span_logprobs(messages, prefix, spans, adapter)
-
     def close(self) -> None:
         self._closing.set()
         if self._watcher is not None:

@@ -197,6 +197,9 @@ def test_adapters_are_registered_by_the_path_the_remote_sees(
 def test_reference_loss_is_computed_locally_never_remotely(scripted, tiny_engine):
     engine = _engine(tiny_engine, scripted.url, scorer=lambda: tiny_engine)
     assert engine.score(ASK, "Paris.") == tiny_engine.score(ASK, "Paris.")
+    # answer spans are scored by the same local model (assistant/answer_choice.py)
+    spans = ["Paris", "Lyon"]
+    assert engine.span_logprobs(ASK, "The answer is ", spans) == tiny_engine.span_logprobs(ASK, "The answer is ", spans)
     assert not any(path.endswith("completions") for path, _ in scripted.requests)
     # Where the local model cannot load, the loss is unavailable (what an evaluation records as
     # no value), once: the load is not retried for every item.
