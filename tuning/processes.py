@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 
@@ -38,6 +39,23 @@ def _realpath(path: str, cwd: str | None = None) -> str:
         return path
 
 
+def _cmdline(pid: int) -> bytes | None:
+    """The raw /proc command line. It reads empty for a moment while a process is inside
+    exec (the kernel closes the exec pipe, which wakes `Popen`, before it sets up the new
+    argument list), so a worker started a moment ago is read again for up to half a second
+    instead of being taken for a stranger. (Kernel threads read empty for good; no job row
+    names one.)"""
+    for _ in range(10):
+        try:
+            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return None
+        if raw:
+            return raw
+        time.sleep(0.05)
+    return raw
+
+
 def worker_job_dir(pid: int | None) -> str | None:
     """The job folder (resolved, absolute) that process `pid` trains as a Tailor worker
     (`... -m tuning.worker JOB_DIR`, also under `accelerate launch`), or None when the process
@@ -45,9 +63,8 @@ def worker_job_dir(pid: int | None) -> str | None:
     if not process_alive(pid):
         return None
     if os.path.isdir("/proc/self"):
-        try:
-            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
+        raw = _cmdline(pid)
+        if raw is None:
             return None
         args = [a.decode(errors="surrogateescape") for a in raw.split(b"\0") if a]
         try:
