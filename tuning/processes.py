@@ -60,7 +60,7 @@ def worker_job_dir(pid: int | None) -> str | None:
     """The job folder (resolved, absolute) that process `pid` trains as a Tailor worker
     (`... -m tuning.worker JOB_DIR`, also under `accelerate launch`), or None when the process
     is gone, is not a worker, or cannot be inspected (another user's process)."""
-    if not process_alive(pid):
+    if pid is None or not process_alive(pid):
         return None
     if os.path.isdir("/proc/self"):
         raw = _cmdline(pid)
