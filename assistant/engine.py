@@ -77,6 +77,32 @@ class ReplyDecoder:
         return self.tokenizer.decode(self.ids, skip_special_tokens=True).strip()
 
 
+class SpanFollower:
+    """A followed focus (`GenerationOptions.focus_follow`) for one reply: `biases(generated)`,
+    called before each token with the reply's tokens so far, gives the token after the longest
+    part of a span sequence that the reply ends with (the span's first token while the reply
+    ends with none of it) `bias`, and nothing from the moment the reply holds a whole sequence.
+    Both backends call it at each step before the repetition penalty, so they steer alike."""
+
+    def __init__(self, sequences: Sequence[Sequence[int]], bias: float):
+        self.sequences = [list(s) for s in sequences if s]
+        self.bias = bias
+        self.done = not self.sequences or bias <= 0
+
+    def biases(self, generated: Sequence[int]) -> dict[int, float]:
+        if self.done:
+            return {}
+        tail = list(generated[-max(len(s) for s in self.sequences) :])
+        if any(len(tail) >= len(s) and tail[-len(s) :] == s for s in self.sequences):
+            self.done = True  # written in full: the rest of the reply is the model's own
+            return {}
+        out: dict[int, float] = {}
+        for seq in self.sequences:
+            k = next((k for k in range(min(len(seq) - 1, len(tail)), 0, -1) if tail[-k:] == seq[:k]), 0)
+            out[seq[k]] = self.bias
+        return out
+
+
 class ChatEngine(ABC):
     """The interface every backend implements, and the prompt handling they share.
 
@@ -142,13 +168,28 @@ class ChatEngine(ABC):
         return sorted(ids - set(self.tokenizer.all_special_ids))
 
     def logit_biases(self, options: GenerationOptions) -> dict[int, float]:
-        """Token id -> logit added while decoding: the sources' tokens get `copy_bias`, the
-        chosen answer span's tokens `focus_bias` (when higher). Empty for a plain chat."""
+        """Token id -> logit added at every step while decoding: the sources' tokens get
+        `copy_bias`, the chosen answer span's tokens `focus_bias` (when higher; not when the
+        span is followed, see `focus_sequences`). Empty for a plain chat."""
         biases = dict.fromkeys(self.copy_ids(options), options.copy_bias)
-        if options.focus_bias > 0 and options.focus_text.strip():
+        if options.focus_bias > 0 and options.focus_text.strip() and not options.focus_follow:
             for t in self._span_ids(options.focus_text):
                 biases[t] = max(biases.get(t, 0.0), options.focus_bias)
         return biases
+
+    def focus_sequences(self, options: GenerationOptions) -> list[list[int]]:
+        """The token sequences of the chosen span that a followed focus steers along (as the
+        span tokenizes on its own and after a space); empty when the span is not followed."""
+        text = options.focus_text.strip()
+        if options.focus_bias <= 0 or not text or not options.focus_follow:
+            return []
+        special = set(self.tokenizer.all_special_ids)
+        out: list[list[int]] = []
+        for variant in (text, " " + text):
+            ids = [t for t in self.tokenizer(variant, add_special_tokens=False)["input_ids"] if t not in special]
+            if ids and ids not in out:
+                out.append(ids)
+        return out
 
     def count_tokens(self, messages: Sequence[Message]) -> int:
         return len(self.encode(messages))

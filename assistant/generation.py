@@ -39,6 +39,12 @@ class GenerationOptions:
     # neighbouring figure of the same sentence.
     focus_bias: float = 0.0
     focus_text: str = ""
+    # How the span is favoured. False: every token of it, all through the reply. True
+    # ("follow"): only the span's next token, given how much of the span the reply has just
+    # written (its first token until it starts), and nothing once the span is written in full,
+    # so a figure like "€275" is stated once instead of looping on its digits
+    # (`assistant.engine.follow_biases`).
+    focus_follow: bool = False
 
     def validate(self, context_window: int) -> GenerationOptions:
         if not 0 <= self.temperature <= 2:
@@ -66,6 +72,7 @@ class GenerationOptions:
             "penalize_prompt": self.penalize_prompt,
             "focus_bias": self.focus_bias,
             "focus_text": self.focus_text,
+            "focus_follow": self.focus_follow,
         }
 
 

@@ -39,7 +39,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .engine import ChatEngine, ReplyDecoder, require_safetensors
+from .engine import ChatEngine, ReplyDecoder, SpanFollower, require_safetensors
 from .errors import ModelError
 from .generation import MIN_SAMPLING_TEMPERATURE, Generation, GenerationOptions, Message
 from .hardware import Hardware
@@ -72,6 +72,7 @@ class _Sequence:
     last: int | None = None  # the token sampled last, decoded in the next step
     first_token_at: float | None = None
     new_ids: list[int] = field(default_factory=list)
+    follow: SpanFollower | None = None  # a followed answer span (GenerationOptions.focus_follow)
 
 
 class LlamaCppEngine(ChatEngine):
@@ -235,8 +236,15 @@ class LlamaCppEngine(ChatEngine):
             if request.options.penalize_prompt:  # the penalty counts the prompt's tokens, as transformers does
                 for token in request.ids:
                     self._ll.llama_sampler_accept(sampler, token)
+            sequences = self.focus_sequences(request.options)
             self._running[seq_id] = _Sequence(
-                seq_id, request, lora, sampler, ReplyDecoder(self.tokenizer), pending=list(request.ids)
+                seq_id,
+                request,
+                lora,
+                sampler,
+                ReplyDecoder(self.tokenizer),
+                pending=list(request.ids),
+                follow=SpanFollower(sequences, request.options.focus_bias) if sequences else None,
             )
 
     def _sampler(self, options: GenerationOptions):
@@ -336,6 +344,12 @@ class LlamaCppEngine(ChatEngine):
         return [s for s in leftover if s.seq_id in self._running]
 
     def _sample(self, seq: _Sequence, index: int) -> None:
+        if seq.follow is not None:  # into the logits the chain reads, so before its penalty (as torch)
+            bias = seq.follow.biases(seq.new_ids)
+            if bias:
+                logits = self._ll.llama_get_logits_ith(self._ctx, index)
+                for t, value in bias.items():
+                    logits[t] += value
         token = self._ll.llama_sampler_sample(seq.sampler, self._ctx, index)  # also accepts the token
         if seq.first_token_at is None:
             seq.first_token_at = time.perf_counter()

@@ -36,6 +36,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
 import httpx
@@ -303,7 +304,8 @@ class RemoteEngine(ChatEngine):
             body["top_k"] = self.top_k
         if options.repetition_penalty != 1.0:
             body["repetition_penalty"] = options.repetition_penalty
-        bias = self.logit_biases(options)
+        # A remote server takes one bias for the whole reply: a followed span is favoured whole
+        bias = self.logit_biases(replace(options, focus_follow=False))
         if bias:  # OpenAI bounds a bias to [-100, 100]; ours is at most 10
             body["logit_bias"] = {str(t): b for t, b in bias.items()}
         return body

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .engine import ChatEngine, ReplyDecoder, require_safetensors
+from .engine import ChatEngine, ReplyDecoder, SpanFollower, require_safetensors
 from .errors import ModelError, ValidationError
 from .generation import MIN_SAMPLING_TEMPERATURE, Generation, GenerationOptions, Message
 from .hardware import Hardware, pick_hardware
@@ -79,15 +79,43 @@ class _LogitBias:
         return scores
 
 
-def _reading_processors(options: GenerationOptions, prompt_len: int, biases: dict[int, float], device):
-    """The custom logits processors for `options` (empty for a plain chat). transformers runs
-    custom processors after its own (the penalty, when it counts the prompt) and before its
-    sampling warpers (temperature, top-p)."""
+class _FollowSpan:
+    """Logits processor for a followed answer span (assistant.engine.SpanFollower): the span's
+    next token gets the focus bias, given the reply so far. It runs before the repetition
+    penalty, as llama.cpp's engine adds it to the logits before its sampler chain."""
+
+    def __init__(self, follower: SpanFollower, prompt_len: int):
+        self.follower, self.prompt_len = follower, prompt_len
+
+    def __call__(self, input_ids, scores):
+        if input_ids.shape[0] != 1:
+            raise ModelError("a followed answer span decodes one reply at a time")
+        for token, value in self.follower.biases(input_ids[0, self.prompt_len :].tolist()).items():
+            scores[0, token] += value
+        return scores
+
+
+def _owns_penalty(options: GenerationOptions, follow: bool) -> bool:
+    """Whether the repetition penalty is one of our processors rather than transformers' own:
+    when it is kept to the reply, and when a followed span must come before it."""
+    return options.repetition_penalty != 1.0 and (not options.penalize_prompt or follow)
+
+
+def _reading_processors(
+    options: GenerationOptions, prompt_len: int, biases: dict[int, float], device, follow: SpanFollower | None = None
+):
+    """The custom logits processors for `options` (empty for a plain chat), in llama.cpp's
+    order: the followed span, the penalty, the biases. transformers runs custom processors
+    after its own (the penalty, when it counts the prompt and no span is followed) and before
+    its sampling warpers (temperature, top-p)."""
     from transformers.generation.logits_process import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
 
     processors = LogitsProcessorList()
-    if not options.penalize_prompt and options.repetition_penalty != 1.0:
-        processors.append(RepetitionPenaltyLogitsProcessor(options.repetition_penalty, prompt_ignore_length=prompt_len))
+    if follow is not None:
+        processors.append(_FollowSpan(follow, prompt_len))
+    if _owns_penalty(options, follow is not None):
+        ignore = None if options.penalize_prompt else prompt_len
+        processors.append(RepetitionPenaltyLogitsProcessor(options.repetition_penalty, prompt_ignore_length=ignore))
     if biases:
         processors.append(_LogitBias(biases, device))
     return processors
@@ -192,15 +220,19 @@ class TorchEngine(ChatEngine):
                 ids = self.encode(messages)
                 res.prompt_tokens = len(ids)
                 input_ids = torch.tensor([ids], device=self.hardware.device)
+                sequences = self.focus_sequences(options)
+                follow = SpanFollower(sequences, options.focus_bias) if sequences else None
+                owned = _owns_penalty(options, follow is not None)
                 kwargs = dict(
                     max_new_tokens=options.max_new_tokens,
-                    # kept to the reply, the penalty is one of the custom processors below instead
-                    repetition_penalty=options.repetition_penalty if options.penalize_prompt else 1.0,
+                    # kept to the reply, or after a followed span, the penalty is one of the
+                    # custom processors below instead
+                    repetition_penalty=1.0 if owned else options.repetition_penalty,
                     pad_token_id=self.tokenizer.pad_token_id,
                     streamer=streamer,
                     stopping_criteria=[_StopOnEvent(gen._stop)],
                     logits_processor=_reading_processors(
-                        options, len(ids), self.logit_biases(options), self.hardware.device
+                        options, len(ids), self.logit_biases(options), self.hardware.device, follow
                     ),
                 )
                 # Below ~0.01 sampling is greedy in all but name, and logits / 1e-248 overflow to

@@ -63,7 +63,18 @@ ROWS: dict[str, tuple[dict[str, str], list[str], str]] = {
     "hint-focus-4": (
         {"TAILOR_ANSWER_FOCUS": "4", "TAILOR_ANSWER_HINT": "on"},
         [],
-        "the chosen span named in the prompt and +4 logits (the default)",
+        "the chosen span named in the prompt and +4 logits (the default since 6 Dec)",
+    ),
+    "ranking-off": (
+        {"TAILOR_ANSWER_RANKING": "off"},
+        [],
+        "the answer choice by likelihood alone (before ranking: bare numbers yield, lower sources pay)",
+    ),
+    "follow-4": ({"TAILOR_ANSWER_FOLLOW": "on"}, [], "the span followed token by token (+4), nothing once written"),
+    "follow-8": (
+        {"TAILOR_ANSWER_FOLLOW": "on", "TAILOR_ANSWER_FOCUS": "8"},
+        [],
+        "the span followed token by token (+8), nothing once written",
     ),
     "system-short": ({}, ["--system", SHORT_SYSTEM], f"our short system prompt: {SHORT_SYSTEM!r}"),
     "budget-64": ({}, ["--max-new-tokens", "64"], "the defaults, 64 new tokens (the eval's default is 128)"),

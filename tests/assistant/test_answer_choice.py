@@ -1,14 +1,24 @@
 """Answer choice: typed candidate spans, the model's likelihood of each, and the focus bias that
 steers the reply to the chosen one (assistant/answer_spans.py, assistant/answer_choice.py)."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
-from assistant.answer_choice import ANSWER_PREFIX, answer_focus, choose_answer
+from assistant.answer_choice import ANSWER_PREFIX, SOURCE_RANK_PENALTY, answer_focus, choose_answer
 from assistant.answer_spans import candidates
-from assistant.engine import GenerationOptions
+from assistant.engine import GenerationOptions, SpanFollower
 from assistant.errors import ModelError, ValidationError
-from assistant.prompting import Passage, answer_hint, build_messages, focus_bias, split_grounded_user_message
+from assistant.prompting import (
+    Passage,
+    answer_hint,
+    answer_ranking,
+    build_messages,
+    focus_bias,
+    reading_settings,
+    split_grounded_user_message,
+)
 
 RENTALS = (
     "Bike: Tidewalker 8 city bike; Half day: €19; Full day: €31; 7 days: €118. "
@@ -68,6 +78,37 @@ def test_choose_answer_takes_the_best_mean_log_probability():
     assert choose_answer(single, [], "What time?", ["Open until 20:00."]).candidate.text == "20:00"
 
 
+def test_ranking_lets_bare_numbers_yield_and_prefers_the_best_source(monkeypatch):
+    """With ranking on (the default) a bare number loses to a span that says what it counts,
+    and a span of a lower source needs a likelier reading; off, the likelihood alone decides."""
+    rules = "Riders must be 15 or older. The deposit is €150 per bike."
+    scorer = _Scorer({"15": (-0.5, 1), "€150 per bike": (-6.0, 3)})  # means -0.5 and -2.0
+    question = "How big is the deposit?"
+    assert _texts(question, [rules]) == ["15", "€150 per bike"]
+    assert choose_answer(scorer, [], question, [rules]).candidate.text == "€150 per bike"
+    assert not scorer.calls  # the bare number left one candidate, which needs no scoring
+    # only bare numbers: they stay candidates
+    ages = choose_answer(scorer, [], "How old must riders be?", ["Riders must be 15 or 16."])
+    assert ages is not None and ages.candidate.text == "15" and scorer.calls[-1][1] == ["15", "16"]
+    monkeypatch.setenv("TAILOR_ANSWER_RANKING", "off")
+    assert choose_answer(scorer, [], question, [rules]).candidate.text == "15"
+
+    # sources best first: the second source's span is likelier by less than the penalty per place
+    sources = ["The deposit is €150.", "A basket costs €19."]
+    near = _Scorer({"€150": (-2.0, 1), "€19": (-2.0 + SOURCE_RANK_PENALTY / 2, 1)})
+    assert choose_answer(near, [], "How much is it?", sources).candidate.text == "€19"  # ranking off
+    monkeypatch.setenv("TAILOR_ANSWER_RANKING", "on")
+    choice = choose_answer(near, [], "How much is it?", sources)
+    assert choice.candidate.text == "€150" and choice.score == -2.0  # reported: the plain mean
+    far = _Scorer({"€150": (-2.0, 1), "€19": (-2.0 + 2 * SOURCE_RANK_PENALTY, 1)})
+    assert choose_answer(far, [], "How much is it?", sources).candidate.text == "€19"  # likelier by more: it wins
+
+    assert reading_settings()["answer_ranking"] is True
+    monkeypatch.setenv("TAILOR_ANSWER_RANKING", "sometimes")
+    with pytest.raises(ValidationError, match="TAILOR_ANSWER_RANKING must be on or off"):
+        answer_ranking()
+
+
 PASSAGES = [Passage(id=1, source="rentals.md", text=RENTALS)]
 
 
@@ -119,6 +160,33 @@ def test_span_logprobs_match_a_full_forward_pass(tiny_engine):
         expected = sum(float(logits[len(prompt) + j - 1, t]) for j, t in enumerate(ids))
         assert n == len(ids) and total == pytest.approx(expected, abs=1e-4)
     assert tiny_engine.span_logprobs(messages, ANSWER_PREFIX, []) == []
+
+
+def test_a_followed_span_favours_its_next_token_until_written():
+    follower = SpanFollower([[5, 6, 7], [9, 6, 7]], 3.0)  # "€275" and " €275", say
+    assert follower.biases([]) == {5: 3.0, 9: 3.0}  # either way of starting it
+    assert follower.biases([1, 5]) == {6: 3.0, 9: 3.0}  # one started: its next token
+    assert follower.biases([1, 5, 6]) == {7: 3.0, 9: 3.0}
+    assert follower.biases([1, 5, 4]) == {5: 3.0, 9: 3.0}  # broken off: from the start again
+    assert follower.biases([1, 5, 6, 7]) == {} and follower.done  # written in full
+    assert follower.biases([1]) == {}  # and never again in this reply
+    assert SpanFollower([], 3.0).biases([]) == {} and SpanFollower([[5]], 0.0).biases([]) == {}
+
+
+def test_a_followed_span_is_written_once_where_a_whole_span_bias_loops(tiny_engine):
+    """On the tiny random model, +10 on every token of "€275" all through the reply fills it
+    with them; followed, the span is written in full once and the bias is gone after it."""
+    messages = build_messages([], "How big is the deposit?", "", PASSAGES)
+    whole = GenerationOptions(temperature=0, max_new_tokens=24, focus_bias=10.0, focus_text="€275")
+    followed = replace(whole, focus_follow=True)
+    assert tiny_engine.logit_biases(followed) == {} and len(tiny_engine.focus_sequences(followed)) == 2
+    assert tiny_engine.focus_sequences(whole) == []
+    loop = tiny_engine.generate(messages, whole)
+    once = tiny_engine.generate(messages, followed)
+    assert "€275" in once.text and once.text.count("€275") == 1, once.text
+    # the whole-span bias fills the reply with the span's pieces (bytes of "€" come out as U+FFFD)
+    assert sum(ch in "€275\ufffd" for ch in loop.text) > len(loop.text) / 2, loop.text
+    assert followed.as_dict()["focus_follow"] is True
 
 
 def test_logit_biases_favour_the_chosen_span_most(tiny_engine):

@@ -109,6 +109,10 @@ READING = GenerationOptions(
 PLAIN_16 = GenerationOptions(temperature=0, max_new_tokens=16, repetition_penalty=1.3)
 # ... and with an answer span chosen from them (assistant/answer_choice.py) favoured more
 FOCUSED = replace(READING, focus_bias=5.0, focus_text="45 euros")
+# ... followed token by token, and with the penalty counting the prompt (torch then moves its
+# penalty after the followed span, where llama.cpp has it)
+FOLLOWED = replace(FOCUSED, focus_bias=8.0, focus_follow=True)
+FOLLOWED_PROMPT_PENALTY = replace(FOLLOWED, penalize_prompt=True)
 
 
 @needs_llamacpp
@@ -125,6 +129,10 @@ def test_reading_options_match_torch_and_change_the_reply(engines, adapter):
         assert got.completion_tokens == expected.completion_tokens
         focused = torch_engine.generate(messages, FOCUSED, adapter=adapter)
         assert llama.generate(messages, FOCUSED, adapter=adapter).text == focused.text, (adapter, messages)
+        for options in (FOLLOWED, FOLLOWED_PROMPT_PENALTY):
+            followed = torch_engine.generate(messages, options, adapter=adapter)
+            assert llama.generate(messages, options, adapter=adapter).text == followed.text, (adapter, messages)
+            assert followed.text.lstrip().startswith("45"), followed.text  # steered into the span at once
         plain = torch_engine.generate(messages, PLAIN_16, adapter=adapter)
         for key, res in (("plain", plain), ("reading", got)):
             ids = torch_engine.tokenizer(res.text, add_special_tokens=False)["input_ids"]

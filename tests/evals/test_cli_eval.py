@@ -7,7 +7,13 @@ import sys
 from pathlib import Path
 
 from assistant.evidence import DEFAULT_MAX_SENTENCES
-from assistant.prompting import DEFAULT_ANSWER_HINT, DEFAULT_COPY_BIAS, DEFAULT_FOCUS_BIAS, DEFAULT_PENALIZE_SOURCES
+from assistant.prompting import (
+    DEFAULT_ANSWER_HINT,
+    DEFAULT_ANSWER_RANKING,
+    DEFAULT_COPY_BIAS,
+    DEFAULT_FOCUS_BIAS,
+    DEFAULT_PENALIZE_SOURCES,
+)
 
 from .conftest import EVAL_LORA
 
@@ -58,6 +64,7 @@ def test_eval_prints_json_and_a_stored_run_can_be_shown(tiny_model_dir, facts_fi
         "penalize_sources": DEFAULT_PENALIZE_SOURCES,
         "answer_focus": DEFAULT_FOCUS_BIAS,
         "answer_hint": DEFAULT_ANSWER_HINT,
+        "answer_ranking": DEFAULT_ANSWER_RANKING,
     }
     assert [a["key"] for a in out["run"]["arms"]] == ["base", "tiny-lora"]
     assert out["run"]["status"] == "done" and out["run"]["items"] == 3

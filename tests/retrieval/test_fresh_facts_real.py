@@ -32,12 +32,9 @@ def test_answer_follows_an_edited_document_without_retuning(real_engine, workspa
     # overall, and the tuned adapter gets this fact right); at 1 it reads the deposit, as it did
     # without the bias, and the copying path is still exercised.
     monkeypatch.setenv("TAILOR_COPY_BIAS", "1")
-    # Answer focus off for the same reason: "how big" asks for a quantity, so the candidate spans
-    # are €150 and the ages 16, 12 and 15, and the base model finds "15" likeliest (README,
-    # "Answer focus": the choice is right for about two thirds of the facts, and this is one of
-    # the misses).
-    monkeypatch.setenv("TAILOR_ANSWER_FOCUS", "0")
-    monkeypatch.setenv("TAILOR_ANSWER_HINT", "off")
+    # Answer focus stays at its default: "how big" asks for a quantity, so the candidate spans
+    # are €150 and the ages 16, 12 and 15; by likelihood alone the base model picks "15", and
+    # ranking (bare numbers yield) leaves €150, then €275 after the edit.
     docs = tmp_path / "docs"
     shutil.copytree(DEMO_DOCS, docs)
     kb = open_knowledge(workspace, embedder)
