@@ -32,9 +32,11 @@ def test_answer_follows_an_edited_document_without_retuning(real_engine, workspa
     # overall, and the tuned adapter gets this fact right); at 1 it reads the deposit, as it did
     # without the bias, and the copying path is still exercised.
     monkeypatch.setenv("TAILOR_COPY_BIAS", "1")
-    # Answer focus stays at its default: "how big" asks for a quantity, so the candidate spans
-    # are €150 and the ages 16, 12 and 15; by likelihood alone the base model picks "15", and
-    # ranking (bare numbers yield) leaves €150, then €275 after the edit.
+    # Answer focus on: "how big" asks for a quantity, so the candidate spans are €150 and the
+    # ages 16, 12 and 15; by likelihood alone the base model picks "15", and ranking (bare
+    # numbers yield) leaves €150, then €275 after the edit. The focus follows the span: with
+    # +4 on every token of "€275" all through the reply, the base model loops on "2".
+    monkeypatch.setenv("TAILOR_ANSWER_FOLLOW", "on")
     docs = tmp_path / "docs"
     shutil.copytree(DEMO_DOCS, docs)
     kb = open_knowledge(workspace, embedder)
