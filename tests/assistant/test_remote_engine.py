@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -137,6 +138,9 @@ def test_options_become_openai_fields_and_the_stream_becomes_the_reply(scripted,
     sent = scripted.requests[-1][1]
     assert sent["logit_bias"] == {str(t): b for t, b in engine.logit_biases(focused).items()}
     assert 5.0 in sent["logit_bias"].values() and 2.0 in sent["logit_bias"].values()
+    # a server takes one bias for the whole reply: a followed span is favoured whole there
+    engine.generate(ASK, replace(focused, focus_follow=True))
+    assert scripted.requests[-1][1]["logit_bias"] == sent["logit_bias"]
     engine.close()
 
 
