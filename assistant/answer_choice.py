@@ -6,10 +6,12 @@ in the evidence sentences the model reads for 103 of them and among the typed ca
 (assistant/answer_spans.py) for 96, yet a free reply states it for under half. Asked instead
 which candidate is likelier after "The answer is ", the same model picks the right one far
 more often (mean log-probability per token; the sum favours short spans and the pointwise
-mutual information against the bare question did worse). The prompt then names that span
-("Answer found in the sources: ...", TAILOR_ANSWER_HINT) and the reply is decoded with its
-tokens favoured (`GenerationOptions.focus_bias`, TAILOR_ANSWER_FOCUS), in the adapter's own
-voice: the choice is soft, so the model can still phrase the answer or decline.
+mutual information against the bare question did worse), and more often still with two
+priors (TAILOR_ANSWER_RANKING, below). The prompt then names that span ("Answer found in the
+sources: ...", TAILOR_ANSWER_HINT) and the reply is decoded with its tokens favoured
+(`GenerationOptions.focus_bias`, TAILOR_ANSWER_FOCUS; with TAILOR_ANSWER_FOLLOW only the
+span's next token, until it is written: `assistant.engine.SpanFollower`), in the adapter's
+own voice: the choice is soft, so the model can still phrase the answer or decline.
 
 Every answering path (the chat, /v1 and evaluations) calls `answer_focus` right after
 `prompting.reading_options`, so they choose alike."""

@@ -152,6 +152,7 @@ def test_answer_focus_chooses_a_span_with_the_engine_and_records_it(chat, tiny_e
     assert scored == [["€45", "€145"]]
     chosen = reply.settings["focus_text"]
     assert chosen in {"€45", "€145"} and reply.settings["focus_bias"] == 3
+    assert reply.settings["focus_follow"] is True  # the default: the span is followed, token by token
     assert (
         f"Answer found in the sources: {chosen}\n\nQuestion: How much is a full overhaul?"
         in prompts_seen[-1][-1]["content"]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from assistant.evidence import DEFAULT_MAX_SENTENCES
 from assistant.prompting import (
+    DEFAULT_ANSWER_FOLLOW,
     DEFAULT_ANSWER_HINT,
     DEFAULT_ANSWER_RANKING,
     DEFAULT_COPY_BIAS,
@@ -65,6 +66,7 @@ def test_eval_prints_json_and_a_stored_run_can_be_shown(tiny_model_dir, facts_fi
         "answer_focus": DEFAULT_FOCUS_BIAS,
         "answer_hint": DEFAULT_ANSWER_HINT,
         "answer_ranking": DEFAULT_ANSWER_RANKING,
+        "answer_follow": DEFAULT_ANSWER_FOLLOW,
     }
     assert [a["key"] for a in out["run"]["arms"]] == ["base", "tiny-lora"]
     assert out["run"]["status"] == "done" and out["run"]["items"] == 3
