@@ -12,7 +12,8 @@ demo; the held-out rows are reported, never used to choose (benchmarks/heldout/k
 README.md).
 
 Each row is one command, printed with its result, so any row can be re-run alone: a row is a
-set of TAILOR_* variables and `tailor eval` flags over today's defaults. Fact accuracy: the
+set of TAILOR_* variables and `tailor eval` flags over today's defaults (rows measured before a
+later lever existed pin it off: NO_CHOICE, WHOLE_SPAN below). Fact accuracy: the
 reply contains the gold answer or an alias (evals/metrics.py); intervals are the eval's
 bootstrap 95%. "gate" is the share of questions the retriever found no supporting passage for
 (those are answered without sources under the default no-source policy). "vs defaults" is the
@@ -36,45 +37,71 @@ sys.path.insert(0, str(ROOT))  # for the paired test, which reads the runs from 
 
 SHORT_SYSTEM = "Answer the question in one short sentence, using the sources."
 OFF = {"TAILOR_PENALIZE_SOURCES": "off"}
+# Rows measured before a later lever existed pin it off, so each row reproduces its README
+# figure: the 2 December rows ran without answer focus, the 6 December ones without ranking and
+# with the whole span favoured.
+NO_CHOICE = {"TAILOR_ANSWER_FOCUS": "0", "TAILOR_ANSWER_HINT": "off"}
+WHOLE_SPAN = {"TAILOR_ANSWER_RANKING": "off", "TAILOR_ANSWER_FOLLOW": "off"}
 
 # name -> (environment, extra `tailor eval` flags, what the row shows)
 ROWS: dict[str, tuple[dict[str, str], list[str], str]] = {
     "defaults": ({}, [], "today's defaults"),
-    "chunks": ({"TAILOR_EVIDENCE_SENTENCES": "0"}, [], "four whole 160-token chunks (before evidence selection)"),
-    "evidence-1": ({"TAILOR_EVIDENCE_SENTENCES": "1"}, [], "the best sentence only"),
-    "evidence-2": ({"TAILOR_EVIDENCE_SENTENCES": "2"}, [], "the two best sentences"),
-    "evidence-3": ({"TAILOR_EVIDENCE_SENTENCES": "3"}, [], "the three best sentences (the default)"),
+    "chunks": (
+        {**NO_CHOICE, "TAILOR_EVIDENCE_SENTENCES": "0"},
+        [],
+        "four whole 160-token chunks (before evidence selection)",
+    ),
+    "evidence-1": ({**NO_CHOICE, "TAILOR_EVIDENCE_SENTENCES": "1"}, [], "the best sentence only"),
+    "evidence-2": ({**NO_CHOICE, "TAILOR_EVIDENCE_SENTENCES": "2"}, [], "the two best sentences"),
+    "evidence-3": ({**NO_CHOICE, "TAILOR_EVIDENCE_SENTENCES": "3"}, [], "the three best sentences (the default)"),
     "penalty-on-sources": (
-        {"TAILOR_PENALIZE_SOURCES": "on", "TAILOR_COPY_BIAS": "0"},
+        {**NO_CHOICE, "TAILOR_PENALIZE_SOURCES": "on", "TAILOR_COPY_BIAS": "0"},
         [],
         "the repetition penalty counts the sources' tokens, no copy bias (before decoding for sources)",
     ),
-    "penalty-reply-only": ({**OFF, "TAILOR_COPY_BIAS": "0"}, [], "the penalty kept to the reply, no copy bias"),
-    "copy-1": ({**OFF, "TAILOR_COPY_BIAS": "1"}, [], "copy bias 1, penalty kept to the reply"),
-    "copy-2": ({**OFF, "TAILOR_COPY_BIAS": "2"}, [], "copy bias 2, penalty kept to the reply"),
-    "copy-3": ({**OFF, "TAILOR_COPY_BIAS": "3"}, [], "copy bias 3, penalty kept to the reply"),
-    "focus-off": (
-        {"TAILOR_ANSWER_FOCUS": "0", "TAILOR_ANSWER_HINT": "off"},
+    "penalty-reply-only": (
+        {**NO_CHOICE, **OFF, "TAILOR_COPY_BIAS": "0"},
         [],
-        "no answer choice: the free reply (before answer focus)",
+        "the penalty kept to the reply, no copy bias",
     ),
-    "focus-4": ({"TAILOR_ANSWER_FOCUS": "4", "TAILOR_ANSWER_HINT": "off"}, [], "the chosen span's tokens +4 logits"),
-    "focus-8": ({"TAILOR_ANSWER_FOCUS": "8", "TAILOR_ANSWER_HINT": "off"}, [], "the chosen span's tokens +8 logits"),
-    "hint-focus-4": (
-        {"TAILOR_ANSWER_FOCUS": "4", "TAILOR_ANSWER_HINT": "on"},
+    "copy-1": ({**NO_CHOICE, **OFF, "TAILOR_COPY_BIAS": "1"}, [], "copy bias 1, penalty kept to the reply"),
+    "copy-2": ({**NO_CHOICE, **OFF, "TAILOR_COPY_BIAS": "2"}, [], "copy bias 2, penalty kept to the reply"),
+    "copy-3": ({**NO_CHOICE, **OFF, "TAILOR_COPY_BIAS": "3"}, [], "copy bias 3, penalty kept to the reply"),
+    "focus-off": (NO_CHOICE, [], "no answer choice: the free reply (before answer focus)"),
+    "focus-4": (
+        {**WHOLE_SPAN, "TAILOR_ANSWER_FOCUS": "4", "TAILOR_ANSWER_HINT": "off"},
         [],
-        "the chosen span named in the prompt and +4 logits (the default since 6 Dec)",
+        "the chosen span's tokens +4 logits",
+    ),
+    "focus-8": (
+        {**WHOLE_SPAN, "TAILOR_ANSWER_FOCUS": "8", "TAILOR_ANSWER_HINT": "off"},
+        [],
+        "the chosen span's tokens +8 logits",
+    ),
+    "hint-focus-4": (
+        {**WHOLE_SPAN, "TAILOR_ANSWER_FOCUS": "4", "TAILOR_ANSWER_HINT": "on"},
+        [],
+        "the chosen span named in the prompt and +4 logits (6 December's default)",
     ),
     "ranking-off": (
-        {"TAILOR_ANSWER_RANKING": "off"},
+        {**WHOLE_SPAN, "TAILOR_ANSWER_FOCUS": "4"},
         [],
-        "the answer choice by likelihood alone (before ranking: bare numbers yield, lower sources pay)",
+        "the answer choice by likelihood alone, whole span +4 (= hint-focus-4, before ranking)",
     ),
-    "follow-4": ({"TAILOR_ANSWER_FOLLOW": "on"}, [], "the span followed token by token (+4), nothing once written"),
+    "whole-span-4": (
+        {"TAILOR_ANSWER_FOLLOW": "off", "TAILOR_ANSWER_FOCUS": "4"},
+        [],
+        "ranked choice, every token of the span +4 all through the reply (before following)",
+    ),
+    "follow-4": (
+        {"TAILOR_ANSWER_FOLLOW": "on", "TAILOR_ANSWER_FOCUS": "4"},
+        [],
+        "ranked choice, the span followed token by token (+4), nothing once written",
+    ),
     "follow-8": (
         {"TAILOR_ANSWER_FOLLOW": "on", "TAILOR_ANSWER_FOCUS": "8"},
         [],
-        "the span followed token by token (+8), nothing once written",
+        "ranked choice, the span followed token by token (+8), nothing once written (the default)",
     ),
     "system-short": ({}, ["--system", SHORT_SYSTEM], f"our short system prompt: {SHORT_SYSTEM!r}"),
     "budget-64": ({}, ["--max-new-tokens", "64"], "the defaults, 64 new tokens (the eval's default is 128)"),
