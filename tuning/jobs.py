@@ -206,9 +206,22 @@ class JobManager:
                 continue  # still running (started before this app, or by the CLI)
             if job.status == "starting" and not job.pid and _age_s(job.updated_at) < 60:
                 continue  # another process is starting it right now
-            if self.store.finish(
-                job.id, "interrupted", only_if=("starting", "running"), message=self._gone_message(job, "interrupted")
-            ):
+            if self.store.get(job.id).cancel_requested:
+                # Cancel stopped a worker this manager did not start (the CLI's, or one that
+                # outlived an app restart): it is gone because it was told to go. Read afresh,
+                # since the cancel may land after the list above was read; marking it
+                # interrupted here would win the race with cancel's own bookkeeping.
+                ok = self.store.finish(
+                    job.id, "cancelled", only_if=("starting", "running"), message="cancelled (the worker was stopped)"
+                )
+            else:
+                ok = self.store.finish(
+                    job.id,
+                    "interrupted",
+                    only_if=("starting", "running"),
+                    message=self._gone_message(job, "interrupted"),
+                )
+            if ok:
                 changed.append(job.id)
         return changed
 

@@ -332,3 +332,21 @@ def test_tailor_jobs_cancel_in_a_copy_says_so_and_leaves_the_worker_alone(tmp_pa
     finally:
         theirs.kill()
         theirs.wait()
+
+
+def test_a_worker_cancel_stopped_is_cancelled_even_when_the_queue_sees_it_gone_first(tmp_path):
+    """Cancel of a worker this manager did not start (the CLI's): once it has exited, the
+    queue's reconcile may see it gone before cancel's own bookkeeping does. The job is then
+    cancelled, not interrupted (the CI failure of the browser first-run test under load)."""
+    ws = Workspace(tmp_path / "ws")
+    proc = _fake_worker(ws.jobs_dir / "job-0001")
+    job_id = _insert_running(ws, proc.pid)
+    manager = JobManager(ws)
+    assert manager.reconcile() == []  # alive and ours: still running
+    with ws.db.transaction() as conn:
+        conn.execute("UPDATE tune_jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
+    proc.kill()
+    proc.wait()
+    assert manager.reconcile() == [job_id]
+    job = manager.get(job_id)
+    assert job.status == "cancelled" and job.message == "cancelled (the worker was stopped)", job.message
