@@ -19,12 +19,11 @@ Every answering path (the chat, /v1 and evaluations) calls `answer_focus` right 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from .answer_spans import Candidate, candidates
+from .answer_spans import BARE_NUMBER, Candidate, candidates
 from .errors import ModelError, ValidationError
 from .evidence import choose_evidence
 from .generation import GenerationOptions, Message
@@ -43,8 +42,8 @@ ANSWER_PREFIX = "The answer is "
 SOURCE_RANK_PENALTY = 0.5
 # - A number with nothing around it ("15", "2") yields to any other span: a figure with a unit
 #   or currency, a time, a code or a name says what it is; a bare one is often an age, a row
-#   number or a model number's tail ("How big is the deposit?": "15" over "€150").
-_BARE_NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?")
+#   number or a model number's tail ("How big is the deposit?": "15" over "€150"). See
+#   answer_spans.BARE_NUMBER.
 
 
 @dataclass(frozen=True)
@@ -73,8 +72,8 @@ def choose_answer(
     source needs `SOURCE_RANK_PENALTY` more per place. The scores reported are plain means."""
     ranked = answer_ranking()
     found = candidates(question, list(sources))
-    if ranked and any(not _BARE_NUMBER.fullmatch(c.text) for c in found):
-        found = [c for c in found if not _BARE_NUMBER.fullmatch(c.text)]
+    if ranked and any(not BARE_NUMBER.fullmatch(c.text) for c in found):
+        found = [c for c in found if not BARE_NUMBER.fullmatch(c.text)]
     if not found:
         return None
     if len(found) == 1:

@@ -20,6 +20,9 @@ from .terms import tokenize
 _MONTHS = "january|february|march|april|may|june|july|august|september|october|november|december"
 _RANGE = r"(?:\s?(?:–|-|to)\s?"  # "10:00–17:30", "48–54 cm", "115 to 135 cm"
 _NUM = r"\d[\d,]*(?:\.\d+)?"
+# A number with nothing around it ("15", "1,200", "2.5"); answer_choice lets it yield to spans
+# that say what they count.
+BARE_NUMBER = re.compile(_NUM)
 _UNITS = (
     r"kg|g|km|m|cm|mm|mph|km/h|l|ml|wh|kwh|w|v|inch(?:es)?|%|percent|minutes?|hours?|days?|working days?|weeks?|"
     r"months?|years?|miles?|metres?|meters?|people|riders?|bikes?|seats?|points?|bonus points|passengers?|"
