@@ -64,19 +64,26 @@ class SpanScorer(Protocol):
 
 
 def choose_answer(
-    engine: SpanScorer, messages: Sequence[Message], question: str, sources: Sequence[str], adapter: str | None = None
+    engine: SpanScorer,
+    messages: Sequence[Message],
+    question: str,
+    sources: Sequence[str],
+    adapter: str | None = None,
+    score_all: bool = False,
 ) -> AnswerChoice | None:
     """The candidate span of `sources` (the texts the model is shown, best first) that the
     model finds likeliest as the answer to `question`, asked with `messages`; None without
     candidates. With ranking on, bare numbers yield to other spans and a span of a lower
-    source needs `SOURCE_RANK_PENALTY` more per place. The scores reported are plain means."""
+    source needs `SOURCE_RANK_PENALTY` more per place. The scores reported are plain means.
+    A lone candidate is chosen unscored (score 0.0) unless `score_all` asks for its score, as
+    benchmarks/reader_signals.py does."""
     ranked = answer_ranking()
     found = candidates(question, list(sources))
     if ranked and any(not BARE_NUMBER.fullmatch(c.text) for c in found):
         found = [c for c in found if not BARE_NUMBER.fullmatch(c.text)]
     if not found:
         return None
-    if len(found) == 1:
+    if len(found) == 1 and not score_all:
         return AnswerChoice(found[0], 0.0, ((found[0].text, 0.0),))
     scored = engine.span_logprobs(messages, ANSWER_PREFIX, [c.text for c in found], adapter)
     means = [total / max(n, 1) for total, n in scored]

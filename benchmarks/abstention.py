@@ -1,7 +1,7 @@
 """Abstention benchmark: which support signal tells answerable from unanswerable questions, on
 the demo and on documents Tailor was never developed against.
 
-    HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 .venv/bin/python benchmarks/abstention.py [--folds 10]
+    HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 .venv/bin/python benchmarks/abstention.py [--folds 10] [--reader]
 
 For each document set a temporary workspace is built with the real knowledge service, every
 question is retrieved (hybrid, k=4, as the chat does) and each candidate signal is computed from
@@ -15,6 +15,10 @@ Question sets:
   over the same demo documents: answerable questions phrased away from the documents' words,
   unanswerable ones that name things the documents have but ask what they do not say;
 - kestrel_rail: benchmarks/heldout/kestrel_rail (96 answerable, 27 unanswerable), HELD OUT.
+
+--reader adds what the chat model itself makes of each question (benchmarks/reader_signals.py:
+the likelihood of the span it would state, what the question adds to it, the likelihood of
+declining, and asking it whether the sources answer), about 20 minutes more on 2 cores.
 
 RULE: every feature, weight and threshold is chosen on the demo documents only (demo, or demo +
 own). kestrel_rail figures are computed last and only reported; nothing here is chosen by
@@ -43,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
+from benchmarks.reader_signals import READER_SIGNALS, load_reader  # noqa: E402
 from benchmarks.tables import load_jsonl, table  # noqa: E402
 
 DEMO = ROOT / "demo" / "lantern_bay"
@@ -74,6 +79,9 @@ CHEAP = ("support_v1", "dense", "coverage", "agree_top1", "agree_topk", "sentenc
 # Implementable with the BM25 index and the embedder passed to abstain.py as well (a longer
 # signature); dense_vs_mean would need the corpus centroid kept by the index, so it is measured only.
 WIDER = (*CHEAP, "bm25_norm", "bm25_gap", "rare_found", "known_idf", "sent_cosine", "maxsim")
+# With --reader: the chat model's own signals (a model pass per question; the gate would have to
+# decide after the answer choice, in the assistant layer, to use them).
+READER = tuple(READER_SIGNALS)
 
 
 # ---- metrics -----------------------------------------------------------------------------------
@@ -203,8 +211,9 @@ _QUESTION_PIECES = frozenset(
 class Signals:
     """Computes every candidate signal of one question on one knowledge service."""
 
-    def __init__(self, kb):
+    def __init__(self, kb, reader=None):
         self.kb = kb
+        self.reader = reader
         self.embedder = kb.embedder
         _, vectors = kb.store.vectors(kb.model_name)
         self.centroid = vectors.mean(axis=0)
@@ -300,10 +309,12 @@ class Signals:
         for key, value in abstain.signals(question, passages, best).items():  # the same signal both ways
             if not math.isclose(value, f[key], abs_tol=1e-9):
                 raise AssertionError(f"abstain.py computes {key}={value} for {question!r}, the benchmark {f[key]}")
+        if self.reader is not None:
+            f.update(self.reader(question, passages))
         return f
 
 
-def probe_set(docs: Path, questions: list[tuple[str, bool, str]], root: Path, embedder) -> list[Probe]:
+def probe_set(docs: Path, questions: list[tuple[str, bool, str]], root: Path, embedder, reader=None) -> list[Probe]:
     from assistant.workspace import Workspace
     from retrieval.service import open_knowledge
 
@@ -313,7 +324,7 @@ def probe_set(docs: Path, questions: list[tuple[str, bool, str]], root: Path, em
     failed = [r for r in results if not r.ok]
     if failed:
         raise SystemExit(f"documents failed to load: {failed}")
-    signals = Signals(kb)
+    signals = Signals(kb, reader)
     seconds = time.perf_counter() - started
     print(f"  {docs.relative_to(ROOT)}: {len(results)} documents, {len(kb.bm25)} chunks in {seconds:.0f} s")
     return [Probe(question, answerable, group, signals(question)) for question, answerable, group in questions]
@@ -348,6 +359,11 @@ def main() -> None:
         type=Path,
         help="JSON file of the computed signals: read if it exists, else written (reruns in seconds)",
     )
+    parser.add_argument(
+        "--reader",
+        action="store_true",
+        help="also measure the chat model's own signals (benchmarks/reader_signals.py; about 20 min more)",
+    )
     args = parser.parse_args()
 
     from assistant.embeddings import get_embedder
@@ -358,8 +374,10 @@ def main() -> None:
         saved = json.loads(args.probes.read_text(encoding="utf-8"))
         demo, held = ([Probe(**p) for p in saved[name]] for name in ("demo", "kestrel_rail"))
         print(f"  signals read from {args.probes}")
+        if args.reader and any(k not in demo[0].features for k in READER):
+            raise SystemExit(f"{args.probes} holds no reader signals: pass another --probes file to compute them")
     else:
-        demo, held = compute(get_embedder())
+        demo, held = compute(get_embedder(), load_reader() if args.reader else None)
         if args.probes:
             args.probes.write_text(
                 json.dumps({"demo": [asdict(p) for p in demo], "kestrel_rail": [asdict(p) for p in held]}),
@@ -368,7 +386,7 @@ def main() -> None:
     report(demo, held, args.folds)
 
 
-def compute(embedder) -> tuple[list[Probe], list[Probe]]:
+def compute(embedder, reader=None) -> tuple[list[Probe], list[Probe]]:
     with tempfile.TemporaryDirectory() as tmp:
         demo = probe_set(
             DEMO / "docs",
@@ -376,12 +394,14 @@ def compute(embedder) -> tuple[list[Probe], list[Probe]]:
             + questions(OWN, "lantern_bay_extra_facts.jsonl", "lantern_bay_extra_unanswerable.jsonl", "own"),
             Path(tmp) / "demo",
             embedder,
+            reader,
         )
         held = probe_set(
             HELDOUT / "docs",
             questions(HELDOUT, "facts.jsonl", "unanswerable.jsonl", "kestrel_rail"),
             Path(tmp) / "kestrel",
             embedder,
+            reader,
         )
     return demo, held
 
@@ -402,7 +422,8 @@ def report(demo: list[Probe], held: list[Probe], folds: int) -> None:
 
     # 1. every signal alone: AUC, and rates at the threshold chosen on the demo
     rows = []
-    for key, label in SIGNALS.items():
+    measured = {**SIGNALS, **READER_SIGNALS}
+    for key, label in ((k, v) for k, v in measured.items() if k in demo[0].features):
 
         def get(p, key=key):
             return p.features[key]
@@ -423,7 +444,10 @@ def report(demo: list[Probe], held: list[Probe], folds: int) -> None:
     # 2. logistic-regression heads fitted on the demo, applied frozen to kestrel_rail
     heads = {}
     rows = []
-    for fit_groups, pool_name, pool in ((D, "cheap", CHEAP), (DO, "cheap", CHEAP), (DO, "wider", WIDER)):
+    fits = [(D, "cheap", CHEAP), (DO, "cheap", CHEAP), (DO, "wider", WIDER)]
+    if all(k in demo[0].features for k in READER):
+        fits += [(D, "cheap+reader", (*CHEAP, *READER)), (DO, "wider+reader", (*WIDER, *READER))]
+    for fit_groups, pool_name, pool in fits:
         fit_on = [p for p in demo if p.group in fit_groups]
         y = np.array([1.0 if p.answerable else 0.0 for p in fit_on])
 

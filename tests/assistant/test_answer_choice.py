@@ -76,6 +76,9 @@ def test_choose_answer_takes_the_best_mean_log_probability():
     assert choose_answer(scorer, [], "How much is the deposit?", ["No figures."]) is None
     single = _Scorer({}, fail=AssertionError("one candidate needs no scoring"))
     assert choose_answer(single, [], "What time?", ["Open until 20:00."]).candidate.text == "20:00"
+    # benchmarks/reader_signals.py asks for the lone candidate's score too
+    scored = choose_answer(_Scorer({"20:00": (-1.5, 3)}), [], "What time?", ["Open until 20:00."], score_all=True)
+    assert scored is not None and scored.candidate.text == "20:00" and scored.score == -0.5
 
 
 def test_ranking_lets_bare_numbers_yield_and_prefers_the_best_source(monkeypatch):
