@@ -502,11 +502,24 @@ def report(demo: list[Probe], held: list[Probe], folds: int) -> None:
     same = set(ship.names) == set(abstain.WEIGHT) and all(
         math.isclose(abstain.WEIGHT[n], float(w), abs_tol=0.02) for n, w in zip(ship.names, ship.weight)
     )
-    print(
-        "abstain.py holds this head."
-        if same
-        else "abstain.py holds a DIFFERENT head: copy the lines above into it (and its default threshold)."
-    )
+    if same:
+        print("abstain.py holds this head.")
+    else:
+        # Forward selection is greedy on a noisy cross-validated AUC, so a refit can pick a head
+        # that fits demo+own worse than the shipped one; only a better one is worth copying.
+        # The comparison is on demo+own: kestrel_rail chooses nothing.
+        def refitted(p, head=ship):
+            return float(head.logit(np.array([[p.features[n] for n in head.names]]))[0])
+
+        refit = roc_auc(*split(demo, DO, refitted))
+        kept = roc_auc(*split(demo, DO, shipped))
+        verdict = (
+            "keep it" if kept >= refit else "copy the lines above into it (and choose its default threshold again)"
+        )
+        print(
+            f"abstain.py holds a DIFFERENT head: AUC {kept:.3f} on demo+own against this refit's {refit:.3f}, "
+            f"so {verdict}."
+        )
     print("\nkestrel_rail is held out: its figures above are reported only and chose nothing.")
 
 
