@@ -17,8 +17,9 @@ Question sets:
 - kestrel_rail: benchmarks/heldout/kestrel_rail (96 answerable, 27 unanswerable), HELD OUT.
 
 --reader adds what the chat model itself makes of each question (benchmarks/reader_signals.py:
-the likelihood of the span it would state, what the question adds to it, the likelihood of
-declining, and asking it whether the sources answer), about 20 minutes more on 2 cores.
+the likelihood of the span it would state, what the question adds to it, the evidence score of
+that span's sentence, the likelihood of declining, and asking it whether the sources answer),
+about 20 minutes more on 2 cores.
 
 RULE: every feature, weight and threshold is chosen on the demo documents only (demo, or demo +
 own). kestrel_rail figures are computed last and only reported; nothing here is chosen by

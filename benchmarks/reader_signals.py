@@ -1,7 +1,7 @@
 """Reader signals for the abstention benchmark (`benchmarks/abstention.py --reader`): what the
 chat model itself makes of a question and the evidence it would read, as candidates for telling
-answerable from unanswerable questions. The issue names "the model's own likelihood of the
-answer span" as one such signal; these are that and three relatives:
+answerable from unanswerable questions. The model's own likelihood of the answer span is the
+obvious one; these are that and four relatives:
 
 - span_likelihood: the mean log-probability per token of the span the chat would steer its
   reply to (assistant.answer_choice.choose_answer, ranking included), after "The answer is ";
@@ -36,7 +36,9 @@ READER_SIGNALS = {
     "decline_likelihood": "model: mean log-prob of 'not in the sources.'",
     "verify": "model: log P(Yes) - log P(No), asked if the sources answer",
 }
-NO_SPAN = -10.0  # below every mean log-probability seen on the demo (the lowest was about -9)
+# A question without a span counts as one whose span is very unlikely: about the lowest mean
+# log-probability of a stated span on the demo questions (-10.6; -18.8 on kestrel_rail).
+NO_SPAN = -10.0
 DECLINE = "not in the sources."
 VERIFY = "Do the sources above answer this question? Reply yes or no."
 # The question's opening words, kept for the prompt that measures what the question adds.

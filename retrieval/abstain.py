@@ -39,13 +39,13 @@ and none is installed offline.
 
 If assistant/evidence.py's scoring changes, rerun benchmarks/abstention.py: it refits the head
 and says whether the refit fits demo+own better than the head here (then copy its constants).
-Since the fusion constant went to 10 the refit picks support_v1, names and rank agreement, at
-AUC 0.749 on demo+own against this head's 0.766, so this head stays.
+On 7 December (after later changes to retrieval) the refit picks support_v1, names and rank
+agreement, at AUC 0.749 on demo+own against this head's 0.766, so this head stays.
 
 benchmarks/abstention.py --reader also measures what the chat model itself says (the likelihood
 of the span it would state, what the question adds to it, the evidence score of the span's
 sentence, the likelihood of declining, a yes/no question). Alone none reaches this head on the
-demo; in a head with the signals here they lift the demo AUC to 0.947 (90% answered / 84%
+demo; in a head with the cheap signals they lift the demo AUC to 0.947 (90% answered / 84%
 declined), but not kestrel_rail (0.43-0.65 alone, 0.69-0.70 in a head, against 0.717 here).
 So the gate stays in the retrieval layer, before any model is asked."""
 
