@@ -23,7 +23,6 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -31,6 +30,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from benchmarks.tables import model_cache
 
 PROMPTS = [
     "Explain how to fix a flat bicycle tyre, step by step.",
@@ -88,7 +89,7 @@ def main() -> None:
     from assistant.prompting import Passage, build_messages
     from assistant.torch_engine import TorchEngine
 
-    cache = Path(os.environ.get("TAILOR_HOME", tempfile.gettempdir() + "/tailor-bench")) / "models"
+    cache = model_cache()
     resolved = resolve_model(args.model, cache, progress=lambda m: print(m, file=sys.stderr))
     adapter_dir = cache / f"bench-lora-{resolved.name.replace('/', '--')}"
     if not (adapter_dir / "adapter_model.safetensors").is_file():

@@ -16,7 +16,6 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from benchmarks.tables import table  # noqa: E402
+from benchmarks.tables import model_cache, table  # noqa: E402
 
 SOURCES = [
     (
@@ -57,7 +56,7 @@ def main() -> None:
     from assistant.prompting import Passage, build_messages
     from assistant.torch_engine import TorchEngine
 
-    cache = Path(os.environ.get("TAILOR_HOME", tempfile.gettempdir() + "/tailor-bench")) / "models"
+    cache = model_cache()
     resolved = resolve_model(args.model, cache, progress=lambda m: print(m, file=sys.stderr))
     hardware = pick_hardware("cpu")
     engines = {

@@ -22,12 +22,13 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from benchmarks.tables import model_cache
 
 
 def common_prefix(a: str, b: str) -> int:
@@ -57,7 +58,7 @@ def main() -> None:
     from assistant.torch_engine import TorchEngine
     from demo.loader import demo_dir
 
-    cache = Path(os.environ.get("TAILOR_HOME", tempfile.gettempdir() + "/tailor-bench")) / "models"
+    cache = model_cache()
     resolved = resolve_model(None, cache, progress=lambda m: print(m, file=sys.stderr))
     assert resolved.gguf is not None
     pairs = [json.loads(line) for line in (demo_dir() / "pairs.jsonl").read_text().splitlines() if line.strip()]

@@ -28,6 +28,7 @@ import re
 from collections.abc import Sequence
 
 from assistant.evidence import score_sentences
+from benchmarks.tables import model_cache
 
 READER_SIGNALS = {
     "span_likelihood": "model: mean log-prob of the span it would state",
@@ -105,15 +106,12 @@ class Reader:
 
 def load_reader() -> Reader:
     """The default model on torch, from the embedded file (converted once into a cache)."""
-    import os
     import sys
-    import tempfile
-    from pathlib import Path
 
     from assistant.hardware import pick_hardware
     from assistant.models import resolve_model
     from assistant.torch_engine import TorchEngine
 
-    cache = Path(os.environ.get("TAILOR_HOME", tempfile.gettempdir() + "/tailor-bench")) / "models"
+    cache = model_cache()
     resolved = resolve_model(None, cache, progress=lambda m: print(m, file=sys.stderr))
     return Reader(TorchEngine.load(resolved, pick_hardware("cpu")))

@@ -1,9 +1,18 @@
-"""What the benchmark scripts share: reading JSONL data and printing aligned tables."""
+"""What the benchmark scripts share: reading JSONL data, printing aligned tables, and where
+the default model is converted once for them."""
 
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
+
+
+def model_cache() -> Path:
+    """The folder the benchmarks resolve the default model into: $TAILOR_HOME/models, or one
+    kept in the temporary folder, so the fp32 conversion is made once across runs."""
+    return Path(os.environ.get("TAILOR_HOME", tempfile.gettempdir() + "/tailor-bench")) / "models"
 
 
 def load_jsonl(path: Path) -> list[dict]:
