@@ -120,12 +120,9 @@ def load_engine(
     """Load the engine for `resolved` on the chosen backend (see the module docstring)."""
     from .torch_engine import TorchEngine
 
-    def torch_engine() -> ChatEngine:
-        return TorchEngine.load(resolved, hardware, max_context=max_context)
-
     chosen = choose_backend(backend, hardware)
     if chosen == "torch":
-        return torch_engine()
+        return TorchEngine.load(resolved, hardware, max_context=max_context)
     from transformers import AutoTokenizer, GenerationConfig
 
     from .llamacpp_engine import DEFAULT_PARALLEL, LlamaCppEngine
@@ -152,7 +149,6 @@ def load_engine(
         max_context=max_context,
         threads=threads,
         parallel=parallel or DEFAULT_PARALLEL,
-        scorer=torch_engine,
         top_k=top_k,
     )
     log.info("Loaded %s with %s", resolved.name, engine.describe())

@@ -4,9 +4,13 @@ that can be switched per request without reloading the base, and streamed genera
 Two backends implement it (assistant/backends.py picks one, TAILOR_ENGINE overrides):
 
 - `TorchEngine` (assistant/torch_engine.py): transformers + PEFT, one generation at a time.
-  GPUs, reference-loss scoring, and the fallback everywhere.
+  GPUs, and the fallback everywhere.
 - `LlamaCppEngine` (assistant/llamacpp_engine.py): llama.cpp on CPUs, concurrent requests
-  decoded together in one batch, LoRA adapters in llama.cpp's GGUF format applied per batch.
+  decoded together in one batch, LoRA adapters in llama.cpp's GGUF format applied per batch,
+  and a prompt cache per sequence that scoring and replies share.
+
+Both score given text themselves (`span_logprobs` for the answer choice, `score` for reference
+losses); the remote backend (assistant/remote_engine.py) scores on a local torch copy.
 
 What is shared lives here: the prompt (every backend tokenizes with the model's Hugging Face
 tokenizer and chat template, so a prompt is the same token ids on both and the context budget
@@ -191,6 +195,44 @@ class ChatEngine(ABC):
                 out.append(ids)
         return out
 
+    def score_inputs(self, messages: Sequence[Message], completion: str) -> tuple[list[int], int]:
+        """The token ids of `messages` followed by `completion` as the assistant's reply (its
+        end-of-turn marker included), and where the reply starts: what `score` reads. When the
+        whole is longer than the context, the prompt's start is cut (the reply is kept whole)."""
+        if not (completion or "").strip():
+            raise ValidationError("the reference answer is empty")
+        prompt = self.encode(messages, add_generation_prompt=True)
+        full = self.encode(list(messages) + [{"role": "assistant", "content": completion}], add_generation_prompt=False)
+        if full[: len(prompt)] != prompt:  # a template that rewrites earlier turns: append instead
+            full = prompt + self.tokenizer(completion, add_special_tokens=False)["input_ids"]
+            if self.tokenizer.eos_token_id is not None:
+                full.append(self.tokenizer.eos_token_id)
+        start = len(prompt)
+        if len(full) <= start:
+            raise ValidationError("the reference answer has no tokens")
+        overflow = len(full) - self.context_window
+        if overflow > 0:  # keep the reply whole and as much of the prompt's end as fits
+            if overflow >= start:
+                raise ValidationError(
+                    f"the reference answer alone is longer than the context ({self.context_window} tokens)"
+                )
+            full, start = full[overflow:], start - overflow
+        return full, start
+
+    def span_inputs(
+        self, messages: Sequence[Message], prefix: str, spans: Sequence[str]
+    ) -> tuple[list[int], list[list[int]]]:
+        """The prompt ids (`messages`, the assistant's turn opened, then `prefix`) and each
+        span's ids, as `span_logprobs` scores them: an empty span is the end token, and a prompt
+        too long for the context loses its start (the question is at its end)."""
+        prompt = self.encode(messages, add_generation_prompt=True)
+        if prefix:
+            prompt += self.tokenizer(prefix, add_special_tokens=False)["input_ids"]
+        eos = self.tokenizer.eos_token_id
+        conts = [self.tokenizer(s, add_special_tokens=False)["input_ids"] or [eos] for s in spans]
+        longest = max((len(c) for c in conts), default=0)
+        return prompt[-(self.context_window - longest) :], conts
+
     def count_tokens(self, messages: Sequence[Message]) -> int:
         return len(self.encode(messages))
 
@@ -297,12 +339,13 @@ class ChatEngine(ABC):
     ) -> list[tuple[float, int]]:
         """(total log-probability, tokens) of each of `spans` continuing the assistant's reply
         to `messages` after `prefix`, under `adapter`: how answers are chosen from the sources
-        (assistant/answer_choice.py). Backends without their own logits use a torch scorer."""
+        (assistant/answer_choice.py). A backend without logits of given text (the remote one)
+        uses a local torch scorer."""
         return self._torch_scorer(adapter).span_logprobs(messages, prefix, spans, adapter)
 
     def _torch_scorer(self, adapter: str | None) -> ChatEngine:
         """The torch engine that scores text for a backend that keeps no logits of given text
-        (llama.cpp, a remote server), with `adapter` loaded."""
+        (a remote server), with `adapter` loaded."""
         raise ModelError(f"the {self.backend} backend cannot score text")
 
     def close(self) -> None:  # noqa: B027 - optional: only backends with native resources override it

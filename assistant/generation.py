@@ -80,6 +80,7 @@ class GenerationOptions:
 class GenerationResult:
     text: str = ""
     prompt_tokens: int = 0
+    cached_tokens: int = 0  # of the prompt, read from a cache instead of decoded (llama.cpp backend)
     completion_tokens: int = 0
     finish_reason: str = "stop"  # "stop" (end of turn), "length", "stopped" (by request), "error"
     latency_s: float = 0.0  # request to last token
@@ -125,6 +126,11 @@ class Generation:
     @property
     def stopped(self) -> bool:
         return self._stop.is_set()
+
+    @property
+    def done(self) -> bool:
+        """Finished: `wait()` returns at once."""
+        return self._finished.is_set()
 
     def __iter__(self) -> Iterator[str]:
         while True:

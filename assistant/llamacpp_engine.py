@@ -9,10 +9,19 @@ weights, which a batch reads once per step for all its sequences).
 How it runs:
 
 - One scheduler thread owns the llama.cpp context; nothing else calls into it while it works
-  (`_native` lock), so loading an adapter from a request thread waits for the current step.
-- Each request gets a sequence id and its own slice of the KV cache (`kv_unified` off,
-  `n_ctx = context_window * parallel`), its own sampler chain (penalties, temperature, top-p,
-  seed) and its own stop flag. Requests beyond `parallel` wait in arrival order.
+  (`_native` lock). Callers that need it between two steps (loading an adapter, scoring) go
+  first: the scheduler waits while any is waiting (`_between_steps`).
+- The KV cache has `parallel + 1` streams of `context_window` positions each (`kv_unified`
+  off: no sequence starves another). Each request decodes in one stream with its own sampler
+  chain (penalties, temperature, top-p, seed) and its own stop flag; requests beyond
+  `parallel` wait in arrival order. The spare stream means scoring (the answer choice, the
+  reference loss: assistant/llamacpp_scoring.py) always finds one free.
+- A stream keeps what it decoded after its request ends. A new request (or scoring) takes the
+  free stream whose cache shares at least half of its prompt from the start, under the same
+  adapter, and decodes only the rest; otherwise the least recently used stream. So a reply
+  reads only what its answer hint and question add after the sources its answer choice just
+  read, a reference loss only the reference after its reply, and a chat's next turn only the
+  new message after the last turn (`GenerationResult.cached_tokens` counts the reused tokens).
 - A step decodes, for each adapter in use, one batch: the next token of every sequence that
   is generating, plus prompt chunks of newly admitted ones (prefill and decode share the
   batch, up to `n_batch` tokens). llama.cpp applies adapters per context, not per sequence,
@@ -30,20 +39,22 @@ sampler after the penalty, where the torch backend puts its processor."""
 from __future__ import annotations
 
 import collections
+import contextlib
 import ctypes
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .engine import ChatEngine, ReplyDecoder, SpanFollower, require_safetensors
-from .errors import ModelError
+from .errors import ModelError, ValidationError
 from .generation import MIN_SAMPLING_TEMPERATURE, Generation, GenerationOptions, Message
 from .hardware import Hardware
 from .llamacpp_params import model_params
+from .llamacpp_scoring import LlamaCppScorer
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +76,7 @@ class _Sequence:
     seq_id: int
     request: _Request
     lora: object | None  # the llama.cpp adapter pointer it decodes with (fixed for its life)
+    lora_key: int  # that adapter's load number (0: the base), what its cache was made under
     sampler: object
     decoder: ReplyDecoder
     pending: list[int]  # prompt tokens not yet decoded
@@ -89,8 +101,8 @@ class LlamaCppEngine(ChatEngine):
         max_context: int = 2048,
         threads: int | None = None,
         parallel: int = DEFAULT_PARALLEL,
-        scorer: Callable[[], ChatEngine] | None = None,
         top_k: int = 50,
+        exact: bool = False,
     ):
         import llama_cpp
         from llama_cpp import _logger
@@ -112,13 +124,19 @@ class LlamaCppEngine(ChatEngine):
         super().__init__(
             tokenizer, name=name, hardware=Hardware("cpu", _float32()), context_window=min(max_context, train_ctx)
         )
+        # One stream more than requests decode at once: scoring (answer choice, reference loss)
+        # always finds a stream no request is using, and leaves its prompt there for the reply.
+        self.streams = self.parallel + 1
         cparams = llama_cpp.llama_context_default_params()
-        cparams.n_ctx = self.context_window * self.parallel
-        cparams.n_seq_max = self.parallel
+        cparams.n_ctx = self.context_window * self.streams
+        cparams.n_seq_max = self.streams
         cparams.kv_unified = False  # each sequence owns context_window positions: no sequence starves another
         cparams.n_batch = cparams.n_ubatch = N_BATCH
         cparams.n_threads = cparams.n_threads_batch = self.threads
         cparams.no_perf = True
+        if exact:  # an f32 cache and plain attention: scores match torch's fp32 to ~1e-5 (tests)
+            cparams.type_k = cparams.type_v = llama_cpp.GGML_TYPE_F32
+            cparams.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
         self._ctx = llama_cpp.llama_init_from_model(self._model, cparams)
         if not self._ctx:
             llama_cpp.llama_model_free(self._model)
@@ -128,15 +146,21 @@ class LlamaCppEngine(ChatEngine):
         self._n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
         self._eos = set(eos_ids)
         self._batch = llama_cpp.llama_batch_init(N_BATCH, 0, 1)
-        self._loras: dict[str, object] = {}  # adapter name -> llama.cpp adapter pointer
-        self._lora_paths: dict[str, tuple[Path, str]] = {}  # for the torch scorer
+        self._loras: dict[str, tuple[object, int]] = {}  # adapter name -> (llama.cpp pointer, load number)
+        self._loads = 0  # adapters loaded so far: a cache made under one load is never reused under another
+        # What each stream's cache holds (adapter load number, 0 for the base; token ids from
+        # position 0) and when it was last used: a request starts where its prompt stops matching.
+        self._held: dict[int, tuple[int, list[int]]] = {}
+        self._used_at: dict[int, float] = {}
         self._retired: list[object] = []  # replaced adapters, freed once no sequence uses them
         self._current_lora: object | None = None  # the adapter set on the context now
-        self._scorer_factory = scorer
-        self._scorer: ChatEngine | None = None
-        self._scorer_lock = threading.Lock()
+        self._scorer = LlamaCppScorer(llama_cpp, self._ctx, self._batch, n_batch=N_BATCH, n_vocab=self._n_vocab)
         self._native = threading.Lock()  # held while llama.cpp works on the context
         self._wake = threading.Condition()
+        # Callers waiting for the context between two steps (scoring, adapter loads). The
+        # scheduler lets them in first: a lock is not fair, and the scheduler takes it back at
+        # once, so a caller would otherwise wait until every running reply had ended.
+        self._callers = 0
         self._waiting: collections.deque[_Request] = collections.deque()
         self._running: dict[int, _Sequence] = {}
         self._closing = False
@@ -145,6 +169,84 @@ class LlamaCppEngine(ChatEngine):
 
     def describe(self) -> str:
         return f"llamacpp ({self.gguf.name}), cpu, {self.threads} threads, {self.parallel} requests per batch"
+
+    @contextlib.contextmanager
+    def _between_steps(self):
+        """Hold the context between two decoding steps, before the scheduler's next one."""
+        with self._wake:
+            self._callers += 1
+        try:
+            with self._native:
+                yield
+        finally:
+            with self._wake:
+                self._callers -= 1
+                self._wake.notify_all()
+
+    # ---- the streams' caches ---------------------------------------------------------------
+    def _lora(self, adapter: str | None) -> tuple[object | None, int]:
+        """`adapter`'s llama.cpp pointer and load number ((None, 0) for the base)."""
+        if adapter is None:
+            return None, 0
+        if adapter not in self._loras:
+            raise ValidationError(f"adapter {adapter!r} was unloaded")
+        return self._loras[adapter]
+
+    def _take_stream(self, key: int, ids: Sequence[int], free: Sequence[int], limit: int) -> tuple[int, int]:
+        """A stream for `ids` among the `free` ones, emptied after the start it shares with
+        `ids` (cut to at most `limit` tokens: the first position whose logits are wanted must be
+        decoded). Returns (stream, tokens reused).
+
+        The stream whose cache shares the longest start with `ids` under the same adapter load
+        `key`, when that covers at least half of `ids` (a chat's next turn, a reply after its
+        answer choice); otherwise the least recently used one. Every prompt shares the chat
+        template's first tokens with every other, so taking the longest match always would
+        spend a cache that another request is about to reuse on a few dozen tokens (as
+        llama.cpp's own server, which also picks by a similarity threshold)."""
+
+        def shared(seq: int) -> int:
+            held_key, held = self._held.get(seq, (-1, []))
+            if held_key != key:
+                return 0
+            n = 0
+            for a, b in zip(held, ids):
+                if a != b:
+                    break
+                n += 1
+            return n
+
+        seq = max(free, key=lambda s: (shared(s), -self._used_at.get(s, 0.0)))
+        if 2 * shared(seq) < len(ids):
+            seq = min(free, key=lambda s: self._used_at.get(s, 0.0))
+        reuse = max(0, min(shared(seq), limit))
+        self._ll.llama_memory_seq_rm(self._mem, seq, reuse, -1)
+        self._held[seq] = (key, list(ids[:reuse]))
+        self._used_at[seq] = time.perf_counter()
+        return seq, reuse
+
+    def forget_prompts(self) -> None:
+        """Empty every stream no request is using (benchmarks compare cold prompts this way)."""
+        with self._between_steps():
+            for seq in range(self.streams):
+                if seq not in self._running:
+                    self._forget(seq)
+
+    def _forget(self, seq: int) -> None:
+        """Empty a stream whose cache is in doubt (a failed decode)."""
+        self._ll.llama_memory_seq_rm(self._mem, seq, -1, -1)
+        self._held.pop(seq, None)
+
+    def _use_lora(self, lora: object | None) -> None:
+        if lora is self._current_lora:
+            return
+        ll = self._ll
+        if lora is None:
+            ll.llama_set_adapters_lora(self._ctx, None, 0, None)
+        else:
+            ll.llama_set_adapters_lora(
+                self._ctx, (ll.llama_adapter_lora_p_ctypes * 1)(lora), 1, (ctypes.c_float * 1)(1.0)
+            )
+        self._current_lora = lora
 
     # ---- adapters ----------------------------------------------------------------------
     def load_adapter(self, name: str, path: Path, version: str | None = None) -> None:
@@ -161,7 +263,7 @@ class LlamaCppEngine(ChatEngine):
             raise
         except Exception as exc:
             raise ModelError(f"Could not convert adapter {name!r} in {path} to llama.cpp's format: {exc}") from exc
-        with self._native:
+        with self._between_steps():
             if self._adapters.get(name) == version:  # another request loaded it meanwhile
                 return
             lora = self._ll.llama_adapter_lora_init(self._model, str(lora_file).encode())
@@ -169,18 +271,17 @@ class LlamaCppEngine(ChatEngine):
                 raise ModelError(f"llama.cpp could not load adapter {name!r} from {lora_file}")
             old = self._loras.get(name)
             if old is not None:
-                self._retired.append(old)
-            self._loras[name] = lora
+                self._retired.append(old[0])
+            self._loads += 1
+            self._loras[name] = (lora, self._loads)
             self._adapters[name] = version
-            self._lora_paths[name] = (path, version)
 
     def unload_adapter(self, name: str) -> None:
-        with self._native:
-            lora = self._loras.pop(name, None)
-            if lora is not None:
-                self._retired.append(lora)
+        with self._between_steps():
+            old = self._loras.pop(name, None)
+            if old is not None:
+                self._retired.append(old[0])
             self._adapters.pop(name, None)
-            self._lora_paths.pop(name, None)
 
     # ---- generation --------------------------------------------------------------------
     def _start(self, gen: Generation, messages: list[Message], options: GenerationOptions, adapter: str | None) -> None:
@@ -195,7 +296,7 @@ class LlamaCppEngine(ChatEngine):
     def _loop(self) -> None:
         while True:
             with self._wake:
-                while not self._closing and not self._waiting and not self._running:
+                while not self._closing and (self._callers or (not self._waiting and not self._running)):
                     self._wake.wait()
                 if self._closing:
                     break
@@ -215,8 +316,7 @@ class LlamaCppEngine(ChatEngine):
                 self._reject(self._waiting.popleft(), "error", "the engine was shut down")
 
     def _admit(self) -> None:
-        free = [i for i in range(self.parallel) if i not in self._running]
-        while free:
+        while len(self._running) < self.parallel:
             with self._wake:
                 if not self._waiting:
                     return
@@ -224,14 +324,15 @@ class LlamaCppEngine(ChatEngine):
             if request.gen.stopped:  # stopped while it waited: nothing to decode
                 self._reject(request, "stopped")
                 continue
-            lora = None
-            if request.adapter is not None:
-                lora = self._loras.get(request.adapter)
-                if lora is None:
-                    self._reject(request, "error", f"adapter {request.adapter!r} was unloaded")
-                    continue
-            seq_id = free.pop(0)
-            self._ll.llama_memory_seq_rm(self._mem, seq_id, -1, -1)
+            try:
+                lora, key = self._lora(request.adapter)
+            except ValidationError as exc:
+                self._reject(request, "error", str(exc))
+                continue
+            free = [i for i in range(self.streams) if i not in self._running]
+            # the last prompt token is always decoded: its logits give the first reply token
+            seq_id, reused = self._take_stream(key, request.ids, free, len(request.ids) - 1)
+            request.gen.result.cached_tokens = reused
             sampler = self._sampler(request.options)
             if request.options.penalize_prompt:  # the penalty counts the prompt's tokens, as transformers does
                 for token in request.ids:
@@ -241,9 +342,11 @@ class LlamaCppEngine(ChatEngine):
                 seq_id,
                 request,
                 lora,
+                key,
                 sampler,
                 ReplyDecoder(self.tokenizer),
-                pending=list(request.ids),
+                pending=list(request.ids[reused:]),
+                pos=reused,
                 follow=SpanFollower(sequences, request.options.focus_bias) if sequences else None,
             )
 
@@ -322,15 +425,7 @@ class LlamaCppEngine(ChatEngine):
         if n == 0:
             return []
         batch.n_tokens = n
-        lora = seqs[0].lora
-        if lora is not self._current_lora:
-            if lora is None:
-                ll.llama_set_adapters_lora(self._ctx, None, 0, None)
-            else:
-                ll.llama_set_adapters_lora(
-                    self._ctx, (ll.llama_adapter_lora_p_ctypes * 1)(lora), 1, (ctypes.c_float * 1)(1.0)
-                )
-            self._current_lora = lora
+        self._use_lora(seqs[0].lora)
         rc = ll.llama_decode(self._ctx, batch)
         if rc != 0:
             reason = "no room left in the KV cache" if rc == 1 else f"llama_decode returned {rc}"
@@ -368,7 +463,11 @@ class LlamaCppEngine(ChatEngine):
 
     def _end(self, seq: _Sequence, reason: str, error: str | None = None) -> None:
         self._running.pop(seq.seq_id, None)
-        self._ll.llama_memory_seq_rm(self._mem, seq.seq_id, -1, -1)
+        if error:
+            self._forget(seq.seq_id)
+        else:  # its cache stays for the next request that starts alike (the next turn of a chat)
+            self._held[seq.seq_id] = (seq.lora_key, (seq.request.ids + seq.new_ids)[: seq.pos])
+            self._used_at[seq.seq_id] = time.perf_counter()
         self._ll.llama_sampler_free(seq.sampler)
         res = seq.request.gen.result
         res.completion_tokens = len(seq.new_ids)
@@ -402,24 +501,45 @@ class LlamaCppEngine(ChatEngine):
                 self._ll.llama_adapter_lora_free(lora)
         self._retired = keep
 
-    # ---- scoring (reference loss) stays on torch ------------------------------------------
-    def _torch_scorer(self, adapter: str | None) -> ChatEngine:
-        """The torch model (loaded once, on first use) that scores text for this engine, with
-        `adapter` loaded: llama.cpp's batched decoder keeps no logits for prompt positions."""
+    # ---- scoring given text (answer choice, reference loss) -------------------------------
+    def span_logprobs(
+        self, messages: Sequence[Message], prefix: str, spans: Sequence[str], adapter: str | None = None
+    ) -> list[tuple[float, int]]:
+        """As the torch backend's (assistant/engine.py), on this engine's weights, between two
+        decoding steps, in a free stream whose cache the reply can then start from
+        (assistant/llamacpp_scoring.py)."""
         self._check_adapter(adapter)
-        if self._scorer_factory is None:
-            raise ModelError("scoring text needs the torch backend, which this engine was built without")
-        with self._scorer_lock:
-            if self._scorer is None:
-                log.info("Loading the torch model for scoring (once)")
-                self._scorer = self._scorer_factory()
-            if adapter is not None:
-                path, version = self._lora_paths[adapter]
-                self._scorer.load_adapter(adapter, path, version)
-            return self._scorer
+        if not spans:
+            return []
+        prompt, conts = self.span_inputs(messages, prefix, spans)
+        with self._between_steps():
+            lora, key = self._lora(adapter)
+            free = [i for i in range(self.streams) if i not in self._running]
+            seq, reused = self._take_stream(key, prompt, free, len(prompt) - 1)
+            self._use_lora(lora)
+            try:
+                out = self._scorer.span_logprobs(seq, prompt, reused, conts)
+            except Exception:
+                self._forget(seq)
+                raise
+            self._held[seq] = (key, list(prompt))
+            return out
 
     def score(self, messages: Sequence[Message], completion: str, adapter: str | None = None) -> tuple[float, int]:
-        return self._torch_scorer(adapter).score(messages, completion, adapter)
+        self._check_adapter(adapter)
+        ids, reply_start = self.score_inputs(messages, completion)
+        with self._between_steps():
+            lora, key = self._lora(adapter)
+            free = [i for i in range(self.streams) if i not in self._running]
+            seq, reused = self._take_stream(key, ids, free, reply_start - 1)
+            self._use_lora(lora)
+            try:
+                out = self._scorer.loss(seq, ids, reused, reply_start)
+            except Exception:
+                self._forget(seq)
+                raise
+            self._held[seq] = (key, list(ids))
+            return out
 
     def close(self) -> None:
         with self._wake:
@@ -429,7 +549,7 @@ class LlamaCppEngine(ChatEngine):
             self._wake.notify_all()
         self._thread.join(timeout=30)
         with self._native:
-            for lora in list(self._loras.values()) + self._retired:
+            for lora in [pointer for pointer, _ in self._loras.values()] + self._retired:
                 self._ll.llama_adapter_lora_free(lora)
             self._loras.clear()
             self._retired = []

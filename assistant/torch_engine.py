@@ -275,24 +275,7 @@ class TorchEngine(ChatEngine):
         Evaluation uses it for the loss/perplexity of reference answers. The reply's tokens
         include the template's end-of-turn marker: ending on time is part of the answer."""
         self._check_adapter(adapter)
-        if not (completion or "").strip():
-            raise ValidationError("the reference answer is empty")
-        prompt = self.encode(messages, add_generation_prompt=True)
-        full = self.encode(list(messages) + [{"role": "assistant", "content": completion}], add_generation_prompt=False)
-        if full[: len(prompt)] != prompt:  # a template that rewrites earlier turns: append instead
-            full = prompt + self.tokenizer(completion, add_special_tokens=False)["input_ids"]
-            if self.tokenizer.eos_token_id is not None:
-                full.append(self.tokenizer.eos_token_id)
-        start = len(prompt)
-        if len(full) <= start:
-            raise ValidationError("the reference answer has no tokens")
-        overflow = len(full) - self.context_window
-        if overflow > 0:  # keep the reply whole and as much of the prompt's end as fits
-            if overflow >= start:
-                raise ValidationError(
-                    f"the reference answer alone is longer than the context ({self.context_window} tokens)"
-                )
-            full, start = full[overflow:], start - overflow
+        full, start = self.score_inputs(messages, completion)
         ids = torch.tensor([full], device=self.hardware.device)
         with self._lock, self._use(adapter), torch.inference_mode():
             logits = self.model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
@@ -312,13 +295,8 @@ class TorchEngine(ChatEngine):
         self._check_adapter(adapter)
         if not spans:
             return []
-        prompt = self.encode(messages, add_generation_prompt=True)
-        if prefix:
-            prompt += self.tokenizer(prefix, add_special_tokens=False)["input_ids"]
-        eos = self.tokenizer.eos_token_id
-        conts = [self.tokenizer(s, add_special_tokens=False)["input_ids"] or [eos] for s in spans]
+        prompt, conts = self.span_inputs(messages, prefix, spans)
         longest = max(len(c) for c in conts)
-        prompt = prompt[-(self.context_window - longest) :]  # keep the end (the question) if too long
         device = self.hardware.device
         pad = self.tokenizer.pad_token_id
         batch = torch.tensor([c + [pad] * (longest - len(c)) for c in conts], device=device)

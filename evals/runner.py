@@ -16,6 +16,8 @@ they happen, so the UI polls the database, and a crash loses only the item in fl
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import logging
 import math
 import threading
@@ -25,7 +27,7 @@ from dataclasses import asdict, dataclass, replace
 from assistant.adapters import BASE, AdapterInfo
 from assistant.answer_choice import answer_focus
 from assistant.chat import NO_SOURCE_REPLY, ChatService, Route, check_no_source
-from assistant.engine import GenerationOptions, GenerationResult
+from assistant.engine import Generation, GenerationOptions, GenerationResult
 from assistant.errors import TailorError, ValidationError
 from assistant.progress import Progress, no_progress
 from assistant.prompting import build_messages, reading_options, reading_settings
@@ -336,31 +338,46 @@ class EvalService:
     def _answer_many(
         self, items: list[EvalItem], arms: list[Arm], routes: dict[str, Route], options: RunOptions
     ) -> list[list[ItemResult]]:
-        """Every arm's reply to every item, generated together (per engine: a full checkpoint
-        arm has its own), then measured item by item."""
+        """Every arm's reply to every item, up to the engine's `parallel` in flight at once (a
+        batching backend decodes them together), each measured as soon as it is written.
+
+        The order is for llama.cpp's prompt cache (assistant/llamacpp_engine.py): a reply is
+        asked for right after its answer choice scored the same sources, and its reference
+        loss as soon as the reply is written, so each starts from the stream that holds their
+        common start instead of reading the sources again."""
         gen_options = GenerationOptions(
             temperature=0, max_new_tokens=options.max_new_tokens, repetition_penalty=options.repetition_penalty
         )
         plans = [self._plan(item, arms, routes, options) for item in items]
-        asked: dict[int, list[tuple[_Plan, tuple]]] = {}  # id(engine) -> its requests, in order
+        window = max(1, self.chat.engine.parallel)
+        in_flight: collections.deque[tuple[EvalItem, _Plan, Generation]] = collections.deque()
+        measured: dict[int, ItemResult] = {}
+
+        def finish_one() -> None:
+            """Measure a finished reply, the first to finish (its stream is then still fresh)."""
+            while not any(gen.done for _, _, gen in in_flight):
+                with contextlib.suppress(TimeoutError):
+                    in_flight[0][2].wait(0.05)
+            i = next(i for i, (_, _, gen) in enumerate(in_flight) if gen.done)
+            item, plan, gen = in_flight[i]
+            del in_flight[i]
+            measured[id(plan)] = self._measure(item, plan, gen.wait(), options)
+
         for item, per_item in zip(items, plans):
             for p in per_item:
-                if not p.declined:
-                    reading = reading_options(gen_options, item.question, p.passages)
-                    messages, reading = answer_focus(
-                        reading, p.route.engine, p.messages, item.question, p.passages, p.route.adapter
-                    )
-                    request = (messages, reading, p.route.adapter)
-                    asked.setdefault(id(p.route.engine), []).append((p, request))
-        replies: dict[int, GenerationResult] = {}
-        for requests in asked.values():
-            engine = requests[0][0].route.engine
-            for (p, _), reply in zip(requests, engine.generate_many([r for _, r in requests])):
-                replies[id(p)] = reply
-        return [
-            [self._measure(item, p, replies.get(id(p)), options) for p in per_item]
-            for item, per_item in zip(items, plans)
-        ]
+                if p.declined:
+                    measured[id(p)] = self._measure(item, p, None, options)
+                    continue
+                reading = reading_options(gen_options, item.question, p.passages)
+                messages, reading = answer_focus(
+                    reading, p.route.engine, p.messages, item.question, p.passages, p.route.adapter
+                )
+                if len(in_flight) >= window:
+                    finish_one()
+                in_flight.append((item, p, p.route.engine.stream(messages, reading, p.route.adapter)))
+        while in_flight:
+            finish_one()
+        return [[measured[id(p)] for p in per_item] for per_item in plans]
 
     def _plan(self, item: EvalItem, arms: list[Arm], routes: dict[str, Route], options: RunOptions) -> list[_Plan]:
         system = item.system_prompt if options.system_prompt is None else options.system_prompt

@@ -229,6 +229,121 @@ def test_concurrent_adapter_loading_while_decoding(engines, sharp_model_dir, ran
     llama.unload_adapter("swap")
 
 
+# Scoring given text (assistant/llamacpp_scoring.py): torch's numbers on the f32 model, to ~1e-5
+# with an exact engine (f32 cache), within the f16 cache's rounding with the default one.
+SPANS = ["45 euros", "by card", "the counter", "free", "45", "brakes are checked for free at the counter"]
+F16_CACHE = 0.006  # nats per token, the most measured on this sharp model is 0.005
+GROUNDED = [{"role": "system", "content": SOURCE}, {"role": "user", "content": "How much is the deposit?"}]
+
+
+@pytest.fixture(scope="module")
+def exact(engines, sharp_gguf, sharp_model_dir, tiny_adapter, other_adapter):
+    """A llama.cpp engine with an f32 cache and plain attention on the f32 model."""
+    from assistant.llamacpp_engine import LlamaCppEngine
+
+    torch_engine, llama = engines
+    engine = LlamaCppEngine(
+        sharp_gguf,
+        torch_engine.tokenizer,
+        name="tiny",
+        base_folder=sharp_model_dir,
+        eos_ids=llama._eos,
+        max_context=512,
+        parallel=2,
+        exact=True,
+    )
+    engine.load_adapter("pirate", tiny_adapter)
+    engine.load_adapter("other", other_adapter)
+    yield engine
+    engine.close()
+
+
+@needs_llamacpp
+@pytest.mark.parametrize("adapter", [None, "pirate", "other"])
+def test_span_logprobs_match_torch(engines, exact, adapter):
+    """Candidates of different lengths, one of a single token, scored after one prompt; again
+    with the prompt already in a stream's cache."""
+    torch_engine, _ = engines
+    expected = torch_engine.span_logprobs(GROUNDED, "The answer is ", SPANS, adapter)
+    for _ in range(2):
+        got = exact.span_logprobs(GROUNDED, "The answer is ", SPANS, adapter)
+        assert [n for _, n in got] == [n for _, n in expected]
+        for (total, n), (want, _) in zip(got, expected):
+            assert total == pytest.approx(want, abs=1e-4 * n)
+    assert exact.span_logprobs(GROUNDED, "The answer is ", [], adapter) == []
+
+
+@needs_llamacpp
+def test_span_logprobs_with_the_default_cache_are_close(engines):
+    torch_engine, llama = engines
+    expected = torch_engine.span_logprobs(GROUNDED, "The answer is ", SPANS, "pirate")
+    got = llama.span_logprobs(GROUNDED, "The answer is ", SPANS, "pirate")
+    assert [n for _, n in got] == [n for _, n in expected]
+    for (total, n), (want, _) in zip(got, expected):
+        assert total == pytest.approx(want, abs=F16_CACHE * n)
+
+
+@needs_llamacpp
+@pytest.mark.parametrize("adapter", [None, "other"])
+def test_reference_loss_matches_torch_and_does_not_disturb_decoding(engines, exact, adapter):
+    """`score` between decoding steps: torch's loss, and a reply decoding meanwhile is unchanged."""
+    from assistant.errors import ValidationError
+
+    torch_engine, _ = engines
+    alone = exact.generate(PROMPTS[2], GREEDY, adapter="pirate").text
+    running = exact.stream(PROMPTS[2], GREEDY, adapter="pirate")
+    for messages in PROMPTS + [GROUNDED]:
+        want, n = torch_engine.score(messages, "Ahoy! The deposit is 45 euros, by card.", adapter)
+        got, m = exact.score(messages, "Ahoy! The deposit is 45 euros, by card.", adapter)
+        assert m == n and got == pytest.approx(want, abs=1e-4)
+    assert running.wait(30).text == alone
+    with pytest.raises(ValidationError, match="empty"):
+        exact.score(PROMPTS[0], "  ")
+    with pytest.raises(ValidationError, match="not loaded"):
+        exact.score(PROMPTS[0], "yes", adapter="nobody")
+
+
+@needs_llamacpp
+def test_a_prompt_that_starts_like_a_cached_one_decodes_only_the_rest(engines, exact):
+    """The reply after scoring reuses the scored prompt, a chat's next turn reuses the last
+    one, and a cache made under one adapter is never read under another; every reply is the
+    one torch gives the same messages."""
+    from assistant.answer_choice import ANSWER_PREFIX
+    from assistant.prompting import build_messages, with_answer_hint
+
+    torch_engine, _ = engines
+    options = replace(GREEDY, max_new_tokens=12)
+    grounded = build_messages([], "How much is the deposit?", "", [_passage(SOURCE)])
+    for adapter in ("pirate", None):
+        exact.span_logprobs(grounded, ANSWER_PREFIX, ["45 euros", "by card"], adapter)
+        hinted = with_answer_hint(grounded, "45 euros")
+        reply = exact.generate(hinted, options, adapter=adapter)
+        prompt = exact.encode(hinted)
+        assert 0 < reply.cached_tokens < len(prompt) and reply.cached_tokens > len(prompt) // 2, reply
+        assert reply.text == torch_engine.generate(hinted, options, adapter=adapter).text
+    # the same prompt under another adapter: decoded anew (at most the template's first tokens
+    # come from an earlier request under that adapter), not read from the base's cache
+    assert exact.generate(hinted, options, adapter="other").cached_tokens <= 3
+    assert exact.generate(hinted, options).cached_tokens == len(prompt) - 1
+    # a chat's next turn starts with the last turn's prompt (and its reply, where the reply's
+    # text tokenizes back to the same ids: not this random model's bytes)
+    opening = [{"role": "user", "content": f"{SOURCE} How much is the deposit?"}]
+    first = exact.generate(opening, options)
+    turn = opening + [{"role": "assistant", "content": "45 euros."}, {"role": "user", "content": "And the brakes?"}]
+    second = exact.generate(turn, options)
+    assert second.cached_tokens >= first.prompt_tokens
+    assert second.text == torch_engine.generate(turn, options).text
+    # the same messages again: all but the last prompt token come from the cache
+    again = exact.generate(turn, options)
+    assert again.cached_tokens == again.prompt_tokens - 1 and again.text == second.text
+
+
+def _passage(text):
+    from assistant.prompting import Passage
+
+    return Passage(id="p1", source="rentals.md", text=text)
+
+
 def test_auto_falls_back_to_torch_with_one_log_line(monkeypatch, caplog, tiny_model_dir):
     from assistant import backends
     from assistant.hardware import pick_hardware
