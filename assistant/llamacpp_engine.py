@@ -58,7 +58,7 @@ from .llamacpp_scoring import LlamaCppScorer
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PARALLEL = 8  # sequences decoded together; 8 x 2048 tokens of KV cache is ~380 MB for 135M
+DEFAULT_PARALLEL = 8  # sequences decoded together; (8 + 1) x 2048 tokens of KV cache is ~430 MB for 135M
 N_BATCH = 512  # tokens per decode call (prompt chunks and next tokens together)
 
 
@@ -219,7 +219,10 @@ class LlamaCppEngine(ChatEngine):
         if 2 * shared(seq) < len(ids):
             seq = min(free, key=lambda s: self._used_at.get(s, 0.0))
         reuse = max(0, min(shared(seq), limit))
-        self._ll.llama_memory_seq_rm(self._mem, seq, reuse, -1)
+        if not self._ll.llama_memory_seq_rm(self._mem, seq, reuse, -1):
+            # a cache that cannot drop a tail (recurrent or sliding-window models): start afresh
+            self._ll.llama_memory_seq_rm(self._mem, seq, -1, -1)
+            reuse = 0
         self._held[seq] = (key, list(ids[:reuse]))
         self._used_at[seq] = time.perf_counter()
         return seq, reuse

@@ -102,7 +102,8 @@ class LlamaCppScorer:
                 for begin in range(0, len(c) - 1, self.n_batch):  # a span longer than a batch, in pieces
                     piece = range(begin, min(begin + self.n_batch, len(c) - 1))
                     total += sum(self._decode(seq, [(c[j], p + j, c[j + 1]) for j in piece]))
-                self._ll.llama_memory_seq_rm(self._mem, seq, p, -1)
+                if not self._ll.llama_memory_seq_rm(self._mem, seq, p, -1):
+                    raise ModelError("this model's cache cannot drop tokens, so answers cannot be scored on llama.cpp")
             out.append((total, len(c)))
         return out
 
