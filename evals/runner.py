@@ -21,7 +21,7 @@ import contextlib
 import logging
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 
 from assistant.adapters import BASE, AdapterInfo
@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 
 TUNED = "tuned"  # alias for the active adapter, or the newest one when none is active
 PROMPTED = "prompted"  # the base weights with the style system prompt (RunOptions.style_prompt)
+# Items per block of the answering order, in windows of the engine's `parallel` (_answer_many):
+# more keeps the replies in flight on one adapter for longer; fewer stores results sooner.
+CHUNK_WINDOWS = 4
 NO_STYLE_PROMPT = "the prompted arm needs a style prompt: write one, or add training pairs to build one from"
 
 
@@ -104,6 +107,22 @@ class _Plan:
     passages: list | None
     abstained: bool
     declined: bool  # no source good enough and the policy says decline: no generation
+
+
+def answering_order(arm_keys: Sequence[Hashable], n_items: int, block: int) -> list[tuple[int, int]]:
+    """(arm index, item index) in the order an evaluation asks for replies: items in blocks of
+    `block`; within a block, the arms whose keys (engine and adapter) are equal one after
+    another, each over every item of the block; groups in order of their first arm."""
+    groups: dict[Hashable, list[int]] = {}
+    for a, key in enumerate(arm_keys):
+        groups.setdefault(key, []).append(a)
+    return [
+        (a, i)
+        for start in range(0, n_items, max(1, block))
+        for same in groups.values()
+        for a in same
+        for i in range(start, min(start + max(1, block), n_items))
+    ]
 
 
 class EvalService:
@@ -300,23 +319,18 @@ class EvalService:
         try:
             embedder = self._embedder_factory() if options.semantic else None
             routes = {arm.key: self.chat.route(arm.model if _uses_adapter(arm) else BASE) for arm in run.arms}
-            # Items go to the engine a batch at a time: a batching backend (llama.cpp) decodes
-            # the batch's replies together, every arm's and every item's.
-            batch = max(1, self.chat.engine.parallel)
-            for start in range(0, len(items), batch):
-                if cancel.is_set():
-                    self.store.set_status(run.id, "cancelled")
-                    return
-                chunk = items[start : start + batch]
-                for item, results in zip(chunk, self._answer_many(chunk, run.arms, routes, options)):
-                    if embedder is not None:
-                        vectors = embedder.encode([item.reference] + [r.reply for r in results])
-                        for r, vec in zip(results, vectors[1:]):
-                            r.metrics["semantic"] = M.cosine(vectors[0], vec)
-                    for r in results:
-                        self.store.add_result(run.id, r)
-                    done += len(results)
+            for item, results in self._answer_many(items, run.arms, routes, options, cancel):
+                if embedder is not None:
+                    vectors = embedder.encode([item.reference] + [r.reply for r in results])
+                    for r, vec in zip(results, vectors[1:]):
+                        r.metrics["semantic"] = M.cosine(vectors[0], vec)
+                for r in results:
+                    self.store.add_result(run.id, r)
+                done += len(results)
                 progress(done, total)
+            if cancel.is_set() and done < total:
+                self.store.set_status(run.id, "cancelled")
+                return
             self._finalise(run.id)
             self.store.set_status(run.id, "done")
         except TailorError as exc:
@@ -336,48 +350,86 @@ class EvalService:
         self.store.save_arm_metrics(run_id, [r for r in rows if not math.isnan(r[2])])
 
     def _answer_many(
-        self, items: list[EvalItem], arms: list[Arm], routes: dict[str, Route], options: RunOptions
-    ) -> list[list[ItemResult]]:
+        self,
+        items: list[EvalItem],
+        arms: list[Arm],
+        routes: dict[str, Route],
+        options: RunOptions,
+        cancel: threading.Event,
+    ) -> Iterator[tuple[EvalItem, list[ItemResult]]]:
         """Every arm's reply to every item, up to the engine's `parallel` in flight at once (a
-        batching backend decodes them together), each measured as soon as it is written.
+        batching backend decodes them together), each measured as soon as it is written; yields
+        an item with its results once every arm's reply to it is measured. After `cancel` it
+        asks for no more replies, stops those in flight and yields nothing more.
 
-        The order is for llama.cpp's prompt cache (assistant/llamacpp_engine.py): a reply is
-        asked for right after its answer choice scored the same sources, and its reference
-        loss as soon as the reply is written, so each starts from the stream that holds their
-        common start instead of reading the sources again."""
+        The order is for llama.cpp (assistant/llamacpp_engine.py). Items go in blocks of
+        CHUNK_WINDOWS x `parallel`; within a block, arms that share an engine and adapter go one
+        after another, each over every item of the block, so the replies in flight mostly share
+        one adapter: llama.cpp applies one adapter set per decode, and a step with replies for
+        two adapters decodes twice, reading every weight twice for half the tokens each. The
+        window slides on across blocks (nothing waits for a block to drain); blocks only bound
+        how long an item waits for its last arm. Within an arm, a reply is asked for right
+        after its answer choice scored the same sources, and its reference loss as soon as the
+        reply is written, so each starts from the stream that holds their common start instead
+        of reading the sources again (a cache made under one adapter is never read under
+        another, so an item-major order shared nothing more)."""
         gen_options = GenerationOptions(
             temperature=0, max_new_tokens=options.max_new_tokens, repetition_penalty=options.repetition_penalty
         )
-        plans = [self._plan(item, arms, routes, options) for item in items]
         window = max(1, self.chat.engine.parallel)
-        in_flight: collections.deque[tuple[EvalItem, _Plan, Generation]] = collections.deque()
-        measured: dict[int, ItemResult] = {}
+        keys = [(id(routes[arm.key].engine), routes[arm.key].adapter) for arm in arms]
+        order = answering_order(keys, len(items), CHUNK_WINDOWS * window)
+        plans: dict[int, list[_Plan]] = {}  # planned (retrieved) when the item's first arm goes in
+        results: list[list[ItemResult | None]] = [[None] * len(arms) for _ in items]
+        left = [len(arms)] * len(items)  # arms not yet measured, per item
+        in_flight: collections.deque[tuple[int, int, Generation]] = collections.deque()
 
-        def finish_one() -> None:
-            """Measure a finished reply, the first to finish (its stream is then still fresh)."""
+        def record(i: int, a: int, res: GenerationResult | None) -> bool:
+            """Measure one reply; True when it was the item's last."""
+            results[i][a] = self._measure(items[i], plans[i][a], res, options)
+            left[i] -= 1
+            return left[i] == 0
+
+        def finish_one() -> int | None:
+            """Measure a finished reply, the first to finish (its stream is then still fresh);
+            the item's index when that completed it."""
             while not any(gen.done for _, _, gen in in_flight):
                 with contextlib.suppress(TimeoutError):
                     in_flight[0][2].wait(0.05)
-            i = next(i for i, (_, _, gen) in enumerate(in_flight) if gen.done)
-            item, plan, gen = in_flight[i]
-            del in_flight[i]
-            measured[id(plan)] = self._measure(item, plan, gen.wait(), options)
+            k = next(k for k, (_, _, gen) in enumerate(in_flight) if gen.done)
+            i, a, gen = in_flight[k]
+            del in_flight[k]
+            return i if record(i, a, gen.wait()) else None
 
-        for item, per_item in zip(items, plans):
-            for p in per_item:
+        def complete(i: int) -> tuple[EvalItem, list[ItemResult]]:
+            done = [r for r in results[i] if r is not None]
+            assert len(done) == len(arms)  # every arm measured
+            return items[i], done
+
+        try:
+            for a, i in order:
+                if cancel.is_set():
+                    return
+                if i not in plans:
+                    plans[i] = self._plan(items[i], arms, routes, options)
+                p = plans[i][a]
                 if p.declined:
-                    measured[id(p)] = self._measure(item, p, None, options)
+                    if record(i, a, None):
+                        yield complete(i)
                     continue
-                reading = reading_options(gen_options, item.question, p.passages)
+                reading = reading_options(gen_options, items[i].question, p.passages)
                 messages, reading = answer_focus(
-                    reading, p.route.engine, p.messages, item.question, p.passages, p.route.adapter
+                    reading, p.route.engine, p.messages, items[i].question, p.passages, p.route.adapter
                 )
-                if len(in_flight) >= window:
-                    finish_one()
-                in_flight.append((item, p, p.route.engine.stream(messages, reading, p.route.adapter)))
-        while in_flight:
-            finish_one()
-        return [[measured[id(p)] for p in per_item] for per_item in plans]
+                if len(in_flight) >= window and (j := finish_one()) is not None:
+                    yield complete(j)
+                in_flight.append((i, a, p.route.engine.stream(messages, reading, p.route.adapter)))
+            while in_flight:
+                if (j := finish_one()) is not None:
+                    yield complete(j)
+        finally:  # cancelled, failed or abandoned: whatever is still decoding stops
+            for _, _, gen in in_flight:
+                gen.stop()
 
     def _plan(self, item: EvalItem, arms: list[Arm], routes: dict[str, Route], options: RunOptions) -> list[_Plan]:
         system = item.system_prompt if options.system_prompt is None else options.system_prompt

@@ -21,7 +21,7 @@ from evals.reports import (
     side_by_side,
     training_example,
 )
-from evals.runner import RunOptions
+from evals.runner import RunOptions, answering_order
 from evals.sets import load_facts, load_reference_file
 from evals.store import EvalStore
 
@@ -225,6 +225,39 @@ def test_cancel_stops_a_run_and_keeps_its_results(workspace, chat, facts_file):
     assert len(evals.store.results(run.id)) == final.done
     with pytest.raises(NotFoundError):
         evals.store.get_run("nope")
+
+
+def test_cancelled_runs_store_only_items_every_arm_answered(workspace, chat, tiny_adapter, facts_file):
+    evals = open_evals(workspace, chat)
+    ids: list[str] = []
+    run = evals.runs.start(
+        load_facts(facts_file),
+        evals.runs.resolve_arms("base,tuned", "off"),
+        OPTS,
+        progress=lambda done, total: evals.runs.cancel(ids[0]) if ids else None,
+    )
+    ids.append(run.id)
+    final = evals.runs.wait(run.id, timeout=120)
+    arms_per_item: dict[str, set[str]] = {}
+    for r in evals.store.results(run.id):
+        arms_per_item.setdefault(r.item_id, set()).add(r.arm)
+    assert all(arms == {"base", "tiny-lora"} for arms in arms_per_item.values())
+    assert final.done == 2 * len(arms_per_item)
+    if final.done < final.total:
+        assert final.status == "cancelled"
+
+
+def test_replies_are_asked_for_one_adapter_at_a_time_within_a_block():
+    # arms base, base+rag, tuned, tuned+rag: keys (engine, adapter) equal in pairs
+    keys = [("e", None), ("e", None), ("e", "t"), ("e", "t")]
+    order = answering_order(keys, n_items=5, block=2)
+    assert sorted(order) == [(a, i) for a in range(4) for i in range(5)]  # each reply once
+    assert order[:8] == [(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1), (3, 0), (3, 1)]
+    assert order[-4:] == [(0, 4), (1, 4), (2, 4), (3, 4)]  # the last block holds what is left
+    # arms that share an adapter go together even when they are not neighbours
+    mixed = answering_order(["a", "b", "a"], n_items=2, block=8)
+    assert mixed == [(0, 0), (0, 1), (2, 0), (2, 1), (1, 0), (1, 1)]
+    assert answering_order(["a"], n_items=0, block=8) == []
 
 
 def test_interrupted_runs_are_marked_failed_on_restart(workspace, chat, facts_file):
