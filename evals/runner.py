@@ -247,7 +247,7 @@ class EvalService:
     ) -> RunInfo:
         """Create a run and answer every item with every arm. In the background (default) it
         returns at once; watch `store.get_run(id)` for progress. Otherwise it returns when done.
-        `progress(done, total)` counts replies, after each item (called from the run's thread)."""
+        `progress(done, total)` counts replies, after each one is stored (called from the run's thread)."""
         if not arms:
             raise ValidationError("choose at least one arm")
         if not evalset.items:
@@ -319,14 +319,14 @@ class EvalService:
         try:
             embedder = self._embedder_factory() if options.semantic else None
             routes = {arm.key: self.chat.route(arm.model if _uses_adapter(arm) else BASE) for arm in run.arms}
-            for item, results in self._answer_many(items, run.arms, routes, options, cancel):
+            references: dict[int, object] = {}  # item index -> its reference's embedding
+            for i, result in self._answer_many(items, run.arms, routes, options, cancel):
                 if embedder is not None:
-                    vectors = embedder.encode([item.reference] + [r.reply for r in results])
-                    for r, vec in zip(results, vectors[1:]):
-                        r.metrics["semantic"] = M.cosine(vectors[0], vec)
-                for r in results:
-                    self.store.add_result(run.id, r)
-                done += len(results)
+                    if i not in references:
+                        references[i] = embedder.encode([items[i].reference])[0]
+                    result.metrics["semantic"] = M.cosine(references[i], embedder.encode([result.reply])[0])
+                self.store.add_result(run.id, result)
+                done += 1
                 progress(done, total)
             if cancel.is_set() and done < total:
                 self.store.set_status(run.id, "cancelled")
@@ -356,19 +356,18 @@ class EvalService:
         routes: dict[str, Route],
         options: RunOptions,
         cancel: threading.Event,
-    ) -> Iterator[tuple[EvalItem, list[ItemResult]]]:
+    ) -> Iterator[tuple[int, ItemResult]]:
         """Every arm's reply to every item, up to the engine's `parallel` in flight at once (a
-        batching backend decodes them together), each measured as soon as it is written; yields
-        an item with its results once every arm's reply to it is measured. After `cancel` it
-        asks for no more replies, stops those in flight and yields nothing more.
+        batching backend decodes them together), each measured and yielded (with its item's
+        index) as soon as it is written. After `cancel` it asks for no more replies, stops
+        those in flight and yields nothing more.
 
         The order is for llama.cpp (assistant/llamacpp_engine.py). Items go in blocks of
         CHUNK_WINDOWS x `parallel`; within a block, arms that share an engine and adapter go one
         after another, each over every item of the block, so the replies in flight mostly share
         one adapter: llama.cpp applies one adapter set per decode, and a step with replies for
         two adapters decodes twice, reading every weight twice for half the tokens each. The
-        window slides on across blocks (nothing waits for a block to drain); blocks only bound
-        how long an item waits for its last arm. Within an arm, a reply is asked for right
+        window slides on across blocks (nothing waits for a block to drain). Within an arm, a reply is asked for right
         after its answer choice scored the same sources, and its reference loss as soon as the
         reply is written, so each starts from the stream that holds their common start instead
         of reading the sources again (a cache made under one adapter is never read under
@@ -380,31 +379,17 @@ class EvalService:
         keys = [(id(routes[arm.key].engine), routes[arm.key].adapter) for arm in arms]
         order = answering_order(keys, len(items), CHUNK_WINDOWS * window)
         plans: dict[int, list[_Plan]] = {}  # planned (retrieved) when the item's first arm goes in
-        results: list[list[ItemResult | None]] = [[None] * len(arms) for _ in items]
-        left = [len(arms)] * len(items)  # arms not yet measured, per item
         in_flight: collections.deque[tuple[int, int, Generation]] = collections.deque()
 
-        def record(i: int, a: int, res: GenerationResult | None) -> bool:
-            """Measure one reply; True when it was the item's last."""
-            results[i][a] = self._measure(items[i], plans[i][a], res, options)
-            left[i] -= 1
-            return left[i] == 0
-
-        def finish_one() -> int | None:
-            """Measure a finished reply, the first to finish (its stream is then still fresh);
-            the item's index when that completed it."""
+        def finish_one() -> tuple[int, ItemResult]:
+            """Measure a finished reply, the first to finish (its stream is then still fresh)."""
             while not any(gen.done for _, _, gen in in_flight):
                 with contextlib.suppress(TimeoutError):
                     in_flight[0][2].wait(0.05)
             k = next(k for k, (_, _, gen) in enumerate(in_flight) if gen.done)
             i, a, gen = in_flight[k]
             del in_flight[k]
-            return i if record(i, a, gen.wait()) else None
-
-        def complete(i: int) -> tuple[EvalItem, list[ItemResult]]:
-            done = [r for r in results[i] if r is not None]
-            assert len(done) == len(arms)  # every arm measured
-            return items[i], done
+            return i, self._measure(items[i], plans[i][a], gen.wait(), options)
 
         try:
             for a, i in order:
@@ -414,19 +399,17 @@ class EvalService:
                     plans[i] = self._plan(items[i], arms, routes, options)
                 p = plans[i][a]
                 if p.declined:
-                    if record(i, a, None):
-                        yield complete(i)
+                    yield i, self._measure(items[i], p, None, options)
                     continue
                 reading = reading_options(gen_options, items[i].question, p.passages)
                 messages, reading = answer_focus(
                     reading, p.route.engine, p.messages, items[i].question, p.passages, p.route.adapter
                 )
-                if len(in_flight) >= window and (j := finish_one()) is not None:
-                    yield complete(j)
+                if len(in_flight) >= window:
+                    yield finish_one()
                 in_flight.append((i, a, p.route.engine.stream(messages, reading, p.route.adapter)))
             while in_flight:
-                if (j := finish_one()) is not None:
-                    yield complete(j)
+                yield finish_one()
         finally:  # cancelled, failed or abandoned: whatever is still decoding stops
             for _, _, gen in in_flight:
                 gen.stop()
