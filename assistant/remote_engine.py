@@ -236,6 +236,8 @@ class RemoteEngine(ChatEngine):
         if self.catalog is None:
             return
         wanted = {info.name: info for info in self.catalog.list() if info.kind == "lora"}
+        with self._adapter_lock:
+            before = dict(self._adapters)  # what we had registered when we asked the remote
         served = {str(c["id"]) for c in self.remote_models()}
         ours = [n for n, p in list(self._paths.items()) if p.parent == self.catalog.dir]  # not /v1-registered ones
         problems = []  # one adapter the remote cannot read must not hold up the others
@@ -247,7 +249,10 @@ class RemoteEngine(ChatEngine):
         for name, info in wanted.items():
             if name not in served:  # forget our record: the remote does not have it
                 with self._adapter_lock:
-                    self._adapters.pop(name, None)
+                    # unless a request registered it while the list was on its way: replacing
+                    # it now would unload it under that request's reply
+                    if self._adapters.get(name) == before.get(name):
+                        self._adapters.pop(name, None)
             try:
                 self.load_adapter(name, info.path, info.version)
             except ModelError as exc:

@@ -243,3 +243,30 @@ def test_the_remote_follows_the_catalog(scripted, tiny_engine, tmp_path, random_
     engine.sync_adapters()
     assert scripted.loaded == set() and engine.adapters == []
     assert not any(body.get("lora_name") == "other-lora" for _, body in scripted.requests)
+
+
+def test_a_sync_keeps_an_adapter_a_request_registered_while_it_listed(
+    scripted, tiny_engine, tmp_path, random_lora, tiny_model_dir
+):
+    """The watcher lists the remote's models; if a reply registers an adapter before the list
+    comes back, the stale list must not make the watcher register it again, which unloads it
+    first, under that reply (seen as an evaluation failing with 'adapter ... is not loaded')."""
+    from assistant.adapters import AdapterCatalog
+
+    catalog = AdapterCatalog(tmp_path / "adapters")
+    engine = _engine(tiny_engine, scripted.url, catalog=catalog)
+    random_lora(tiny_model_dir, tmp_path / "adapters" / "tone-v1")
+    info = catalog.get("tone-v1")
+    listed = engine.remote_models
+
+    def stale_list():
+        models = listed()  # the remote has no tone-v1 yet...
+        engine.load_adapter(info.name, info.path, info.version)  # ...and a reply registers it now
+        return models
+
+    engine.remote_models = stale_list
+    engine.sync_adapters()
+    assert scripted.loaded == {"tone-v1"} and engine.adapters == ["tone-v1"]
+    # registered once; a second registration is refused as "already loaded" by Tailor's /v1,
+    # and the engine then unloads and registers again
+    assert [path for path, _ in scripted.requests if path.endswith("load_lora_adapter")] == ["/v1/load_lora_adapter"]

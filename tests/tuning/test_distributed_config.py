@@ -16,7 +16,7 @@ from accelerate.commands.launch import _validate_launch_command, launch_command_
 from accelerate.utils.launch import prepare_deepspeed_cmd_env, prepare_multi_gpu_env
 
 from assistant.errors import ValidationError
-from tuning.config import TrainConfig
+from tuning.config import TrainConfig, cpu_has_fast_bf16
 from tuning.launch import (
     ACCELERATE_CONFIG,
     DEEPSPEED_CONFIG,
@@ -71,7 +71,9 @@ def test_cpu_ddp_config_starts_two_torchrun_processes(tmp_path):
     assert cfg.distributed_type == "MULTI_GPU" and cfg.use_cpu and cfg.num_processes == 2
     args, _ = _launch_args(cmd)
     # MULTI_GPU's launcher is torchrun (MULTI_CPU would start one process without mpirun)
-    assert args.multi_gpu and not args.cpu and args.num_processes == 2 and args.mixed_precision == "no"
+    assert args.multi_gpu and not args.cpu and args.num_processes == 2
+    # bf16 autocast only on a CPU with bf16 matrix instructions (AMX, AVX512-BF16), as one process
+    assert args.mixed_precision == ("bf16" if cpu_has_fast_bf16() else "no")
     prepare_multi_gpu_env(args)
     assert args.nproc_per_node == "2" and args.main_process_port > 0  # 0 in the file: a free port now
 
