@@ -45,7 +45,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -515,34 +515,31 @@ class LlamaCppEngine(ChatEngine):
         if not spans:
             return []
         prompt, conts = self.span_inputs(messages, prefix, spans)
-        with self._between_steps():
-            lora, key = self._lora(adapter)
-            free = [i for i in range(self.streams) if i not in self._running]
-            seq, reused = self._take_stream(key, prompt, free, len(prompt) - 1)
-            self._use_lora(lora)
-            try:
-                out = self._scorer.span_logprobs(seq, prompt, reused, conts)
-            except Exception:
-                self._forget(seq)
-                raise
-            self._held[seq] = (key, list(prompt))
-            return out
+        with self._scoring_stream(adapter, prompt, len(prompt) - 1) as (seq, reused):
+            return self._scorer.span_logprobs(seq, prompt, reused, conts)
 
     def score(self, messages: Sequence[Message], completion: str, adapter: str | None = None) -> tuple[float, int]:
         self._check_adapter(adapter)
         ids, reply_start = self.score_inputs(messages, completion)
+        with self._scoring_stream(adapter, ids, reply_start - 1) as (seq, reused):
+            return self._scorer.loss(seq, ids, reused, reply_start)
+
+    @contextlib.contextmanager
+    def _scoring_stream(self, adapter: str | None, ids: list[int], limit: int) -> Iterator[tuple[int, int]]:
+        """A free stream for scoring `ids` under `adapter`, between decoding steps: (stream,
+        tokens of `ids` its cache already holds, at most `limit`). Afterwards the stream's
+        cache holds `ids` for the reply or turn that follows; if scoring failed, nothing."""
         with self._between_steps():
             lora, key = self._lora(adapter)
             free = [i for i in range(self.streams) if i not in self._running]
-            seq, reused = self._take_stream(key, ids, free, reply_start - 1)
+            seq, reused = self._take_stream(key, ids, free, limit)
             self._use_lora(lora)
             try:
-                out = self._scorer.loss(seq, ids, reused, reply_start)
+                yield seq, reused
             except Exception:
                 self._forget(seq)
                 raise
             self._held[seq] = (key, list(ids))
-            return out
 
     def close(self) -> None:
         with self._wake:
