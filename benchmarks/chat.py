@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import assistant  # noqa: F401  (before torch: OpenMP's wait policy as Tailor ships it, assistant/openmp.py)
 from benchmarks.tables import model_cache
 
 PROMPTS = [
@@ -213,7 +214,9 @@ def main() -> None:
         f"\nmodel {resolved.name}, GGUF {gguf.name}, adapter r=16 on 7 projections, {threads} threads, "
         f"{args.tokens} new tokens, {len(PROMPTS)} prompts x {args.repeats} repeats, "
         f"prefill prompt {len(ids_of[id(long_prompt)])} tokens; "
-        f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f}\n"
+        f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f}; OpenMP: "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}, "
+        f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT', '(unset)')}\n"
     )
     head = ["backend", "TTFT ms", "decode tok/s", "prefill TTFT ms"] + [f"{s} streams tok/s (TTFT ms)" for s in levels]
     print("| " + " | ".join(head) + " |")
