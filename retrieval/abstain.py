@@ -40,7 +40,13 @@ and none is installed offline.
 If assistant/evidence.py's scoring changes, rerun benchmarks/abstention.py: it refits the head
 and says whether the refit fits demo+own better than the head here (then copy its constants).
 On 7 December (after later changes to retrieval) the refit picks support_v1, names and rank
-agreement, at AUC 0.749 on demo+own against this head's 0.766, so this head stays.
+agreement, at AUC 0.749 on demo+own against this head's 0.766, so this head stays. Later that
+day two signals aimed at near misses joined the pool (benchmarks/abstention.py: the best
+sentence among the passages naming what the question names, and the names beside the best
+sentence); the refit takes both, at 0.780 on demo+own (+0.013, paired bootstrap 95% [-0.010,
++0.041]; kestrel_rail 0.725, +0.008 [-0.012, +0.030]). Within noise, and it declines answers
+whose passage leaves the name implied, so this head stays: the benchmark now asks for a gain
+whose interval excludes 0 before a refit is copied here.
 
 benchmarks/abstention.py --reader also measures what the chat model itself says (the likelihood
 of the span it would state, what the question adds to it, the evidence score of the span's

@@ -113,6 +113,33 @@ def test_roc_auc_on_a_hand_computed_example():
         bench.roc_auc([], [1.0])
 
 
+def test_named_signals_score_the_sentences_of_the_passages_that_name_what_is_asked():
+    bench = _benchmark()
+    shell = Passage(1, "helmets.md", "It has 8 vents. It weighs 300 g.", heading="Beacon Shell")
+    lamp = Passage(2, "helmets.md", "The Little Lamp has a rear LED. It comes in three colours.", heading="Helmets")
+    passages = [shell, lamp]
+    near_miss = "How many vents does the Little Lamp have?"
+    named, local = bench.named_signals(near_miss, passages)
+    # the best sentence overall answers for the other helmet; the Little Lamp's say nothing of vents
+    assert named < abstain.sentence_score(near_miss, passages) - 0.1
+    assert local == 0.0  # the name is not in the best sentence, its predecessor or its heading
+    asked = "How many vents does the Beacon Shell have?"  # the helmet the vents belong to
+    assert bench.named_signals(asked, passages) == (abstain.sentence_score(asked, passages), 1.0)
+    assert bench.named_signals("How many vents are there?", passages)[1] == 1.0  # no names to miss
+    assert bench.named_signals("How many vents does the Tidewalker 10 have?", passages)[0] == 0.0
+    assert bench.named_signals(near_miss, []) == (0.0, 0.0)
+
+
+def test_auc_gain_is_paired_and_its_interval_holds_the_gain():
+    bench = _benchmark()
+    pos, neg = [0.9, 0.8, 0.7, 0.6, 0.2], [0.5, 0.4, 0.3, 0.1]
+    gain, lo, hi = bench.auc_gain(pos, neg, pos, neg)
+    assert gain == lo == hi == 0.0  # a scorer against itself: every resample the same
+    better = [p + 1.0 for p in pos]  # separates perfectly
+    gain, lo, hi = bench.auc_gain(pos, neg, better, neg)
+    assert gain == pytest.approx(1.0 - bench.roc_auc(pos, neg)) and lo <= gain <= hi and lo >= 0.0
+
+
 def test_choose_threshold_answers_enough_and_declines_the_most():
     bench = _benchmark()
     pos = [0.9, 0.8, 0.7, 0.6, 0.5, 0.45, 0.4, 0.35, 0.3, 0.1]  # 10 answerable
