@@ -239,40 +239,31 @@ _QUESTION_PIECES = frozenset(
 )
 
 
-def holds_all_names(names: Sequence[str], text: str) -> bool:
-    """Every one of `names` occurs in `text` as a phrase, folded as abstain.missing_names does."""
-    from retrieval.abstain import _fold
-
-    found = " " + _fold(text) + " "
-    return all(f" {_fold(n)} " in found for n in names)
-
-
 def named_signals(question: str, passages: Sequence) -> tuple[float, float]:
     """(sentence_named, names_local), two signals aimed at the near miss ("How many vents does
     the Little Lamp have?" finds its best sentence, "8 vents", in the other helmet's passage):
 
     - sentence_named: the best evidence sentence's score among the passages (heading and text)
-      that mention every name of the question; the best sentence's when it names nothing, 0
-      when no passage names everything;
+      that mention every name of the question (abstain.missing_names, one passage at a time);
+      0 when no passage names everything;
     - names_local: 1 when every name is in the best sentence, the sentence before it or its
       passage's heading."""
+    from dataclasses import replace
+
     from assistant.evidence import score_sentences, sentence_spans
-    from retrieval.abstain import question_names
+    from retrieval.abstain import missing_names
 
     scored = score_sentences(question, passages)
     if not scored:
         return 0.0, 0.0
-    names = question_names(question)
-    if not names:
-        return scored[0][0], 1.0
-    named = {i for i, p in enumerate(passages) if holds_all_names(names, f"{p.heading} {p.text}")}
+    named = {i for i, p in enumerate(passages) if not missing_names(question, [p])}
     sentence_named = next((score for score, s in scored if s.passage in named), 0.0)
     best = scored[0][1]
     p = passages[best.passage]
     spans = sentence_spans(p.text)
     before = p.text[spans[best.index - 1][0] : spans[best.index - 1][1]] if best.index > 0 else ""
-    local = holds_all_names(names, f"{p.heading} {before} {p.text[best.start : best.end]}")
-    return sentence_named, 1.0 if local else 0.0
+    around = replace(p, text=f"{before} {p.text[best.start : best.end]}")  # the heading stays
+    return sentence_named, 0.0 if missing_names(question, [around]) else 1.0
 
 
 class Signals:
@@ -373,19 +364,18 @@ class Signals:
         else:
             f["maxsim"] = 0.0
         f["dense_vs_mean"] = best - float(qv @ self.centroid)
-        # near misses: the best sentence may answer for another name than the question's
-        names = abstain.question_names(question)
 
+        # near misses: the best sentence may answer for another name than the question's
         def names_all(i: int) -> bool:
-            return holds_all_names(names, f"{passages[i].heading} {passages[i].text}")
+            return not abstain.missing_names(question, [passages[i]])
 
         f["sentence_named"], f["names_local"] = named_signals(question, passages)
-        f["names_best"] = 1.0 if scored and (not names or names_all(scored[0][1].passage)) else 0.0
+        f["names_best"] = 1.0 if scored and names_all(scored[0][1].passage) else 0.0
         typed = [
             sc
             for sc, s in scored
             if (not shapes or any(sh.search(passages[s.passage].text[s.start : s.end]) for sh in shapes))
-            and (not names or names_all(s.passage))
+            and names_all(s.passage)
         ]
         f["typed_named"] = typed[0] if typed else 0.0
         for key, value in abstain.signals(question, passages, best).items():  # the same signal both ways
