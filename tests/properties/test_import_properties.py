@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -33,8 +35,20 @@ pairs = st.lists(
 )
 
 
+_roots: list[Path] = []  # every example's folder, removed when the module's tests end
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _remove_example_folders():
+    # Not tmp_path: hypothesis runs each test's body many times within one function-scoped fixture.
+    yield
+    while _roots:
+        shutil.rmtree(_roots.pop(), ignore_errors=True)
+
+
 def fresh_store() -> tuple[ExampleStore, Path]:
     root = Path(tempfile.mkdtemp(prefix="tailor-prop-"))
+    _roots.append(root)
     return ExampleStore(Workspace(root / "ws").db), root
 
 
