@@ -78,7 +78,7 @@ bench: setup
 
 # The README's evaluation table, reproduced from scratch in its own workspace: load the demo,
 # tune one adapter on it, evaluate base / base+retrieval / tuned / tuned+retrieval on the test
-# split and the facts set. 18 to 26 minutes on the 2-core machines measured (README: Evaluate, "How long it takes").
+# split and the facts set. 13 to 26 minutes on the 2-core machines measured (README: Evaluate, "How long it takes").
 DEMO_WS ?= demo-workspace
 demo-eval: setup
 	@# never wipe a folder that may hold someone's work: start only from a fresh one
