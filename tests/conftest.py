@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import socket
@@ -354,12 +355,20 @@ def tailor_server(request):
 @pytest.fixture
 def linked_default_model(real_model):
     """Put the already converted default model into a workspace's model cache (a symlink),
-    so a server or CLI started on the *default* model setting skips the 30 s conversion."""
+    so a server or CLI started on the *default* model setting skips the 30 s conversion; and,
+    where llama.cpp is installed, the q8_0 file it runs by default (made once per session)."""
 
     def link(workspace: Path) -> None:
         target = Path(workspace) / "models" / real_model.path.name
         target.parent.mkdir(parents=True, exist_ok=True)
         if not target.exists():
             target.symlink_to(real_model.path, target_is_directory=True)
+        if importlib.util.find_spec("llama_cpp") is not None:
+            from assistant.backends import base_gguf
+
+            made = base_gguf(real_model, real_model.path.parent, "auto", progress=lambda _: None)
+            linked = target.parent / made.name
+            if made != real_model.gguf and not linked.exists():
+                linked.symlink_to(made)
 
     return link
