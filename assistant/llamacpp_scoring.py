@@ -17,8 +17,9 @@ another after the prompt in the same stream, each removed again (`llama_memory_s
 the next. A candidate is a few tokens, so this costs about a decoding step each.
 
 Scores follow the torch backend's definitions (assistant/torch_engine.py). For the default
-model both read the same Q4_1 weights, so they differ by llama.cpp's arithmetic: its matrix
-products round activations to 8 bits, and its cache is f16 (on the tests' f32 model with sharp
+model both start from the same Q4_1 weights (llama.cpp runs them re-encoded as q8_0, see
+assistant/backends.py), so they differ by that rounding and by llama.cpp's arithmetic: its
+matrix products round activations to 8 bits, and its cache is f16 (on the tests' f32 model with sharp
 random weights, up to 0.005 nats per token). With an f32 cache and plain attention
 (`LlamaCppEngine(exact=True)`) the two agree to ~1e-5, which the tests check."""
 

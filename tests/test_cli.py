@@ -116,8 +116,8 @@ def test_every_cli_command_is_documented_in_readme():
 def test_cli_default_model_answers_paris(tmp_path, linked_default_model):
     ws = tmp_path / "ws"
     linked_default_model(ws)
-    # On the torch engine (fp32): the default llama.cpp engine runs the embedded Q4_1 file, whose
-    # greedy first token flips with the CPU's kernels (on an AMX Xeon it began in French, with
+    # On the torch engine (fp32): the default llama.cpp engine runs the embedded Q4_1 file's
+    # weights (as q8_0), whose greedy first token flips with the CPU's kernels (on an AMX Xeon it began in French, with
     # its reference loss within 1% of fp32's); the llama.cpp path has its own agreement tests.
     r = tailor(
         "chat",

@@ -58,9 +58,10 @@ def test_empty_message_is_a_clear_error(tailor_server, tiny_model_dir, tmp_path)
 def test_default_model_answers_paris_through_gradio_client(tailor_server, linked_default_model, tmp_path):
     ws = tmp_path / "ws"
     linked_default_model(ws)
-    # f16 weights: they give the fp32 model's greedy replies. On the default Q4_1 file llama.cpp
-    # answers this bare question "L'Étoile (The City) is the capital of France..." (README: Engine,
-    # the quality table); tests/assistant/test_llamacpp_engine.py asks it of the default weights.
+    # f16 weights: they give the fp32 model's greedy replies. On the default weights (the Q4_1
+    # file, and the q8_0 made from it) llama.cpp answers this bare question in French ("L'Étoile,
+    # la Cité, ..."; README: Engine, the quality table); tests/assistant/test_llamacpp_engine.py
+    # asks the default weights a phrasing without a near-tie.
     server = tailor_server(ws, env={"TAILOR_MODEL": "", "TAILOR_GGUF_WEIGHTS": "f16"})
     client = Client(server.url, verbose=False)
     history, _, _, _ = client.predict("What is the capital of France?", "", "base", "", 0.0, 0.9, 32, api_name="/send")
