@@ -7,8 +7,10 @@ Why: TAILOR_GGUF_WEIGHTS=auto picks q8_0 for the embedded default model over its
 
 - prefill: tokens/s reading a `--prompt`-token prompt in one call (best of `--repeats`);
 - decode: one sequence's next token after a 100-token prompt, ms and tokens/s (median of 12);
-- batch: 2, 4, 8 and 16 next tokens in one call after the same prompt (ms; the ratio to one
-  token is what a batch of that many concurrent replies costs against one reply).
+- batch: 2, 4, 8 and 16 next tokens in one call after the same prompt (ms, and the ratio to one
+  token). llama-cpp-python's `eval` computes logits for the last token only; a batch of that
+  many concurrent replies needs a row of the 49,152-word output head for each (about a fifth
+  of the model's multiply-adds per token), so it costs somewhat more than this.
 
 Each weight type is made once in the benchmarks' model cache, as Tailor makes it. Quality per
 type is `benchmarks/gguf_quality.py`'s table. Greedy, no adapter; the load average before and
