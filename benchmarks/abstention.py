@@ -239,7 +239,15 @@ _QUESTION_PIECES = frozenset(
 )
 
 
-def named_signals(question: str, passages: Sequence) -> tuple[float, float]:
+def named_passages(question: str, passages: Sequence) -> set[int]:
+    """Indices of the passages (heading and text) that mention every name of the question
+    (abstain.missing_names, one passage at a time)."""
+    from retrieval.abstain import missing_names
+
+    return {i for i, p in enumerate(passages) if not missing_names(question, [p])}
+
+
+def named_signals(question: str, passages: Sequence, scored=None, named=None) -> tuple[float, float]:
     """(sentence_named, names_local), two signals aimed at the near miss ("How many vents does
     the Little Lamp have?" finds its best sentence, "8 vents", in the other helmet's passage):
 
@@ -247,16 +255,19 @@ def named_signals(question: str, passages: Sequence) -> tuple[float, float]:
       that mention every name of the question (abstain.missing_names, one passage at a time);
       0 when no passage names everything;
     - names_local: 1 when every name is in the best sentence, the sentence before it or its
-      passage's heading."""
+      passage's heading.
+
+    `scored` (assistant.evidence.score_sentences) and `named` (named_passages) are computed
+    here unless the caller already has them."""
     from dataclasses import replace
 
     from assistant.evidence import score_sentences, sentence_spans
     from retrieval.abstain import missing_names
 
-    scored = score_sentences(question, passages)
+    scored = score_sentences(question, passages) if scored is None else scored
     if not scored:
         return 0.0, 0.0
-    named = {i for i, p in enumerate(passages) if not missing_names(question, [p])}
+    named = named_passages(question, passages) if named is None else named
     sentence_named = next((score for score, s in scored if s.passage in named), 0.0)
     best = scored[0][1]
     p = passages[best.passage]
@@ -366,16 +377,14 @@ class Signals:
         f["dense_vs_mean"] = best - float(qv @ self.centroid)
 
         # near misses: the best sentence may answer for another name than the question's
-        def names_all(i: int) -> bool:
-            return not abstain.missing_names(question, [passages[i]])
-
-        f["sentence_named"], f["names_local"] = named_signals(question, passages)
-        f["names_best"] = 1.0 if scored and names_all(scored[0][1].passage) else 0.0
+        named = named_passages(question, passages)
+        f["sentence_named"], f["names_local"] = named_signals(question, passages, scored, named)
+        f["names_best"] = 1.0 if scored and scored[0][1].passage in named else 0.0
         typed = [
             sc
             for sc, s in scored
             if (not shapes or any(sh.search(passages[s.passage].text[s.start : s.end]) for sh in shapes))
-            and names_all(s.passage)
+            and s.passage in named
         ]
         f["typed_named"] = typed[0] if typed else 0.0
         for key, value in abstain.signals(question, passages, best).items():  # the same signal both ways
