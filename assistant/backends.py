@@ -133,6 +133,7 @@ def load_engine(
     weights: str = "auto",
     models_dir: Path | None = None,
     progress: Callable[[str], None] = log.info,
+    flash_attention: bool = False,
 ) -> ChatEngine:
     """Load the engine for `resolved` on the chosen backend (see the module docstring)."""
     from .torch_engine import TorchEngine
@@ -167,6 +168,7 @@ def load_engine(
         threads=threads,
         parallel=parallel or DEFAULT_PARALLEL,
         top_k=top_k,
+        flash_attention=flash_attention,
     )
     log.info("Loaded %s with %s", resolved.name, engine.describe())
     return engine

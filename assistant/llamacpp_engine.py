@@ -29,6 +29,10 @@ How it runs:
   switching adapters in between (`llama_set_adapters_lora` only swaps pointers).
 - Prompts are the Hugging Face tokenizer's ids (assistant/engine.py), so the prompt, the
   context budget and the token counts are the same as on the torch backend.
+- Attention is plain unless `flash_attention` (TAILOR_FLASH_ATTENTION): how a prompt is cut
+  into batches then no longer changes its logits, as llama.cpp's CPU flash attention did (see
+  __init__). Replies under an adapter still vary a little with what shares their batch (README,
+  Engine, "Attention").
 
 Greedy decoding with a repetition penalty matches transformers: llama.cpp's penalty divides
 positive and multiplies negative logits of every token seen, like transformers'
@@ -109,6 +113,7 @@ class LlamaCppEngine(ChatEngine):
         parallel: int = DEFAULT_PARALLEL,
         top_k: int = 50,
         exact: bool = False,
+        flash_attention: bool = False,
     ):
         import llama_cpp
         from llama_cpp import _logger
@@ -140,9 +145,19 @@ class LlamaCppEngine(ChatEngine):
         cparams.n_batch = cparams.n_ubatch = N_BATCH
         cparams.n_threads = cparams.n_threads_batch = self.threads
         cparams.no_perf = True
+        # Plain attention unless asked (TAILOR_FLASH_ATTENTION): llama.cpp's CPU flash attention
+        # picks one of three kernels by how many of a sequence's tokens a micro-batch holds (under
+        # 64, every next token included, with f16 sums; 64 or more tiled in f32; a next token
+        # after 512+ cached ones split between the threads), so the same prompt
+        # gave other logits, and often another greedy reply, depending on how the scheduler cut
+        # it and what it shared a batch with. Plain attention gives the same logits however the
+        # prompt is cut. Measured in benchmarks/batch_invariance.py (README, Engine).
+        self.flash_attention = bool(flash_attention) and not exact
+        cparams.flash_attn_type = (
+            llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO if self.flash_attention else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        )
         if exact:  # an f32 cache and plain attention: scores match torch's fp32 to ~1e-5 (tests)
             cparams.type_k = cparams.type_v = llama_cpp.GGML_TYPE_F32
-            cparams.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
         self._ctx = llama_cpp.llama_init_from_model(self._model, cparams)
         if not self._ctx:
             llama_cpp.llama_model_free(self._model)
@@ -174,7 +189,10 @@ class LlamaCppEngine(ChatEngine):
         self._thread.start()
 
     def describe(self) -> str:
-        return f"llamacpp ({self.gguf.name}), cpu, {self.threads} threads, {self.parallel} requests per batch"
+        attention = "flash attention" if self.flash_attention else "plain attention"
+        return (
+            f"llamacpp ({self.gguf.name}), cpu, {self.threads} threads, {self.parallel} requests per batch, {attention}"
+        )
 
     @contextlib.contextmanager
     def _between_steps(self):

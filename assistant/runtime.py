@@ -68,6 +68,7 @@ def open_core(settings: Settings, progress: Callable[[str], None] = log.info) ->
             weights=settings.gguf_weights,
             models_dir=workspace.models_dir,
             progress=progress,
+            flash_attention=settings.flash_attention,
         )
     conversations = ConversationLog(workspace.db, settings.accounts())
     chat = ChatService(

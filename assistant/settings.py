@@ -53,6 +53,7 @@ ENV_VARS = (
     "TAILOR_ENGINE_ADAPTER_DIR",
     "TAILOR_PARALLEL",
     "TAILOR_GGUF_WEIGHTS",
+    "TAILOR_FLASH_ATTENTION",
     "TAILOR_LLAMACPP_EXTRA_BUFFERS",
     "TAILOR_API_KEYS",
     "TAILOR_MAX_QUEUE",
@@ -105,6 +106,19 @@ def env_number(name: str, default: float) -> float:
         raise ValueError(f"{name} must be a number, got {raw!r}") from None
 
 
+def env_switch(name: str, default: bool) -> bool:
+    """An on/off setting (on/off, 1/0, true/false, yes/no); anything else raises ValueError
+    naming the variable, rather than meaning off."""
+    raw = (env_str(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in {"1", "on", "true", "yes"}:
+        return True
+    if raw in {"0", "off", "false", "no"}:
+        return False
+    raise ValueError(f"{name} must be on or off, got {raw!r}")
+
+
 @overload
 def _env_int(name: str, default: int) -> int: ...
 @overload
@@ -154,6 +168,9 @@ class Settings:
     # otherwise), "embedded" (a GGUF model's own file; the default model's Q4_1) or f32 / f16 /
     # q8_0, made once (README: Engine, for what each costs in speed and quality).
     gguf_weights: str = "auto"
+    # llama.cpp's flash attention: faster on long cold prompts, but a reply then depends on how
+    # its prompt was cut into batches; off (plain attention), it does not (README: Engine).
+    flash_attention: bool = False
     allow_downloads: bool = False  # never fetch weights from a hub unless asked to
     # Keys for the OpenAI-compatible /v1 API ("Authorization: Bearer <key>"), comma-separated.
     # Without keys /v1 is open on loopback and closed (401) anywhere else. `user:key` binds a
@@ -192,6 +209,7 @@ class Settings:
             engine_adapter_dir=env_str("TAILOR_ENGINE_ADAPTER_DIR"),
             parallel=_env_int("TAILOR_PARALLEL", 8),
             gguf_weights=env_str("TAILOR_GGUF_WEIGHTS", "auto"),
+            flash_attention=env_switch("TAILOR_FLASH_ATTENTION", False),
             allow_downloads=(env_str("TAILOR_ALLOW_DOWNLOADS") or "").lower() in {"1", "true", "yes"},
             api_keys=env_str("TAILOR_API_KEYS"),
             max_queue=_env_int("TAILOR_MAX_QUEUE", 16),

@@ -196,6 +196,7 @@ def _report(store, run_id: str, paired: list[str] | None = None) -> dict:
             "system_prompt": run.options.get("system_prompt"),
             "style_prompt": run.options.get("style_prompt"),  # None unless a prompted arm ran
             "reading": run.options.get("reading"),
+            "engine": run.options.get("engine"),  # None for runs recorded before it was
         },
         "table": {"header": header, "rows": rows},
         "tests": tests,

@@ -274,8 +274,9 @@ class EvalService:
                 dataset_version=evalset.dataset_version,
                 base_model=self.chat.engine.name,
                 arms=arms,
-                # the reading settings are read when each reply is made; recorded so a row can be re-run
-                options={**asdict(options), "reading": reading_settings()},
+                # the reading settings are read when each reply is made; recorded so a row can be re-run,
+                # with the engine (backend, weights, attention: what greedy replies depend on)
+                options={**asdict(options), "reading": reading_settings(), "engine": self.chat.engine.describe()},
                 items=evalset.items,
             )
             cancel = threading.Event()

@@ -181,6 +181,73 @@ def test_a_batch_answers_each_request_on_its_own(engines):
         assert batched.adapter == request[2]
 
 
+@pytest.fixture(scope="module")
+def quantized(engines, sharp_gguf, sharp_model_dir, tmp_path_factory):
+    """The sharp model as q8_0 weights, as the default model runs: llama.cpp then rounds each
+    token's activations to 8 bits on its own, so a token's logits come out bit for bit alike in
+    any batch (f32 weights differ in the last bits between a one-row and a many-row product)."""
+    from assistant.gguf_convert import quantize_gguf
+    from assistant.llamacpp_engine import LlamaCppEngine
+
+    torch_engine, llama = engines
+    gguf = quantize_gguf(sharp_gguf, tmp_path_factory.mktemp("sharp-q8") / "sharp.q8_0.gguf", "q8_0")
+    engine = LlamaCppEngine(
+        gguf, torch_engine.tokenizer, name="tiny", base_folder=sharp_model_dir, eos_ids=llama._eos, max_context=512
+    )
+    yield engine
+    engine.close()
+
+
+@needs_llamacpp
+def test_a_reply_does_not_depend_on_how_its_prompt_was_batched(quantized, monkeypatch):
+    """With the default (plain) attention a token's logits do not depend on how its prompt was
+    cut into batches: the first reply token's logits are bit-for-bit the same read cold (the
+    long prompt in one batch of 64+ tokens), with the prompt cached by an earlier score (the
+    last token alone) and beside requests that are decoding (split into a first micro-batch of
+    one token per sequence and the rest). The reference loss likewise, read cold or after its
+    prompt was cached. llama.cpp's flash attention computes 64+ tokens of one sequence with
+    another kernel than a few tokens: this test then fails, and on the default model the logits
+    moved by up to 0.67, so greedy replies changed with their batch. (Base weights only: replies
+    under an adapter still vary a little with their batch; README, Engine, "Attention".)"""
+    import numpy as np
+
+    llama = quantized
+    assert not llama.flash_attention
+    messages = [{"role": "user", "content": f"{SOURCE} {SOURCE} How much is the deposit, and how do I pay it?"}]
+    target = llama.encode(messages)
+    assert len(target) >= 64
+    rows: list[np.ndarray] = []
+    sample = llama._sample
+
+    def recording(seq, index):
+        if seq.request.ids == target and not seq.new_ids:
+            row = llama._ll.llama_get_logits_ith(llama._ctx, index)
+            rows.append(np.ctypeslib.as_array(row, shape=(llama._n_vocab,)).copy())
+        return sample(seq, index)
+
+    monkeypatch.setattr(llama, "_sample", recording)
+    one = GenerationOptions(temperature=0, max_new_tokens=1)
+    llama.forget_prompts()
+    assert llama.generate(messages, one).cached_tokens == 0  # cold: the whole prompt in one batch
+    llama.forget_prompts()
+    llama.score(messages, "Something else.")  # caches the prompt ...
+    assert llama.generate(messages, one).cached_tokens == len(target) - 1  # ... so one token is read
+    llama.forget_prompts()
+    busy = [llama.stream(PROMPTS[i % 3], GenerationOptions(temperature=0, max_new_tokens=40)) for i in range(3)]
+    for gen in busy:
+        next(iter(gen))  # decoding: the target's prompt shares its first step with their next tokens
+    assert llama.generate(messages, one).cached_tokens == 0
+    assert all(g.wait(60).completion_tokens > 0 for g in busy)
+    assert len(rows) == 3
+    assert np.array_equal(rows[0], rows[1]) and np.array_equal(rows[0], rows[2])
+
+    reply = "Ahoy! The deposit is 45 euros, by card."
+    llama.forget_prompts()
+    cold = llama.score(messages, reply)
+    llama.score(messages, "Something else.")
+    assert llama.score(messages, reply) == cold  # read after the cached prompt: bit for bit
+
+
 @needs_llamacpp
 def test_stop_ends_one_sequence_of_a_batch(engines):
     _, llama = engines
@@ -261,7 +328,10 @@ def test_concurrent_adapter_loading_while_decoding(engines, sharp_model_dir, ran
 # Scoring given text (assistant/llamacpp_scoring.py): torch's numbers on the f32 model, to ~1e-5
 # with an exact engine (f32 cache), within the f16 cache's rounding with the default one.
 SPANS = ["45 euros", "by card", "the counter", "free", "45", "brakes are checked for free at the counter"]
-F16_CACHE = 0.006  # nats per token, the most measured on this sharp model is 0.005
+# nats per token with the default f16 cache and plain attention, which rounds the query and the
+# attention weights to f16: the most measured on this sharp model is 0.008 (0.005 with flash
+# attention, whose kernel for 64+ tokens works in f32 but whose kernel for a few does not)
+F16_CACHE = 0.01
 GROUNDED = [{"role": "system", "content": SOURCE}, {"role": "user", "content": "How much is the deposit?"}]
 
 

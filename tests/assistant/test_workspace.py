@@ -89,6 +89,21 @@ def test_settings_from_env_and_overrides(monkeypatch, tmp_path):
         Settings.from_env()
 
 
+@pytest.mark.parametrize(
+    ("value", "expected"), [(None, False), ("on", True), ("1", True), ("OFF", False), ("no", False)]
+)
+def test_flash_attention_is_an_on_off_switch(monkeypatch, value, expected):
+    if value is not None:
+        monkeypatch.setenv("TAILOR_FLASH_ATTENTION", value)
+    assert Settings.from_env().flash_attention is expected
+
+
+def test_a_switch_that_is_neither_on_nor_off_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("TAILOR_FLASH_ATTENTION", "fast")
+    with pytest.raises(ValueError, match="TAILOR_FLASH_ATTENTION must be on or off, got 'fast'"):
+        Settings.from_env()
+
+
 def test_settings_loopback_and_bad_auth():
     assert Settings(host="127.0.0.1").is_loopback and Settings(host="localhost").is_loopback
     assert not Settings(host="0.0.0.0").is_loopback

@@ -68,6 +68,7 @@ def test_eval_prints_json_and_a_stored_run_can_be_shown(tiny_model_dir, facts_fi
         "answer_ranking": DEFAULT_ANSWER_RANKING,
         "answer_follow": DEFAULT_ANSWER_FOLLOW,
     }
+    assert out["run"]["engine"].split()[0] in {"llamacpp", "torch"}  # what made the replies
     assert [a["key"] for a in out["run"]["arms"]] == ["base", "tiny-lora"]
     assert out["run"]["status"] == "done" and out["run"]["items"] == 3
     assert out["table"]["header"][:2] == ["Arm", "n"] and len(out["table"]["rows"]) == 2
