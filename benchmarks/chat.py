@@ -6,6 +6,9 @@ In one run, on the same prompts, the same weights and the same random LoRA adapt
 all seven projections of the default model):
 
 - `Tailor llamacpp`: Tailor's llama.cpp backend (batching scheduler, GGUF LoRA hot-swapped);
+- `Tailor llamacpp, flash attention`: the same with TAILOR_FLASH_ATTENTION=on (faster on long
+  cold prompts; the default is off so that replies do not depend on their batch, see
+  benchmarks/batch_invariance.py);
 - `Tailor torch`: Tailor's torch backend (transformers + PEFT, one request at a time);
 - `plain generate`: transformers' `generate` on the same PEFT model, called directly;
 - `raw llama-cpp-python`: `llama_cpp.Llama` on the same GGUF with the same GGUF LoRA.
@@ -125,6 +128,17 @@ def main() -> None:
         models_dir=cache,
     )
     llama_engine.load_adapter("bench", adapter_dir)
+    flash_engine = load_engine(
+        resolved,
+        hardware,
+        backend="llamacpp",
+        threads=threads,
+        parallel=max(levels),
+        weights=args.weights,
+        models_dir=cache,
+        flash_attention=True,
+    )
+    flash_engine.load_adapter("bench", adapter_dir)
     torch_engine = TorchEngine.load(resolved, hardware)
     torch_engine.load_adapter("bench", adapter_dir)
     gguf = llama_engine.gguf  # type: ignore[attr-defined]  # a LlamaCppEngine
@@ -202,6 +216,7 @@ def main() -> None:
 
     backends = [
         ("Tailor llamacpp", tailor_call(llama_engine)),
+        ("Tailor llamacpp, flash attention", tailor_call(flash_engine)),
         ("Tailor torch", tailor_call(torch_engine)),
         ("plain generate", plain_call),
         ("raw llama-cpp-python", raw_call),
@@ -252,6 +267,13 @@ def main() -> None:
     print(f"- aggregate, Tailor llamacpp {top} streams / 1 stream: {ll['agg'][top][0] / ll['agg'][1][0]:.2f} [>= 3]")
     print(f"- TTFT, Tailor llamacpp {top} streams / 1 stream: {ll['agg'][top][1] / ll['agg'][1][1]:.2f} [<= 2]")
     print(f"- prefill TTFT, Tailor llamacpp / Tailor torch: {ll['prefill'] / tt['prefill']:.2f} [<= 1]")
+    fa = rows["Tailor llamacpp, flash attention"]
+    print(
+        f"- with flash attention: prefill TTFT / Tailor torch {fa['prefill'] / tt['prefill']:.2f}, "
+        f"decode / raw {fa['rate'] / raw_row['rate']:.2f}, {top} streams / 1 stream "
+        f"{fa['agg'][top][0] / fa['agg'][1][0]:.2f}, "
+        f"TTFT {top} streams / 1 stream {fa['agg'][top][1] / fa['agg'][1][1]:.2f}"
+    )
     warm = tailor_call(llama_engine, cold=False)
     warm(long_prompt, 1, time.perf_counter())
     cached = statistics.median(warm(long_prompt, 1, time.perf_counter())[0] for _ in range(max(3, args.repeats)))
@@ -260,6 +282,7 @@ def main() -> None:
         f"({cached / ll['prefill']:.2f}x the cold {ll['prefill'] * 1000:.0f} ms)"
     )
     llama_engine.close()
+    flash_engine.close()
 
 
 if __name__ == "__main__":
