@@ -7,7 +7,7 @@ all seven projections of the default model):
 
 - `Tailor llamacpp`: Tailor's llama.cpp backend (batching scheduler, GGUF LoRA hot-swapped);
 - `Tailor llamacpp, flash attention`: the same with TAILOR_FLASH_ATTENTION=on (faster on long
-  cold prompts; the default is off so that replies do not depend on their batch, see
+  cold prompts; the default is off so that replies depend far less on their batch, see
   benchmarks/batch_invariance.py);
 - `Tailor torch`: Tailor's torch backend (transformers + PEFT, one request at a time);
 - `plain generate`: transformers' `generate` on the same PEFT model, called directly;
