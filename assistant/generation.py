@@ -45,6 +45,12 @@ class GenerationOptions:
     # so a figure like "€275" is stated once instead of looping on its digits
     # (`assistant.engine.follow_biases`).
     focus_follow: bool = False
+    # Decode so that the reply does not depend on what else is decoding (evaluations): on the
+    # llama.cpp backend a step that would hold this request's one token alone gets a second,
+    # throw-away row, because llama.cpp multiplies one row with other kernels than several and
+    # an adapter's f32 products then round differently (README: Engine, "Attention"). Costs a
+    # little on the steps where the request decodes alone; other backends decode one at a time.
+    batch_invariant: bool = False
 
     def validate(self, context_window: int) -> GenerationOptions:
         if not 0 <= self.temperature <= 2:

@@ -463,9 +463,17 @@ class LlamaCppEngine(ChatEngine):
                 add(seq.last, seq, True)
         if n == 0:
             return []
+        spare = self._second_row(n, seqs)
+        if spare is not None:  # a throw-away row in the next stream, dropped again after the decode
+            stream, pos = spare
+            batch.token[n], batch.pos[n], batch.n_seq_id[n], batch.logits[n] = batch.token[0], pos, 1, False
+            batch.seq_id[n][0] = stream
+            n += 1
         batch.n_tokens = n
         self._use_lora(seqs[0].lora)
         rc = ll.llama_decode(self._ctx, batch)
+        if spare is not None:
+            ll.llama_memory_seq_rm(self._mem, spare[0], spare[1], -1)
         if rc != 0:
             reason = "no room left in the KV cache" if rc == 1 else f"llama_decode returned {rc}"
             for seq in {id(s): s for s in seqs}.values():
@@ -476,6 +484,25 @@ class LlamaCppEngine(ChatEngine):
             self._sample(seq, index)
         # Sequences that just finished their prompt chunk but not the whole prompt continue next step.
         return [s for s in leftover if s.seq_id in self._running]
+
+    def _second_row(self, n: int, seqs: list[_Sequence]) -> tuple[int, int] | None:
+        """(stream, position) for a throw-away second row when this batch holds one token and a
+        request in it asked for `batch_invariant`; None otherwise. llama.cpp multiplies a single
+        row with its own dot products and several with llamafile's sgemm, whose sums round
+        differently: measured, the same reply under an adapter decoded alone and beside other
+        requests parted after a few dozen tokens, and with this row it did not. The row goes
+        to a stream next to the request's (llama.cpp runs one pass per run of consecutive
+        streams) that no request is using, at the end of what that stream holds, so its cache
+        is kept."""
+        if n != 1 or not any(s.request.options.batch_invariant for s in seqs):
+            return None
+        lone = self._batch.seq_id[0][0]
+        for stream in (lone + 1, lone - 1):
+            if 0 <= stream < self.streams and stream not in self._running:
+                pos = self._ll.llama_memory_seq_pos_max(self._mem, stream) + 1  # -1 when empty
+                if pos < self.context_window:
+                    return stream, pos
+        return None
 
     def _sample(self, seq: _Sequence, index: int) -> None:
         if seq.follow is not None:  # into the logits the chain reads, so before its penalty (as torch)

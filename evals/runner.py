@@ -373,8 +373,11 @@ class EvalService:
         reply is written, so each starts from the stream that holds their common start instead
         of reading the sources again (a cache made under one adapter is never read under
         another, so an item-major order shared nothing more)."""
-        gen_options = GenerationOptions(
-            temperature=0, max_new_tokens=options.max_new_tokens, repetition_penalty=options.repetition_penalty
+        gen_options = GenerationOptions(  # the same replies however the items happen to be batched
+            temperature=0,
+            max_new_tokens=options.max_new_tokens,
+            repetition_penalty=options.repetition_penalty,
+            batch_invariant=True,
         )
         window = max(1, self.chat.engine.parallel)
         keys = [(id(routes[arm.key].engine), routes[arm.key].adapter) for arm in arms]

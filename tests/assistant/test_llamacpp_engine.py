@@ -249,6 +249,39 @@ def test_a_reply_does_not_depend_on_how_its_prompt_was_batched(quantized, monkey
 
 
 @needs_llamacpp
+def test_a_batch_invariant_request_never_decodes_a_lone_row(engines, monkeypatch):
+    """llama.cpp multiplies one row with other kernels than several, and under an adapter the
+    replies parted with their batch: a `batch_invariant` request (evaluations) decoding alone
+    gets a throw-away second row in the next stream, which that stream's cache does not keep,
+    and the reply is the one it gets without it (this model's logits are not near ties)."""
+    _, llama = engines
+    rows: list[list[tuple[int, int, bool]]] = []
+    decode = llama._ll.llama_decode
+
+    def recording(ctx, batch):
+        rows.append([(batch.seq_id[i][0], batch.pos[i], bool(batch.logits[i])) for i in range(batch.n_tokens)])
+        return decode(ctx, batch)
+
+    plain = GenerationOptions(temperature=0, max_new_tokens=12, repetition_penalty=1.0)
+    steady = replace(plain, batch_invariant=True)
+    llama.forget_prompts()
+    held = llama.generate(PROMPTS[0], plain, adapter="pirate")  # a cache the spare row must not disturb
+    monkeypatch.setattr(llama._ll, "llama_decode", recording)
+    alone = llama.generate(PROMPTS[2], plain, adapter="pirate")
+    assert all(len(r) == 1 for r in rows[1:]), rows  # alone, plain: one row per step
+    rows.clear()
+    got = llama.generate(PROMPTS[2], steady, adapter="pirate")
+    assert got.text == alone.text
+    steps = [r for r in rows if len(r) <= 2]
+    assert steps and all(len(r) == 2 for r in steps), rows
+    for (stream, _, wanted), (spare, pos, spare_logits) in steps:
+        assert wanted and not spare_logits and abs(spare - stream) == 1
+        assert pos == llama._ll.llama_memory_seq_pos_max(llama._mem, spare) + 1  # dropped after each step
+    again = llama.generate(PROMPTS[0], plain, adapter="pirate")  # the neighbour's cache is intact
+    assert again.cached_tokens == again.prompt_tokens - 1 and again.text == held.text
+
+
+@needs_llamacpp
 def test_stop_ends_one_sequence_of_a_batch(engines):
     _, llama = engines
     long = GenerationOptions(temperature=1.0, top_p=1.0, max_new_tokens=200, repetition_penalty=1.0, seed=2)
