@@ -31,8 +31,9 @@ How it runs:
   context budget and the token counts are the same as on the torch backend.
 - Attention is plain unless `flash_attention` (TAILOR_FLASH_ATTENTION): how a prompt is cut
   into batches then no longer changes its logits, as llama.cpp's CPU flash attention did (see
-  __init__). Replies under an adapter still vary a little with what shares their batch (README,
-  Engine, "Attention").
+  __init__). llama.cpp also multiplies one row with other kernels than several, which moves
+  replies under an adapter now and then: a request that asks for `batch_invariant`
+  (evaluations) never decodes as a lone row (`_second_row`; README, Engine, "Attention").
 
 Greedy decoding with a repetition penalty matches transformers: llama.cpp's penalty divides
 positive and multiplies negative logits of every token seen, like transformers'
