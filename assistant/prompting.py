@@ -13,7 +13,7 @@ from typing import Protocol
 from .errors import ValidationError
 from .evidence import Evidence, choose_evidence, evidence_sentences
 from .generation import MAX_COPY_BIAS, GenerationOptions
-from .settings import env_str
+from .settings import env_str, env_switch
 
 
 @dataclass
@@ -154,14 +154,12 @@ def penalize_sources() -> bool:
 
 
 def _on_off(name: str, default: bool) -> bool:
-    raw = (env_str(name) or "").lower()
-    if not raw:
-        return default
-    if raw in {"1", "on", "true", "yes"}:
-        return True
-    if raw in {"0", "off", "false", "no"}:
-        return False
-    raise ValidationError(f"{name} must be on or off, got {raw!r}")
+    """settings.env_switch, its error as a ValidationError: read per reply, a bad value is the
+    request's error (the chat shows it), not a failure at start."""
+    try:
+        return env_switch(name, default)
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from None
 
 
 # Answer focus (assistant/answer_choice.py): the bias on the answer span chosen by the model's

@@ -118,27 +118,22 @@ def main() -> None:
     lora_gguf = ensure_lora_gguf(adapter_dir, Path(resolved.path))
 
     hardware = pick_hardware("cpu")
-    llama_engine = load_engine(
-        resolved,
-        hardware,
-        backend="llamacpp",
-        threads=threads,
-        parallel=max(levels),
-        weights=args.weights,
-        models_dir=cache,
-    )
-    llama_engine.load_adapter("bench", adapter_dir)
-    flash_engine = load_engine(
-        resolved,
-        hardware,
-        backend="llamacpp",
-        threads=threads,
-        parallel=max(levels),
-        weights=args.weights,
-        models_dir=cache,
-        flash_attention=True,
-    )
-    flash_engine.load_adapter("bench", adapter_dir)
+
+    def llamacpp_engine(flash_attention: bool):
+        engine = load_engine(
+            resolved,
+            hardware,
+            backend="llamacpp",
+            threads=threads,
+            parallel=max(levels),
+            weights=args.weights,
+            models_dir=cache,
+            flash_attention=flash_attention,
+        )
+        engine.load_adapter("bench", adapter_dir)
+        return engine
+
+    llama_engine, flash_engine = llamacpp_engine(False), llamacpp_engine(True)
     torch_engine = TorchEngine.load(resolved, hardware)
     torch_engine.load_adapter("bench", adapter_dir)
     gguf = llama_engine.gguf  # type: ignore[attr-defined]  # a LlamaCppEngine
