@@ -207,8 +207,8 @@ def test_a_reply_does_not_depend_on_how_its_prompt_was_batched(quantized, monkey
     one token per sequence and the rest). The reference loss likewise, read cold or after its
     prompt was cached. llama.cpp's flash attention computes 64+ tokens of one sequence with
     another kernel than a few tokens: this test then fails, and on the default model the logits
-    moved by up to 0.67, so greedy replies changed with their batch. (Base weights only: replies
-    under an adapter still vary a little with their batch; README, Engine, "Attention".)"""
+    moved by up to 0.67, so greedy replies changed with their batch. (No adapter here: under one,
+    a lone row still rounds differently from several; see the next test.)"""
     import numpy as np
 
     llama = quantized
