@@ -11,6 +11,10 @@ TORCH_SPEC ?= torch==2.13.0
 LLAMACPP_SPEC ?= llama-cpp-python==0.3.36
 # Only the library: no tools, examples, tests, server or multimodal parts (a third of the build).
 LLAMACPP_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_OPENSSL=OFF
+# GCC's AMX header (GCC 12 here) says `_tile_loadconfig` reads 8 bytes of its 64, so dead-store
+# elimination drops the tile shapes and llama.cpp's AMX kernels crash on Intel CPUs with AMX
+# (assistant/llamacpp_params.py). Off for GCC, which costs nothing measurable; clang is not affected.
+LLAMACPP_CXXFLAGS ?= $(shell $${CXX:-c++} --version 2>/dev/null | grep -q "Free Software Foundation" && echo "-fno-dse -fno-tree-dse")
 # Test processes (pytest-xdist). Two halve CI on 2 cores: most long tests wait on a server or a
 # worker subprocess, not on the CPU. TEST_WORKERS=0 runs everything in one process (debugging).
 TEST_WORKERS ?= 2
@@ -39,8 +43,16 @@ $(STAMP): pyproject.toml Makefile
 	@if [ -n "$(LLAMACPP_SPEC)" ]; then \
 	  echo "Building llama.cpp ($(LLAMACPP_SPEC)); the first time takes several minutes..."; \
 	  CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc 2>/dev/null || echo 2) CMAKE_ARGS="$(LLAMACPP_CMAKE_ARGS)" \
-	    $(BIN)/python -m pip install -q "$(LLAMACPP_SPEC)" \
+	  CXXFLAGS="$$CXXFLAGS $(LLAMACPP_CXXFLAGS)" $(BIN)/python -m pip install -q "$(LLAMACPP_SPEC)" \
 	  || echo "WARNING: llama-cpp-python did not build; Tailor will use the torch engine (README: Engine)."; \
+	  if $(BIN)/python -c "import llama_cpp" >/dev/null 2>&1 && ! $(OFFLINE) $(BIN)/python -m assistant.llamacpp_params; then \
+	    echo "Rebuilding llama.cpp: the installed build (or pip's cached one) predates the AMX fix..."; \
+	    $(BIN)/python -m pip cache remove llama_cpp_python >/dev/null 2>&1 || true; \
+	    CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc 2>/dev/null || echo 2) CMAKE_ARGS="$(LLAMACPP_CMAKE_ARGS)" \
+	    CXXFLAGS="$$CXXFLAGS $(LLAMACPP_CXXFLAGS)" $(BIN)/python -m pip install -q --force-reinstall --no-deps "$(LLAMACPP_SPEC)" \
+	    && $(OFFLINE) $(BIN)/python -m assistant.llamacpp_params \
+	    || echo "WARNING: llama.cpp's AMX kernels still crash; Tailor keeps them off (slower prompts)."; \
+	  fi; \
 	fi
 	touch $(STAMP)
 

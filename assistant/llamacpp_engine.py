@@ -128,7 +128,7 @@ class LlamaCppEngine(ChatEngine):
         self.top_k = top_k  # sampling keeps the k likeliest tokens first, as transformers' generate does
         self.threads = max(1, threads or os.cpu_count() or 1)
         llama_cpp.llama_backend_init()
-        mparams = model_params(llama_cpp)  # extra buffers off on AMX CPUs: they crashed decoding
+        mparams = model_params(llama_cpp, self.gguf)  # AMX buffers only where the probe passed
         self._model = llama_cpp.llama_model_load_from_file(str(self.gguf).encode(), mparams)
         if not self._model:
             raise ModelError(f"llama.cpp could not load {self.gguf} (see the log above for its reason)")
