@@ -9,8 +9,12 @@ weights, which a batch reads once per step for all its sequences).
 How it runs:
 
 - One scheduler thread owns the llama.cpp context; nothing else calls into it while it works
-  (`_native` lock). Callers that need it between two steps (loading an adapter, scoring) go
-  first: the scheduler waits while any is waiting (`_between_steps`).
+  (`_native` lock). Callers that need it between two steps (loading an adapter) go first: the
+  scheduler waits while any is waiting (`_between_steps`). Scoring, which runs the model, is
+  handed to the scheduler thread itself and runs there between two steps (`_on_scheduler`): every
+  llama.cpp computation stays on that thread and its OpenMP workers, where nothing else runs.
+  On Intel CPUs with AMX that is what keeps llama.cpp's tile configuration, set once per thread,
+  from being released under it by torch's own AMX kernels (assistant/llamacpp_params.py).
 - The KV cache has `parallel + 1` streams of `context_window` positions each (`kv_unified`
   off: no sequence starves another). Each request decodes in one stream with its own sampler
   chain (penalties, temperature, top-p, seed) and its own stop flag; requests beyond
@@ -50,9 +54,10 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .engine import ChatEngine, ReplyDecoder, SpanFollower, require_safetensors
 from .errors import ModelError, ValidationError
@@ -80,6 +85,16 @@ class _Request:
     options: GenerationOptions
     adapter: str | None
     started: float
+
+
+@dataclass
+class _Job:
+    """Work a caller hands to the scheduler thread (`_on_scheduler`), and its outcome."""
+
+    work: Callable[[], Any]
+    done: threading.Event = field(default_factory=threading.Event)
+    result: Any = None
+    error: BaseException | None = None
 
 
 @dataclass
@@ -184,6 +199,7 @@ class LlamaCppEngine(ChatEngine):
         # once, so a caller would otherwise wait until every running reply had ended.
         self._callers = 0
         self._waiting: collections.deque[_Request] = collections.deque()
+        self._jobs: collections.deque[_Job] = collections.deque()  # scoring, run between two steps
         self._running: dict[int, _Sequence] = {}
         self._closing = False
         self._thread = threading.Thread(target=self._loop, daemon=True, name="tailor-llamacpp")
@@ -326,12 +342,15 @@ class LlamaCppEngine(ChatEngine):
     def _loop(self) -> None:
         while True:
             with self._wake:
-                while not self._closing and (self._callers or (not self._waiting and not self._running)):
+                while not self._closing and (
+                    self._callers or (not self._waiting and not self._running and not self._jobs)
+                ):
                     self._wake.wait()
                 if self._closing:
                     break
             try:
                 with self._native:
+                    self._run_jobs()
                     self._admit()
                     self._step()
                     self._free_retired()
@@ -340,10 +359,44 @@ class LlamaCppEngine(ChatEngine):
                 for seq in list(self._running.values()):
                     self._end(seq, "error", f"{exc.__class__.__name__}: {exc}")
         with self._native:
+            with self._wake:
+                jobs, self._jobs = list(self._jobs), collections.deque()
+            for job in jobs:
+                job.error = ModelError("the engine is shut down")
+                job.done.set()
             for seq in list(self._running.values()):
                 self._end(seq, "error", "the engine was shut down")
             while self._waiting:
                 self._reject(self._waiting.popleft(), "error", "the engine was shut down")
+
+    def _on_scheduler(self, work: Callable[[], Any]) -> Any:
+        """Run `work` on the scheduler thread between two steps, holding the context, and return
+        its result (or raise its exception) here."""
+        if threading.current_thread() is self._thread:  # already there, holding the context
+            return work()
+        job = _Job(work)
+        with self._wake:
+            if self._closing:
+                raise ModelError("the engine is shut down")
+            self._jobs.append(job)
+            self._wake.notify_all()
+        job.done.wait()
+        if job.error is not None:
+            raise job.error
+        return job.result
+
+    def _run_jobs(self) -> None:
+        while True:
+            with self._wake:
+                if not self._jobs:
+                    return
+                job = self._jobs.popleft()
+            try:
+                job.result = job.work()
+            except Exception as exc:  # noqa: BLE001  (raised again in the caller's thread)
+                job.error = exc
+            finally:
+                job.done.set()
 
     def _admit(self) -> None:
         while len(self._running) < self.parallel:
@@ -579,31 +632,39 @@ class LlamaCppEngine(ChatEngine):
         if not spans:
             return []
         prompt, conts = self.span_inputs(messages, prefix, spans)
-        with self._scoring_stream(adapter, prompt, len(prompt) - 1) as (seq, reused):
-            return self._scorer.span_logprobs(seq, prompt, reused, conts)
+
+        def work() -> list[tuple[float, int]]:
+            with self._scoring_stream(adapter, prompt, len(prompt) - 1) as (seq, reused):
+                return self._scorer.span_logprobs(seq, prompt, reused, conts)
+
+        return self._on_scheduler(work)
 
     def score(self, messages: Sequence[Message], completion: str, adapter: str | None = None) -> tuple[float, int]:
         self._check_adapter(adapter)
         ids, reply_start = self.score_inputs(messages, completion)
-        with self._scoring_stream(adapter, ids, reply_start - 1) as (seq, reused):
-            return self._scorer.loss(seq, ids, reused, reply_start)
+
+        def work() -> tuple[float, int]:
+            with self._scoring_stream(adapter, ids, reply_start - 1) as (seq, reused):
+                return self._scorer.loss(seq, ids, reused, reply_start)
+
+        return self._on_scheduler(work)
 
     @contextlib.contextmanager
     def _scoring_stream(self, adapter: str | None, ids: list[int], limit: int) -> Iterator[tuple[int, int]]:
-        """A free stream for scoring `ids` under `adapter`, between decoding steps: (stream,
-        tokens of `ids` its cache already holds, at most `limit`). Afterwards the stream's
-        cache holds `ids` for the reply or turn that follows; if scoring failed, nothing."""
-        with self._between_steps():
-            lora, key = self._lora(adapter)
-            free = [i for i in range(self.streams) if i not in self._running]
-            seq, reused = self._take_stream(key, ids, free, limit)
-            self._use_lora(lora)
-            try:
-                yield seq, reused
-            except Exception:
-                self._forget(seq)
-                raise
-            self._held[seq] = (key, list(ids))
+        """A free stream for scoring `ids` under `adapter`, on the scheduler thread between two
+        steps (`_on_scheduler`): (stream, tokens of `ids` its cache already holds, at most
+        `limit`). Afterwards the stream's cache holds `ids` for the reply or turn that follows;
+        if scoring failed, nothing."""
+        lora, key = self._lora(adapter)
+        free = [i for i in range(self.streams) if i not in self._running]
+        seq, reused = self._take_stream(key, ids, free, limit)
+        self._use_lora(lora)
+        try:
+            yield seq, reused
+        except Exception:
+            self._forget(seq)
+            raise
+        self._held[seq] = (key, list(ids))
 
     def close(self) -> None:
         with self._wake:

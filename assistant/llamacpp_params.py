@@ -23,14 +23,15 @@ once per model and build. `python -m assistant.llamacpp_params` probes the embed
 and exits 1 when the buffers crash (what `make setup` uses to rebuild a stale build).
 `TAILOR_LLAMACPP_EXTRA_BUFFERS=1`/`=0` skips the probe and turns the buffers on or off.
 
-One more rule: torch's bf16 products (oneDNN's AMX kernels) and llama.cpp's AMX kernels must not
-run on the same thread. oneDNN releases the tiles after each of its kernels, and llama.cpp
-configures a thread's tiles once (a thread-local flag in `ggml_tile_config_init`), so its next
-product there dies with SIGILL (measured: a bf16 linear on the main thread between two llama.cpp
-prompts on it). Separate threads are fine, each with its own OpenMP pool. The app keeps them
-apart: on a CPU it runs torch in fp32 (no AMX), and training, which uses bf16 on AMX CPUs, runs in
-its own process. A process that mixes them on one thread (the tests: training and raw llama.cpp
-on pytest's thread) calls `keep_onednn_off_amx` before torch runs anything.
+One more rule: torch's AMX kernels (bf16 products, bf16 attention) and llama.cpp's must not run
+on the same thread. torch releases the tiles after its kernels, and llama.cpp configures a
+thread's tiles once (a thread-local flag in `ggml_tile_config_init`), so its next product there
+dies with SIGILL (measured: a bf16 linear layer, or bf16 scaled-dot-product attention, on the
+main thread between two llama.cpp prompts read on it; capping oneDNN with ONEDNN_MAX_CPU_ISA
+covered the first and not the second). On separate threads, each with its own OpenMP pool, both
+run. So every llama.cpp computation of the engine, scoring included, runs on its scheduler thread
+(assistant/llamacpp_engine.py), and raw `llama_cpp.Llama` objects (`open_llama`: benchmarks and
+tests) must run on a thread that never runs torch in bf16.
 
 Only this module and the engine, benchmarks and tests that open llama.cpp models use it."""
 
@@ -75,14 +76,6 @@ def use_extra_buffers(gguf: str | Path | None) -> bool:
     if value in ("0", "false", "no", "off"):
         return False
     return not cpu_has_amx() or (gguf is not None and amx_buffers_work(gguf))
-
-
-def keep_onednn_off_amx() -> None:
-    """Cap oneDNN (torch's CPU kernels) below AMX on AMX CPUs: AVX512-BF16 still runs bf16 work,
-    and leaves llama.cpp's tiles alone (see the module's docstring). oneDNN reads the cap once,
-    at its first kernel, so call this before torch computes anything; a value the user set wins."""
-    if cpu_has_amx():
-        os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
 
 
 def model_params(llama_cpp, gguf: str | Path):

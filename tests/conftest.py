@@ -36,12 +36,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import assistant  # noqa: F401  (before any test imports torch: OpenMP's wait policy as the app sets it)
-from assistant.llamacpp_params import keep_onednn_off_amx
-
-# Tests train in bf16 and run raw llama.cpp on pytest's own thread, which the app never does:
-# oneDNN's AMX kernels would release the tiles llama.cpp's AMX kernels configured on that thread
-# (a SIGILL; assistant/llamacpp_params.py). Before any test imports torch.
-keep_onednn_off_amx()
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"

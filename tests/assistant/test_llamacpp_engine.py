@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import subprocess
+import sys
 import threading
 from dataclasses import replace
 
@@ -596,3 +598,70 @@ def test_unknown_gguf_weights_is_a_clear_error(tiny_model_dir, tmp_path):
 
     with pytest.raises(ModelError, match="TAILOR_GGUF_WEIGHTS must be one of auto, embedded, f32, f16, q8_0"):
         base_gguf(ResolvedModel("tiny", tiny_model_dir, "folder"), tmp_path, "q2")
+
+
+@needs_llamacpp
+def test_scoring_runs_on_the_scheduler_thread(engines, monkeypatch):
+    """Every llama.cpp computation stays on the engine's own thread (and its OpenMP workers):
+    on AMX CPUs a caller's thread may have had its tiles released by torch (next test)."""
+    _, llama = engines
+    seen: list[str] = []
+    real_loss = llama._scorer.loss
+
+    def loss(*args, **kwargs):
+        seen.append(threading.current_thread().name)
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(llama._scorer, "loss", loss)
+    messages = [{"role": "user", "content": "hello there"}]
+    assert llama.score(messages, "hi!")[1] > 0
+    assert seen == ["tailor-llamacpp"] and threading.current_thread().name != "tailor-llamacpp"
+    monkeypatch.setattr(llama._scorer, "loss", lambda *a, **k: 1 / 0)
+    with pytest.raises(ZeroDivisionError):  # the caller gets the scorer's error, the engine goes on
+        llama.score(messages, "hi!")
+    assert llama.generate(messages, GenerationOptions(temperature=0, max_new_tokens=4)).completion_tokens > 0
+
+
+BF16_BETWEEN_SCORES = """
+import sys
+import assistant
+import torch
+from assistant.backends import load_engine
+from assistant.hardware import pick_hardware
+from assistant.models import resolve_model
+from pathlib import Path
+
+engine = load_engine(resolve_model(None, Path(sys.argv[1])), pick_hardware("cpu"), backend="llamacpp",
+                     models_dir=Path(sys.argv[2]), parallel=2)
+messages = [{"role": "user", "content": "When does the shop open on Saturdays? " * 8}]
+first = engine.score(messages, "At ten in the morning.")
+q = torch.randn(1, 4, 64, 64).bfloat16()  # AMX tiles on this thread, released afterwards
+torch.nn.functional.scaled_dot_product_attention(q, q, q, is_causal=True)
+with torch.autocast("cpu", dtype=torch.bfloat16):
+    torch.nn.Linear(576, 1536)(torch.randn(256, 576)).sum().item()
+engine.forget_prompts()  # read the prompt again, not from the cache
+assert engine.score(messages, "At ten in the morning.") == first
+from assistant.llamacpp_params import use_extra_buffers
+assert use_extra_buffers(engine.gguf), "the AMX buffers were not used"
+print("ok", engine.describe())
+"""
+
+
+@needs_llamacpp
+@pytest.mark.real
+def test_torch_amx_on_the_callers_thread_leaves_the_engines_scoring_alone(real_model, real_models_dir, tmp_path):
+    """torch's bf16 attention and products release the AMX tiles of the thread they run on, and
+    llama.cpp sets a thread's tiles once: scoring on the caller's thread then died with SIGILL.
+    The engine scores on its own thread, so a caller may run torch between two scores."""
+    from assistant import llamacpp_params
+
+    gguf = real_model.gguf
+    if not llamacpp_params.cpu_has_amx() or not llamacpp_params.amx_buffers_work(gguf):
+        pytest.skip("needs a CPU with AMX and a llama.cpp build whose AMX kernels work")
+    done = subprocess.run(
+        [sys.executable, "-c", BF16_BETWEEN_SCORES, str(real_models_dir), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0 and done.stdout.startswith("ok"), (done.returncode, done.stderr[-3000:])

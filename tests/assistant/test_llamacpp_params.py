@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -106,63 +104,3 @@ def test_the_probe_passes_on_the_installed_build_with_the_embedded_model():
     works, detail = params.probe(params.probe_command(find_embedded_gguf()))
     assert works is True, detail
     assert float(detail.rsplit("=", 1)[1]) >= params.MIN_AGREEMENT
-
-
-def test_onednn_is_capped_below_amx_only_on_amx_cpus_and_a_users_setting_wins(monkeypatch):
-    for amx, preset, expected in [(True, None, "AVX512_CORE_BF16"), (False, None, None), (True, "AVX2", "AVX2")]:
-        monkeypatch.setattr(params, "cpu_has_amx", lambda amx=amx: amx)
-        if preset is None:
-            monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
-        else:
-            monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", preset)
-        params.keep_onednn_off_amx()
-        assert os.environ.get("ONEDNN_MAX_CPU_ISA") == expected
-
-
-MIXED_THREAD = """
-import sys
-import assistant
-from assistant.llamacpp_params import keep_onednn_off_amx
-keep_onednn_off_amx()
-import llama_cpp, torch
-quiet = llama_cpp.llama_log_callback(lambda level, text, data: None)
-llama_cpp.llama_log_set(quiet, None)
-llama_cpp.llama_backend_init()
-mparams = llama_cpp.llama_model_default_params()
-mparams.use_extra_bufts = True
-model = llama_cpp.llama_model_load_from_file(sys.argv[1].encode(), mparams)
-cparams = llama_cpp.llama_context_default_params()
-cparams.n_ctx = cparams.n_batch = cparams.n_ubatch = 128
-ctx = llama_cpp.llama_init_from_model(model, cparams)
-batch = llama_cpp.llama_batch_init(64, 0, 1)
-def read():
-    llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
-    batch.n_tokens = 64
-    for i in range(64):
-        batch.token[i], batch.pos[i], batch.n_seq_id[i] = 100 + i, i, 1
-        batch.seq_id[i][0], batch.logits[i] = 0, i == 63
-    assert llama_cpp.llama_decode(ctx, batch) == 0
-    return llama_cpp.llama_get_logits_ith(ctx, -1)[0]
-first = read()
-with torch.autocast("cpu", dtype=torch.bfloat16):
-    torch.nn.Linear(576, 1536)(torch.randn(256, 576)).sum().item()
-assert read() == first
-print("ok")
-"""
-
-
-def test_bf16_torch_and_llamacpp_amx_on_one_thread_survive_with_the_cap():
-    """What the tests' conftest relies on: with oneDNN capped, a bf16 product between two prompts
-    read on the same thread leaves llama.cpp's AMX tiles alone (without the cap the second read
-    died with SIGILL on the AMX Xeon, 7 Dec 2026)."""
-    pytest.importorskip("llama_cpp")
-    from assistant.models import find_embedded_gguf
-
-    gguf = find_embedded_gguf()
-    if not params.cpu_has_amx() or not params.amx_buffers_work(gguf):
-        pytest.skip("needs a CPU with AMX and a llama.cpp build whose AMX kernels work")
-    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_MAX_CPU_ISA"}
-    done = subprocess.run(
-        [sys.executable, "-c", MIXED_THREAD, str(gguf)], capture_output=True, text=True, timeout=300, env=env
-    )
-    assert done.returncode == 0 and done.stdout.strip() == "ok", (done.returncode, done.stderr[-2000:])

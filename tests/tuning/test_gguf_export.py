@@ -8,6 +8,7 @@ installed, and compared with the Hugging Face template's text."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import re
@@ -84,7 +85,10 @@ def _greedy(llm, prompt_ids: list[int], eos: int, max_new: int) -> list[int]:
 
 
 def _reply(llm, engine, messages, max_new=16) -> str:
-    ids = _greedy(llm, engine.encode(messages), engine.tokenizer.eos_token_id, max_new)
+    # On a fresh thread: llama.cpp sets a thread's AMX tiles once, and bf16 training earlier in
+    # this test process may have released them on pytest's own (assistant/llamacpp_params.py).
+    with concurrent.futures.ThreadPoolExecutor(1) as fresh:
+        ids = fresh.submit(_greedy, llm, engine.encode(messages), engine.tokenizer.eos_token_id, max_new).result()
     return engine.tokenizer.decode(ids, skip_special_tokens=True).strip()
 
 
