@@ -629,9 +629,6 @@ def _quantize(src: Path, dst: Path, kind: str, *, threads: int) -> None:
 
 
 def _restore_llama_log(llama_cpp: Any) -> None:
-    try:
-        from llama_cpp import _logger
+    from .llamacpp_params import route_llama_log
 
-        llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
-    except (ImportError, AttributeError):
-        llama_cpp.llama_log_set(None, ctypes.c_void_p(0))
+    route_llama_log(llama_cpp)

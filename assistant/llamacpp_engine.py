@@ -63,7 +63,7 @@ from .engine import ChatEngine, ReplyDecoder, SpanFollower, require_safetensors
 from .errors import ModelError, ValidationError
 from .generation import MIN_SAMPLING_TEMPERATURE, Generation, GenerationOptions, Message
 from .hardware import Hardware
-from .llamacpp_params import model_params
+from .llamacpp_params import model_params, route_llama_log
 from .llamacpp_scoring import LlamaCppScorer
 
 log = logging.getLogger(__name__)
@@ -143,6 +143,7 @@ class LlamaCppEngine(ChatEngine):
         self.top_k = top_k  # sampling keeps the k likeliest tokens first, as transformers' generate does
         self.threads = max(1, threads or os.cpu_count() or 1)
         llama_cpp.llama_backend_init()
+        route_llama_log(llama_cpp)
         mparams = model_params(llama_cpp, self.gguf)  # AMX buffers only where the probe passed
         self._model = llama_cpp.llama_model_load_from_file(str(self.gguf).encode(), mparams)
         if not self._model:

@@ -38,6 +38,7 @@ Only this module and the engine, benchmarks and tests that open llama.cpp models
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib.util
 import json
 import logging
@@ -48,6 +49,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from .settings import env_str
 
@@ -76,6 +78,36 @@ def use_extra_buffers(gguf: str | Path | None) -> bool:
     if value in ("0", "false", "no", "off"):
         return False
     return not cpu_has_amx() or (gguf is not None and amx_buffers_work(gguf))
+
+
+_log_callback: Any = None  # the ctypes callback object, kept alive while llama.cpp may call it
+AMX_LORA_FALLBACK = b"cannot use buft 'AMX'"
+
+
+def route_llama_log(llama_cpp) -> None:
+    """llama.cpp's log as llama-cpp-python prints it, less one expected warning: with the AMX
+    buffers on, every adapter load warned once per LoRA tensor (210 lines for the default model's
+    seven projections) that it "cannot use buft 'AMX', fallback to CPU". LoRA tensors are f32,
+    which the AMX kernels do not take; they run on the CPU buffer, as without AMX."""
+    global _log_callback
+    if _log_callback is None:
+        try:
+            from llama_cpp import _logger
+
+            forward: Any = _logger.llama_log_callback
+        except (ImportError, AttributeError):
+            forward = None
+
+        def callback(level: int, text: bytes | None, data: Any) -> None:
+            if text and AMX_LORA_FALLBACK in text:
+                return
+            if forward is not None:
+                forward(level, text, data)
+            elif text:
+                sys.stderr.write(text.decode("utf-8", "replace"))
+
+        _log_callback = llama_cpp.llama_log_callback(callback)
+    llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
 
 
 def model_params(llama_cpp, gguf: str | Path):

@@ -104,3 +104,21 @@ def test_the_probe_passes_on_the_installed_build_with_the_embedded_model():
     works, detail = params.probe(params.probe_command(find_embedded_gguf()))
     assert works is True, detail
     assert float(detail.rsplit("=", 1)[1]) >= params.MIN_AGREEMENT
+
+
+def test_the_log_drops_the_expected_amx_lora_warning_and_passes_the_rest(monkeypatch):
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from llama_cpp import _logger
+
+    seen: list[bytes] = []
+    monkeypatch.setattr(_logger, "llama_log_callback", lambda level, text, data: seen.append(text))
+    monkeypatch.setattr(params, "_log_callback", None)
+    monkeypatch.setattr(llama_cpp, "llama_log_set", lambda callback, data: None)
+    params.route_llama_log(llama_cpp)
+    params._log_callback(
+        3,
+        b"llama_adapter_lora_init_impl: lora for 'blk.0.attn_q.weight' cannot use buft 'AMX', fallback to CPU\n",
+        None,
+    )
+    params._log_callback(4, b"llama_model_load: error loading model\n", None)
+    assert seen == [b"llama_model_load: error loading model\n"]
