@@ -53,6 +53,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ModelError, write_failed
+from .llamacpp_params import route_llama_log
 
 log = logging.getLogger(__name__)
 
@@ -616,7 +617,7 @@ def _quantize(src: Path, dst: Path, kind: str, *, threads: int) -> None:
     try:
         rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
     finally:
-        _restore_llama_log(llama_cpp)
+        route_llama_log(llama_cpp)  # llama-cpp-python's printing, less the expected AMX warnings
     if rc != 0:
         # ggml_log_level ERROR is 4 here (it was 3 in older ggml): match the words too
         errors = [
@@ -626,9 +627,3 @@ def _quantize(src: Path, dst: Path, kind: str, *, threads: int) -> None:
         ]
         reason = "; ".join(dict.fromkeys(e for e in errors if e)) or f"llama_model_quantize returned {rc}"
         raise ModelError(f"llama.cpp could not quantize {src} to {kind}: {reason}")
-
-
-def _restore_llama_log(llama_cpp: Any) -> None:
-    from .llamacpp_params import route_llama_log
-
-    route_llama_log(llama_cpp)

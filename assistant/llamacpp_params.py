@@ -69,15 +69,15 @@ def cpu_has_amx() -> bool:
     return "amx_int8" in flags.split()
 
 
-def use_extra_buffers(gguf: str | Path | None) -> bool:
+def use_extra_buffers(gguf: str | Path) -> bool:
     """Whether llama.cpp may keep this model's weights in its extra (repacked, AMX) buffers here
-    (on an AMX CPU, only a model the probe passed: without a file, no)."""
+    (on an AMX CPU, only a model the probe passed)."""
     value = env_str("TAILOR_LLAMACPP_EXTRA_BUFFERS", "").lower()
     if value in ("1", "true", "yes", "on"):
         return True
     if value in ("0", "false", "no", "off"):
         return False
-    return not cpu_has_amx() or (gguf is not None and amx_buffers_work(gguf))
+    return not cpu_has_amx() or amx_buffers_work(gguf)
 
 
 _log_callback: Any = None  # the ctypes callback object, kept alive while llama.cpp may call it

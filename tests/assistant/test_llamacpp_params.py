@@ -26,7 +26,6 @@ def test_extra_buffers_follow_the_cpu_the_probe_and_the_setting(monkeypatch, env
     monkeypatch.setattr(params, "cpu_has_amx", lambda: amx)
     monkeypatch.setattr(params, "amx_buffers_work", lambda gguf: works)
     assert params.use_extra_buffers("model.gguf") is expected
-    assert params.use_extra_buffers(None) is (expected and (env != "" or not amx))  # no file: not probed
 
 
 def test_high_level_llama_gets_the_same_parameters_and_the_patch_is_undone(monkeypatch):
