@@ -134,6 +134,7 @@ def load_engine(
     models_dir: Path | None = None,
     progress: Callable[[str], None] = log.info,
     flash_attention: bool = False,
+    prefill_chunk: int | None = None,
 ) -> ChatEngine:
     """Load the engine for `resolved` on the chosen backend (see the module docstring)."""
     from .torch_engine import TorchEngine
@@ -143,7 +144,7 @@ def load_engine(
         return TorchEngine.load(resolved, hardware, max_context=max_context)
     from transformers import AutoTokenizer, GenerationConfig
 
-    from .llamacpp_engine import DEFAULT_PARALLEL, LlamaCppEngine
+    from .llamacpp_engine import DEFAULT_PARALLEL, PREFILL_CHUNK, LlamaCppEngine
 
     gguf = base_gguf(resolved, models_dir or Path(resolved.path).parent, weights, progress)
     tokenizer = AutoTokenizer.from_pretrained(resolved.path)
@@ -169,6 +170,7 @@ def load_engine(
         parallel=parallel or DEFAULT_PARALLEL,
         top_k=top_k,
         flash_attention=flash_attention,
+        prefill_chunk=prefill_chunk or PREFILL_CHUNK,
     )
     log.info("Loaded %s with %s", resolved.name, engine.describe())
     return engine

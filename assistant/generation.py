@@ -51,6 +51,11 @@ class GenerationOptions:
     # an adapter's f32 products then round differently (README: Engine, "Attention"). Costs a
     # little on the steps where the request decodes alone; other backends decode one at a time.
     batch_invariant: bool = False
+    # Nobody reads this reply as it streams (evaluations). On the llama.cpp backend a new prompt
+    # beside replies that are watched is read in short chunks, so they keep streaming; beside
+    # background replies only, it is read in whole batches, which answers a batch of questions
+    # about 8% sooner (README: Engine, "Batching").
+    background: bool = False
 
     def validate(self, context_window: int) -> GenerationOptions:
         if not 0 <= self.temperature <= 2:

@@ -28,7 +28,14 @@ How it runs:
   new message after the last turn (`GenerationResult.cached_tokens` counts the reused tokens).
 - A step decodes, for each adapter in use, one batch: the next token of every sequence that
   is generating, plus prompt chunks of newly admitted ones (prefill and decode share the
-  batch, up to `n_batch` tokens). llama.cpp applies adapters per context, not per sequence,
+  batch). While a reply someone watches is generating (anything but an evaluation's
+  `background` replies), a step reads at most `prefill_chunk` prompt tokens
+  (TAILOR_PREFILL_CHUNK), first come first served: a long prompt then holds the replies
+  already running for one short chunk per token instead of a whole `n_batch` of prompt
+  (Sarathi-Serve's chunked prefill). Otherwise prompts are read `n_batch` tokens a step: a
+  burst of short prompts gains nothing from being cut finer, and an evaluation's batch of
+  answers ends about 8% sooner in whole batches (benchmarks/prefill_chunk.py,
+  benchmarks/batch_invariance.py). llama.cpp applies adapters per context, not per sequence,
   so requests for different adapters are grouped: one decode call per adapter per step,
   switching adapters in between (`llama_set_adapters_lora` only swaps pointers).
 - Prompts are the Hugging Face tokenizer's ids (assistant/engine.py), so the prompt, the
@@ -70,6 +77,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PARALLEL = 8  # sequences decoded together; (8 + 1) x 2048 tokens of KV cache is ~430 MB for 135M
 N_BATCH = 512  # tokens per decode call (prompt chunks and next tokens together)
+# Prompt tokens per step while a watched reply is generating (see the module docstring): the
+# longest wait between two of its tokens is then about one such chunk's time.
+PREFILL_CHUNK = 128
 
 
 def _runs(streams: set[int]) -> int:
@@ -130,6 +140,7 @@ class LlamaCppEngine(ChatEngine):
         top_k: int = 50,
         exact: bool = False,
         flash_attention: bool = False,
+        prefill_chunk: int = PREFILL_CHUNK,
     ):
         import llama_cpp
         from llama_cpp import _logger
@@ -142,6 +153,7 @@ class LlamaCppEngine(ChatEngine):
         self.parallel = max(1, int(parallel))
         self.top_k = top_k  # sampling keeps the k likeliest tokens first, as transformers' generate does
         self.threads = max(1, threads or os.cpu_count() or 1)
+        self.prefill_chunk = max(1, min(N_BATCH, int(prefill_chunk)))
         llama_cpp.llama_backend_init()
         route_llama_log(llama_cpp)
         mparams = model_params(llama_cpp, self.gguf)  # AMX buffers only where the probe passed
@@ -209,7 +221,8 @@ class LlamaCppEngine(ChatEngine):
     def describe(self) -> str:
         attention = "flash attention" if self.flash_attention else "plain attention"
         return (
-            f"llamacpp ({self.gguf.name}), cpu, {self.threads} threads, {self.parallel} requests per batch, {attention}"
+            f"llamacpp ({self.gguf.name}), cpu, {self.threads} threads, {self.parallel} requests per batch, "
+            f"{attention}, prompts read {self.prefill_chunk} tokens a step beside running replies"
         )
 
     @contextlib.contextmanager
@@ -467,19 +480,21 @@ class LlamaCppEngine(ChatEngine):
         groups: dict[int, list[_Sequence]] = collections.defaultdict(list)
         for seq in self._running.values():
             groups[id(seq.lora)].append(seq)
+        # While a watched reply is generating, prompts are read `prefill_chunk` tokens a step
+        # (module docstring); beside none, or only evaluations' (`background`), whole batches.
+        watched = any(not s.pending and not s.request.options.background for s in self._running.values())
+        budget = self.prefill_chunk if watched else N_BATCH
         for seqs in groups.values():
-            # Next tokens first (each request's next visible token), then prompt chunks with
-            # what is left of the batch; a long prompt is decoded over several steps.
-            while seqs:
-                seqs = self._decode_group(seqs)
+            # Next tokens first (each request's next visible token), then prompt chunks in
+            # arrival order; a long prompt is decoded over several steps.
+            self._decode_group(seqs, budget)
 
-    def _decode_group(self, seqs: list[_Sequence]) -> list[_Sequence]:
-        """Decode one batch for sequences sharing an adapter; returns those whose prompt chunk
-        did not fit in this batch and still need one now."""
+    def _decode_group(self, seqs: list[_Sequence], budget: int) -> None:
+        """Decode one batch for sequences sharing an adapter: every next token, and at most
+        `budget` prompt tokens, first to the earliest admitted; the other prompts wait."""
         ll, batch = self._ll, self._batch
         n = 0
         outputs: list[tuple[int, _Sequence]] = []  # (batch index, sequence) whose logits we sample
-        leftover: list[_Sequence] = []
 
         def add(token: int, seq: _Sequence, logits: bool) -> None:
             nonlocal n
@@ -499,13 +514,10 @@ class LlamaCppEngine(ChatEngine):
         # in the order they first appear (llama_batch_allocr::split_equal, sequential), and runs
         # the model once per ubatch: 8 next tokens of streams 8, 0..6 cost two passes, 40 % more
         # time per step on 2 cores than streams 0..7 in order.
-        room = N_BATCH - sum(1 for seq in seqs if not seq.pending and seq.last is not None)
+        room = min(budget, N_BATCH - sum(1 for seq in seqs if not seq.pending and seq.last is not None))
         chunks: dict[int, list[int]] = {}
         for seq in seqs:
-            if not seq.pending:
-                continue
-            if room <= 0:
-                leftover.append(seq)
+            if not seq.pending or room <= 0:
                 continue
             chunks[seq.seq_id], seq.pending = seq.pending[:room], seq.pending[room:]
             room -= len(chunks[seq.seq_id])
@@ -517,7 +529,7 @@ class LlamaCppEngine(ChatEngine):
             elif not seq.pending and seq.last is not None:
                 add(seq.last, seq, True)
         if n == 0:
-            return []
+            return
         spare = self._second_row(n, seqs)
         if spare is not None:  # a throw-away row in the next stream, dropped again after the decode
             stream, pos = spare
@@ -534,11 +546,9 @@ class LlamaCppEngine(ChatEngine):
             for seq in {id(s): s for s in seqs}.values():
                 if seq.seq_id in self._running:
                     self._end(seq, "error", reason)
-            return []
+            return
         for index, seq in outputs:
             self._sample(seq, index)
-        # Sequences that just finished their prompt chunk but not the whole prompt continue next step.
-        return [s for s in leftover if s.seq_id in self._running]
 
     def _second_row(self, n: int, seqs: list[_Sequence]) -> tuple[int, int] | None:
         """(stream, position) for a throw-away second row when this batch holds one token and a

@@ -69,6 +69,7 @@ def open_core(settings: Settings, progress: Callable[[str], None] = log.info) ->
             models_dir=workspace.models_dir,
             progress=progress,
             flash_attention=settings.flash_attention,
+            prefill_chunk=settings.prefill_chunk,
         )
     conversations = ConversationLog(workspace.db, settings.accounts())
     chat = ChatService(

@@ -54,6 +54,7 @@ ENV_VARS = (
     "TAILOR_PARALLEL",
     "TAILOR_GGUF_WEIGHTS",
     "TAILOR_FLASH_ATTENTION",
+    "TAILOR_PREFILL_CHUNK",
     "TAILOR_LLAMACPP_EXTRA_BUFFERS",
     "TAILOR_API_KEYS",
     "TAILOR_MAX_QUEUE",
@@ -171,6 +172,9 @@ class Settings:
     # llama.cpp's flash attention: faster on long cold prompts, but a reply then depends on how
     # its prompt was cut into batches; off (plain attention), it does not (README: Engine).
     flash_attention: bool = False
+    # Prompt tokens the llama.cpp backend reads per step while a reply is generating, so a long
+    # prompt holds the running replies for one short chunk at a time (README: Engine).
+    prefill_chunk: int = 128
     allow_downloads: bool = False  # never fetch weights from a hub unless asked to
     # Keys for the OpenAI-compatible /v1 API ("Authorization: Bearer <key>"), comma-separated.
     # Without keys /v1 is open on loopback and closed (401) anywhere else. `user:key` binds a
@@ -210,6 +214,7 @@ class Settings:
             parallel=_env_int("TAILOR_PARALLEL", 8),
             gguf_weights=env_str("TAILOR_GGUF_WEIGHTS", "auto"),
             flash_attention=env_switch("TAILOR_FLASH_ATTENTION", False),
+            prefill_chunk=_env_int("TAILOR_PREFILL_CHUNK", 128),
             allow_downloads=(env_str("TAILOR_ALLOW_DOWNLOADS") or "").lower() in {"1", "true", "yes"},
             api_keys=env_str("TAILOR_API_KEYS"),
             max_queue=_env_int("TAILOR_MAX_QUEUE", 16),

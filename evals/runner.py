@@ -378,6 +378,7 @@ class EvalService:
             max_new_tokens=options.max_new_tokens,
             repetition_penalty=options.repetition_penalty,
             batch_invariant=True,
+            background=True,  # nobody watches these replies stream: prompts may fill whole batches
         )
         window = max(1, self.chat.engine.parallel)
         keys = [(id(routes[arm.key].engine), routes[arm.key].adapter) for arm in arms]

@@ -251,6 +251,58 @@ def test_a_reply_does_not_depend_on_how_its_prompt_was_batched(quantized, monkey
 
 
 @needs_llamacpp
+def test_a_long_prompt_is_read_in_chunks_while_replies_run(quantized, monkeypatch):
+    """While replies are generating, a step reads at most `prefill_chunk` tokens of a new prompt
+    beside their next tokens, so they wait one short chunk per token instead of the whole prompt;
+    alone, or beside an evaluation's `background` replies, the prompt is read in one batch. Its
+    reply is the same every way (plain attention: the logits do not depend on how the prompt was
+    cut)."""
+    llama = quantized
+    monkeypatch.setattr(llama, "prefill_chunk", 16)
+    messages = [{"role": "user", "content": f"{SOURCE} {SOURCE} {SOURCE} How much is the deposit?"}]
+    target = llama.encode(messages)
+    assert len(target) > 3 * 16
+    calls: list[list[tuple[int, int]]] = []
+    decode = llama._ll.llama_decode
+
+    def recording(ctx, batch):
+        calls.append([(batch.seq_id[i][0], batch.pos[i]) for i in range(batch.n_tokens)])
+        return decode(ctx, batch)
+
+    monkeypatch.setattr(llama._ll, "llama_decode", recording)
+    options = GenerationOptions(temperature=0, max_new_tokens=8, repetition_penalty=1.0)
+    llama.forget_prompts()
+    alone = llama.generate(messages, options)
+    assert len(calls[0]) == len(target)  # nothing else running: one batch
+
+    llama.forget_prompts()
+    busy = [llama.stream(PROMPTS[i % 3], GenerationOptions(temperature=0, max_new_tokens=60)) for i in range(3)]
+    for gen in busy:
+        next(iter(gen))  # all three are generating
+    calls.clear()
+    beside = llama.generate(messages, options)
+    assert all(g.wait(60).completion_tokens > 0 for g in busy)
+    stream = next(s for call in calls for s, pos in call if pos == 0)  # the target's: its prompt starts at 0
+    chunks = [[pos for s, pos in call if s == stream and pos < len(target)] for call in calls]
+    chunks = [c for c in chunks if c]
+    assert [p for c in chunks for p in c] == list(range(len(target)))  # read once, in order
+    assert len(chunks) >= len(target) // 16 and all(len(c) <= 16 for c in chunks), [len(c) for c in chunks]
+    shared = [call for call in calls if any(s == stream and pos < len(target) for s, pos in call)]
+    assert sum(1 for call in shared if any(s != stream for s, _ in call)) >= len(chunks) - 1  # beside the replies
+    assert beside.text == alone.text
+
+    llama.forget_prompts()  # beside an evaluation's replies, which nobody watches stream: whole batches
+    background = GenerationOptions(temperature=0, max_new_tokens=60, background=True)
+    busy = [llama.stream(PROMPTS[i % 3], background) for i in range(3)]
+    for gen in busy:
+        next(iter(gen))
+    calls.clear()
+    assert llama.generate(messages, options).text == alone.text
+    assert all(g.wait(60).completion_tokens > 0 for g in busy)
+    assert max(len(call) for call in calls) > len(target)  # the whole prompt beside their next tokens
+
+
+@needs_llamacpp
 def test_a_batch_invariant_request_never_decodes_a_lone_row(engines, monkeypatch):
     """llama.cpp multiplies one row with other kernels than several, and under an adapter the
     replies parted with their batch: a `batch_invariant` request (evaluations) decoding alone

@@ -98,6 +98,15 @@ def test_flash_attention_is_an_on_off_switch(monkeypatch, value, expected):
     assert Settings.from_env().flash_attention is expected
 
 
+def test_prefill_chunk_is_read_from_the_environment(monkeypatch):
+    assert Settings.from_env().prefill_chunk == 128
+    monkeypatch.setenv("TAILOR_PREFILL_CHUNK", "32")
+    assert Settings.from_env().prefill_chunk == 32
+    monkeypatch.setenv("TAILOR_PREFILL_CHUNK", "lots")
+    with pytest.raises(ValueError, match="TAILOR_PREFILL_CHUNK"):
+        Settings.from_env()
+
+
 def test_a_switch_that_is_neither_on_nor_off_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("TAILOR_FLASH_ATTENTION", "fast")
     with pytest.raises(ValueError, match="TAILOR_FLASH_ATTENTION must be on or off, got 'fast'"):
