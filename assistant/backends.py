@@ -170,7 +170,7 @@ def load_engine(
         parallel=parallel or DEFAULT_PARALLEL,
         top_k=top_k,
         flash_attention=flash_attention,
-        prefill_chunk=prefill_chunk or PREFILL_CHUNK,
+        prefill_chunk=PREFILL_CHUNK if prefill_chunk is None else prefill_chunk,
     )
     log.info("Loaded %s with %s", resolved.name, engine.describe())
     return engine

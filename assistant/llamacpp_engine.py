@@ -153,7 +153,8 @@ class LlamaCppEngine(ChatEngine):
         self.parallel = max(1, int(parallel))
         self.top_k = top_k  # sampling keeps the k likeliest tokens first, as transformers' generate does
         self.threads = max(1, threads or os.cpu_count() or 1)
-        self.prefill_chunk = max(1, min(N_BATCH, int(prefill_chunk)))
+        # 0 (or less) turns the chunking off: prompts are read in whole batches, as before
+        self.prefill_chunk = N_BATCH if int(prefill_chunk) <= 0 else min(N_BATCH, int(prefill_chunk))
         llama_cpp.llama_backend_init()
         route_llama_log(llama_cpp)
         mparams = model_params(llama_cpp, self.gguf)  # AMX buffers only where the probe passed

@@ -81,14 +81,17 @@ def use_extra_buffers(gguf: str | Path) -> bool:
 
 
 _log_callback: Any = None  # the ctypes callback object, kept alive while llama.cpp may call it
-AMX_LORA_FALLBACK = b"cannot use buft 'AMX'"
+# "lora for 'blk.0.attn_q.weight' cannot use buft 'AMX', fallback to CPU", or 'CPU_REPACK'
+LORA_FALLBACK = (b"cannot use buft '", b"fallback to CPU")
 
 
 def route_llama_log(llama_cpp) -> None:
-    """llama.cpp's log as llama-cpp-python prints it, less one expected warning: with the AMX
+    """llama.cpp's log as llama-cpp-python prints it, less one expected warning: with extra
     buffers on, every adapter load warned once per LoRA tensor (210 lines for the default model's
-    seven projections) that it "cannot use buft 'AMX', fallback to CPU". LoRA tensors are f32,
-    which the AMX kernels do not take; they run on the CPU buffer, as without AMX."""
+    seven projections) that it "cannot use buft 'AMX', fallback to CPU" (on Intel CPUs with
+    AMX), or 'CPU_REPACK' (weights repacked for AVX2/AVX-512 or ARM kernels, e.g. a Q4_0 model
+    on an AMD EPYC). LoRA tensors are f32, which those kernels do not take; they run on the
+    CPU buffer, as without extra buffers."""
     global _log_callback
     if _log_callback is None:
         try:
@@ -99,7 +102,7 @@ def route_llama_log(llama_cpp) -> None:
             forward = None
 
         def callback(level: int, text: bytes | None, data: Any) -> None:
-            if text and AMX_LORA_FALLBACK in text:
+            if text and all(part in text for part in LORA_FALLBACK):
                 return
             if forward is not None:
                 forward(level, text, data)

@@ -303,6 +303,29 @@ def test_a_long_prompt_is_read_in_chunks_while_replies_run(quantized, monkeypatc
 
 
 @needs_llamacpp
+@pytest.mark.parametrize(("asked", "chunk"), [(0, 512), (-5, 512), (64, 64), (4096, 512)])
+def test_prefill_chunk_zero_means_whole_batches(engines, sharp_gguf, sharp_model_dir, asked, chunk):
+    from assistant.llamacpp_engine import N_BATCH, LlamaCppEngine
+
+    torch_engine, llama = engines
+    engine = LlamaCppEngine(
+        sharp_gguf,
+        torch_engine.tokenizer,
+        name="tiny",
+        base_folder=sharp_model_dir,
+        eos_ids=llama._eos,
+        max_context=256,
+        parallel=1,
+        prefill_chunk=asked,
+    )
+    try:
+        assert N_BATCH == 512 and engine.prefill_chunk == chunk
+        assert f"prompts read {chunk} tokens a step" in engine.describe()
+    finally:
+        engine.close()
+
+
+@needs_llamacpp
 def test_a_batch_invariant_request_never_decodes_a_lone_row(engines, monkeypatch):
     """llama.cpp multiplies one row with other kernels than several, and under an adapter the
     replies parted with their batch: a `batch_invariant` request (evaluations) decoding alone

@@ -105,7 +105,7 @@ def test_the_probe_passes_on_the_installed_build_with_the_embedded_model():
     assert float(detail.rsplit("=", 1)[1]) >= params.MIN_AGREEMENT
 
 
-def test_the_log_drops_the_expected_amx_lora_warning_and_passes_the_rest(monkeypatch):
+def test_the_log_drops_the_expected_lora_buffer_warnings_and_passes_the_rest(monkeypatch):
     llama_cpp = pytest.importorskip("llama_cpp")
     from llama_cpp import _logger
 
@@ -119,5 +119,14 @@ def test_the_log_drops_the_expected_amx_lora_warning_and_passes_the_rest(monkeyp
         b"llama_adapter_lora_init_impl: lora for 'blk.0.attn_q.weight' cannot use buft 'AMX', fallback to CPU\n",
         None,
     )
+    params._log_callback(
+        3,
+        b"llama_adapter_lora_init_impl: lora for 'blk.9.ffn_up.weight' cannot use buft 'CPU_REPACK', fallback to CPU\n",
+        None,
+    )
     params._log_callback(4, b"llama_model_load: error loading model\n", None)
-    assert seen == [b"llama_model_load: error loading model\n"]
+    params._log_callback(3, b"load_tensors: cannot use buft 'CPU_REPACK' for this tensor\n", None)
+    assert seen == [
+        b"llama_model_load: error loading model\n",
+        b"load_tensors: cannot use buft 'CPU_REPACK' for this tensor\n",
+    ]
