@@ -245,7 +245,8 @@ def main() -> None:
         f"prefill prompt {len(ids_of[id(long_prompt)])} tokens; "
         f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f}; OpenMP: "
         f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}, "
-        f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT', '(unset)')}\n"
+        f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT', '(unset)')}; Tailor's llama.cpp engine: "
+        f"{llama_engine.describe()}\n"
     )
     head = ["backend", "TTFT ms", "decode tok/s", "prefill TTFT ms"] + [f"{s} streams tok/s (TTFT ms)" for s in levels]
     print("| " + " | ".join(head) + " |")
