@@ -32,7 +32,9 @@ How it runs:
   `background` replies), a step reads at most `prefill_chunk` prompt tokens
   (TAILOR_PREFILL_CHUNK), first come first served: a long prompt then holds the replies
   already running for one short chunk per token instead of a whole `n_batch` of prompt
-  (Sarathi-Serve's chunked prefill). Otherwise prompts are read `n_batch` tokens a step: a
+  (Sarathi-Serve's chunked prefill); scoring, which runs between two steps, reads its
+  prompt in the same chunks and lets the running replies step between them
+  (`_between_chunks`). Otherwise prompts are read `n_batch` tokens a step: a
   burst of short prompts gains nothing from being cut finer, and an evaluation's batch of
   answers ends about 8% sooner in whole batches (benchmarks/prefill_chunk.py,
   benchmarks/batch_invariance.py). llama.cpp applies adapters per context, not per sequence,
@@ -205,7 +207,16 @@ class LlamaCppEngine(ChatEngine):
         self._used_at: dict[int, float] = {}
         self._retired: list[object] = []  # replaced adapters, freed once no sequence uses them
         self._current_lora: object | None = None  # the adapter set on the context now
-        self._scorer = LlamaCppScorer(llama_cpp, self._ctx, self._batch, n_batch=N_BATCH, n_vocab=self._n_vocab)
+        self._scoring: tuple[int, object | None] | None = None  # (stream, adapter) of the scoring in progress
+        self._scorer = LlamaCppScorer(
+            llama_cpp,
+            self._ctx,
+            self._batch,
+            n_batch=N_BATCH,
+            n_vocab=self._n_vocab,
+            chunk=self._prompt_budget,
+            between=self._between_chunks,
+        )
         self._native = threading.Lock()  # held while llama.cpp works on the context
         self._wake = threading.Condition()
         # Callers waiting for the context between two steps (scoring, adapter loads). The
@@ -481,14 +492,33 @@ class LlamaCppEngine(ChatEngine):
         groups: dict[int, list[_Sequence]] = collections.defaultdict(list)
         for seq in self._running.values():
             groups[id(seq.lora)].append(seq)
-        # While a watched reply is generating, prompts are read `prefill_chunk` tokens a step
-        # (module docstring); beside none, or only evaluations' (`background`), whole batches.
-        watched = any(not s.pending and not s.request.options.background for s in self._running.values())
-        budget = self.prefill_chunk if watched else N_BATCH
+        budget = self._prompt_budget()
         for seqs in groups.values():
             # Next tokens first (each request's next visible token), then prompt chunks in
             # arrival order; a long prompt is decoded over several steps.
             self._decode_group(seqs, budget)
+
+    def _prompt_budget(self) -> int:
+        """Prompt tokens a step (or a scoring chunk) may read: `prefill_chunk` while a watched
+        reply is generating (module docstring); beside none, or only evaluations' (`background`),
+        a whole batch."""
+        watched = any(not s.pending and not s.request.options.background for s in self._running.values())
+        return self.prefill_chunk if watched else N_BATCH
+
+    def _between_chunks(self) -> None:
+        """Between two chunks of a prompt being scored (on the scheduler thread, in a job): one
+        step for the running replies when a watched one is generating, so scoring a long prompt
+        holds them for one chunk at a time, as a new request's prompt does. New requests still
+        wait for the job. The scoring's adapter is set again afterwards."""
+        if self._scoring is None or self._prompt_budget() == N_BATCH:
+            return
+        try:
+            self._step()
+        except Exception as exc:  # as in _loop: the running replies fail, the scoring goes on
+            log.exception("llama.cpp step failed")
+            for seq in list(self._running.values()):
+                self._end(seq, "error", f"{exc.__class__.__name__}: {exc}")
+        self._use_lora(self._scoring[1])
 
     def _decode_group(self, seqs: list[_Sequence], budget: int) -> None:
         """Decode one batch for sequences sharing an adapter: every next token, and at most
@@ -563,8 +593,9 @@ class LlamaCppEngine(ChatEngine):
         if n != 1 or not any(s.request.options.batch_invariant for s in seqs):
             return None
         lone = self._batch.seq_id[0][0]
+        scoring = self._scoring[0] if self._scoring is not None else None
         for stream in (lone + 1, lone - 1):
-            if 0 <= stream < self.streams and stream not in self._running:
+            if 0 <= stream < self.streams and stream not in self._running and stream != scoring:
                 pos = self._ll.llama_memory_seq_pos_max(self._mem, stream) + 1  # -1 when empty
                 if pos < self.context_window:
                     return stream, pos
@@ -671,11 +702,14 @@ class LlamaCppEngine(ChatEngine):
         free = [i for i in range(self.streams) if i not in self._running]
         seq, reused = self._take_stream(key, ids, free, limit)
         self._use_lora(lora)
+        self._scoring = (seq, lora)  # replies may step between its chunks (`_between_chunks`)
         try:
             yield seq, reused
         except Exception:
             self._forget(seq)
             raise
+        finally:
+            self._scoring = None
         self._held[seq] = (key, list(ids))
 
     def close(self) -> None:

@@ -25,7 +25,7 @@ random weights, up to 0.008 nats per token). With an f32 cache and plain attenti
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -38,12 +38,27 @@ class LlamaCppScorer:
     """Log-probabilities of given tokens in one stream of a llama.cpp context. Not thread-safe:
     the engine calls it under its lock, with the stream's adapter already set."""
 
-    def __init__(self, ll, ctx, batch, *, n_batch: int, n_vocab: int):
+    def __init__(
+        self,
+        ll,
+        ctx,
+        batch,
+        *,
+        n_batch: int,
+        n_vocab: int,
+        chunk: Callable[[], int] | None = None,
+        between: Callable[[], None] | None = None,
+    ):
         self._ll, self._ctx, self._batch = ll, ctx, batch
         self._mem = ll.llama_get_memory(ctx)
         self.n_batch = n_batch
         self._n_vocab = n_vocab
         self.last_row = np.zeros(0)  # the distribution a WHOLE_ROW target asked for
+        # A prompt is read `chunk()` tokens at a time, and `between()` runs after each chunk but
+        # the last: the engine decodes its running replies' next tokens there, so a long prompt
+        # being scored holds them for one chunk at a time (assistant/llamacpp_engine.py).
+        self._chunk = chunk or (lambda: n_batch)
+        self._between = between or (lambda: None)
 
     def _decode(self, seq: int, tokens: Sequence[tuple[int, int, int | None]]) -> list[float]:
         """Decode (token, position, target) in stream `seq` in one batch; for each entry with
@@ -80,9 +95,13 @@ class LlamaCppScorer:
         batches; the log-probability of `targets[i]` after position i, for each i in
         `targets` (all at or after `start`), in order."""
         out: list[float] = []
-        for first in range(start, len(ids), self.n_batch):
-            chunk = ids[first : first + self.n_batch]
+        first = start
+        while first < len(ids):
+            if first > start:
+                self._between()  # may decode other streams: this stream's logits were read already
+            chunk = ids[first : first + max(1, min(self.n_batch, self._chunk()))]
             out += self._decode(seq, [(t, first + i, targets.get(first + i)) for i, t in enumerate(chunk)])
+            first += len(chunk)
         return out
 
     def span_logprobs(

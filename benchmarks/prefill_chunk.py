@@ -14,6 +14,9 @@ engine did before the chunk existed, for prompts that fit one batch together):
   and the running replies' tokens/s over the whole run.
 - **eight at once**: eight short chat prompts arrive together (96 new tokens each); median and
   last time to first token, and aggregate tokens/s.
+- **scoring beside running replies**: the answer choice's scoring of the long prompt (three
+  candidate spans) while three chat replies decode; the longest wait between two of their
+  tokens meanwhile, and how long the scoring took.
 
 Every prompt is read cold (the engine's prompt cache is emptied first). Greedy, no adapter, no
 repetition penalty; medians over `--rounds`, each round runs every chunk size once in turn. The
@@ -82,6 +85,27 @@ def long_beside_running(engine, chats, long_prompt) -> dict:
     }
 
 
+def scored_beside_running(engine, chats, long_prompt) -> dict:
+    """The answer choice's scoring of the long prompt (span log-probabilities, on the scheduler
+    thread between two steps) while three replies are decoding."""
+    engine.forget_prompts()
+    stamps: list[list[float]] = [[] for _ in chats]
+    started = [timed(engine, m, 160, s) for m, s in zip(chats, stamps)]
+    while min(len(s) for s in stamps) < 8:
+        time.sleep(0.005)
+    arrived = time.perf_counter()
+    engine.span_logprobs(long_prompt, "The answer is", [" 9:00", " 10:00-16:00", " Saturdays"])
+    done = time.perf_counter()
+    for _, t in started:
+        t.join()
+    gaps = []
+    for s in stamps:
+        points = [t for t in s if t < arrived][-1:] + [t for t in s if arrived <= t <= done]
+        points += [t for t in s if t > done][:1]
+        gaps += [b - a for a, b in zip(points, points[1:])]
+    return {"gap": max(gaps) if gaps else 0.0, "took": done - arrived}
+
+
 def eight_at_once(engine, chats) -> dict:
     engine.forget_prompts()
     start = time.perf_counter()
@@ -124,11 +148,17 @@ def main() -> None:
     long_prompt = build_messages([], "When does the shop open on Saturdays?", "", passages)
     described = engine.describe()
     timed(engine, chats[0], 4, [])[1].join()  # warm up
-    results: dict[int, list[tuple[dict, dict]]] = {c: [] for c in chunks}
+    results: dict[int, list[tuple[dict, dict, dict]]] = {c: [] for c in chunks}
     for _ in range(args.rounds):
         for chunk in chunks:
             engine.prefill_chunk = chunk  # type: ignore[attr-defined]  # read at every step
-            results[chunk].append((long_beside_running(engine, chats[:3], long_prompt), eight_at_once(engine, chats)))
+            results[chunk].append(
+                (
+                    long_beside_running(engine, chats[:3], long_prompt),
+                    eight_at_once(engine, chats),
+                    scored_beside_running(engine, chats[:3], long_prompt),
+                )
+            )
             print(f"measured chunk {chunk}", file=sys.stderr, flush=True)
     prompt_tokens = results[chunks[0]][0][0]["prompt"]
     engine.close()
@@ -149,6 +179,8 @@ def main() -> None:
         "8 at once: median TTFT, ms",
         "last TTFT, ms",
         "aggregate tok/s",
+        "scoring the long prompt: longest wait, ms",
+        "scoring took, ms",
     ]
     print("| " + " | ".join(head) + " |")
     print("|" + "|".join("---" for _ in head) + "|")
@@ -161,6 +193,8 @@ def main() -> None:
             f"{med(c, 1, 'median') * 1000:.0f}",
             f"{med(c, 1, 'last') * 1000:.0f}",
             f"{med(c, 1, 'rate'):.1f}",
+            f"{med(c, 2, 'gap') * 1000:.0f}",
+            f"{med(c, 2, 'took') * 1000:.0f}",
         ]
         print("| " + " | ".join(cells) + " |")
 

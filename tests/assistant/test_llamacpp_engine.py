@@ -303,6 +303,48 @@ def test_a_long_prompt_is_read_in_chunks_while_replies_run(quantized, monkeypatc
 
 
 @needs_llamacpp
+def test_scoring_a_long_prompt_lets_running_replies_step_between_its_chunks(quantized, monkeypatch):
+    """Scoring (the answer choice, a reference loss) runs between two steps on the scheduler
+    thread; while watched replies are generating it reads its prompt `prefill_chunk` tokens at
+    a time and lets them decode a token between two chunks, so they are not held for the whole
+    prompt. The score is the one it gets alone, bit for bit, and the replies are unharmed."""
+    llama = quantized
+    monkeypatch.setattr(llama, "prefill_chunk", 16)
+    messages = [{"role": "user", "content": f"{SOURCE} {SOURCE} {SOURCE} How much is the deposit?"}]
+    reply = "Ahoy! The deposit is 45 euros, by card."
+    ids, _ = llama.score_inputs(messages, reply)
+    llama.forget_prompts()
+    alone = llama.score(messages, reply)
+    greedy = GenerationOptions(temperature=0, max_new_tokens=60, repetition_penalty=1.0)
+    quiet = [llama.generate(PROMPTS[i % 3], greedy).text for i in range(3)]
+
+    calls: list[list[tuple[int, int]]] = []
+    decode = llama._ll.llama_decode
+
+    def recording(ctx, batch):
+        calls.append([(batch.seq_id[i][0], batch.pos[i]) for i in range(batch.n_tokens)])
+        return decode(ctx, batch)
+
+    llama.forget_prompts()
+    busy = [llama.stream(PROMPTS[i % 3], greedy) for i in range(3)]
+    for gen in busy:
+        next(iter(gen))  # all three are generating
+    monkeypatch.setattr(llama._ll, "llama_decode", recording)
+    assert llama.score(messages, reply) == alone
+    assert [g.wait(60).text for g in busy] == quiet
+    stream = next(s for call in calls for s, pos in call if pos == 0)  # the scored prompt's stream
+    mine = [i for i, call in enumerate(calls) if any(s == stream for s, _ in call)]
+    chunks = [[pos for s, pos in calls[i] if s == stream] for i in mine]
+    assert [p for c in chunks for p in c] == list(range(len(ids)))  # read once, in order
+    assert len(chunks) >= len(ids) // 16 and all(len(c) <= 16 for c in chunks), [len(c) for c in chunks]
+    assert all(len(calls[i]) == len(chunks[k]) for k, i in enumerate(mine))  # scoring decodes alone ...
+    between = [calls[a + 1 : b] for a, b in zip(mine, mine[1:])]
+    assert all(
+        steps and all(s != stream for call in steps for s, _ in call) for steps in between
+    )  # ... replies step between
+
+
+@needs_llamacpp
 @pytest.mark.parametrize(("asked", "chunk"), [(0, 512), (-5, 512), (64, 64), (4096, 512)])
 def test_prefill_chunk_zero_means_whole_batches(engines, sharp_gguf, sharp_model_dir, asked, chunk):
     from assistant.llamacpp_engine import N_BATCH, LlamaCppEngine
