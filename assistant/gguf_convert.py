@@ -617,7 +617,7 @@ def _quantize(src: Path, dst: Path, kind: str, *, threads: int) -> None:
     try:
         rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
     finally:
-        route_llama_log(llama_cpp)  # llama-cpp-python's printing, less the expected AMX warnings
+        route_llama_log(llama_cpp)  # llama-cpp-python's printing, less the expected LoRA buffer warnings
     if rc != 0:
         # ggml_log_level ERROR is 4 here (it was 3 in older ggml): match the words too
         errors = [

@@ -380,10 +380,8 @@ class LlamaCppEngine(ChatEngine):
                     self._admit()
                     self._step()
                     self._free_retired()
-            except Exception as exc:  # never let the scheduler die: fail what was running
-                log.exception("llama.cpp step failed")
-                for seq in list(self._running.values()):
-                    self._end(seq, "error", f"{exc.__class__.__name__}: {exc}")
+            except Exception as exc:  # noqa: BLE001  never let the scheduler die: fail what was running (logged)
+                self._fail_running(exc)
         with self._native:
             with self._wake:
                 jobs, self._jobs = list(self._jobs), collections.deque()
@@ -514,11 +512,15 @@ class LlamaCppEngine(ChatEngine):
             return
         try:
             self._step()
-        except Exception as exc:  # as in _loop: the running replies fail, the scoring goes on
-            log.exception("llama.cpp step failed")
-            for seq in list(self._running.values()):
-                self._end(seq, "error", f"{exc.__class__.__name__}: {exc}")
+        except Exception as exc:  # noqa: BLE001  as in _loop: the running replies fail (logged), the scoring goes on
+            self._fail_running(exc)
         self._use_lora(self._scoring[1])
+
+    def _fail_running(self, exc: Exception) -> None:
+        """A step raised (in `_loop` or between scoring chunks): log it and fail every running reply."""
+        log.exception("llama.cpp step failed")
+        for seq in list(self._running.values()):
+            self._end(seq, "error", f"{exc.__class__.__name__}: {exc}")
 
     def _decode_group(self, seqs: list[_Sequence], budget: int) -> None:
         """Decode one batch for sequences sharing an adapter: every next token, and at most

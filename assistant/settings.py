@@ -172,8 +172,9 @@ class Settings:
     # llama.cpp's flash attention: faster on long cold prompts, but a reply then depends on how
     # its prompt was cut into batches; off (plain attention), it does not (README: Engine).
     flash_attention: bool = False
-    # Prompt tokens the llama.cpp backend reads per step while a reply is generating, so a long
-    # prompt holds the running replies for one short chunk at a time (README: Engine).
+    # Prompt tokens the llama.cpp backend reads per step while a watched reply is generating
+    # (0: whole batches), so a long prompt holds the running replies for one short chunk at a
+    # time (README: Engine).
     prefill_chunk: int = 128
     allow_downloads: bool = False  # never fetch weights from a hub unless asked to
     # Keys for the OpenAI-compatible /v1 API ("Authorization: Bearer <key>"), comma-separated.

@@ -183,19 +183,42 @@ def test_a_batch_answers_each_request_on_its_own(engines):
         assert batched.adapter == request[2]
 
 
+def tiny_llamacpp(engines, gguf, model_dir, **options):
+    """Another llama.cpp engine on the tests' tiny model, with the fixture engines' tokenizer."""
+    from assistant.llamacpp_engine import LlamaCppEngine
+
+    torch_engine, llama = engines
+    return LlamaCppEngine(
+        gguf, torch_engine.tokenizer, name="tiny", base_folder=model_dir, eos_ids=llama._eos, **options
+    )
+
+
+def record_decodes(llama, monkeypatch) -> list[list[tuple[int, int]]]:
+    """From now on, each llama_decode call's (stream, position) rows, in call order."""
+    calls: list[list[tuple[int, int]]] = []
+    decode = llama._ll.llama_decode
+
+    def recording(ctx, batch):
+        calls.append([(batch.seq_id[i][0], batch.pos[i]) for i in range(batch.n_tokens)])
+        return decode(ctx, batch)
+
+    monkeypatch.setattr(llama._ll, "llama_decode", recording)
+    return calls
+
+
+# A prompt of 3+ chunks of 16 tokens (the chunk the tests below set)
+LONG_QUESTION = [{"role": "user", "content": f"{SOURCE} {SOURCE} {SOURCE} How much is the deposit?"}]
+
+
 @pytest.fixture(scope="module")
 def quantized(engines, sharp_gguf, sharp_model_dir, tmp_path_factory):
     """The sharp model as q8_0 weights, as the default model runs: llama.cpp then rounds each
     token's activations to 8 bits on its own, so a token's logits come out bit for bit alike in
     any batch (f32 weights differ in the last bits between a one-row and a many-row product)."""
     from assistant.gguf_convert import quantize_gguf
-    from assistant.llamacpp_engine import LlamaCppEngine
 
-    torch_engine, llama = engines
     gguf = quantize_gguf(sharp_gguf, tmp_path_factory.mktemp("sharp-q8") / "sharp.q8_0.gguf", "q8_0")
-    engine = LlamaCppEngine(
-        gguf, torch_engine.tokenizer, name="tiny", base_folder=sharp_model_dir, eos_ids=llama._eos, max_context=512
-    )
+    engine = tiny_llamacpp(engines, gguf, sharp_model_dir, max_context=512)
     yield engine
     engine.close()
 
@@ -259,17 +282,10 @@ def test_a_long_prompt_is_read_in_chunks_while_replies_run(quantized, monkeypatc
     cut)."""
     llama = quantized
     monkeypatch.setattr(llama, "prefill_chunk", 16)
-    messages = [{"role": "user", "content": f"{SOURCE} {SOURCE} {SOURCE} How much is the deposit?"}]
+    messages = LONG_QUESTION
     target = llama.encode(messages)
     assert len(target) > 3 * 16
-    calls: list[list[tuple[int, int]]] = []
-    decode = llama._ll.llama_decode
-
-    def recording(ctx, batch):
-        calls.append([(batch.seq_id[i][0], batch.pos[i]) for i in range(batch.n_tokens)])
-        return decode(ctx, batch)
-
-    monkeypatch.setattr(llama._ll, "llama_decode", recording)
+    calls = record_decodes(llama, monkeypatch)
     options = GenerationOptions(temperature=0, max_new_tokens=8, repetition_penalty=1.0)
     llama.forget_prompts()
     alone = llama.generate(messages, options)
@@ -310,7 +326,7 @@ def test_scoring_a_long_prompt_lets_running_replies_step_between_its_chunks(quan
     prompt. The score is the one it gets alone, bit for bit, and the replies are unharmed."""
     llama = quantized
     monkeypatch.setattr(llama, "prefill_chunk", 16)
-    messages = [{"role": "user", "content": f"{SOURCE} {SOURCE} {SOURCE} How much is the deposit?"}]
+    messages = LONG_QUESTION
     reply = "Ahoy! The deposit is 45 euros, by card."
     ids, _ = llama.score_inputs(messages, reply)
     llama.forget_prompts()
@@ -318,18 +334,11 @@ def test_scoring_a_long_prompt_lets_running_replies_step_between_its_chunks(quan
     greedy = GenerationOptions(temperature=0, max_new_tokens=60, repetition_penalty=1.0)
     quiet = [llama.generate(PROMPTS[i % 3], greedy).text for i in range(3)]
 
-    calls: list[list[tuple[int, int]]] = []
-    decode = llama._ll.llama_decode
-
-    def recording(ctx, batch):
-        calls.append([(batch.seq_id[i][0], batch.pos[i]) for i in range(batch.n_tokens)])
-        return decode(ctx, batch)
-
     llama.forget_prompts()
     busy = [llama.stream(PROMPTS[i % 3], greedy) for i in range(3)]
     for gen in busy:
         next(iter(gen))  # all three are generating
-    monkeypatch.setattr(llama._ll, "llama_decode", recording)
+    calls = record_decodes(llama, monkeypatch)
     assert llama.score(messages, reply) == alone
     assert [g.wait(60).text for g in busy] == quiet
     stream = next(s for call in calls for s, pos in call if pos == 0)  # the scored prompt's stream
@@ -347,19 +356,9 @@ def test_scoring_a_long_prompt_lets_running_replies_step_between_its_chunks(quan
 @needs_llamacpp
 @pytest.mark.parametrize(("asked", "chunk"), [(0, 512), (-5, 512), (64, 64), (4096, 512)])
 def test_prefill_chunk_zero_means_whole_batches(engines, sharp_gguf, sharp_model_dir, asked, chunk):
-    from assistant.llamacpp_engine import N_BATCH, LlamaCppEngine
+    from assistant.llamacpp_engine import N_BATCH
 
-    torch_engine, llama = engines
-    engine = LlamaCppEngine(
-        sharp_gguf,
-        torch_engine.tokenizer,
-        name="tiny",
-        base_folder=sharp_model_dir,
-        eos_ids=llama._eos,
-        max_context=256,
-        parallel=1,
-        prefill_chunk=asked,
-    )
+    engine = tiny_llamacpp(engines, sharp_gguf, sharp_model_dir, max_context=256, parallel=1, prefill_chunk=asked)
     try:
         assert N_BATCH == 512 and engine.prefill_chunk == chunk
         assert f"prompts read {chunk} tokens a step" in engine.describe()
@@ -490,19 +489,7 @@ GROUNDED = [{"role": "system", "content": SOURCE}, {"role": "user", "content": "
 @pytest.fixture(scope="module")
 def exact(engines, sharp_gguf, sharp_model_dir, tiny_adapter, other_adapter):
     """A llama.cpp engine with an f32 cache and plain attention on the f32 model."""
-    from assistant.llamacpp_engine import LlamaCppEngine
-
-    torch_engine, llama = engines
-    engine = LlamaCppEngine(
-        sharp_gguf,
-        torch_engine.tokenizer,
-        name="tiny",
-        base_folder=sharp_model_dir,
-        eos_ids=llama._eos,
-        max_context=512,
-        parallel=2,
-        exact=True,
-    )
+    engine = tiny_llamacpp(engines, sharp_gguf, sharp_model_dir, max_context=512, parallel=2, exact=True)
     engine.load_adapter("pirate", tiny_adapter)
     engine.load_adapter("other", other_adapter)
     yield engine
